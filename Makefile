@@ -1,0 +1,124 @@
+# Makefile — one plain Makefile for the whole runtime; everything lands in build/.
+#
+#   make          build libraries, programs and kernel images
+#   make test     build and run every test (GPU tests print "skipped: no CUDA device" without one)
+#   make bench    build and run the benchmarks
+#   make fuzz     build the libFuzzer targets and run each for FUZZ_SECONDS
+#   make format   clang-format every source file in place
+#   make clean    remove build/
+#
+# Library code lives in the module folders (plan/ weights/ rt/ host/); a .c file there is
+# library code unless it is listed in PROGS. Programs link build/libqrt.a; tests link a second
+# copy of the library built with AddressSanitizer and UBSan, plus the CPU reference (test/ref/). Kernels (kern/*.cu) compile to one
+# fatbin each with an explicit cubin per supported arch plus PTX for newer GPUs.
+
+BUILD      := build
+CUDA_HOME  ?= /usr/local/cuda
+NVCC       ?= $(shell command -v nvcc 2>/dev/null || echo $(CUDA_HOME)/bin/nvcc)
+FUZZ_CC    ?= clang
+FUZZ_SECONDS ?= 60
+
+# C: C11, every warning an error; dependency files so a header change rebuilds its users.
+# cuda.h is used for types only: no CUDA library is linked (rt loads libcuda at run time).
+# -Wno-format-truncation: messages go through snprintf into fixed buffers on purpose, and a
+# long path cut short in an error message is the intended behaviour, not a bug.
+CFLAGS     := -std=c11 -O2 -g -Wall -Wextra -Werror -Wno-format-truncation -D_GNU_SOURCE -I. \
+              -isystem $(CUDA_HOME)/include
+DEPFLAGS    = -MMD -MP
+LDLIBS     := -lm -ldl -lpthread
+
+# Tests: the same sources under AddressSanitizer and UBSan, stopping at the first report.
+SANFLAGS   := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+# Fuzzing: clang's libFuzzer, with ASan and UBSan, over the library built with coverage.
+FUZZFLAGS  := -std=c11 -O1 -g -D_GNU_SOURCE -I. -isystem $(CUDA_HOME)/include \
+              -fsanitize=address,undefined -fno-sanitize-recover=all
+
+# Kernels: explicit cubins for sm_80 (A100), sm_86 (RTX 30xx/A10), sm_87 (Jetson Orin),
+# sm_89 (L4/RTX 40xx) and sm_90a (H100/H200, wgmma), plus compute_90 PTX so newer GPUs can JIT.
+NVCCFLAGS  := -std=c++17 -O3 -I. -Xptxas -warn-spills -Werror all-warnings \
+              -gencode arch=compute_80,code=sm_80 \
+              -gencode arch=compute_86,code=sm_86 \
+              -gencode arch=compute_87,code=sm_87 \
+              -gencode arch=compute_89,code=sm_89 \
+              -gencode arch=compute_90a,code=sm_90a \
+              -gencode arch=compute_90,code=compute_90
+
+# ---- sources -----------------------------------------------------------------------------
+PROGS      := tools/qcfg.c tools/bench.c tools/mkcorpus.c
+LIB_SRC    := $(filter-out $(PROGS),$(wildcard plan/*.c weights/*.c rt/*.c host/*.c))
+REF_SRC    := $(wildcard test/ref/*.c)
+TEST_SRC   := $(wildcard test/test_*.c)
+FUZZ_SRC   := $(wildcard test/fuzz/fuzz_*.c)
+KERN_SRC   := $(wildcard kern/*.cu)
+
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+SAN_OBJ    := $(LIB_SRC:%.c=$(BUILD)/san/%.o) $(REF_SRC:%.c=$(BUILD)/san/%.o)
+FZL_OBJ    := $(LIB_SRC:%.c=$(BUILD)/fuzzobj/%.o)
+PROG_BIN   := $(PROGS:tools/%.c=$(BUILD)/%)
+TEST_BIN   := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
+FUZZ_BIN   := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/%)
+KERN_BIN   := $(KERN_SRC:kern/%.cu=$(BUILD)/kern/%.fatbin)
+
+.PHONY: all test bench fuzz format clean
+all: $(BUILD)/libqrt.a $(PROG_BIN) $(KERN_BIN) $(TEST_BIN)
+
+# ---- libraries and programs -----------------------------------------------------------------
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(DEPFLAGS) -c $< -o $@
+
+$(BUILD)/san/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SANFLAGS) $(DEPFLAGS) -c $< -o $@
+
+$(BUILD)/libqrt.a: $(LIB_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/san/libqrt.a: $(SAN_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/%: tools/%.c $(BUILD)/libqrt.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/libqrt.a $(LDLIBS)
+
+# ---- kernels ----------------------------------------------------------------------------------
+# nvcc's own error stops the build; -MD/-MF write the header dependencies.
+$(BUILD)/kern/%.fatbin: kern/%.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -MD -MF $(@:.fatbin=.d) -fatbin $< -o $@
+
+# ---- tests ------------------------------------------------------------------------------------
+$(BUILD)/test/%: test/%.c $(BUILD)/san/libqrt.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SANFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/san/libqrt.a $(LDLIBS)
+
+test: $(TEST_BIN) $(KERN_BIN)
+	@sh test/run $(TEST_BIN)
+
+# ---- benchmarks -------------------------------------------------------------------------------
+bench: $(BUILD)/bench $(KERN_BIN)
+	$(BUILD)/bench
+
+# ---- fuzzing ----------------------------------------------------------------------------------
+$(BUILD)/fuzzobj/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZFLAGS) -fsanitize=fuzzer-no-link $(DEPFLAGS) -c $< -o $@
+
+$(BUILD)/fuzz/%: test/fuzz/%.c $(FZL_OBJ)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZFLAGS) -fsanitize=fuzzer $(DEPFLAGS) $< $(FZL_OBJ) -o $@ $(LDLIBS)
+
+fuzz: $(FUZZ_BIN) $(BUILD)/mkcorpus
+	@sh test/fuzz/run $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+# ---- housekeeping -------------------------------------------------------------------------------
+format:
+	clang-format -i $(wildcard */*.c */*.h */*/*.c */*/*.h kern/*.cu kern/*.cuh)
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d $(BUILD)/*/*/*/*.d)

@@ -1,0 +1,42 @@
+/* fill.cu — synthetic fills: seeded uniform bf16 and random 32-bit words (see fill.h).
+ *
+ * Memory-bound by design: each thread computes 8 bf16 values (or 4 words) and writes them with
+ * one 16-byte store, striding over the grid, so a fill runs near copy bandwidth. The tail
+ * (n not a multiple of the vector) is written element by element. */
+#include "fill.h"
+
+extern "C" __global__ void k_fill_bf16(struct k_fill_params p)
+{
+    uint16_t *dst = (uint16_t *)p.dst;
+    uint64_t nvec = p.n / 8;
+    uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t v = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += stride) {
+        uint32_t w[4];
+        for (int j = 0; j < 4; j++) {
+            uint32_t lo = k_fill_bf16_value(p.seed, v * 8 + 2 * j, p.scale);
+            uint32_t hi = k_fill_bf16_value(p.seed, v * 8 + 2 * j + 1, p.scale);
+            w[j] = lo | (hi << 16);
+        }
+        *(uint4 *)(dst + v * 8) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    if (blockIdx.x == 0 && threadIdx.x < p.n - nvec * 8) {
+        uint64_t i = nvec * 8 + threadIdx.x;
+        dst[i] = k_fill_bf16_value(p.seed, i, p.scale);
+    }
+}
+
+extern "C" __global__ void k_fill_u32(struct k_fill_params p)
+{
+    uint32_t *dst = (uint32_t *)p.dst;
+    uint64_t nvec = p.n / 4;
+    uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t v = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += stride) {
+        uint4 w = make_uint4(k_fill_u32_value(p.seed, v * 4), k_fill_u32_value(p.seed, v * 4 + 1),
+                             k_fill_u32_value(p.seed, v * 4 + 2), k_fill_u32_value(p.seed, v * 4 + 3));
+        *(uint4 *)(dst + v * 4) = w;
+    }
+    if (blockIdx.x == 0 && threadIdx.x < p.n - nvec * 4) {
+        uint64_t i = nvec * 4 + threadIdx.x;
+        dst[i] = k_fill_u32_value(p.seed, i);
+    }
+}

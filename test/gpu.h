@@ -1,0 +1,84 @@
+/* gpu.h — what GPU tests share: open the device or skip, load a kernel image, check calls.
+ *
+ * Tests build under AddressSanitizer. The CUDA driver maps memory where ASan keeps its
+ * shadow gap, so cuInit fails unless protect_shadow_gap=0, and the driver keeps allocations
+ * for the life of the process that LeakSanitizer would call leaks: both are set here, for GPU
+ * tests only, through the sanitizers' default-option hooks. */
+#ifndef TEST_GPU_H
+#define TEST_GPU_H
+
+#include "../rt/cudrv.h"
+#include "test.h"
+
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "protect_shadow_gap=0"; }
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void) { return "leak:libcuda.so\nleak:libnvidia\n"; }
+
+struct gpu {
+    struct rt_cudrv d;
+    CUdevice dev;
+    CUcontext ctx;
+    int sm;        /* compute capability as 10*major + minor */
+    char name[128];
+};
+
+/* Die with file:line and the driver's error name when a driver call fails. */
+#define CU(g, call)                                                                                \
+    do {                                                                                           \
+        CUresult r_ = (g)->d.call;                                                                 \
+        if (r_ != CUDA_SUCCESS) {                                                                  \
+            char b_[RT_ERR_LEN];                                                                   \
+            printf("FAIL %s:%d: %s: %s\n", __FILE__, __LINE__, #call,                              \
+                   rt_cudrv_errstr(&(g)->d, r_, b_, sizeof b_));                                   \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* Open device 0 with its primary context. Returns 1 (and prints nothing) when there is no
+ * driver or no device: the caller then returns test_skip("no CUDA device"). */
+static inline int gpu_open(struct gpu *g)
+{
+    char err[RT_ERR_LEN];
+    int n = 0;
+    if (rt_cudrv_probe(&g->d, &n, err)) {
+        printf("# %s\n", err);
+        return 1;
+    }
+    if (n == 0) {
+        printf("# the CUDA driver reports no device\n");
+        rt_cudrv_close(&g->d);
+        return 1;
+    }
+    int major = 0, minor = 0;
+    CU(g, cuDeviceGet(&g->dev, 0));
+    CU(g, cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, g->dev));
+    CU(g, cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, g->dev));
+    CU(g, cuDeviceGetName(g->name, sizeof g->name, g->dev));
+    CU(g, cuDevicePrimaryCtxRetain(&g->ctx, g->dev));
+    CU(g, cuCtxSetCurrent(g->ctx));
+    g->sm = 10 * major + minor;
+    printf("# device: %s (sm_%d)\n", g->name, g->sm);
+    return 0;
+}
+
+static inline void gpu_close(struct gpu *g)
+{
+    g->d.cuDevicePrimaryCtxRelease(g->dev);
+    rt_cudrv_close(&g->d);
+}
+
+/* Load build/kern/<name>.fatbin (the directory can be overridden with KERN_DIR). */
+static inline CUmodule gpu_module(struct gpu *g, const char *name)
+{
+    char path[512];
+    const char *dir = getenv("KERN_DIR");
+    snprintf(path, sizeof path, "%s/%s.fatbin", dir ? dir : "build/kern", name);
+    char *img = test_read_file(path, NULL);
+    CUmodule m;
+    CU(g, cuModuleLoadData(&m, img));
+    free(img);
+    return m;
+}
+
+#endif

@@ -1,0 +1,87 @@
+/* ref.h — the CPU reference forward of Qwen3.5-MoE: float32, plain loops, the executable spec.
+ *
+ * Every GPU kernel and the whole GPU model are tested against this code, and this code is
+ * tested against transformers (golden logits in test/data and ../shared/fixtures). It follows
+ * ../shared/MODEL.md §2 op by op, with the PyTorch expression quoted beside each step.
+ *
+ * One token at a time: ref_step() runs the whole model for the token at position state->pos
+ * and advances the state (KV cache, GDN conv windows and recurrent states). A prompt is a
+ * sequence of steps; in exact arithmetic that equals transformers' prefill (the chunked
+ * gated delta rule is an algebraic rewrite of the recurrence), and in float32 it agrees to
+ * rounding. Weights come in through a getter, so they can be read from a safetensors
+ * checkpoint, a weights image, or dequantized INT4, all as float32. */
+#ifndef REF_H
+#define REF_H
+
+#include <stdint.h>
+
+#include "../../plan/model.h"
+
+/* Produce tensor `name` (image naming, e.g. "layers.0.linear_attn.in_proj_qkv.weight") as
+ * float32 into dst, after checking that its shape is shape[0..ndim). Returns 0, or -1 with a
+ * message in err (MODEL_ERR_LEN bytes). */
+typedef int (*ref_get_fn)(void *ctx, const char *name, int ndim, const uint64_t *shape, float *dst,
+                          char *err);
+
+struct ref_layer {
+    int type;          /* MODEL_LAYER_LINEAR or MODEL_LAYER_FULL */
+    float *in_norm;    /* (H) zero-centred: scale is 1 + w */
+    float *post_norm;  /* (H) */
+    /* Gated DeltaNet */
+    float *qkv;        /* (conv_dim, H) rows: q (nk*dk), k (nk*dk), v (nv*dv) */
+    float *z;          /* (nv*dv, H) output gate */
+    float *b;          /* (nv, H) beta logits */
+    float *a;          /* (nv, H) decay input */
+    float *conv;       /* (conv_dim, K) depthwise causal taps; tap K-1 multiplies the current token */
+    float *dt_bias;    /* (nv) */
+    float *a_log;      /* (nv) */
+    float *gnorm;      /* (dv) gated RMSNorm weight, plain scale w */
+    float *out;        /* (H, nv*dv) */
+    /* gated attention */
+    float *wq;         /* (n_heads * 2 * hd, H) per head: hd query rows then hd gate rows */
+    float *wk, *wv;    /* (n_kv * hd, H) */
+    float *wo;         /* (H, n_heads * hd) */
+    float *q_norm;     /* (hd) zero-centred */
+    float *k_norm;     /* (hd) zero-centred */
+    /* mixture of experts */
+    float *router;     /* (E, H) */
+    float *gate_up;    /* (E, 2*I, H) rows 0..I-1 gate, I..2I-1 up */
+    float *down;       /* (E, H, I) */
+    float *sh_gate;    /* (S, H) shared expert */
+    float *sh_up;      /* (S, H) */
+    float *sh_down;    /* (H, S) */
+    float *sh_gate_w;  /* (1, H) sigmoid gate of the shared expert */
+};
+
+struct ref_model {
+    struct model_config c;
+    float *embed;          /* (V, H) */
+    float *final_norm;     /* (H) zero-centred */
+    float *lm_head;        /* (V, H); equals embed when tied */
+    struct ref_layer layers[MODEL_MAX_LAYERS];
+    float *inv_freq;       /* (rotary_dim / 2) RoPE frequencies */
+};
+
+struct ref_state {
+    uint32_t pos;          /* tokens consumed so far */
+    uint32_t max_seq;      /* capacity of the KV cache */
+    float *k_cache[MODEL_MAX_LAYERS]; /* attention layers: (n_kv, max_seq, hd) post-norm post-RoPE */
+    float *v_cache[MODEL_MAX_LAYERS]; /* (n_kv, max_seq, hd) */
+    float *conv_win[MODEL_MAX_LAYERS]; /* GDN layers: (conv_dim, K-1) previous pre-conv inputs */
+    float *ssm[MODEL_MAX_LAYERS];     /* GDN layers: (nv, dk, dv) recurrent state */
+};
+
+/* Allocate every weight for config c and fill it through get. Returns 0 or -1 with err. */
+int ref_model_init(struct ref_model *m, const struct model_config *c, ref_get_fn get, void *ctx,
+                   char *err);
+void ref_model_free(struct ref_model *m);
+
+/* A fresh sequence: zero caches and states, pos 0. Returns 0 or -1 (out of memory). */
+int ref_state_init(struct ref_state *s, const struct ref_model *m, uint32_t max_seq);
+void ref_state_free(struct ref_state *s, const struct ref_model *m);
+
+/* Run token at position s->pos, write logits (V) when logits is non-NULL, advance s->pos.
+ * Returns 0, or -1 if the token is out of range or the cache is full. */
+int ref_step(const struct ref_model *m, struct ref_state *s, int32_t token, float *logits);
+
+#endif
