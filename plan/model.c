@@ -163,9 +163,12 @@ static int check_rope(const struct model_config *c, char *err)
                  (double)c->partial_rotary);
         return -1;
     }
-    /* rotary_dim must be the exact product, as HF computes int(head_dim * factor) */
-    uint32_t rd = (uint32_t)((double)c->head_dim * (double)c->partial_rotary);
-    if (c->rotary_dim != rd || rd == 0 || rd % 2) {
+    /* rotary_dim is head_dim * factor, which must be an integer (HF takes int() of it). The
+     * factor is stored as a float, so 0.35 * 40 may land a hair under 14: round, then demand
+     * that the product was that integer to float precision. */
+    double prod = (double)c->head_dim * (double)c->partial_rotary;
+    uint32_t rd = (uint32_t)lround(prod);
+    if (c->rotary_dim != rd || rd == 0 || rd % 2 || fabs(prod - rd) > 1e-4 * (rd + 1)) {
         snprintf(err, MODEL_ERR_LEN,
                  "partial_rotary_factor = %g gives rotary dim %u of head_dim %u; it must be a "
                  "non-zero even number (stored rotary_dim %u)",
