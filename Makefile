@@ -9,8 +9,8 @@
 #
 # Library code lives in the module folders (plan/ weights/ rt/ host/); a .c file there is
 # library code unless it is listed in PROGS. Programs link build/libqrt.a; tests link a second
-# copy of the library built with AddressSanitizer and UBSan, plus the CPU reference (test/ref/). Kernels (kern/*.cu) compile to one
-# fatbin each with an explicit cubin per supported arch plus PTX for newer GPUs.
+# copy of the library built with AddressSanitizer and UBSan, plus the CPU reference (test/ref/).
+# Kernels (kern/*.cu) compile to one cubin per supported arch plus PTX for newer GPUs.
 
 BUILD      := build
 CUDA_HOME  ?= /usr/local/cuda
@@ -34,15 +34,12 @@ SANFLAGS   := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno
 FUZZFLAGS  := -std=c11 -O1 -g -D_GNU_SOURCE -I. -isystem $(CUDA_HOME)/include \
               -fsanitize=address,undefined -fno-sanitize-recover=all
 
-# Kernels: explicit cubins for sm_80 (A100), sm_86 (RTX 30xx/A10), sm_87 (Jetson Orin),
-# sm_89 (L4/RTX 40xx) and sm_90a (H100/H200, wgmma), plus compute_90 PTX so newer GPUs can JIT.
-NVCCFLAGS  := -std=c++17 -O3 -I. -Xptxas -warn-spills -Werror all-warnings \
-              -gencode arch=compute_80,code=sm_80 \
-              -gencode arch=compute_86,code=sm_86 \
-              -gencode arch=compute_87,code=sm_87 \
-              -gencode arch=compute_89,code=sm_89 \
-              -gencode arch=compute_90a,code=sm_90a \
-              -gencode arch=compute_90,code=compute_90
+# Kernels: every kern/*.cu is compiled together (build/kern/all.cu includes them all) into one
+# cubin per supported arch — sm_80 (A100), sm_86 (RTX 30xx, A10), sm_87 (Jetson Orin), sm_89
+# (L4, RTX 40xx), sm_90a (H100/H200: wgmma) — plus compute_90 PTX that newer GPUs JIT. The
+# planner embeds the images of the archs a plan targets; one module per arch holds every kernel.
+KERN_ARCHS := sm_80 sm_86 sm_87 sm_89 sm_90a
+NVCCFLAGS  := -std=c++17 -O3 -I. -Xptxas -warn-spills -Werror all-warnings
 
 # ---- sources -----------------------------------------------------------------------------
 PROGS      := tools/qcfg.c tools/bench.c tools/mkcorpus.c
@@ -58,7 +55,7 @@ FZL_OBJ    := $(LIB_SRC:%.c=$(BUILD)/fuzzobj/%.o)
 PROG_BIN   := $(PROGS:tools/%.c=$(BUILD)/%)
 TEST_BIN   := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
 FUZZ_BIN   := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/%)
-KERN_BIN   := $(KERN_SRC:kern/%.cu=$(BUILD)/kern/%.fatbin)
+KERN_BIN   := $(KERN_ARCHS:%=$(BUILD)/kern/%.cubin) $(BUILD)/kern/compute_90.ptx
 
 .PHONY: all test bench fuzz format clean
 all: $(BUILD)/libqrt.a $(PROG_BIN) $(KERN_BIN) $(TEST_BIN)
@@ -85,10 +82,18 @@ $(BUILD)/%: tools/%.c $(BUILD)/libqrt.a
 	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/libqrt.a $(LDLIBS)
 
 # ---- kernels ----------------------------------------------------------------------------------
-# nvcc's own error stops the build; -MD/-MF write the header dependencies.
-$(BUILD)/kern/%.fatbin: kern/%.cu
+# all.cu is rewritten only when the list of kernel files changes. nvcc's own error message
+# stops the build; -MD/-MF record the headers each image depends on.
+$(BUILD)/kern/all.cu: $(KERN_SRC) Makefile
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) -MD -MF $(@:.fatbin=.d) -fatbin $< -o $@
+	@printf '#include "%s"\n' $(KERN_SRC) > $@.new
+	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
+
+$(BUILD)/kern/sm_%.cubin: $(BUILD)/kern/all.cu
+	$(NVCC) $(NVCCFLAGS) -arch=sm_$* -cubin -MD -MF $(@:.cubin=.d) $< -o $@
+
+$(BUILD)/kern/compute_90.ptx: $(BUILD)/kern/all.cu
+	$(NVCC) $(NVCCFLAGS) -arch=compute_90 -ptx -MD -MF $(@:.ptx=.d) $< -o $@
 
 # ---- tests ------------------------------------------------------------------------------------
 $(BUILD)/test/%: test/%.c $(BUILD)/san/libqrt.a

@@ -68,12 +68,21 @@ static inline void gpu_close(struct gpu *g)
     rt_cudrv_close(&g->d);
 }
 
-/* Load build/kern/<name>.fatbin (the directory can be overridden with KERN_DIR). */
-static inline CUmodule gpu_module(struct gpu *g, const char *name)
+/* Load the kernel image for this device: build/kern/sm_<arch>.cubin when the build has one
+ * for its arch (sm_90 uses sm_90a), else the compute_90 PTX, which the driver compiles for
+ * newer GPUs. The directory can be overridden with KERN_DIR. */
+static inline CUmodule gpu_module(struct gpu *g)
 {
     char path[512];
     const char *dir = getenv("KERN_DIR");
-    snprintf(path, sizeof path, "%s/%s.fatbin", dir ? dir : "build/kern", name);
+    FILE *f;
+    snprintf(path, sizeof path, "%s/sm_%d%s.cubin", dir ? dir : "build/kern", g->sm,
+             g->sm == 90 ? "a" : "");
+    if (!(f = fopen(path, "rb")))
+        snprintf(path, sizeof path, "%s/compute_90.ptx", dir ? dir : "build/kern");
+    else
+        fclose(f);
+    printf("# kernel image: %s\n", path);
     char *img = test_read_file(path, NULL);
     CUmodule m;
     CU(g, cuModuleLoadData(&m, img));

@@ -49,7 +49,7 @@ int main(void)
     struct gpu g;
     if (gpu_open(&g))
         return test_skip("no CUDA device");
-    CUmodule m = gpu_module(&g, "fill");
+    CUmodule m = gpu_module(&g);
     CUfunction fb, fu;
     CU(&g, cuModuleGetFunction(&fb, m, "k_fill_bf16"));
     CU(&g, cuModuleGetFunction(&fu, m, "k_fill_u32"));

@@ -174,18 +174,26 @@ static void bench_gpu(void)
     CUdeviceptr a, b;
     CU(cuMemAlloc(&a, bytes));
     CU(cuMemAlloc(&b, bytes));
-    FILE *f = fopen("build/kern/fill.fatbin", "rb");
+    int major = 0, minor = 0;
+    CU(cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev));
+    CU(cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev));
+    char path[64]; /* this arch's cubin, else the PTX the driver JIT-compiles */
+    snprintf(path, sizeof path, "build/kern/sm_%d%d%s.cubin", major, minor, major == 9 ? "a" : "");
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        f = fopen(strcpy(path, "build/kern/compute_90.ptx"), "rb");
     if (!f) {
-        fprintf(stderr, "bench: build/kern/fill.fatbin missing: run make first\n");
+        fprintf(stderr, "bench: no kernel image in build/kern: run make first\n");
         exit(1);
     }
-    static char img[1 << 20];
-    size_t n = fread(img, 1, sizeof img, f);
+    static char img[4 << 20];
+    size_t n = fread(img, 1, sizeof img - 1, f);
     fclose(f);
-    if (n == 0 || n == sizeof img) {
-        fprintf(stderr, "bench: build/kern/fill.fatbin is empty or larger than 1 MiB\n");
+    if (n == 0 || n == sizeof img - 1) {
+        fprintf(stderr, "bench: %s is empty or larger than 4 MiB\n", path);
         exit(1);
     }
+    img[n] = 0; /* PTX is loaded as a NUL-terminated string */
     CUmodule m;
     CUfunction fill;
     CU(cuModuleLoadData(&m, img));
