@@ -1,0 +1,228 @@
+// corpus.mjs — the texts gen_fixtures.mjs encodes with the Hugging Face implementation.
+// Each category becomes one CHECK in test/test_tok.c. Strings are written with escapes where
+// the characters matter (combining marks, invisible spaces) so a reader can see them.
+
+export const categories = {
+    english: [
+        'Hello world',
+        'The quick brown fox jumps over the lazy dog.',
+        'Hello, World! How are you doing today?',
+        'It was the best of times, it was the worst of times; it was the age of wisdom...',
+        '"Quoted text," she said. (Parenthetical remark) [brackets] {braces}',
+        'e-mail: someone@example.com, URL: https://example.org/path?query=1&x=y#frag',
+        'CamelCaseWords and snake_case_words and kebab-case-words',
+        'ALL CAPS SENTENCE WITH NUMBERS 123 AND SYMBOLS $%^&*',
+        'Mr. Smith paid $3.50 for 2 coffees at 9:30am.',
+        'naïve café résumé coöperate façade jalapeño',
+        '  leading spaces and trailing spaces  ',
+        'multiple   internal    spaces',
+        'Ellipsis… em—dash – en-dash “curly quotes” ‘single’',
+        'Tab\tseparated\tvalues\there',
+    ],
+    code: [
+        'def add(a, b):\n    return a + b\n',
+        'int main(void)\n{\n    printf("hello\\n");\n    return 0;\n}\n',
+        'for (int i = 0; i < n; i++) {\n\tif (x[i] != y[i])\n\t\treturn -1;\n}\n',
+        'class Foo:\n    def __init__(self):\n        self.x = {"a": [1, 2, 3]}\n\n    def bar(self) -> None:\n        pass\n',
+        'const f = async (x) => { await g(x?.y ?? 0); };\n',
+        '#include <stdio.h>\n#define MAX(a,b) ((a)>(b)?(a):(b))\n',
+        '    \n        \n    x = 1  \n',
+        'if __name__ == "__main__":\r\n    main()\r\n',
+        'SELECT id, name FROM users WHERE age >= 18 ORDER BY name;',
+        '<div class="x"><span>text</span></div>',
+        'x+=1;y-=2;z*=3;w/=4;a%=5;b<<=1;c>>=2;d&&=e||f',
+        '// comment\n/* block\n * comment */\n',
+        '$ ls -la | grep "\\.c$" > out.txt 2>&1',
+        'fn main() {\n    let v: Vec<u32> = (0..10).map(|x| x * x).collect();\n}\n',
+    ],
+    cjk: [
+        '你好，世界！',
+        '我们今天去公园散步，天气非常好。',
+        '日本語のテキストとカタカナ、ひらがな。',
+        '東京タワーは333メートルです。',
+        '한국어 텍스트입니다. 안녕하세요!',
+        '中文English混合text测试',
+        '全角ＡＢＣ１２３　全角スペース',
+        '「引用」『二重引用』【括弧】',
+        '𠀀𠀁𪚥 (CJK extension B)',
+    ],
+    scripts: [
+        'สวัสดีครับ ภาษาไทยไม่มีช่องว่างระหว่างคำ',
+        'مرحبا بالعالم! كيف حالك؟',
+        'العَرَبِيَّة مع التشكيل',
+        'שָׁלוֹם עוֹלָם',
+        'नमस्ते दुनिया, हिन्दी में लिखा गया पाठ।',
+        'क्षत्रिय श्रीमान् द्वार',
+        'বাংলা ভাষা',
+        'தமிழ் மொழி',
+        'Ελληνικά κείμενο με τόνους',
+        'Русский текст с буквой ё и Ё',
+        'Tiếng Việt có dấu: Nguyễn, Trường, người',
+        'ქართული ენა',
+        'Հայերեն լեզու',
+        'ᏣᎳᎩ ᎦᏬᏂᎯᏍᏗ',
+    ],
+    emoji: [
+        '😀',
+        'I love 🍕 and 🍣!',
+        '👍🏽 👍🏻 👍🏿',
+        '👨‍👩‍👧‍👦 family',
+        '🏳️‍🌈 flag and 🇺🇸🇯🇵 flags',
+        '1️⃣ 2️⃣ #️⃣',
+        '❤️ vs ❤',
+        '🧑🏽‍💻 coder, 👩‍🔬 scientist',
+        '😀😀😀😀😀😀',
+        'text😀text',
+        ' 😀 ',
+    ],
+    marks: [
+        'cafe\u0301',
+        'e\u0301',
+        'a\u0301b',
+        'q\u0301',
+        '.\u0301a',
+        '!!\u0301',
+        ' \u0301',
+        '1\u0301a',
+        'A\u030A vs \u00C5 vs \u212B',
+        'Vie\u0323\u0302t Nam',
+        'Z\u0351\u036B\u0343\u036A\u0302\u036B\u033D\u034F\u0334\u0319\u0324\u031E\u0349\u035A\u032F\u031E\u0320\u034DA\u036B\u0357\u0334\u0362\u0335\u031C\u0330\u0354L\u0368\u0367\u0369\u0358\u0320G\u0311\u0357\u030E\u0305\u035B\u0341\u0334\u033B\u0348\u034D\u0354\u0339O\u0342\u030C\u030C\u0358\u0328\u0335\u0339\u033B\u031D\u0333',
+        '\u1100\u1161\u11A8 \u1112\u1161\u11AB\u1100\u1173\u11AF',
+        'a\u0328\u0301 vs a\u0301\u0328',
+        's\u0323\u0307 and s\u0307\u0323',
+        '\u0958\u0959 \u0915\u093C',
+        'x\u20DD y\u20E3',
+        '\u0F73 \u0F75 \u0F81',
+        'ñ vs n\u0303',
+        '\u00E9\u0301',
+        'o\u0302\u0301 \u1ED1',
+    ],
+    whitespace: [
+        '    ',
+        '\n',
+        '\n\n\n',
+        '\r\n',
+        'a\r\nb\r\n\r\nc',
+        'line1\nline2\n\nline4\n',
+        'a \n b',
+        'a  \n  b',
+        ' '.repeat(64) + 'x',
+        'x' + ' '.repeat(100),
+        '\t\t\tindented',
+        'mixed \t \n \r\n  \t\n',
+        '\u00A0non\u00A0breaking\u00A0',
+        '\u3000ideographic\u3000space',
+        'next\u0085line',
+        'line\u2028separator\u2029para',
+        'zero\u200Bwidth\uFEFFbom',
+        'a\u000Bb\u000Cc',
+        ' \n',
+        '\n ',
+        ' \r\n \r\n ',
+        '\r\r\n\n\r',
+        'end\n\n\n\n\n\n\n\n',
+    ],
+    digits: [
+        '1234567890',
+        '3.14159265358979323846264338327950288419716939937510',
+        '1,234,567.89',
+        'Phone: +1 (555) 123-4567',
+        '0x1F 0b1010 1e-10 6.02e23',
+        '٠١٢٣٤٥٦٧٨٩ Arabic-Indic',
+        '１２３ fullwidth',
+        'x² + y³ = ½ ¼ ¾',
+        'Ⅻ Ⅳ ⅷ roman',
+        '2024-01-15T10:30:00Z',
+        '9'.repeat(200),
+        'v1.2.3-rc4',
+    ],
+    contractions: [
+        "I'm you're he's she'd we've they'll it't",
+        "I'M YOU'RE HE'S SHE'D WE'VE THEY'LL",
+        "'S 'LL 'Re 'rE 'Ve 'D 'M 'T",
+        "don't won't can't shouldn't",
+        "O'Neil rock'n'roll ''s '",
+        "' s ' ll 'x 'sa 'lla",
+        "'s",
+        "'\u017F 'K",
+        "Dogs' toys",
+        "’s curly apostrophe",
+    ],
+    special: [
+        '<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n',
+        '<|endoftext|>',
+        'text<|endoftext|>more text',
+        '<think>\nreasoning\n</think>\n\nanswer',
+        '<|im_start|> spaced <|im_end|>',
+        '<|im_end|><|im_end|>',
+        '<|im_start',
+        '<|im_end|',
+        '<<|im_end|>>',
+        '<tool_call>\n{"name": "f"}\n</tool_call>',
+        '<|fim_prefix|>def f():<|fim_suffix|>\n<|fim_middle|>',
+        'a<|vision_start|><|image_pad|><|vision_end|>b',
+        '  <|im_end|>  ',
+        '\n<|im_end|>\n',
+    ],
+    edge: [
+        '',
+        ' ',
+        'a',
+        "'",
+        '\u0000',
+        '\u007F',
+        '\u0080',
+        '\uFFFD',
+        '\u{10FFFF}',
+        '\u{E0001}\u{E0041}',
+        '\uE000 private use',
+        '\u00AD soft hyphen',
+        '€',
+        '\\',
+        '""',
+    ],
+};
+
+// Every ASCII character alone: the single bytes.
+for (let c = 0; c < 128; c++) categories.edge.push(String.fromCharCode(c));
+
+// A few KB of mixed text: every case above joined in a fixed shuffled order, three times.
+export function mixed(rand) {
+    const all = Object.values(categories).flat().filter((s) => s.length > 1);
+    const parts = [];
+    for (let r = 0; r < 3; r++) {
+        const order = all.slice();
+        for (let i = order.length - 1; i > 0; i--) {
+            const j = Math.floor(rand() * (i + 1));
+            [order[i], order[j]] = [order[j], order[i]];
+        }
+        parts.push(order.join(rand() < 0.5 ? ' ' : '\n'));
+    }
+    return parts;
+}
+
+// Characters random strings are drawn from: every class the scanners distinguish, all
+// assigned since long before any Unicode version either implementation might use.
+export const pool = [
+    ...'abcXYZ', ...'0123456789', ' ', ' ', ' ', '\t', '\n', '\r', "'", "'s", "'ll", "'RE", "'t",
+    ...'.,;:!?-_()[]{}<>|/\\"#$%&*+=@^`~', '\u00A0', '\u3000', '\u0085', '\u2028', '\u000B', '\u00E9',
+    '\u00C5', '\u0301', '\u0308', '\u0323', '\u0327', '\u0345', '\u20DD', '\u0915', '\u093F', '\u094D',
+    '\u093C', '\u0928', '\u0E01', '\u0E31', '\u0627', '\u064E', '\u4E2D', '\u6587', '\uAC00', '\u1100',
+    '\u1161', '\u11A8', '\u3042', '\u30A2', '\u0660', '\uFF11', '\u00B2', '\u2167', '\u{1F600}', '\u200D',
+    '\uFE0F', '\u{1F3FD}', '\u{1F468}', '\uFEFF', '\u200B', '\u0000', '\u001F', '\u212B', '\u0958',
+    '<|im_end|>', '<|endoftext|>', '<think>', 'ñ', 'Ω', 'ж', '\u017F',
+];
+
+// For the "syn" tokenizer (test/data/tok/synth_added.json): added-token flags at work.
+export const synthCases = [
+    '[CLS] My name is Anthony [SEP]',
+    '<mask> My name <mask> A<mask> <mask>ony <mask>',
+    'Hi <mask> there\t<mask>\t<mask>\u2000',
+    '  <mask>  <mask>  ',
+    'pony ony phony ony, _ony ony_ 1ony ony\u0301 \u00E9ony',
+    '\u00C5ngstr\u00F6m A\u030Angstro\u0308m \u212Bngstr\u00F6m \u00C5ngstrom',
+    'x[SEP]   y [SEP]\n\nz[SEP]',
+    '<abc> <ab <abcd <abc',
+    '<\u65E5\u672C>\u8A9E <\u65E5\u672C <\u65E5\u672C>>',
+    'Hello world, whole words: the and of understanding internationalization',
+];
