@@ -42,7 +42,8 @@ KERN_ARCHS := sm_80 sm_86 sm_87 sm_89 sm_90a
 NVCCFLAGS  := -std=c++17 -O3 -I. -Xptxas -warn-spills -Werror all-warnings
 
 # ---- sources -----------------------------------------------------------------------------
-PROGS      := tools/qcfg.c tools/bench.c tools/mkcorpus.c
+PROGS      := plan/planner.c tools/plandump.c tools/qcfg.c tools/bench.c tools/mkcorpus.c \
+              tools/tokbench.c
 LIB_SRC    := $(filter-out $(PROGS),$(wildcard plan/*.c weights/*.c rt/*.c host/*.c))
 REF_SRC    := $(wildcard test/ref/*.c)
 TEST_SRC   := $(wildcard test/test_*.c)
@@ -52,7 +53,7 @@ KERN_SRC   := $(wildcard kern/*.cu)
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 SAN_OBJ    := $(LIB_SRC:%.c=$(BUILD)/san/%.o) $(REF_SRC:%.c=$(BUILD)/san/%.o)
 FZL_OBJ    := $(LIB_SRC:%.c=$(BUILD)/fuzzobj/%.o)
-PROG_BIN   := $(PROGS:tools/%.c=$(BUILD)/%)
+PROG_BIN   := $(addprefix $(BUILD)/,$(notdir $(PROGS:.c=)))
 TEST_BIN   := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
 FUZZ_BIN   := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/%)
 KERN_BIN   := $(KERN_ARCHS:%=$(BUILD)/kern/%.cubin) $(BUILD)/kern/compute_90.ptx
@@ -78,6 +79,10 @@ $(BUILD)/san/libqrt.a: $(SAN_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/%: tools/%.c $(BUILD)/libqrt.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/libqrt.a $(LDLIBS)
+
+$(BUILD)/%: plan/%.c $(BUILD)/libqrt.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/libqrt.a $(LDLIBS)
 

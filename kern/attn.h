@@ -1,0 +1,70 @@
+/* attn.h — gated full attention kernels (MODEL.md §2.3).
+ *
+ * k_attn_rope: q = rmsnorm1p(q) and k = rmsnorm1p(k) per head, partial RoPE ("half"
+ *   convention) on the first rotary_dim dims at positions step->pos + t, then k and v are
+ *   appended to the caches at those positions; q goes to q_out. Launch: grid (T_max),
+ *   block K_ATTN_ROPE_THREADS.
+ * k_attn_decode_split: split-K flash decoding. The filled length L = step->pos + 1 is cut into
+ *   n_split pieces of ceil(L / n_split) tokens; CTA (s, kvh) reads its piece of K and V once
+ *   for all `group` query heads of kv head kvh (pack GQA) and writes fp32 partial outputs and
+ *   the running max and sum of exponents. Bounded by L, never by max_seq. Launch: grid
+ *   (n_split, n_kv), block K_ATTN_THREADS.
+ * k_attn_decode_reduce: combines the pieces with log-sum-exp weights, multiplies by
+ *   sigmoid(gate), writes bf16 (n_heads * head_dim). Launch: grid (n_heads), block head_dim.
+ * k_attn_decode: the single-pass alternative for short contexts (one CTA per kv head walks
+ *   the whole filled length). Launch: grid (n_kv), block K_ATTN_THREADS.
+ * k_attn_prefill: causal flash attention over the cached prefix plus the chunk, query heads
+ *   of one kv head folded into the M dimension (pack GQA), fp32 softmax statistics, output
+ *   gate fused. Launch: grid (ceil(T_max * group / K_ATTN_BM), n_kv), block K_ATTN_THREADS. */
+#ifndef K_ATTN_H
+#define K_ATTN_H
+
+#include <stdint.h>
+
+#define K_ATTN_ROPE_THREADS 256
+#define K_ATTN_THREADS 256
+#define K_ATTN_BM 64
+
+struct k_attn_dims {
+    uint32_t n_heads, n_kv, head_dim, rotary_dim;
+    uint32_t max_seq;      /* KV cache capacity (rows per kv head) */
+    uint32_t T_max;        /* rows of the schedule's bucket */
+    float eps;             /* q/k norm epsilon */
+    float rope_theta;
+    float scale;           /* softmax scale, head_dim^-0.5 */
+    uint32_t reserved;
+};
+
+struct k_attn_rope_params {
+    uint64_t qg;           /* (T_max, n_heads, 2 * head_dim) bf16: query | gate per head */
+    uint64_t k, v;         /* (T_max, n_kv * head_dim) bf16 */
+    uint64_t q_norm, k_norm; /* (head_dim) bf16 zero-centred */
+    uint64_t q_out;        /* (T_max, n_heads, head_dim) bf16 normed, rotated */
+    uint64_t k_cache, v_cache; /* (n_kv, max_seq, head_dim) bf16 */
+    uint64_t step;
+    struct k_attn_dims d;
+};
+
+struct k_attn_decode_params {
+    uint64_t q;            /* (n_heads, head_dim) bf16 */
+    uint64_t qg;           /* (n_heads, 2 * head_dim) bf16: the gate half is read */
+    uint64_t k_cache, v_cache;
+    uint64_t part_o;       /* split: (n_split, n_heads, head_dim) f32 */
+    uint64_t part_ml;      /* split: (n_split, n_heads, 2) f32 running max, sum of exp */
+    uint64_t out;          /* reduce / single pass: (n_heads * head_dim) bf16 */
+    uint64_t step;
+    struct k_attn_dims d;
+    uint32_t n_split;
+    uint32_t reserved;
+};
+
+struct k_attn_prefill_params {
+    uint64_t q;            /* (T_max, n_heads, head_dim) bf16 */
+    uint64_t qg;           /* (T_max, n_heads, 2 * head_dim) bf16 gate half */
+    uint64_t k_cache, v_cache;
+    uint64_t out;          /* (T_max, n_heads * head_dim) bf16 */
+    uint64_t step;
+    struct k_attn_dims d;
+};
+
+#endif

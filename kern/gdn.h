@@ -1,0 +1,73 @@
+/* gdn.h — Gated DeltaNet kernels (MODEL.md §2.2).
+ *
+ * k_gdn_step (decode, one token, fused): for each value head hv, with key head hk = hv / (nv/nk):
+ *   conv: u = silu(sum_j Wc[c, j] * [window; x][j]) over the q, k, v channels the head reads,
+ *         then the window slides (the CTA owning a channel writes it back);
+ *   q, k l2-normed (eps 1e-6 inside the rsqrt, sum not mean), q *= dk^-0.5;
+ *   g = -exp(A_log) * softplus(a + dt_bias), beta = sigmoid(b);
+ *   S = e^g S; S += k (beta (v - S^T k))^T; o = S^T q   (fp32 state, one read, one write);
+ *   out = w * rmsnorm(o) * silu(z)                     (gated RMSNorm, plain w).
+ *   Launch: grid (nv), block K_GDN_THREADS.
+ *
+ * k_gdn_conv (prefill): the causal conv + SiLU over the chunk, reading the window for the
+ *   first K-1 taps and leaving the last K-1 inputs in it. Launch: grid (ceil(conv_dim / 128)),
+ *   block 128.
+ * k_gdn_chunk (prefill): the chunked delta rule, chunks of K_GDN_CHUNK tokens in WY/UT form
+ *   (MODEL.md §2.2), continuing from and updating the cached state S; q/k l2 norms and the
+ *   gates are computed inside; the gated RMSNorm with z is fused at the end. Launch: grid
+ *   (nv), block K_GDN_THREADS; the intra-chunk products run on tensor cores. */
+#ifndef K_GDN_H
+#define K_GDN_H
+
+#include <stdint.h>
+
+#define K_GDN_THREADS 256
+#define K_GDN_CHUNK 64
+
+struct k_gdn_dims {
+    uint32_t nk, nv;       /* key heads, value heads */
+    uint32_t dk, dv;       /* key and value head dims */
+    uint32_t conv_dim;     /* 2 * nk * dk + nv * dv */
+    uint32_t kernel;       /* conv taps */
+    uint32_t T_max;        /* rows of the schedule's bucket */
+    float eps;             /* rms_norm_eps of the gated norm */
+};
+
+struct k_gdn_step_params {
+    uint64_t qkv;          /* (conv_dim) bf16 pre-conv projections of this token */
+    uint64_t z;            /* (nv * dv) bf16 output gate */
+    uint64_t b, a;         /* (nv) bf16 beta logits and decay inputs */
+    uint64_t conv_w;       /* (conv_dim, kernel) bf16 */
+    uint64_t window;       /* (conv_dim, kernel - 1) bf16 previous inputs, updated */
+    uint64_t a_log;        /* (nv) f32 */
+    uint64_t dt_bias;      /* (nv) bf16 */
+    uint64_t norm_w;       /* (dv) f32 gated-norm weight */
+    uint64_t state;        /* (nv, dk, dv) f32 recurrent state, updated */
+    uint64_t out;          /* (nv * dv) bf16 */
+    uint64_t step;         /* struct k_step */
+    struct k_gdn_dims d;
+};
+
+struct k_gdn_conv_params {
+    uint64_t qkv;          /* (T_max, conv_dim) bf16 pre-conv */
+    uint64_t conv_w;       /* (conv_dim, kernel) bf16 */
+    uint64_t window;       /* (conv_dim, kernel - 1) bf16, read then updated */
+    uint64_t out;          /* (T_max, conv_dim) bf16 post-conv, post-SiLU */
+    uint64_t step;
+    struct k_gdn_dims d;
+};
+
+struct k_gdn_chunk_params {
+    uint64_t u;            /* (T_max, conv_dim) bf16 post-conv q | k | v */
+    uint64_t z;            /* (T_max, nv * dv) bf16 */
+    uint64_t b, a;         /* (T_max, nv) bf16 */
+    uint64_t a_log;        /* (nv) f32 */
+    uint64_t dt_bias;      /* (nv) bf16 */
+    uint64_t norm_w;       /* (dv) f32 */
+    uint64_t state;        /* (nv, dk, dv) f32, read then updated */
+    uint64_t out;          /* (T_max, nv * dv) bf16 */
+    uint64_t step;
+    struct k_gdn_dims d;
+};
+
+#endif

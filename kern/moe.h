@@ -1,0 +1,110 @@
+/* moe.h — sparse MoE kernels (MODEL.md §2.4).
+ *
+ * k_router: logits = h @ W_r^T (E rows) and the shared-expert gate logit in one pass; then
+ *   softmax in fp32, top-k (descending, ties to the lower id), weights renormalised to sum 1.
+ *   Writes ids (T, k) int32, weights (T, k) f32, shared gate sigmoid(h . w_sg) (T) f32.
+ *   Launch: grid (T_max), block K_ROUTER_THREADS.
+ *
+ * Decode (one token), the fused vec-mat path:
+ * k_moe_up: for slot s < k (expert ids[s]) and slot k (the shared expert), gu = W_gu h and
+ *   act[s] = silu(gu[:I]) * gu[I:]. Launch: grid (k + 1, ceil(I / K_MOE_ROWS)), block
+ *   K_MOE_THREADS.
+ * k_moe_down: out = sum_s w_s (W_down[s] act[s]) + sigmoid gate * (W_sd act[k]), summed in
+ *   fp32 and rounded once. Launch: grid (ceil(H / K_MOE_ROWS)), block K_MOE_THREADS.
+ *
+ * Prefill (a chunk of T tokens), the token-sorted batched path:
+ * k_moe_align: per-expert counts of the T*k (token, slot) pairs, each expert's rows padded to
+ *   K_MOE_BM, sorted pair ids (t * k + slot, padding = K_MOE_SENTINEL), the expert of every
+ *   row block and the number of used blocks; all on the device, no host round trip.
+ *   Launch: grid (1), block 1024.
+ * k_moe_gemm_up: per row block of one expert, gather the tokens' h rows, gu = h W_gu^T on
+ *   tensor cores, act = silu(gate) * up, into rows of the sorted order. Blocks past the used
+ *   count exit at once. Launch: grid (max_blocks, ceil(I / K_MOE_BN)), block K_MOE_THREADS.
+ * k_moe_gemm_down: y = act W_down^T times the pair's routing weight, written to the pair's
+ *   slot (T, k, H) bf16. Launch: grid (max_blocks, ceil(H / K_MOE_BN)), block K_MOE_THREADS.
+ * k_moe_combine: out[t] = sum over slots y[t, s] (fp32, one rounding) + shared[t] * gate[t].
+ *   Launch: grid (T_max), block 256. The shared expert itself runs as GEMMs, with
+ * k_silu_mul: out = silu(gate) * up between them. Launch: grid (T_max), block 256. */
+#ifndef K_MOE_H
+#define K_MOE_H
+
+#include <stdint.h>
+
+#define K_ROUTER_THREADS 256
+#define K_MOE_THREADS 256
+#define K_MOE_ROWS 8
+#define K_MOE_BM 64        /* rows per expert block in the batched GEMMs */
+#define K_MOE_BN 128
+#define K_MOE_SENTINEL 0xFFFFFFFFu
+
+struct k_moe_dims {
+    uint32_t H, E, k;      /* hidden, experts, experts per token */
+    uint32_t I, S;         /* routed and shared expert widths */
+    uint32_t T_max;
+    uint32_t group;        /* INT4 group size, 0 for bf16 */
+    uint32_t max_blocks;   /* prefill: row blocks the sorted order can need */
+};
+
+struct k_router_params {
+    uint64_t h;            /* (T_max, H) bf16 */
+    uint64_t w;            /* (E, H) bf16 router */
+    uint64_t w_shared;     /* (1, H) bf16 shared-expert gate, or 0 */
+    uint64_t ids;          /* (T_max, k) int32 */
+    uint64_t weights;      /* (T_max, k) f32 */
+    uint64_t shared_gate;  /* (T_max) f32 sigmoid of the shared gate logit */
+    uint64_t step;
+    struct k_moe_dims d;
+};
+
+struct k_moe_vec_params {
+    uint64_t h;            /* (H) bf16 */
+    uint64_t gate_up;      /* (E, 2I, H) experts, scales at + gate_up_scales */
+    uint64_t down;         /* (E, H, I) */
+    uint64_t sh_gate, sh_up, sh_down; /* (S, H), (S, H), (H, S) shared expert */
+    uint64_t gate_up_scales, down_scales; /* INT4 byte offsets of the scales; 0 for bf16 */
+    uint64_t sh_gate_scales, sh_up_scales, sh_down_scales;
+    uint64_t ids, weights, shared_gate; /* from k_router */
+    uint64_t act;          /* (k + 1, max(I, S)) bf16 */
+    uint64_t out;          /* (H) bf16 */
+    uint64_t step;
+    struct k_moe_dims d;
+};
+
+struct k_moe_align_params {
+    uint64_t ids;          /* (T_max, k) int32 */
+    uint64_t counts;       /* (E) u32 scratch */
+    uint64_t sorted;       /* (max_blocks * BM) u32 pair ids or K_MOE_SENTINEL */
+    uint64_t block_expert; /* (max_blocks) u32 */
+    uint64_t n_blocks;     /* (1) u32 used blocks */
+    uint64_t step;
+    struct k_moe_dims d;
+};
+
+struct k_moe_gemm_params {
+    uint64_t x;            /* up: (T_max, H) bf16 tokens; down: (max_blocks * BM, I) act */
+    uint64_t w;            /* up: (E, 2I, H); down: (E, H, I) */
+    uint64_t scales_offset;
+    uint64_t sorted, block_expert, n_blocks; /* from k_moe_align */
+    uint64_t weights;      /* down: (T_max, k) f32 routing weights */
+    uint64_t y;            /* up: (max_blocks * BM, I) bf16 act; down: (T_max, k, H) bf16 */
+    uint64_t step;
+    struct k_moe_dims d;
+};
+
+struct k_moe_combine_params {
+    uint64_t y;            /* (T_max, k, H) bf16 weighted expert outputs */
+    uint64_t shared;       /* (T_max, H) bf16 shared expert output, or 0 */
+    uint64_t shared_gate;  /* (T_max) f32 */
+    uint64_t out;          /* (T_max, H) bf16 */
+    uint64_t step;
+    struct k_moe_dims d;
+};
+
+struct k_silu_mul_params {
+    uint64_t gate, up;     /* (T_max, n) bf16 */
+    uint64_t out;          /* (T_max, n) bf16 */
+    uint64_t step;
+    uint32_t n, T_max;
+};
+
+#endif

@@ -1,0 +1,769 @@
+/* sched.c — the op lists of one forward pass of Qwen3.5-MoE: decode (one token) and prefill
+ * (a chunk of up to T tokens), as kernel launches and cuBLAS GEMMs on named buffers.
+ *
+ * This is the one place where the model's structure (MODEL.md §2) meets the kernels' ABI
+ * (the kern/ headers). Everything is emitted through build.h, which records the relocations
+ * and the buffer lifetimes. Per layer, decode runs:
+ *
+ *   rmsnorm(+residual) | GDN: gemv qkv,z[,b,a] · gdn_step · gemv out_proj
+ *                      | attention: gemv q,k,v · rope+append · split-K + reduce, or single pass · gemv o
+ *   rmsnorm(+residual) | router(+shared gate) · moe_up (8 experts + shared) · moe_down (+weights, sum)
+ *
+ * and prefill replaces the GEMVs by GEMMs (INT4 weights expanded into a workspace first), the
+ * GDN step by conv + chunked delta rule, decode attention by pack-GQA flash attention, and the
+ * fused MoE by route · align/sort · batched expert GEMMs · combine. lm_head runs on the last
+ * token only, then sampling. Costs are the bytes each op must move and the FLOPs it must do at
+ * the schedule's nominal size (full bucket; decode at the top of its filled-length range). */
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../kern/attn.h"
+#include "../kern/dequant.h"
+#include "../kern/embed.h"
+#include "../kern/gdn.h"
+#include "../kern/gemv.h"
+#include "../kern/moe.h"
+#include "../kern/norm.h"
+#include "../kern/quant.h"
+#include "../kern/sample.h"
+#include "../kern/step.h"
+#include "build.h"
+
+#define CUBLAS_WORKSPACE (32u << 20)
+#define CDIV(a, b) (((a) + (b) - 1) / (b))
+#define REF(op, type, field, buf) pb_ref_buf(b, op, offsetof(type, field), buf, 0)
+#define WREF(op, type, field, name) pb_ref_weight(b, op, offsetof(type, field), name, 0)
+
+/* Buffers that outlive a schedule, made once. */
+struct shared_bufs {
+    uint32_t step, tokens_in;
+    uint32_t k_cache[MODEL_MAX_LAYERS], v_cache[MODEL_MAX_LAYERS];
+    uint32_t window[MODEL_MAX_LAYERS], state[MODEL_MAX_LAYERS];
+    uint32_t part_o, part_ml, counts, sorted, block_expert, n_blocks, cand, cublas, dequant;
+    uint32_t max_blocks;
+};
+
+/* One schedule being emitted. */
+struct em {
+    struct pb *b;
+    const struct model_config *c;
+    struct shared_bufs *sb;
+    uint32_t T;        /* tokens (bucket); 1 for decode */
+    int prefill;
+    int split;         /* decode attention: split-K + reduce instead of single pass */
+    uint32_t kv;       /* filled length the costs assume */
+    int i4;            /* projections are INT4 */
+};
+
+static const uint32_t one[3] = {1, 1, 1};
+
+static uint64_t wsize(struct em *e, const char *name) { return pb_weight(e->b, name)->size; }
+
+/* ---- generic pieces -------------------------------------------------------------------- */
+
+static uint32_t rmsnorm(struct em *e, uint32_t x, int add, const char *w, int last_only, const char *nm)
+{
+    struct pb *b = e->b;
+    uint32_t H = e->c->hidden_size, rows = last_only ? 1 : e->T;
+    uint32_t out = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * rows * H, "%s", nm);
+    struct k_rmsnorm_params p = {.H = H, .T_max = e->T, .eps = e->c->rms_norm_eps,
+                                 .last_only = (uint32_t)last_only};
+    uint32_t grid[3] = {rows, 1, 1};
+    uint32_t op = pb_kernel_op(b, "k_rmsnorm", &p, sizeof p, grid, K_NORM_THREADS, 0, "%s", nm);
+    REF(op, struct k_rmsnorm_params, x, x);
+    if (add >= 0)
+        REF(op, struct k_rmsnorm_params, add, (uint32_t)add);
+    WREF(op, struct k_rmsnorm_params, w, w);
+    REF(op, struct k_rmsnorm_params, out, out);
+    REF(op, struct k_rmsnorm_params, step, e->sb->step);
+    pb_cost(b, op, 2ull * rows * H * (add >= 0 ? 4 : 2) + 2ull * H, 5ull * rows * H);
+    return out;
+}
+
+/* One GEMV launch over up to four matrices sharing input x (decode). */
+struct gv { const char *w; uint32_t y; uint32_t n; };
+
+static void gemv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, uint32_t nseg, int i4,
+                 uint32_t flags, const char *nm)
+{
+    struct pb *b = e->b;
+    struct k_gemv_params p = {.nseg = nseg, .K = K, .group = i4 ? e->b->fmt.group_size : 0,
+                              .flags = flags};
+    uint32_t blocks = 0;
+    uint64_t bytes = 2ull * K, flops = 0;
+    for (uint32_t i = 0; i < nseg; i++) {
+        const struct wt_tensor_desc *t = pb_weight(b, s[i].w);
+        p.seg[i].n = s[i].n;
+        p.seg[i].blocks = blocks;
+        p.seg[i].scales_offset = t->scales_offset;
+        blocks += CDIV(s[i].n, K_GEMV_ROWS);
+        bytes += t->size + (uint64_t)s[i].n * ((flags & K_GEMV_OUT_F32) ? 4 : 2);
+        flops += 2ull * s[i].n * K;
+    }
+    uint32_t grid[3] = {blocks, 1, 1};
+    uint32_t op = pb_kernel_op(b, i4 ? "k_gemv_i4" : "k_gemv_bf16", &p, sizeof p, grid,
+                               K_GEMV_THREADS, 0, "%s", nm);
+    for (uint32_t i = 0; i < nseg; i++) {
+        pb_ref_weight(b, op, offsetof(struct k_gemv_params, seg[0].w) + i * sizeof p.seg[0], s[i].w, 0);
+        pb_ref_buf(b, op, offsetof(struct k_gemv_params, seg[0].y) + i * sizeof p.seg[0], s[i].y, 0);
+    }
+    REF(op, struct k_gemv_params, x, x);
+    REF(op, struct k_gemv_params, step, e->sb->step);
+    pb_cost(b, op, bytes, flops);
+}
+
+/* y (T, N) = x (T, K) W^T through cuBLAS (prefill); INT4 weights are expanded first. */
+static uint32_t gemm(struct em *e, uint32_t x, const char *w, uint32_t N, uint32_t K, const char *nm)
+{
+    struct pb *b = e->b;
+    const struct wt_tensor_desc *t = pb_weight(b, w);
+    int i4 = t->layout == K_LAYOUT_I4_ROWS;
+    uint32_t y = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * e->T * N, "%s", nm);
+    if (i4) {
+        struct k_dequant_params d = {.scales_offset = t->scales_offset, .N = N, .K = K,
+                                     .group = t->group_size};
+        uint32_t grid[3] = {(uint32_t)CDIV((uint64_t)N * K, K_DQ_THREADS * 32ull), 1, 1};
+        uint32_t op = pb_kernel_op(b, "k_dequant_i4", &d, sizeof d, grid, K_DQ_THREADS, 0,
+                                   "%s.dequant", nm);
+        WREF(op, struct k_dequant_params, w, w);
+        REF(op, struct k_dequant_params, out, e->sb->dequant);
+        pb_cost(b, op, t->size + 2ull * N * K, 2ull * N * K);
+    }
+    struct plan_gemm g = {.m = N, .n = e->T, .k = K, .lda = K, .ldb = K, .ldc = N, .trans_a = 1,
+                          .trans_b = 0, .dtype_ab = PLAN_DTYPE_BF16, .dtype_c = PLAN_DTYPE_BF16,
+                          .alpha = 1.0f, .beta = 0.0f};
+    uint32_t op = pb_runtime_op(b, PLAN_OP_GEMM, &g, sizeof g, "%s", nm);
+    if (i4)
+        REF(op, struct plan_gemm, a, e->sb->dequant);
+    else
+        WREF(op, struct plan_gemm, a, w);
+    REF(op, struct plan_gemm, b, x);
+    REF(op, struct plan_gemm, c, y);
+    pb_cost(b, op, 2ull * N * K + 2ull * e->T * (K + N), 2ull * e->T * N * K);
+    return y;
+}
+
+/* ---- Gated DeltaNet ---------------------------------------------------------------------- */
+
+static struct k_gdn_dims gdn_dims(struct em *e)
+{
+    const struct model_config *c = e->c;
+    return (struct k_gdn_dims){c->lin_num_k_heads, c->lin_num_v_heads, c->lin_k_head_dim,
+                               c->lin_v_head_dim, model_lin_conv_dim(c), c->conv_kernel, e->T,
+                               c->rms_norm_eps};
+}
+
+static uint32_t gdn_decode(struct em *e, uint32_t l, uint32_t hn)
+{
+    struct pb *b = e->b;
+    const struct model_config *c = e->c;
+    uint32_t H = c->hidden_size, nv = c->lin_num_v_heads, vd = model_lin_value_dim(c);
+    uint32_t cd = model_lin_conv_dim(c);
+    char w[4][96], nm[64];
+    snprintf(w[0], 96, "layers.%u.linear_attn.in_proj_qkv.weight", l);
+    snprintf(w[1], 96, "layers.%u.linear_attn.in_proj_z.weight", l);
+    snprintf(w[2], 96, "layers.%u.linear_attn.in_proj_b.weight", l);
+    snprintf(w[3], 96, "layers.%u.linear_attn.in_proj_a.weight", l);
+    uint32_t qkv = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * cd, "l%u.qkv", l);
+    uint32_t z = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * vd, "l%u.z", l);
+    uint32_t bb = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * nv, "l%u.b", l);
+    uint32_t aa = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * nv, "l%u.a", l);
+    struct gv s[4] = {{w[0], qkv, cd}, {w[1], z, vd}, {w[2], bb, nv}, {w[3], aa, nv}};
+    snprintf(nm, sizeof nm, "l%u.in_proj", l);
+    if (e->i4) { /* b and a stay bf16: a launch of their own */
+        gemv(e, hn, H, s, 2, 1, 0, nm);
+        snprintf(nm, sizeof nm, "l%u.in_proj_ba", l);
+        gemv(e, hn, H, s + 2, 2, 0, 0, nm);
+    } else {
+        gemv(e, hn, H, s, 4, 0, 0, nm);
+    }
+    uint32_t o = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * vd, "l%u.gdn_out", l);
+    struct k_gdn_step_params p = {.d = gdn_dims(e)};
+    uint32_t grid[3] = {nv, 1, 1};
+    uint32_t op = pb_kernel_op(b, "k_gdn_step", &p, sizeof p, grid, K_GDN_THREADS, 0, "l%u.gdn_step", l);
+    REF(op, struct k_gdn_step_params, qkv, qkv);
+    REF(op, struct k_gdn_step_params, z, z);
+    REF(op, struct k_gdn_step_params, b, bb);
+    REF(op, struct k_gdn_step_params, a, aa);
+    snprintf(nm, sizeof nm, "layers.%u.linear_attn.conv1d.weight", l);
+    WREF(op, struct k_gdn_step_params, conv_w, nm);
+    REF(op, struct k_gdn_step_params, window, e->sb->window[l]);
+    snprintf(nm, sizeof nm, "layers.%u.linear_attn.A_log", l);
+    WREF(op, struct k_gdn_step_params, a_log, nm);
+    snprintf(nm, sizeof nm, "layers.%u.linear_attn.dt_bias", l);
+    WREF(op, struct k_gdn_step_params, dt_bias, nm);
+    snprintf(nm, sizeof nm, "layers.%u.linear_attn.norm.weight", l);
+    WREF(op, struct k_gdn_step_params, norm_w, nm);
+    REF(op, struct k_gdn_step_params, state, e->sb->state[l]);
+    REF(op, struct k_gdn_step_params, out, o);
+    REF(op, struct k_gdn_step_params, step, e->sb->step);
+    uint64_t st = 4ull * nv * c->lin_k_head_dim * c->lin_v_head_dim;
+    pb_cost(b, op, 2 * st + 2ull * (cd + 2ull * vd + 2 * nv) + 4ull * cd * (c->conv_kernel - 1) +
+                       2ull * cd * c->conv_kernel,
+            6 * st / 4 + 2ull * cd * c->conv_kernel);
+
+    uint32_t out = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * H, "l%u.mixer_out", l);
+    snprintf(w[0], 96, "layers.%u.linear_attn.out_proj.weight", l);
+    struct gv so = {w[0], out, H};
+    snprintf(nm, sizeof nm, "l%u.out_proj", l);
+    gemv(e, o, vd, &so, 1, e->i4, 0, nm);
+    return out;
+}
+
+static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
+{
+    struct pb *b = e->b;
+    const struct model_config *c = e->c;
+    uint32_t H = c->hidden_size, nv = c->lin_num_v_heads, vd = model_lin_value_dim(c);
+    uint32_t cd = model_lin_conv_dim(c), T = e->T;
+    char w[96], nm[64];
+#define GDN_GEMM(field, N, K, label)                                                               \
+    (snprintf(w, sizeof w, "layers.%u.linear_attn." field, l),                                     \
+     snprintf(nm, sizeof nm, "l%u." label, l), gemm(e, hn, w, N, K, nm))
+    uint32_t qkv = GDN_GEMM("in_proj_qkv.weight", cd, H, "qkv");
+    uint32_t z = GDN_GEMM("in_proj_z.weight", vd, H, "z");
+    uint32_t bb = GDN_GEMM("in_proj_b.weight", nv, H, "b");
+    uint32_t aa = GDN_GEMM("in_proj_a.weight", nv, H, "a");
+#undef GDN_GEMM
+    struct k_gdn_dims d = gdn_dims(e);
+    uint32_t u = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * cd, "l%u.conv_out", l);
+    struct k_gdn_conv_params cp = {.d = d};
+    uint32_t grid[3] = {CDIV(cd, 128), 1, 1};
+    uint32_t op = pb_kernel_op(b, "k_gdn_conv", &cp, sizeof cp, grid, 128, 0, "l%u.gdn_conv", l);
+    REF(op, struct k_gdn_conv_params, qkv, qkv);
+    snprintf(w, sizeof w, "layers.%u.linear_attn.conv1d.weight", l);
+    WREF(op, struct k_gdn_conv_params, conv_w, w);
+    REF(op, struct k_gdn_conv_params, window, e->sb->window[l]);
+    REF(op, struct k_gdn_conv_params, out, u);
+    REF(op, struct k_gdn_conv_params, step, e->sb->step);
+    pb_cost(b, op, 4ull * T * cd + 4ull * cd * c->conv_kernel, 2ull * T * cd * (c->conv_kernel + 4));
+
+    uint32_t o = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * vd, "l%u.gdn_out", l);
+    struct k_gdn_chunk_params kp = {.d = d};
+    grid[0] = nv;
+    op = pb_kernel_op(b, "k_gdn_chunk", &kp, sizeof kp, grid, K_GDN_THREADS, 0, "l%u.gdn_chunk", l);
+    REF(op, struct k_gdn_chunk_params, u, u);
+    REF(op, struct k_gdn_chunk_params, z, z);
+    REF(op, struct k_gdn_chunk_params, b, bb);
+    REF(op, struct k_gdn_chunk_params, a, aa);
+    snprintf(w, sizeof w, "layers.%u.linear_attn.A_log", l);
+    WREF(op, struct k_gdn_chunk_params, a_log, w);
+    snprintf(w, sizeof w, "layers.%u.linear_attn.dt_bias", l);
+    WREF(op, struct k_gdn_chunk_params, dt_bias, w);
+    snprintf(w, sizeof w, "layers.%u.linear_attn.norm.weight", l);
+    WREF(op, struct k_gdn_chunk_params, norm_w, w);
+    REF(op, struct k_gdn_chunk_params, state, e->sb->state[l]);
+    REF(op, struct k_gdn_chunk_params, out, o);
+    REF(op, struct k_gdn_chunk_params, step, e->sb->step);
+    /* per chunk of 64 and head: ~4 products of 64 x 128 x 128 plus the 64 x 64 ones */
+    uint64_t dk = c->lin_k_head_dim, dv = c->lin_v_head_dim, C = K_GDN_CHUNK;
+    uint64_t flops = (uint64_t)nv * CDIV(T, C) * (2 * C * C * dk * 2 + 2 * C * dk * dv * 4);
+    pb_cost(b, op, 2ull * T * (cd + 2ull * vd + 2 * nv) + 8ull * nv * dk * dv, flops);
+    snprintf(w, sizeof w, "layers.%u.linear_attn.out_proj.weight", l);
+    snprintf(nm, sizeof nm, "l%u.out_proj", l);
+    return gemm(e, o, w, H, vd, nm);
+}
+
+/* ---- gated attention -------------------------------------------------------------------- */
+
+static struct k_attn_dims attn_dims(struct em *e)
+{
+    const struct model_config *c = e->c;
+    return (struct k_attn_dims){.n_heads = c->num_heads, .n_kv = c->num_kv_heads,
+                                .head_dim = c->head_dim, .rotary_dim = c->rotary_dim,
+                                .max_seq = e->b->max_seq, .T_max = e->T, .eps = c->rms_norm_eps,
+                                .rope_theta = c->rope_theta,
+                                .scale = 1.0f / sqrtf((float)c->head_dim)};
+}
+
+/* q/k norm + RoPE + cache append; returns the rotated q buffer */
+static uint32_t attn_rope(struct em *e, uint32_t l, uint32_t qg, uint32_t kk, uint32_t vv)
+{
+    struct pb *b = e->b;
+    const struct model_config *c = e->c;
+    char w[96];
+    uint32_t q = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * e->T * model_q_dim(c),
+                        "l%u.q", l);
+    struct k_attn_rope_params p = {.d = attn_dims(e)};
+    uint32_t grid[3] = {e->T, 1, 1};
+    uint32_t op = pb_kernel_op(b, "k_attn_rope", &p, sizeof p, grid, K_ATTN_ROPE_THREADS, 0,
+                               "l%u.rope_append", l);
+    REF(op, struct k_attn_rope_params, qg, qg);
+    REF(op, struct k_attn_rope_params, k, kk);
+    REF(op, struct k_attn_rope_params, v, vv);
+    snprintf(w, sizeof w, "layers.%u.self_attn.q_norm.weight", l);
+    WREF(op, struct k_attn_rope_params, q_norm, w);
+    snprintf(w, sizeof w, "layers.%u.self_attn.k_norm.weight", l);
+    WREF(op, struct k_attn_rope_params, k_norm, w);
+    REF(op, struct k_attn_rope_params, q_out, q);
+    REF(op, struct k_attn_rope_params, k_cache, e->sb->k_cache[l]);
+    REF(op, struct k_attn_rope_params, v_cache, e->sb->v_cache[l]);
+    REF(op, struct k_attn_rope_params, step, e->sb->step);
+    uint64_t qd = model_q_dim(c), kvd = model_kv_dim(c);
+    pb_cost(b, op, 2ull * e->T * (2 * qd + 2 * kvd + qd + 2 * kvd), 12ull * e->T * (qd + kvd));
+    return q;
+}
+
+static uint32_t attn_decode_core(struct em *e, uint32_t l, uint32_t q, uint32_t qg)
+{
+    struct pb *b = e->b;
+    const struct model_config *c = e->c;
+    uint32_t qd = model_q_dim(c);
+    uint64_t kv_bytes = 2ull * 2 * c->num_kv_heads * e->kv * c->head_dim;
+    uint64_t flops = 4ull * c->num_heads * e->kv * c->head_dim;
+    uint32_t ao = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * qd, "l%u.attn_out", l);
+    struct k_attn_decode_params p = {.d = attn_dims(e), .n_split = e->b->n_split};
+    uint32_t grid[3] = {c->num_kv_heads, 1, 1};
+    const char *kernel = "k_attn_decode";
+    if (e->split) {
+        grid[0] = e->b->n_split, grid[1] = c->num_kv_heads;
+        kernel = "k_attn_decode_split";
+    }
+    uint32_t op = pb_kernel_op(b, kernel, &p, sizeof p, grid, K_ATTN_THREADS, 0, "l%u.%s", l,
+                               e->split ? "attn_split" : "attn_single");
+    REF(op, struct k_attn_decode_params, q, q);
+    REF(op, struct k_attn_decode_params, qg, qg);
+    REF(op, struct k_attn_decode_params, k_cache, e->sb->k_cache[l]);
+    REF(op, struct k_attn_decode_params, v_cache, e->sb->v_cache[l]);
+    REF(op, struct k_attn_decode_params, step, e->sb->step);
+    uint64_t part = 4ull * e->b->n_split * c->num_heads * (c->head_dim + 2);
+    if (!e->split) {
+        REF(op, struct k_attn_decode_params, out, ao);
+        pb_cost(b, op, kv_bytes + 2ull * 3 * qd, flops);
+        return ao;
+    }
+    REF(op, struct k_attn_decode_params, part_o, e->sb->part_o);
+    REF(op, struct k_attn_decode_params, part_ml, e->sb->part_ml);
+    pb_cost(b, op, kv_bytes + 2ull * qd + part, flops);
+    grid[0] = c->num_heads, grid[1] = 1;
+    op = pb_kernel_op(b, "k_attn_decode_reduce", &p, sizeof p, grid, c->head_dim, 0,
+                      "l%u.attn_reduce", l);
+    REF(op, struct k_attn_decode_params, qg, qg);
+    REF(op, struct k_attn_decode_params, part_o, e->sb->part_o);
+    REF(op, struct k_attn_decode_params, part_ml, e->sb->part_ml);
+    REF(op, struct k_attn_decode_params, out, ao);
+    REF(op, struct k_attn_decode_params, step, e->sb->step);
+    pb_cost(b, op, part + 2ull * 2 * qd, 4ull * e->b->n_split * qd);
+    return ao;
+}
+
+static uint32_t attention(struct em *e, uint32_t l, uint32_t hn)
+{
+    struct pb *b = e->b;
+    const struct model_config *c = e->c;
+    uint32_t H = c->hidden_size, qd = model_q_dim(c), kvd = model_kv_dim(c);
+    char w[4][96], nm[64];
+    snprintf(w[0], 96, "layers.%u.self_attn.q_proj.weight", l);
+    snprintf(w[1], 96, "layers.%u.self_attn.k_proj.weight", l);
+    snprintf(w[2], 96, "layers.%u.self_attn.v_proj.weight", l);
+    snprintf(w[3], 96, "layers.%u.self_attn.o_proj.weight", l);
+    uint32_t qg, kk, vv, ao;
+    if (!e->prefill) {
+        qg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 4ull * qd, "l%u.qg", l);
+        kk = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * kvd, "l%u.k", l);
+        vv = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * kvd, "l%u.v", l);
+        struct gv s[3] = {{w[0], qg, 2 * qd}, {w[1], kk, kvd}, {w[2], vv, kvd}};
+        snprintf(nm, sizeof nm, "l%u.qkv_proj", l);
+        gemv(e, hn, H, s, 3, e->i4, 0, nm);
+        uint32_t q = attn_rope(e, l, qg, kk, vv);
+        ao = attn_decode_core(e, l, q, qg);
+        uint32_t out = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * H, "l%u.mixer_out", l);
+        struct gv so = {w[3], out, H};
+        snprintf(nm, sizeof nm, "l%u.o_proj", l);
+        gemv(e, ao, qd, &so, 1, e->i4, 0, nm);
+        return out;
+    }
+    snprintf(nm, sizeof nm, "l%u.qg", l), qg = gemm(e, hn, w[0], 2 * qd, H, nm);
+    snprintf(nm, sizeof nm, "l%u.k", l), kk = gemm(e, hn, w[1], kvd, H, nm);
+    snprintf(nm, sizeof nm, "l%u.v", l), vv = gemm(e, hn, w[2], kvd, H, nm);
+    uint32_t q = attn_rope(e, l, qg, kk, vv);
+    ao = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * e->T * qd, "l%u.attn_out", l);
+    struct k_attn_prefill_params p = {.d = attn_dims(e)};
+    uint32_t group = c->num_heads / c->num_kv_heads;
+    uint32_t grid[3] = {CDIV(e->T * group, K_ATTN_BM), c->num_kv_heads, 1};
+    uint32_t op = pb_kernel_op(b, "k_attn_prefill", &p, sizeof p, grid, K_ATTN_THREADS, 0,
+                               "l%u.attn_prefill", l);
+    REF(op, struct k_attn_prefill_params, q, q);
+    REF(op, struct k_attn_prefill_params, qg, qg);
+    REF(op, struct k_attn_prefill_params, k_cache, e->sb->k_cache[l]);
+    REF(op, struct k_attn_prefill_params, v_cache, e->sb->v_cache[l]);
+    REF(op, struct k_attn_prefill_params, out, ao);
+    REF(op, struct k_attn_prefill_params, step, e->sb->step);
+    /* causal over a chunk starting at position 0: T^2/2 query-key pairs per head */
+    uint64_t T = e->T;
+    pb_cost(b, op, 2ull * T * (3 * qd + 2 * kvd), 4ull * c->num_heads * c->head_dim * T * (T + 1) / 2);
+    snprintf(nm, sizeof nm, "l%u.o_proj", l);
+    return gemm(e, ao, w[3], H, qd, nm);
+}
+
+/* ---- mixture of experts ------------------------------------------------------------------ */
+
+static struct k_moe_dims moe_dims(struct em *e)
+{
+    const struct model_config *c = e->c;
+    return (struct k_moe_dims){c->hidden_size, c->num_experts, c->num_experts_per_tok, c->moe_inter,
+                               c->shared_inter, e->T, e->i4 ? e->b->fmt.group_size : 0,
+                               e->sb->max_blocks};
+}
+
+/* router + shared gate: fills ids, weights, shared_gate */
+static void router(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uint32_t wts, uint32_t sg)
+{
+    struct pb *b = e->b;
+    const struct model_config *c = e->c;
+    char w[96];
+    struct k_router_params p = {.d = moe_dims(e)};
+    uint32_t grid[3] = {e->T, 1, 1};
+    uint32_t op = pb_kernel_op(b, "k_router", &p, sizeof p, grid, K_ROUTER_THREADS, 0, "l%u.router", l);
+    REF(op, struct k_router_params, h, hn);
+    snprintf(w, sizeof w, "layers.%u.mlp.gate.weight", l);
+    WREF(op, struct k_router_params, w, w);
+    if (c->shared_inter) {
+        snprintf(w, sizeof w, "layers.%u.mlp.shared_expert_gate.weight", l);
+        WREF(op, struct k_router_params, w_shared, w);
+    }
+    REF(op, struct k_router_params, ids, ids);
+    REF(op, struct k_router_params, weights, wts);
+    REF(op, struct k_router_params, shared_gate, sg);
+    REF(op, struct k_router_params, step, e->sb->step);
+    uint64_t E1 = c->num_experts + (c->shared_inter ? 1 : 0);
+    pb_cost(b, op, 2ull * E1 * c->hidden_size + 2ull * e->T * c->hidden_size + 8ull * e->T * c->num_experts_per_tok,
+            2ull * e->T * E1 * c->hidden_size);
+}
+
+/* the decode vec-mat path: 8 experts + shared in two launches */
+static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn)
+{
+    struct pb *b = e->b;
+    const struct model_config *c = e->c;
+    uint32_t k = c->num_experts_per_tok, I = c->moe_inter, S = c->shared_inter, H = c->hidden_size;
+    uint32_t wmax = I > S ? I : S;
+    uint32_t ids = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_I32, 4ull * k, "l%u.topk_ids", l);
+    uint32_t wts = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * k, "l%u.topk_w", l);
+    uint32_t sg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4, "l%u.shared_gate", l);
+    router(e, l, hn, ids, wts, sg);
+    uint32_t act = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * (k + 1) * wmax, "l%u.moe_act", l);
+    uint32_t out = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * H, "l%u.moe_out", l);
+    char gu[96], dn[96], sgw[96], suw[96], sdw[96];
+    snprintf(gu, 96, "layers.%u.mlp.experts.gate_up_proj", l);
+    snprintf(dn, 96, "layers.%u.mlp.experts.down_proj", l);
+    snprintf(sgw, 96, "layers.%u.mlp.shared_expert.gate_proj.weight", l);
+    snprintf(suw, 96, "layers.%u.mlp.shared_expert.up_proj.weight", l);
+    snprintf(sdw, 96, "layers.%u.mlp.shared_expert.down_proj.weight", l);
+    struct k_moe_vec_params p = {.d = moe_dims(e)};
+    p.gate_up_scales = pb_weight(b, gu)->scales_offset;
+    p.down_scales = pb_weight(b, dn)->scales_offset;
+    if (S) {
+        p.sh_gate_scales = pb_weight(b, sgw)->scales_offset;
+        p.sh_up_scales = pb_weight(b, suw)->scales_offset;
+        p.sh_down_scales = pb_weight(b, sdw)->scales_offset;
+    }
+    const char *sfx = e->i4 ? "i4" : "bf16";
+    char kname[32];
+    uint64_t per_expert_up = wsize(e, gu) / c->num_experts, per_expert_dn = wsize(e, dn) / c->num_experts;
+    uint64_t sh_up = S ? wsize(e, sgw) + wsize(e, suw) : 0, sh_dn = S ? wsize(e, sdw) : 0;
+    for (int down = 0; down < 2; down++) {
+        uint32_t grid[3] = {down ? CDIV(H, K_MOE_ROWS) : k + (S ? 1 : 0),
+                            down ? 1 : CDIV(wmax, K_MOE_ROWS), 1};
+        snprintf(kname, sizeof kname, down ? "k_moe_down_%s" : "k_moe_up_%s", sfx);
+        uint32_t op = pb_kernel_op(b, kname, &p, sizeof p, grid, K_MOE_THREADS, 0, "l%u.%s", l,
+                                   down ? "moe_down" : "moe_up");
+        REF(op, struct k_moe_vec_params, h, hn);
+        WREF(op, struct k_moe_vec_params, gate_up, gu);
+        WREF(op, struct k_moe_vec_params, down, dn);
+        if (S) {
+            WREF(op, struct k_moe_vec_params, sh_gate, sgw);
+            WREF(op, struct k_moe_vec_params, sh_up, suw);
+            WREF(op, struct k_moe_vec_params, sh_down, sdw);
+        }
+        REF(op, struct k_moe_vec_params, ids, ids);
+        REF(op, struct k_moe_vec_params, weights, wts);
+        REF(op, struct k_moe_vec_params, shared_gate, sg);
+        REF(op, struct k_moe_vec_params, act, act);
+        REF(op, struct k_moe_vec_params, out, out);
+        REF(op, struct k_moe_vec_params, step, e->sb->step);
+        if (down)
+            pb_cost(b, op, k * per_expert_dn + sh_dn + 2ull * (k + 1) * wmax + 2ull * H,
+                    2ull * H * ((uint64_t)k * I + S));
+        else
+            pb_cost(b, op, k * per_expert_up + sh_up + 2ull * H + 2ull * (k + 1) * wmax,
+                    2ull * H * 2 * ((uint64_t)k * I + S));
+    }
+    return out;
+}
+
+/* a batched expert GEMM launch (prefill) */
+static void moe_gemm(struct em *e, uint32_t l, int down, uint32_t x, uint32_t y, uint32_t wts)
+{
+    struct pb *b = e->b;
+    const struct model_config *c = e->c;
+    char w[96], kname[32];
+    snprintf(w, sizeof w, down ? "layers.%u.mlp.experts.down_proj" : "layers.%u.mlp.experts.gate_up_proj", l);
+    snprintf(kname, sizeof kname, down ? "k_moe_gemm_down_%s" : "k_moe_gemm_up_%s", e->i4 ? "i4" : "bf16");
+    struct k_moe_gemm_params p = {.d = moe_dims(e), .scales_offset = pb_weight(b, w)->scales_offset};
+    uint32_t grid[3] = {e->sb->max_blocks, CDIV(down ? c->hidden_size : c->moe_inter, K_MOE_BN), 1};
+    uint32_t op = pb_kernel_op(b, kname, &p, sizeof p, grid, K_MOE_THREADS, 0, "l%u.%s", l,
+                               down ? "moe_gemm_down" : "moe_gemm_up");
+    REF(op, struct k_moe_gemm_params, x, x);
+    WREF(op, struct k_moe_gemm_params, w, w);
+    REF(op, struct k_moe_gemm_params, sorted, e->sb->sorted);
+    REF(op, struct k_moe_gemm_params, block_expert, e->sb->block_expert);
+    REF(op, struct k_moe_gemm_params, n_blocks, e->sb->n_blocks);
+    REF(op, struct k_moe_gemm_params, weights, wts);
+    REF(op, struct k_moe_gemm_params, y, y);
+    REF(op, struct k_moe_gemm_params, step, e->sb->step);
+    uint64_t rows = (uint64_t)e->T * c->num_experts_per_tok, H = c->hidden_size, I = c->moe_inter;
+    /* a chunk of a few hundred tokens or more touches nearly every expert: all weights stream */
+    pb_cost(b, op, wsize(e, w) + 2ull * rows * (H + (down ? I : I)), 2ull * rows * H * I * (down ? 1 : 2));
+}
+
+static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
+{
+    struct pb *b = e->b;
+    const struct model_config *c = e->c;
+    uint32_t T = e->T, k = c->num_experts_per_tok, H = c->hidden_size, I = c->moe_inter, S = c->shared_inter;
+    uint32_t ids = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_I32, 4ull * T * k, "l%u.topk_ids", l);
+    uint32_t wts = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T * k, "l%u.topk_w", l);
+    uint32_t sg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T, "l%u.shared_gate", l);
+    router(e, l, hn, ids, wts, sg);
+
+    struct k_moe_align_params ap = {.d = moe_dims(e)};
+    uint32_t op = pb_kernel_op(b, "k_moe_align", &ap, sizeof ap, one, 1024, 0, "l%u.moe_align", l);
+    REF(op, struct k_moe_align_params, ids, ids);
+    REF(op, struct k_moe_align_params, counts, e->sb->counts);
+    REF(op, struct k_moe_align_params, sorted, e->sb->sorted);
+    REF(op, struct k_moe_align_params, block_expert, e->sb->block_expert);
+    REF(op, struct k_moe_align_params, n_blocks, e->sb->n_blocks);
+    REF(op, struct k_moe_align_params, step, e->sb->step);
+    pb_cost(b, op, 4ull * T * k * 2 + 4ull * e->sb->max_blocks * (K_MOE_BM + 1), 0);
+
+    uint32_t act = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16,
+                          2ull * e->sb->max_blocks * K_MOE_BM * I, "l%u.moe_act", l);
+    moe_gemm(e, l, 0, hn, act, wts);
+    uint32_t y = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * k * H, "l%u.moe_y", l);
+    moe_gemm(e, l, 1, act, y, wts);
+
+    int32_t shared = -1;
+    if (S) { /* shared expert: two GEMMs for gate and up, SiLU * up, the down GEMM */
+        char w[96], nm[64];
+        snprintf(w, sizeof w, "layers.%u.mlp.shared_expert.gate_proj.weight", l);
+        snprintf(nm, sizeof nm, "l%u.shared_gate_proj", l);
+        uint32_t g = gemm(e, hn, w, S, H, nm);
+        snprintf(w, sizeof w, "layers.%u.mlp.shared_expert.up_proj.weight", l);
+        snprintf(nm, sizeof nm, "l%u.shared_up_proj", l);
+        uint32_t u = gemm(e, hn, w, S, H, nm);
+        uint32_t a = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * S, "l%u.shared_act", l);
+        struct k_silu_mul_params sp = {.n = S, .T_max = T};
+        uint32_t grid[3] = {T, 1, 1};
+        op = pb_kernel_op(b, "k_silu_mul", &sp, sizeof sp, grid, 256, 0, "l%u.shared_silu", l);
+        REF(op, struct k_silu_mul_params, gate, g);
+        REF(op, struct k_silu_mul_params, up, u);
+        REF(op, struct k_silu_mul_params, out, a);
+        REF(op, struct k_silu_mul_params, step, e->sb->step);
+        pb_cost(b, op, 6ull * T * S, 5ull * T * S);
+        snprintf(w, sizeof w, "layers.%u.mlp.shared_expert.down_proj.weight", l);
+        snprintf(nm, sizeof nm, "l%u.shared_down_proj", l);
+        shared = (int32_t)gemm(e, a, w, H, S, nm);
+    }
+    uint32_t out = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * H, "l%u.moe_out", l);
+    struct k_moe_combine_params cp = {.d = moe_dims(e)};
+    uint32_t grid[3] = {T, 1, 1};
+    op = pb_kernel_op(b, "k_moe_combine", &cp, sizeof cp, grid, 256, 0, "l%u.moe_combine", l);
+    REF(op, struct k_moe_combine_params, y, y);
+    if (shared >= 0)
+        REF(op, struct k_moe_combine_params, shared, (uint32_t)shared);
+    REF(op, struct k_moe_combine_params, shared_gate, sg);
+    REF(op, struct k_moe_combine_params, out, out);
+    REF(op, struct k_moe_combine_params, step, e->sb->step);
+    pb_cost(b, op, 2ull * T * H * (k + 2) + 4ull * T, 2ull * T * H * (k + 1));
+    return out;
+}
+
+/* ---- the whole pass ------------------------------------------------------------------------ */
+
+static uint32_t embed(struct em *e)
+{
+    struct pb *b = e->b;
+    const struct model_config *c = e->c;
+    uint32_t x = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * e->T * c->hidden_size, "x");
+    struct k_embed_params p = {.H = c->hidden_size, .V = c->vocab_size, .T_max = e->T};
+    uint32_t grid[3] = {e->T, 1, 1};
+    uint32_t op = pb_kernel_op(b, "k_embed", &p, sizeof p, grid, K_EMBED_THREADS, 0, "embed");
+    WREF(op, struct k_embed_params, table, "embed_tokens.weight");
+    if (e->prefill)
+        REF(op, struct k_embed_params, tokens, e->sb->tokens_in);
+    else
+        pb_ref_buf(b, op, offsetof(struct k_embed_params, tokens), e->sb->step,
+                   offsetof(struct k_step, token));
+    REF(op, struct k_embed_params, out, x);
+    REF(op, struct k_embed_params, step, e->sb->step);
+    pb_cost(b, op, 4ull * e->T * c->hidden_size + 4ull * e->T, 0);
+    return x;
+}
+
+/* final norm on the last token, lm_head, the two sampling phases */
+static void head(struct em *e, uint32_t x, uint32_t last_out)
+{
+    struct pb *b = e->b;
+    const struct model_config *c = e->c;
+    uint32_t hf = rmsnorm(e, x, (int)last_out, "norm.weight", e->prefill, "final_norm");
+    uint32_t logits = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * c->vocab_size, "logits");
+    const char *w = c->tie_embeddings ? "embed_tokens.weight" : "lm_head.weight";
+    struct gv s = {w, logits, c->vocab_size};
+    int i4 = pb_weight(b, w)->layout == K_LAYOUT_I4_ROWS;
+    gemv(e, hf, c->hidden_size, &s, 1, i4, K_GEMV_OUT_F32 | (e->prefill ? K_GEMV_LAST_ONLY : 0),
+         "lm_head");
+    struct k_sample_params p = {.V = c->vocab_size, .prefill = (uint32_t)e->prefill};
+    uint32_t grid[3] = {K_SAMPLE_PARTS, 1, 1};
+    uint32_t op = pb_kernel_op(b, "k_sample_part", &p, sizeof p, grid, 256, 0, "sample_part");
+    REF(op, struct k_sample_params, logits, logits);
+    REF(op, struct k_sample_params, cand, e->sb->cand);
+    REF(op, struct k_sample_params, step, e->sb->step);
+    pb_cost(b, op, 4ull * c->vocab_size + 8ull * K_SAMPLE_PARTS * K_SAMPLE_CAND, 2ull * c->vocab_size);
+    op = pb_kernel_op(b, "k_sample_pick", &p, sizeof p, one, 1024, 0, "sample_pick");
+    REF(op, struct k_sample_params, cand, e->sb->cand);
+    pb_ref_ring(b, op, offsetof(struct k_sample_params, ring));
+    REF(op, struct k_sample_params, step, e->sb->step);
+    pb_cost(b, op, 8ull * K_SAMPLE_PARTS * K_SAMPLE_CAND + 64, 8ull * K_SAMPLE_PARTS * K_SAMPLE_CAND);
+}
+
+static void emit_pass(struct em *e)
+{
+    const struct model_config *c = e->c;
+    char nm[32];
+    uint32_t x = embed(e);
+    int prev = -1; /* block output not yet added to the residual stream */
+    for (uint32_t l = 0; l < c->num_layers; l++) {
+        snprintf(nm, sizeof nm, "l%u.input_norm", l);
+        char w[96];
+        snprintf(w, sizeof w, "layers.%u.input_layernorm.weight", l);
+        uint32_t hn = rmsnorm(e, x, prev, w, 0, nm);
+        uint32_t mo;
+        if (c->layer_types[l] == MODEL_LAYER_LINEAR)
+            mo = e->prefill ? gdn_prefill(e, l, hn) : gdn_decode(e, l, hn);
+        else
+            mo = attention(e, l, hn);
+        snprintf(nm, sizeof nm, "l%u.post_norm", l);
+        snprintf(w, sizeof w, "layers.%u.post_attention_layernorm.weight", l);
+        uint32_t hn2 = rmsnorm(e, x, (int)mo, w, 0, nm);
+        prev = (int)(e->prefill ? moe_prefill(e, l, hn2) : moe_decode(e, l, hn2));
+    }
+    head(e, x, (uint32_t)prev);
+}
+
+/* Persistent state and workspaces, shared by every schedule. */
+static void shared_buffers(struct pb *b, struct shared_bufs *sb)
+{
+    const struct model_config *c = &b->c;
+    uint32_t C = b->buckets[b->num_buckets - 1];
+    uint64_t kv = 2ull * c->num_kv_heads * b->max_seq * c->head_dim;
+    uint64_t win = 2ull * model_lin_conv_dim(c) * (c->conv_kernel > 1 ? c->conv_kernel - 1 : 1);
+    uint64_t st = 4ull * c->lin_num_v_heads * c->lin_k_head_dim * c->lin_v_head_dim;
+    sb->step = pb_buf(b, PLAN_REGION_PERSISTENT, PLAN_DTYPE_I32, sizeof(struct k_step), "step");
+    sb->tokens_in = pb_buf(b, PLAN_REGION_PERSISTENT, PLAN_DTYPE_I32, 4ull * C, "tokens_in");
+    for (uint32_t l = 0; l < c->num_layers; l++) {
+        if (c->layer_types[l] == MODEL_LAYER_FULL) {
+            sb->k_cache[l] = pb_buf(b, PLAN_REGION_PERSISTENT, PLAN_DTYPE_BF16, kv, "l%u.k_cache", l);
+            sb->v_cache[l] = pb_buf(b, PLAN_REGION_PERSISTENT, PLAN_DTYPE_BF16, kv, "l%u.v_cache", l);
+        } else {
+            sb->window[l] = pb_buf(b, PLAN_REGION_PERSISTENT, PLAN_DTYPE_BF16, win, "l%u.conv_window", l);
+            sb->state[l] = pb_buf(b, PLAN_REGION_PERSISTENT, PLAN_DTYPE_F32, st, "l%u.gdn_state", l);
+        }
+    }
+    /* split-K partials for the largest split count; MoE sort buffers for the largest chunk */
+    sb->part_o = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_F32,
+                        4ull * b->n_split * c->num_heads * c->head_dim, "attn.part_o");
+    sb->part_ml = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_F32, 8ull * b->n_split * c->num_heads,
+                         "attn.part_ml");
+    sb->max_blocks = CDIV(C * c->num_experts_per_tok, K_MOE_BM) + c->num_experts;
+    sb->counts = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_I32, 4ull * c->num_experts, "moe.counts");
+    sb->sorted = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_I32, 4ull * sb->max_blocks * K_MOE_BM,
+                        "moe.sorted_ids");
+    sb->block_expert = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_I32, 4ull * sb->max_blocks,
+                              "moe.block_expert");
+    sb->n_blocks = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_I32, 4, "moe.n_blocks");
+    sb->cand = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_F32, 8ull * K_SAMPLE_PARTS * K_SAMPLE_CAND,
+                      "sample.candidates");
+    sb->cublas = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_BF16, CUBLAS_WORKSPACE, "cublas.workspace");
+    /* INT4 prefill: the largest dense projection expanded to bf16 */
+    uint64_t big = 0;
+    for (uint32_t i = 0; i < b->man.n; i++) {
+        const struct wt_tensor_desc *t = &b->man.t[i];
+        if (t->layout == K_LAYOUT_I4_ROWS && t->ndim == 2 && strncmp(t->name, "mtp.", 4) &&
+            strcmp(t->name, "lm_head.weight"))
+            big = 2 * t->shape[0] * t->shape[1] > big ? 2 * t->shape[0] * t->shape[1] : big;
+    }
+    sb->dequant = big ? pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_BF16, big, "dequant.weights") : 0;
+}
+
+/* What the kernels can serve, beyond what any model config must satisfy (model.c). Rows are
+ * read with 16-byte vector loads (8 bf16), attention keeps a query head's row in registers,
+ * the GDN step keeps a key/value head pair on chip, the conv window in registers. */
+static int servable(struct pb *b)
+{
+    const struct model_config *c = &b->c;
+    const struct {
+        const char *name;
+        uint32_t v, mult, max;
+    } r[] = {
+        {"hidden_size", c->hidden_size, 8, 1u << 16},
+        {"head_dim", c->head_dim, 8, 256},
+        {"linear_key_head_dim", c->lin_k_head_dim, 4, 256},
+        {"linear_value_head_dim", c->lin_v_head_dim, 4, 256},
+        {"linear_conv_kernel_dim", c->conv_kernel, 1, 8},
+        {"moe_intermediate_size", c->moe_inter, 8, 1u << 16},
+        {"num_experts_per_tok", c->num_experts_per_tok, 1, 16},
+    };
+    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
+        if (r[i].v % r[i].mult || r[i].v > r[i].max) {
+            snprintf(b->err, sizeof b->err,
+                     "%s = %u cannot be served by the kernels: it must be a multiple of %u and at "
+                     "most %u",
+                     r[i].name, r[i].v, r[i].mult, r[i].max);
+            b->failed = 1;
+            return -1;
+        }
+    if (c->shared_inter % 8) {
+        snprintf(b->err, sizeof b->err,
+                 "shared_expert_intermediate_size = %u cannot be served by the kernels: it must "
+                 "be a multiple of 8", c->shared_inter);
+        b->failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
+int plan_emit_schedules(struct pb *b)
+{
+    if (servable(b))
+        return -1;
+    static struct shared_bufs sb; /* large (per-layer arrays); the planner is single-threaded */
+    memset(&sb, 0, sizeof sb);
+    shared_buffers(b, &sb);
+    struct em e = {.b = b, .c = &b->c, .sb = &sb, .T = 1, .i4 = b->fmt.quant == PLAN_QUANT_INT4};
+    /* decode: single pass up to the threshold, split-K above it (when max_seq reaches it) */
+    uint32_t th = b->split_threshold < b->max_seq ? b->split_threshold : b->max_seq;
+    e.kv = th;
+    pb_sched_begin(b, PLAN_SCHED_DECODE, 1, 1, th, "decode");
+    emit_pass(&e);
+    pb_sched_end(b);
+    if (th < b->max_seq) {
+        e.split = 1, e.kv = b->max_seq;
+        pb_sched_begin(b, PLAN_SCHED_DECODE, 1, th + 1, b->max_seq, "decode_split");
+        emit_pass(&e);
+        pb_sched_end(b);
+    }
+    e.prefill = 1, e.split = 0;
+    for (uint32_t i = 0; i < b->num_buckets; i++) {
+        char nm[32];
+        e.T = b->buckets[i], e.kv = b->buckets[i];
+        snprintf(nm, sizeof nm, "prefill_%u", b->buckets[i]);
+        pb_sched_begin(b, PLAN_SCHED_PREFILL, b->buckets[i], 1, b->max_seq, nm);
+        emit_pass(&e);
+        pb_sched_end(b);
+    }
+    (void)sb.cublas;
+    return b->failed ? -1 : 0;
+}

@@ -1,0 +1,177 @@
+/* test_planner.c — plans for the default model and the tiny configs, built in-process and
+ * read back through plan_read(); and the planner program's command line.
+ *
+ * Checks that every plan verifies, that the written buffer table re-verifies as a placement
+ * (no two buffers of one schedule live at the same time share bytes), that relocations land
+ * inside their buffers, that the manifest hash ties the plan to the weights manifest, that
+ * planning is deterministic, and that bad input gets a clear error, a non-zero exit and no
+ * output file. */
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../plan/arena.h"
+#include "../plan/build.h"
+#include "../plan/planfile.h"
+#include "test.h"
+
+/* Build a plan in memory (fake one-arch image). Returns the serialized plan or NULL. */
+static uint8_t *make_plan(const struct model_config *c, const char *quant, uint32_t max_seq,
+                          uint32_t chunk, size_t *len, char *err)
+{
+    struct pb b;
+    struct wt_format f = {PLAN_QUANT_BF16, 0, PLAN_QUANT_BF16};
+    if (wt_format_parse(quant, &f.quant, &f.group_size) || pb_init(&b, c, &f, max_seq, err))
+        return NULL;
+    b.split_threshold = 256, b.n_split = 16;
+    b.num_buckets = 0;
+    for (uint32_t t = 16; t < chunk; t *= 4)
+        b.buckets[b.num_buckets++] = t;
+    b.buckets[b.num_buckets++] = chunk;
+    uint8_t *out = NULL, image[64];
+    memset(image, 0x5a, sizeof image);
+    struct plan_image im = {90, PLAN_IMAGE_CUBIN, 0, sizeof image};
+    struct plan_content pc;
+    if (plan_emit_schedules(&b) || plan_build_finish(&b) || plan_build_content(&b, &pc)) {
+        snprintf(err, FMT_ERR_LEN, "%s", b.err);
+        pb_free(&b);
+        return NULL;
+    }
+    pc.images = &im, pc.num_images = 1, pc.image_data = image, pc.image_data_size = sizeof image;
+    pc.id.num_archs = 1, pc.id.archs[0] = 90;
+    if (plan_write(&pc, &out, len, err) != FMT_OK)
+        out = NULL;
+    pb_free(&b);
+    return out;
+}
+
+/* Re-verify each schedule's overlay from the file alone, and every reloc against buffers. */
+static int placement_ok(const struct plan_view *p, char *err)
+{
+    struct plan_arena_buf *a = calloc(p->num_buffers, sizeof *a);
+    int ok = 1;
+    for (uint32_t s = 0; s < p->num_schedules && ok; s++) {
+        uint32_t n = 0;
+        struct plan_region ov;
+        plan_get_region(p, 2, &ov);
+        for (uint32_t i = 0; i < p->num_buffers; i++) {
+            struct plan_buffer bf;
+            plan_get_buffer(p, i, &bf);
+            if (bf.schedule != s && bf.schedule != PLAN_ALL_SCHEDULES)
+                continue;
+            /* fixed buffers live through the whole schedule */
+            uint32_t first = bf.schedule == s ? bf.first_op : 0;
+            uint32_t last = bf.schedule == s ? bf.last_op : 0xFFFFFFF0u;
+            a[n++] = (struct plan_arena_buf){plan_str(p, bf.name), bf.size, first, last, bf.offset};
+        }
+        ok = plan_arena_verify(a, n, PLAN_BUF_ALIGN, p->id.arena_bytes, err) == 0;
+    }
+    free(a);
+    return ok;
+}
+
+static void check_config(const char *label, const struct model_config *c, const char *quant,
+                         uint32_t max_seq, uint32_t chunk)
+{
+    char err[FMT_ERR_LEN] = "";
+    size_t n1 = 0, n2 = 0;
+    uint8_t *p1 = make_plan(c, quant, max_seq, chunk, &n1, err);
+    CHECK(p1 != NULL, "%s %s max_seq %u: plan builds%s%s", label, quant, max_seq, p1 ? "" : ": ", err);
+    if (!p1)
+        return;
+    uint8_t *p2 = make_plan(c, quant, max_seq, chunk, &n2, err);
+    CHECK(p2 && n1 == n2 && !memcmp(p1, p2, n1), "%s: two builds are byte-identical", label);
+    struct plan_view v;
+    enum fmt_status st = plan_read(&v, p1, n1, err);
+    CHECK(st == FMT_OK, "%s: plan_read accepts it%s%s", label, st ? ": " : "", st ? err : "");
+    if (st == FMT_OK) {
+        CHECK(placement_ok(&v, err), "%s: every schedule's buffers re-verify from the file%s%s",
+              label, err[0] ? ": " : "", err);
+        struct wt_manifest m;
+        struct wt_format f = {0, 0, PLAN_QUANT_BF16};
+        wt_format_parse(quant, &f.quant, &f.group_size);
+        int built = wt_manifest_build(&m, c, &f, err) == 0;
+        CHECK(built && m.n == v.num_weights &&
+                  wt_manifest_hash_plan(v.strings, (const struct plan_weight *)v.weights, v.num_weights) ==
+                      v.id.manifest_hash,
+              "%s: weight manifest matches the manifest builder and its hash", label);
+        if (built)
+            wt_manifest_free(&m);
+        uint32_t decode = 0, prefill = 0;
+        for (uint32_t i = 0; i < v.num_schedules; i++) {
+            struct plan_schedule s;
+            plan_get_schedule(&v, i, &s);
+            decode += s.kind == PLAN_SCHED_DECODE, prefill += s.kind == PLAN_SCHED_PREFILL;
+        }
+        CHECK(decode >= 1 && prefill >= 1 && v.id.num_buckets == prefill,
+              "%s: %u decode and %u prefill schedules", label, decode, prefill);
+    }
+    free(p1);
+    free(p2);
+}
+
+static void check_ops_named(void)
+{
+    struct model_config c;
+    model_config_default(&c);
+    char err[FMT_ERR_LEN];
+    size_t n;
+    uint8_t *p = make_plan(&c, "int4", 4096, 2048, &n, err);
+    struct plan_view v;
+    if (!p || plan_read(&v, p, n, err) != FMT_OK) {
+        CHECK(0, "default plan reads: %s", err);
+        free(p);
+        return;
+    }
+    const char *need[] = {"k_attn_decode_split", "k_attn_decode_reduce", "k_attn_decode",
+                          "k_attn_prefill",      "k_gdn_step",           "k_gdn_chunk",
+                          "k_router",            "k_moe_align",          "k_moe_up_i4",
+                          "k_moe_down_i4",       "k_moe_gemm_up_i4",     "k_moe_gemm_down_i4",
+                          "k_sample_pick",       "k_embed",              "k_rmsnorm"};
+    int all = 1;
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
+        int found = 0;
+        for (uint32_t k = 0; k < v.num_kernels && !found; k++) {
+            struct plan_kernel kk;
+            plan_get_kernel(&v, k, &kk);
+            found = !strcmp(plan_str(&v, kk.name), need[i]);
+        }
+        if (!found) {
+            printf("# missing kernel %s\n", need[i]);
+            all = 0;
+        }
+    }
+    CHECK(all, "the default plan uses every required algorithm's kernels");
+    uint64_t gemms = 0, bytes = 0;
+    for (uint32_t i = 0; i < v.num_ops; i++) {
+        struct plan_op op;
+        plan_get_op(&v, i, &op);
+        gemms += op.kind == PLAN_OP_GEMM;
+        bytes += op.bytes;
+    }
+    CHECK(gemms > 0 && bytes > 0, "prefill has cuBLAS GEMM ops; every op carries a cost");
+    CHECK(v.id.arena_bytes > 100ull << 20 && v.id.arena_bytes < 1ull << 30,
+          "default arena at max_seq 4096 is %.1f MiB", (double)v.id.arena_bytes / (1 << 20));
+    free(p);
+}
+
+int main(void)
+{
+    struct model_config c;
+    char err[MODEL_ERR_LEN];
+    model_config_default(&c);
+    check_config("default", &c, "int4", 4096, 2048);
+    check_config("default", &c, "bf16", 4096, 1024);
+    check_config("default", &c, "int4:64", 262144, 2048);
+    const char *tiny[] = {"test/data/config/tiny-a.json", "test/data/fixtures/tiny-a-fused/config.json"};
+    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) {
+        int rc = model_config_load(&c, tiny[i], err);
+        CHECK(rc == 0, "%s reads", tiny[i]);
+        if (!rc) {
+            check_config(tiny[i], &c, "bf16", 512, 128);
+            check_config(tiny[i], &c, "int4:32", 700, 300);
+        }
+    }
+    check_ops_named();
+    return test_done();
+}
