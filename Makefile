@@ -43,7 +43,7 @@ NVCCFLAGS  := -std=c++17 -O3 -I. -Xptxas -warn-spills -Werror all-warnings
 
 # ---- sources -----------------------------------------------------------------------------
 PROGS      := plan/planner.c tools/plandump.c tools/qcfg.c tools/bench.c tools/mkcorpus.c \
-              tools/tokbench.c
+              tools/tokbench.c tools/mkmodel.c
 LIB_SRC    := $(filter-out $(PROGS),$(wildcard plan/*.c weights/*.c rt/*.c host/*.c))
 REF_SRC    := $(wildcard test/ref/*.c)
 TEST_SRC   := $(wildcard test/test_*.c)
@@ -81,6 +81,13 @@ $(BUILD)/san/libqrt.a: $(SAN_OBJ)
 $(BUILD)/%: tools/%.c $(BUILD)/libqrt.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/libqrt.a $(LDLIBS)
+
+# mkmodel's generator sits with the CPU reference (the tests call it in-process), so the
+# program links its two objects besides the library.
+MKMODEL_OBJ := $(BUILD)/obj/test/ref/mkmodel_gen.o $(BUILD)/obj/test/ref/mkmodel_cfg.o
+$(BUILD)/mkmodel: tools/mkmodel.c $(MKMODEL_OBJ) $(BUILD)/libqrt.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(DEPFLAGS) $< $(MKMODEL_OBJ) -o $@ $(BUILD)/libqrt.a $(LDLIBS)
 
 $(BUILD)/%: plan/%.c $(BUILD)/libqrt.a
 	@mkdir -p $(@D)
@@ -120,6 +127,9 @@ $(BUILD)/fuzzobj/%.o: %.c
 $(BUILD)/fuzz/%: test/fuzz/%.c $(FZL_OBJ)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZFLAGS) -fsanitize=fuzzer $(DEPFLAGS) $< $(FZL_OBJ) -o $@ $(LDLIBS)
+
+# keep the instrumented objects: they are intermediates of the fuzz binaries only
+.SECONDARY: $(FZL_OBJ)
 
 fuzz: $(FUZZ_BIN) $(BUILD)/mkcorpus
 	@sh test/fuzz/run $(FUZZ_SECONDS) $(FUZZ_BIN)

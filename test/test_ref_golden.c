@@ -7,13 +7,19 @@
  * steps each. The reference must match them to 1e-5 relative L2 per prompt and per decode
  * step (the fixtures' README asks for about 1e-4; the reference lands near 2e-7), with the
  * same argmax at every position.
+ * The same holds for the checkpoints tools/mkmodel writes (odd widths, 8 layers, an MTP head),
+ * regenerated here from their seed, against golden files tools/golden.py made with
+ * transformers (test/data/mk/NAME/golden.txt records how).
  * Weights are read here straight from safetensors, mapped to the image's names. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../plan/model.h"
 #include "../weights/safetensors.h"
 #include "golden.h"
+#include "ref/mkmodel_gen.h"
 #include "ref/ref.h"
 #include "test.h"
 
@@ -131,29 +137,56 @@ static void report_bf16_yardstick(const struct golden *f32, const struct golden 
     }
 }
 
-static void run_checkpoint(const char *dir, const struct golden *g)
+static void run_checkpoint(const char *dir, const char *label, const struct golden *g)
 {
-    char path[256], err[WT_ST_ERR_LEN];
+    char path[512], err[WT_ST_ERR_LEN];
     struct model_config c;
-    snprintf(path, sizeof path, "%s/%s/config.json", FIXTURES, dir);
+    snprintf(path, sizeof path, "%s/config.json", dir);
     int rc = model_config_load(&c, path, err);
-    CHECK(rc == 0, "%s: config.json reads%s%s", dir, rc ? ": " : "", rc ? err : "");
+    CHECK(rc == 0, "%s: config.json reads%s%s", label, rc ? ": " : "", rc ? err : "");
     if (rc)
         return;
     struct wt_st_file f;
-    snprintf(path, sizeof path, "%s/%s/model.safetensors", FIXTURES, dir);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
     rc = wt_st_open(&f, path, err);
-    CHECK(rc == 0, "%s: model.safetensors opens%s%s", dir, rc ? ": " : "", rc ? err : "");
+    CHECK(rc == 0, "%s: model.safetensors opens%s%s", label, rc ? ": " : "", rc ? err : "");
     if (rc)
         return;
     struct ref_model m;
     rc = ref_model_init(&m, &c, get_tensor, &f, err);
-    CHECK(rc == 0, "%s: reference model loads every tensor%s%s", dir, rc ? ": " : "", rc ? err : "");
+    CHECK(rc == 0, "%s: reference model loads every tensor%s%s", label, rc ? ": " : "", rc ? err : "");
     if (!rc) {
-        check_cases(dir, &m, g);
+        check_cases(label, &m, g);
         ref_model_free(&m);
     }
     wt_st_close(&f);
+}
+
+/* A checkpoint of tools/mkmodel, regenerated from seed 1 (the seed its goldens were made
+ * with) into a temporary directory, against test/data/mk/NAME/golden-f32.bin. */
+static void run_mkmodel(const char *name)
+{
+    char dir[] = "/tmp/qrt_golden_XXXXXX", sub[600], path[600], err[MKMODEL_ERR_LEN];
+    struct mkmodel_opts o = {.seed = 1};
+    const struct mkmodel_spec *s = mkmodel_find(name);
+    if (!s || !mkdtemp(dir)) {
+        CHECK(0, "%s: mkmodel config exists and a temporary directory can be made", name);
+        return;
+    }
+    snprintf(sub, sizeof sub, "%s/%s", dir, name);
+    int rc = mkmodel_write(sub, s, &o, err);
+    CHECK(rc == 0, "%s: mkmodel writes the checkpoint%s%s", name, rc ? ": " : "", rc ? err : "");
+    if (rc == 0) {
+        struct golden g;
+        snprintf(path, sizeof path, "test/data/mk/%s/golden-f32.bin", name);
+        golden_load(&g, path);
+        run_checkpoint(sub, name, &g);
+        golden_free(&g);
+    }
+    snprintf(path, sizeof path, "%s/config.json", sub), remove(path);
+    snprintf(path, sizeof path, "%s/model.safetensors", sub), remove(path);
+    rmdir(sub);
+    rmdir(dir);
 }
 
 int main(void)
@@ -162,9 +195,12 @@ int main(void)
     golden_load(&f32, FIXTURES "/tiny-a/golden-f32.bin");
     golden_load(&bf16, FIXTURES "/tiny-a/golden-bf16.bin");
     report_bf16_yardstick(&f32, &bf16);
-    run_checkpoint("tiny-a", &f32);
-    run_checkpoint("tiny-a-fused", &f32);
+    run_checkpoint(FIXTURES "/tiny-a", "tiny-a", &f32);
+    run_checkpoint(FIXTURES "/tiny-a-fused", "tiny-a-fused", &f32);
     golden_free(&f32);
     golden_free(&bf16);
+    run_mkmodel("tiny-b");
+    run_mkmodel("tiny-8l");
+    run_mkmodel("tiny-odd");
     return test_done();
 }
