@@ -58,7 +58,7 @@ TEST_BIN   := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
 FUZZ_BIN   := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/%)
 KERN_BIN   := $(KERN_ARCHS:%=$(BUILD)/kern/%.cubin) $(BUILD)/kern/compute_90.ptx
 
-.PHONY: all test bench fuzz format clean
+.PHONY: all test bench fuzz format clean gpu-plain
 all: $(BUILD)/libqrt.a $(PROG_BIN) $(KERN_BIN) $(TEST_BIN)
 
 # ---- libraries and programs -----------------------------------------------------------------
@@ -114,6 +114,15 @@ $(BUILD)/test/%: test/%.c $(BUILD)/san/libqrt.a
 
 test: $(TEST_BIN) $(KERN_BIN)
 	@sh test/run $(TEST_BIN)
+
+# GPU tests once more without the host sanitizers, for compute-sanitizer (which cannot run
+# under ASan): tools/gpu-check builds and runs these on the GPU machine.
+GPU_PLAIN  := $(patsubst test/%.c,$(BUILD)/plain/%,$(wildcard test/test_gpu_*.c))
+$(BUILD)/plain/%: test/%.c $(BUILD)/libqrt.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/libqrt.a $(LDLIBS)
+
+gpu-plain: $(GPU_PLAIN) $(KERN_BIN)
 
 # ---- benchmarks -------------------------------------------------------------------------------
 bench: $(BUILD)/bench $(KERN_BIN)

@@ -62,13 +62,11 @@ int main(void)
         uint64_t seed = test_rand(&s), bad = 0;
         unsigned grid = lens[i] > 100000 ? 132 : 1; /* a few waves over the SMs, or one CTA */
         int ok = check_fill(&g, fb, 1, lens[i], seed, grid, d, &bad);
-        CHECK(ok, "k_fill_bf16 n=%llu equals the CPU values, nothing past n written%s%llu",
-              (unsigned long long)lens[i], ok ? "" : "; first bad element ",
-              ok ? 0ull : (unsigned long long)bad);
+        CHECK(ok, "k_fill_bf16 n=%llu equals the CPU values, nothing past n written (first bad %lld)",
+              (unsigned long long)lens[i], ok ? -1ll : (long long)bad);
         ok = check_fill(&g, fu, 0, lens[i], seed, grid, d, &bad);
-        CHECK(ok, "k_fill_u32 n=%llu equals the CPU values, nothing past n written%s%llu",
-              (unsigned long long)lens[i], ok ? "" : "; first bad element ",
-              ok ? 0ull : (unsigned long long)bad);
+        CHECK(ok, "k_fill_u32 n=%llu equals the CPU values, nothing past n written (first bad %lld)",
+              (unsigned long long)lens[i], ok ? -1ll : (long long)bad);
     }
     /* the values are not degenerate: a fill of 4096 bf16 spans the range and is not constant */
     float lo = 1, hi = -1;

@@ -78,8 +78,8 @@ static char *make_json(size_t *len)
     char *t = malloc(cap);
     n += (size_t)sprintf(t + n, "{\"vocab\":{");
     for (int i = 0; i < 150000; i++)
-        n += (size_t)sprintf(t + n, "%s\"tok%08x\\u00e9\":%d", i ? "," : "",
-                             (unsigned)k_fill_hash(9, (uint64_t)i), i);
+        n += (size_t)sprintf(t + n, "%s\"tok%08x_%d\\u00e9\":%d", i ? "," : "",
+                             (unsigned)k_fill_hash(9, (uint64_t)i), i, i);
     n += (size_t)sprintf(t + n, "},\"merges\":[");
     for (int i = 0; i < 150000; i++)
         n += (size_t)sprintf(t + n, "%s[\"a%d\",\"b%d\"]", i ? "," : "", i, i);
