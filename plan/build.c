@@ -315,6 +315,30 @@ out:
     return total;
 }
 
+/* The whole arena as schedule s sees it: fixed buffers live throughout, its overlay buffers
+ * by their lifetimes. Checked independently of how the placement was made. */
+static int verify_schedule(struct pb *b, uint32_t s)
+{
+    struct plan_arena_buf *a = calloc(b->nbufs ? b->nbufs : 1, sizeof *a);
+    char err[PLAN_ARENA_ERR_LEN];
+    uint32_t n = 0;
+    if (!a)
+        return fail(b, "out of memory");
+    for (uint32_t i = 0; i < b->nbufs; i++) {
+        const struct pb_buf *x = &b->bufs[i];
+        if (x->region == PLAN_REGION_OVERLAY && x->sched != s)
+            continue;
+        int fixed = x->region != PLAN_REGION_OVERLAY;
+        a[n++] = (struct plan_arena_buf){x->name, x->size, fixed ? 0 : x->first,
+                                         fixed ? UINT32_MAX : x->last, x->offset};
+    }
+    int rc = plan_arena_verify(a, n, PLAN_BUF_ALIGN, b->arena_bytes, err);
+    free(a);
+    if (rc)
+        return fail(b, "schedule %s: arena verification failed: %s", b->strings + b->scheds[s].name, err);
+    return 0;
+}
+
 int plan_build_finish(struct pb *b)
 {
     if (b->failed)
@@ -332,6 +356,9 @@ int plan_build_finish(struct pb *b)
     b->regions[1] = (struct plan_region){pb_str(b, "workspace"), PLAN_REGION_WORKSPACE, pers, work};
     b->regions[2] = (struct plan_region){pb_str(b, "overlay"), PLAN_REGION_OVERLAY, base, over};
     b->arena_bytes = base + over;
+    for (uint32_t s = 0; s < b->nscheds; s++)
+        if (verify_schedule(b, s))
+            return -1;
     /* relocations against buffers become arena offsets; each op's refs are contiguous */
     for (uint32_t i = 0; i < b->nrefs; i++) {
         struct pb_ref *r = &b->refs[i];
