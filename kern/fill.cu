@@ -1,4 +1,4 @@
-/* fill.cu — synthetic fills: seeded uniform bf16 and random 32-bit words (see fill.h).
+/* fill.cu — synthetic fills: seeded uniform bf16 and f32, random 32-bit words (see fill.h).
  *
  * Memory-bound by design: each thread computes 8 bf16 values (or 4 words) and writes them with
  * one 16-byte store, striding over the grid, so a fill runs near copy bandwidth. The tail
@@ -13,15 +13,33 @@ extern "C" __global__ void k_fill_bf16(struct k_fill_params p)
     for (uint64_t v = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += stride) {
         uint32_t w[4];
         for (int j = 0; j < 4; j++) {
-            uint32_t lo = k_fill_bf16_value(p.seed, v * 8 + 2 * j, p.scale);
-            uint32_t hi = k_fill_bf16_value(p.seed, v * 8 + 2 * j + 1, p.scale);
+            uint32_t lo = k_fill_bf16_value(p.seed, v * 8 + 2 * j, p.scale, p.center);
+            uint32_t hi = k_fill_bf16_value(p.seed, v * 8 + 2 * j + 1, p.scale, p.center);
             w[j] = lo | (hi << 16);
         }
         *(uint4 *)(dst + v * 8) = make_uint4(w[0], w[1], w[2], w[3]);
     }
     if (blockIdx.x == 0 && threadIdx.x < p.n - nvec * 8) {
         uint64_t i = nvec * 8 + threadIdx.x;
-        dst[i] = k_fill_bf16_value(p.seed, i, p.scale);
+        dst[i] = k_fill_bf16_value(p.seed, i, p.scale, p.center);
+    }
+}
+
+extern "C" __global__ void k_fill_f32(struct k_fill_params p)
+{
+    float *dst = (float *)p.dst;
+    uint64_t nvec = p.n / 4;
+    uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t v = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; v < nvec; v += stride) {
+        float4 w = make_float4(k_fill_f32_value(p.seed, v * 4, p.scale, p.center),
+                               k_fill_f32_value(p.seed, v * 4 + 1, p.scale, p.center),
+                               k_fill_f32_value(p.seed, v * 4 + 2, p.scale, p.center),
+                               k_fill_f32_value(p.seed, v * 4 + 3, p.scale, p.center));
+        *(float4 *)(dst + v * 4) = w;
+    }
+    if (blockIdx.x == 0 && threadIdx.x < p.n - nvec * 4) {
+        uint64_t i = nvec * 4 + threadIdx.x;
+        dst[i] = k_fill_f32_value(p.seed, i, p.scale, p.center);
     }
 }
 

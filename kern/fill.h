@@ -16,7 +16,8 @@
 #define K_HD static inline
 #endif
 
-/* k_fill_bf16: dst[i] = bf16(scale * u(seed, i)), u uniform in [-1, 1).
+/* k_fill_bf16: dst[i] = bf16(center + scale * u(seed, i)), u uniform in [-1, 1).
+ * k_fill_f32:  dst[i] = center + scale * u(seed, i) in fp32.
  * k_fill_u32:  dst[i] = 32 random bits of (seed, i) (packed INT4 nibbles, token ids...).
  * Launch: any 1-D grid of 1-D blocks; the kernels stride over n. Each thread writes 16 bytes
  * per step; dst must be 16-byte aligned (arena and weight tensors are 256-aligned). */
@@ -24,8 +25,8 @@ struct k_fill_params {
     uint64_t dst;   /* device address */
     uint64_t n;     /* elements */
     uint64_t seed;
-    float scale;    /* bf16 only: half-width of the uniform range */
-    uint32_t reserved;
+    float scale;    /* half-width of the uniform range (bf16, f32) */
+    float center;   /* its middle (bf16, f32) */
 };
 
 /* splitmix64's finaliser over (seed, i): a counter-based generator with no state. */
@@ -45,11 +46,21 @@ K_HD uint16_t k_bf16_bits(float f)
     return (uint16_t)((v.u + 0x7FFFu + ((v.u >> 16) & 1u)) >> 16);
 }
 
-K_HD uint16_t k_fill_bf16_value(uint64_t seed, uint64_t i, float scale)
+K_HD float k_fill_f32_value(uint64_t seed, uint64_t i, float scale, float center)
 {
     /* top 24 bits give an exactly representable float in [0, 1) */
     float u = (float)(k_fill_hash(seed, i) >> 40) * (1.0f / 16777216.0f);
-    return k_bf16_bits((2.0f * u - 1.0f) * scale);
+#ifdef __CUDA_ARCH__
+    /* no fused multiply-add: the CPU rounds the product and the sum separately */
+    return __fadd_rn(center, __fmul_rn(2.0f * u - 1.0f, scale));
+#else
+    return center + (2.0f * u - 1.0f) * scale;
+#endif
+}
+
+K_HD uint16_t k_fill_bf16_value(uint64_t seed, uint64_t i, float scale, float center)
+{
+    return k_bf16_bits(k_fill_f32_value(seed, i, scale, center));
 }
 
 K_HD uint32_t k_fill_u32_value(uint64_t seed, uint64_t i)

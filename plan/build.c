@@ -419,6 +419,7 @@ int plan_build_content(struct pb *b, struct plan_content *out)
         w->name = pb_str(b, t->name);
         w->dtype = t->dtype, w->layout = t->layout, w->group_size = t->group_size;
         w->ndim = t->ndim, w->size = t->size;
+        w->synth = wt_synth(t);
         memcpy(w->shape, t->shape, sizeof w->shape);
     }
     for (uint32_t i = 0; i < b->nrefs; i++)

@@ -337,8 +337,6 @@ static enum fmt_status check_weight(const struct plan_view *p, uint32_t i,
     }
     if (w->size == 0)
         return fail(err, FMT_ERR_INVALID, "weight %u '%.80s': size is 0", i, nm);
-    if (w->reserved0)
-        return fail(err, FMT_ERR_INVALID, "weight %u '%.80s': reserved0 is not zero", i, nm);
     return FMT_OK;
 }
 

@@ -124,7 +124,9 @@ struct plan_weight {
     uint32_t layout;                /* packed layout id (kern/ headers); 0 = plain row-major */
     uint32_t group_size;            /* quantization group, 0 if none */
     uint32_t ndim;                  /* 1..PLAN_MAX_DIMS */
-    uint32_t reserved0;
+    uint32_t synth;                 /* synthetic-weights fill: bf16 bits of the center (high
+                                     * half) and half-width (low half) of a uniform draw; for
+                                     * INT4 tensors it describes the scales (nibbles are random) */
     uint64_t shape[PLAN_MAX_DIMS];  /* logical shape, unused dims 0 */
     uint64_t size;                  /* bytes the tensor occupies in the image */
 };

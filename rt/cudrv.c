@@ -30,7 +30,11 @@ int rt_cudrv_open(struct rt_cudrv *d, char *err)
         SYM(cuMemcpyDtoDAsync), SYM(cuMemsetD8), SYM(cuModuleLoadData), SYM(cuModuleUnload),
         SYM(cuModuleGetFunction), SYM(cuLaunchKernel), SYM(cuStreamCreate), SYM(cuStreamDestroy),
         SYM(cuStreamSynchronize), SYM(cuEventCreate), SYM(cuEventDestroy), SYM(cuEventRecord),
-        SYM(cuEventSynchronize), SYM(cuEventElapsedTime),
+        SYM(cuEventSynchronize), SYM(cuEventElapsedTime), SYM(cuEventQuery), SYM(cuMemHostAlloc),
+        SYM(cuMemFreeHost), SYM(cuMemHostGetDevicePointer), SYM(cuMemcpyHtoDAsync),
+        SYM(cuMemcpyDtoHAsync), SYM(cuMemsetD8Async), SYM(cuFuncGetAttribute),
+        SYM(cuFuncSetAttribute), SYM(cuStreamBeginCapture), SYM(cuStreamEndCapture),
+        SYM(cuGraphInstantiate), SYM(cuGraphLaunch), SYM(cuGraphExecDestroy), SYM(cuGraphDestroy),
     };
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
         *syms[i].slot = dlsym(d->lib, syms[i].name);
@@ -43,6 +47,8 @@ int rt_cudrv_open(struct rt_cudrv *d, char *err)
             return -1;
         }
     }
+    d->cuFuncGetParamInfo = (CUresult(*)(CUfunction, size_t, size_t *, size_t *))dlsym(
+        d->lib, "cuFuncGetParamInfo");
     return 0;
 }
 

@@ -17,14 +17,30 @@ static void launch(struct gpu *g, CUfunction f, struct k_fill_params p, unsigned
     CU(g, cuCtxSynchronize());
 }
 
-/* Fill n elements of width w at dptr, copy back n + 64 elements, compare. */
-static int check_fill(struct gpu *g, CUfunction f, int bf16, uint64_t n, uint64_t seed, unsigned grid,
+enum { BF16, U32, F32 };
+
+/* The value element i must have, as bits. */
+static uint32_t want_bits(int kind, uint64_t seed, uint64_t i)
+{
+    if (kind == BF16)
+        return k_fill_bf16_value(seed, i, 0.5f, 0.25f);
+    if (kind == U32)
+        return k_fill_u32_value(seed, i);
+    float f = k_fill_f32_value(seed, i, 0.5f, 0.25f);
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* Fill n elements of the kind at d, copy back n + 64 elements, compare. */
+static int check_fill(struct gpu *g, CUfunction f, int kind, uint64_t n, uint64_t seed, unsigned grid,
                       CUdeviceptr d, uint64_t *first_bad)
 {
+    int bf16 = kind == BF16;
     size_t w = bf16 ? 2 : 4, total = (size_t)(n + 64) * w;
     uint8_t *h = malloc(total);
     CU(g, cuMemsetD8(d, POISON, total));
-    struct k_fill_params p = {.dst = d, .n = n, .seed = seed, .scale = 0.5f};
+    struct k_fill_params p = {.dst = d, .n = n, .seed = seed, .scale = 0.5f, .center = 0.25f};
     launch(g, f, p, grid);
     CU(g, cuMemcpyDtoH(h, d, total));
     int ok = 1;
@@ -34,7 +50,7 @@ static int check_fill(struct gpu *g, CUfunction f, int bf16, uint64_t n, uint64_
         if (i >= n)
             want = bf16 ? 0xA5A5u : 0xA5A5A5A5u; /* past the end: untouched */
         else
-            want = bf16 ? k_fill_bf16_value(seed, i, 0.5f) : k_fill_u32_value(seed, i);
+            want = want_bits(kind, seed, i);
         if (got != want) {
             *first_bad = i;
             ok = 0;
@@ -50,9 +66,10 @@ int main(void)
     if (gpu_open(&g))
         return test_skip("no CUDA device");
     CUmodule m = gpu_module(&g);
-    CUfunction fb, fu;
+    CUfunction fb, fu, ff;
     CU(&g, cuModuleGetFunction(&fb, m, "k_fill_bf16"));
     CU(&g, cuModuleGetFunction(&fu, m, "k_fill_u32"));
+    CU(&g, cuModuleGetFunction(&ff, m, "k_fill_f32"));
 
     const uint64_t lens[] = {1, 7, 8, 9, 4096, 1000003, 1u << 22};
     CUdeviceptr d;
@@ -61,17 +78,20 @@ int main(void)
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
         uint64_t seed = test_rand(&s), bad = 0;
         unsigned grid = lens[i] > 100000 ? 132 : 1; /* a few waves over the SMs, or one CTA */
-        int ok = check_fill(&g, fb, 1, lens[i], seed, grid, d, &bad);
+        int ok = check_fill(&g, fb, BF16, lens[i], seed, grid, d, &bad);
         CHECK(ok, "k_fill_bf16 n=%llu equals the CPU values, nothing past n written (first bad %lld)",
               (unsigned long long)lens[i], ok ? -1ll : (long long)bad);
-        ok = check_fill(&g, fu, 0, lens[i], seed, grid, d, &bad);
+        ok = check_fill(&g, fu, U32, lens[i], seed, grid, d, &bad);
         CHECK(ok, "k_fill_u32 n=%llu equals the CPU values, nothing past n written (first bad %lld)",
+              (unsigned long long)lens[i], ok ? -1ll : (long long)bad);
+        ok = check_fill(&g, ff, F32, lens[i], seed, grid, d, &bad);
+        CHECK(ok, "k_fill_f32 n=%llu equals the CPU values, nothing past n written (first bad %lld)",
               (unsigned long long)lens[i], ok ? -1ll : (long long)bad);
     }
     /* the values are not degenerate: a fill of 4096 bf16 spans the range and is not constant */
     float lo = 1, hi = -1;
     for (uint64_t i = 0; i < 4096; i++) {
-        union { uint32_t u; float f; } v = {.u = (uint32_t)k_fill_bf16_value(7, i, 0.5f) << 16};
+        union { uint32_t u; float f; } v = {.u = (uint32_t)k_fill_bf16_value(7, i, 0.5f, 0.0f) << 16};
         lo = v.f < lo ? v.f : lo;
         hi = v.f > hi ? v.f : hi;
     }

@@ -100,7 +100,6 @@ static const struct rule rules[] = {
     {"weight size 0", {WGT(2, size, 8, 0)}, BAD, "weight 2 'lm_head.weight': size is 0"},
     {"weight dtype unknown", {WGT(0, dtype, 4, 0)}, BAD, "unknown dtype 0"},
     {"weight empty name", {WGT(0, name, 4, 0)}, BAD, "weight 0: empty name"},
-    {"weight reserved0", {WGT(1, reserved0, 4, 1)}, BAD, "weight 1 'model.norm.weight': reserved0"},
     /* kernels */
     {"kernel empty name", {KRN(1, name, 4, 0)}, BAD, "kernel 1: empty name"},
     {"kernel name out of STRINGS", {KRN(0, name, 4, 4096)}, OOB, "kernel 0: name offset 4096"},

@@ -46,6 +46,14 @@ void wt_manifest_free(struct wt_manifest *m);
 /* Index of tensor name, or -1. */
 int64_t wt_manifest_find(const struct wt_manifest *m, const char *name);
 
+/* The synthetic-weights distribution of tensor t (plan_weight.synth): bf16 bits of the center
+ * in the high half and of the half-width in the low half of a uniform draw. Chosen per tensor
+ * kind so a full-size model with synthetic weights behaves like the fixtures (embeddings of
+ * unit scale, projections of std ~0.035, zero-centred norms near 0, the gated norm near 1,
+ * A_log over log [0.01, 16], conv taps 0.3); for INT4 tensors it is the distribution of the
+ * group scales, sized so scale * (q - 8) has that std. */
+uint32_t wt_synth(const struct wt_tensor_desc *t);
+
 /* Parse a --quant argument: "bf16", "int4" (group 128) or "int4:G". Returns 0 or -1. */
 int wt_format_parse(const char *s, uint32_t *quant, uint32_t *group);
 
