@@ -59,7 +59,7 @@ FUZZ_BIN   := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/%)
 KERN_BIN   := $(KERN_ARCHS:%=$(BUILD)/kern/%.cubin) $(BUILD)/kern/compute_90.ptx
 
 .PHONY: all test bench fuzz format clean gpu-plain
-all: $(BUILD)/libqrt.a $(PROG_BIN) $(KERN_BIN) $(TEST_BIN)
+all: $(BUILD)/libqrt.a $(PROG_BIN) $(KERN_BIN) $(TEST_KERN_BIN) $(TEST_BIN)
 
 # ---- libraries and programs -----------------------------------------------------------------
 $(BUILD)/obj/%.o: %.c
@@ -104,6 +104,18 @@ $(BUILD)/kern/all.cu: $(KERN_SRC) Makefile
 $(BUILD)/kern/sm_%.cubin: $(BUILD)/kern/all.cu
 	$(NVCC) $(NVCCFLAGS) -arch=sm_$* -cubin -MD -MF $(@:.cubin=.d) $< -o $@
 
+# Test kernels (test/kern/*.cu, with the fill kernels rt uses for synthetic weights): images
+# for rt's own tests, which build plans around them.
+TEST_KERN_SRC := $(wildcard test/kern/*.cu) kern/fill.cu
+TEST_KERN_BIN := $(KERN_ARCHS:%=$(BUILD)/kern/test/%.cubin)
+$(BUILD)/kern/test/all.cu: $(TEST_KERN_SRC) Makefile
+	@mkdir -p $(@D)
+	@printf '#include "%s"\n' $(TEST_KERN_SRC) > $@.new
+	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
+
+$(BUILD)/kern/test/sm_%.cubin: $(BUILD)/kern/test/all.cu
+	$(NVCC) $(NVCCFLAGS) -arch=sm_$* -cubin -MD -MF $(@:.cubin=.d) $< -o $@
+
 $(BUILD)/kern/compute_90.ptx: $(BUILD)/kern/all.cu
 	$(NVCC) $(NVCCFLAGS) -arch=compute_90 -ptx -MD -MF $(@:.ptx=.d) $< -o $@
 
@@ -112,7 +124,7 @@ $(BUILD)/test/%: test/%.c $(BUILD)/san/libqrt.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SANFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/san/libqrt.a $(LDLIBS)
 
-test: $(TEST_BIN) $(KERN_BIN)
+test: $(TEST_BIN) $(KERN_BIN) $(TEST_KERN_BIN) $(PROG_BIN)
 	@sh test/run $(TEST_BIN)
 
 # GPU tests once more without the host sanitizers, for compute-sanitizer (which cannot run
@@ -122,7 +134,7 @@ $(BUILD)/plain/%: test/%.c $(BUILD)/libqrt.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/libqrt.a $(LDLIBS)
 
-gpu-plain: $(GPU_PLAIN) $(KERN_BIN)
+gpu-plain: $(GPU_PLAIN) $(KERN_BIN) $(TEST_KERN_BIN)
 
 # ---- benchmarks -------------------------------------------------------------------------------
 bench: $(BUILD)/bench $(KERN_BIN)

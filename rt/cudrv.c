@@ -10,6 +10,56 @@
 #define XSTR(x) STR(x)
 #define SYM(name) {(void **)&d->name, XSTR(name)}
 
+/* Counting shims (see rt_cudrv_counts). The real entry points are the same in every table of
+ * the process, so one static copy of each serves them all. */
+static uint64_t n_alloc, n_sync;
+static CUresult (*real_alloc)(CUdeviceptr *, size_t);
+static CUresult (*real_host_alloc)(void **, size_t, unsigned int);
+static CUresult (*real_ctx_sync)(void);
+static CUresult (*real_stream_sync)(CUstream);
+static CUresult (*real_event_sync)(CUevent);
+
+static CUresult shim_alloc(CUdeviceptr *p, size_t n)
+{
+    __atomic_add_fetch(&n_alloc, 1, __ATOMIC_RELAXED);
+    return real_alloc(p, n);
+}
+static CUresult shim_host_alloc(void **p, size_t n, unsigned int f)
+{
+    __atomic_add_fetch(&n_alloc, 1, __ATOMIC_RELAXED);
+    return real_host_alloc(p, n, f);
+}
+static CUresult shim_ctx_sync(void)
+{
+    __atomic_add_fetch(&n_sync, 1, __ATOMIC_RELAXED);
+    return real_ctx_sync();
+}
+static CUresult shim_stream_sync(CUstream s)
+{
+    __atomic_add_fetch(&n_sync, 1, __ATOMIC_RELAXED);
+    return real_stream_sync(s);
+}
+static CUresult shim_event_sync(CUevent e)
+{
+    __atomic_add_fetch(&n_sync, 1, __ATOMIC_RELAXED);
+    return real_event_sync(e);
+}
+
+void rt_cudrv_counts(uint64_t *allocs, uint64_t *syncs)
+{
+    *allocs = __atomic_load_n(&n_alloc, __ATOMIC_RELAXED);
+    *syncs = __atomic_load_n(&n_sync, __ATOMIC_RELAXED);
+}
+
+static void install_shims(struct rt_cudrv *d)
+{
+    real_alloc = d->cuMemAlloc, d->cuMemAlloc = shim_alloc;
+    real_host_alloc = d->cuMemHostAlloc, d->cuMemHostAlloc = shim_host_alloc;
+    real_ctx_sync = d->cuCtxSynchronize, d->cuCtxSynchronize = shim_ctx_sync;
+    real_stream_sync = d->cuStreamSynchronize, d->cuStreamSynchronize = shim_stream_sync;
+    real_event_sync = d->cuEventSynchronize, d->cuEventSynchronize = shim_event_sync;
+}
+
 int rt_cudrv_open(struct rt_cudrv *d, char *err)
 {
     memset(d, 0, sizeof *d);
@@ -29,7 +79,7 @@ int rt_cudrv_open(struct rt_cudrv *d, char *err)
         SYM(cuMemFree), SYM(cuMemcpyHtoD), SYM(cuMemcpyDtoH), SYM(cuMemcpyDtoD),
         SYM(cuMemcpyDtoDAsync), SYM(cuMemsetD8), SYM(cuModuleLoadData), SYM(cuModuleUnload),
         SYM(cuModuleGetFunction), SYM(cuLaunchKernel), SYM(cuStreamCreate), SYM(cuStreamDestroy),
-        SYM(cuStreamSynchronize), SYM(cuEventCreate), SYM(cuEventDestroy), SYM(cuEventRecord),
+        SYM(cuStreamSynchronize), SYM(cuStreamQuery), SYM(cuEventCreate), SYM(cuEventDestroy), SYM(cuEventRecord),
         SYM(cuEventSynchronize), SYM(cuEventElapsedTime), SYM(cuEventQuery), SYM(cuMemHostAlloc),
         SYM(cuMemFreeHost), SYM(cuMemHostGetDevicePointer), SYM(cuMemcpyHtoDAsync),
         SYM(cuMemcpyDtoHAsync), SYM(cuMemsetD8Async), SYM(cuFuncGetAttribute),
@@ -49,6 +99,7 @@ int rt_cudrv_open(struct rt_cudrv *d, char *err)
     }
     d->cuFuncGetParamInfo = (CUresult(*)(CUfunction, size_t, size_t *, size_t *))dlsym(
         d->lib, "cuFuncGetParamInfo");
+    install_shims(d);
     return 0;
 }
 

@@ -11,6 +11,7 @@
 
 #include <cuda.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define RT_ERR_LEN 256
 
@@ -45,6 +46,7 @@ struct rt_cudrv {
     CUresult (*cuStreamCreate)(CUstream *, unsigned int);
     CUresult (*cuStreamDestroy)(CUstream);
     CUresult (*cuStreamSynchronize)(CUstream);
+    CUresult (*cuStreamQuery)(CUstream);
     CUresult (*cuEventCreate)(CUevent *, unsigned int);
     CUresult (*cuEventDestroy)(CUevent);
     CUresult (*cuEventRecord)(CUevent, CUstream);
@@ -77,6 +79,12 @@ void rt_cudrv_close(struct rt_cudrv *d);
 
 /* "CUDA_ERROR_OUT_OF_MEMORY: out of memory" for a status, never NULL. */
 const char *rt_cudrv_errstr(const struct rt_cudrv *d, CUresult r, char *buf, size_t n);
+
+/* Every allocation (cuMemAlloc, cuMemHostAlloc) and every blocking synchronisation
+ * (cuCtxSynchronize, cuStreamSynchronize, cuEventSynchronize) made through any table opened in
+ * this process, counted by shims that sit in front of the driver's entry points. Tests use the
+ * counts to prove that steady-state decoding allocates nothing and does not wait per token. */
+void rt_cudrv_counts(uint64_t *allocs, uint64_t *syncs);
 
 /* Open the driver, cuInit, and report how many devices there are (0 is not an error).
  * Used by GPU tests and tools to decide between running and "skipped: no CUDA device". */

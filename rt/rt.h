@@ -65,7 +65,8 @@ struct rt_info {
     char device_name[128];
     int sm;                     /* compute capability as 10 * major + minor */
     double load_ms;             /* rt_open wall time */
-    uint64_t device_allocs;     /* device allocations made since open (stays constant after it) */
+    uint64_t device_allocs;     /* device and pinned allocations this process made so far */
+    uint32_t load_calls;        /* driver calls rt_open made (the range of fail_call) */
 };
 
 struct rt_sampling {
@@ -109,5 +110,10 @@ void rt_get_info(const struct rt *r, struct rt_info *info);
 enum rt_status rt_generate(struct rt *r, const int32_t *prompt, uint32_t n,
                            const struct rt_sampling *s, rt_token_fn fn, void *ctx,
                            struct rt_stats *st, char *err);
+
+/* Diagnostics for tests and tools: copy bytes [offset, offset + n) of the arena buffer called
+ * name to dst, after the work queued so far. Not for the serving loop. */
+enum rt_status rt_read_buffer(struct rt *r, const char *name, uint64_t offset, void *dst, uint64_t n,
+                              char *err);
 
 #endif

@@ -13,7 +13,7 @@
 const char *__asan_default_options(void);
 const char *__asan_default_options(void) { return "protect_shadow_gap=0"; }
 const char *__lsan_default_suppressions(void);
-const char *__lsan_default_suppressions(void) { return "leak:libcuda.so\nleak:libnvidia\n"; }
+const char *__lsan_default_suppressions(void) { return "leak:libcuda.so\nleak:libnvidia\nleak:libcublas\n"; }
 
 struct gpu {
     struct rt_cudrv d;

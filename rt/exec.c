@@ -1,0 +1,294 @@
+/* exec.c — running schedules: op launches, CUDA graphs, and the generation loop.
+ *
+ * Every schedule is captured into a CUDA graph at load and instantiated once; a step is one
+ * graph launch. Nothing that changes per step is in a parameter blob: the kernels read the
+ * position, token count and sampling settings from the step state in the arena.
+ *
+ * Decode runs ahead: the host launches up to RT_RUNAHEAD steps beyond the last token it has
+ * read, and reads tokens from the host-mapped ring as the sampling kernel writes them, so no
+ * step waits for the host and the host never synchronises per token. The device's `done` flag
+ * makes steps after a stop id, max_new or the context end into no-ops, so the state holds
+ * exactly the generated tokens in those cases. When the caller stops early, steps already
+ * launched still run (at most RT_RUNAHEAD); the next request starts from a reset state, so
+ * this never reaches another request. */
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "rt_impl.h"
+
+static enum rt_status launch_op(struct rt *r, const struct rt_op *o, char *err)
+{
+    CUresult res = CUDA_SUCCESS;
+    if (o->kind == PLAN_OP_KERNEL) {
+        void *args[] = {o->params};
+        res = DRV(r, cuLaunchKernel(o->fn, o->grid[0], o->grid[1], o->grid[2], o->block[0],
+                                    o->block[1], o->block[2], o->smem, r->stream, args, NULL));
+    } else if (o->kind == PLAN_OP_MEMSET) {
+        struct plan_memset m;
+        memcpy(&m, o->params, sizeof m);
+        res = DRV(r, cuMemsetD8Async(m.dst, (unsigned char)m.value, m.bytes, r->stream));
+    } else if (o->kind == PLAN_OP_COPY) {
+        struct plan_copy c;
+        memcpy(&c, o->params, sizeof c);
+        res = DRV(r, cuMemcpyDtoDAsync(c.dst, c.src, c.bytes, r->stream));
+    } else if (o->kind == PLAN_OP_GEMM) {
+        struct plan_gemm g;
+        memcpy(&g, o->params, sizeof g);
+        int ta = g.dtype_ab == PLAN_DTYPE_F32 ? RT_CUDA_R_32F
+                 : g.dtype_ab == PLAN_DTYPE_F16 ? RT_CUDA_R_16F : RT_CUDA_R_16BF;
+        int tc = g.dtype_c == PLAN_DTYPE_F32 ? RT_CUDA_R_32F
+                 : g.dtype_c == PLAN_DTYPE_F16 ? RT_CUDA_R_16F : RT_CUDA_R_16BF;
+        int s = r->blas.gemm_ex(r->blas.h, g.trans_a ? RT_CUBLAS_OP_T : RT_CUBLAS_OP_N,
+                                g.trans_b ? RT_CUBLAS_OP_T : RT_CUBLAS_OP_N, (int)g.m, (int)g.n,
+                                (int)g.k, &g.alpha, (const void *)g.a, ta, (int)g.lda,
+                                (const void *)g.b, ta, (int)g.ldb, &g.beta, (void *)g.c, tc,
+                                (int)g.ldc, RT_CUBLAS_COMPUTE_32F, RT_CUBLAS_GEMM_DEFAULT);
+        if (s)
+            return rt_fail(err, RT_ERR_CUBLAS, "cublasGemmEx failed (status %d)", s);
+    }
+    return res ? rt_drv_fail(r, res, RT_ERR_CUDA, err, "launching an op") : RT_OK;
+}
+
+static enum rt_status launch_ops(struct rt *r, uint32_t s, char *err)
+{
+    const struct plan_schedule *ps = &r->sched[s].s;
+    for (uint32_t i = 0; i < ps->op_count; i++) {
+        enum rt_status st = launch_op(r, &r->ops[ps->first_op + i], err);
+        if (st)
+            return st;
+    }
+    return RT_OK;
+}
+
+enum rt_status rt_build_graphs(struct rt *r, int no_graphs, char *err)
+{
+    r->sched = calloc(r->p.num_schedules ? r->p.num_schedules : 1, sizeof *r->sched);
+    if (!r->sched)
+        return rt_fail(err, RT_ERR_NOMEM, "out of host memory");
+    for (uint32_t s = 0; s < r->p.num_schedules; s++)
+        plan_get_schedule(&r->p, s, &r->sched[s].s);
+    if (no_graphs)
+        return RT_OK;
+    for (uint32_t s = 0; s < r->p.num_schedules; s++) {
+        CUgraph g = NULL;
+        CUresult res = DRV(r, cuStreamBeginCapture(r->stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
+        if (res)
+            return rt_drv_fail(r, res, RT_ERR_CUDA, err, "beginning graph capture");
+        enum rt_status st = launch_ops(r, s, err);
+        res = r->d.cuStreamEndCapture(r->stream, &g); /* always end the capture */
+        if (st || res || !g) {
+            if (g)
+                r->d.cuGraphDestroy(g);
+            return st ? st : rt_drv_fail(r, res, RT_ERR_CUDA, err, "capturing a schedule");
+        }
+        res = DRV(r, cuGraphInstantiate(&r->sched[s].exec, g, 0));
+        r->d.cuGraphDestroy(g);
+        if (res)
+            return rt_drv_fail(r, res, res == CUDA_ERROR_OUT_OF_MEMORY ? RT_ERR_NOMEM : RT_ERR_CUDA,
+                               err, "instantiating a schedule's graph");
+    }
+    return RT_OK;
+}
+
+void rt_free_graphs(struct rt *r)
+{
+    for (uint32_t s = 0; r->sched && s < r->p.num_schedules; s++)
+        if (r->sched[s].exec)
+            r->d.cuGraphExecDestroy(r->sched[s].exec);
+}
+
+enum rt_status rt_run_schedule(struct rt *r, uint32_t s, char *err)
+{
+    if (!r->sched[s].exec)
+        return launch_ops(r, s, err);
+    CUresult res = DRV(r, cuGraphLaunch(r->sched[s].exec, r->stream));
+    return res ? rt_drv_fail(r, res, RT_ERR_CUDA, err, "launching a graph") : RT_OK;
+}
+
+/* ---- generation ------------------------------------------------------------------------------ */
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return 1e3 * (double)t.tv_sec + 1e-6 * (double)t.tv_nsec;
+}
+
+/* The schedule of a kind that serves `tokens` tokens (prefill: the smallest bucket that holds
+ * them, else the largest) at filled length kv. */
+static int pick(const struct rt *r, uint32_t kind, uint32_t tokens, uint32_t kv)
+{
+    int best = -1;
+    for (uint32_t s = 0; s < r->p.num_schedules; s++) {
+        const struct plan_schedule *ps = &r->sched[s].s;
+        if (ps->kind != kind || kv < ps->kv_min || kv > ps->kv_max)
+            continue;
+        if (kind == PLAN_SCHED_DECODE)
+            return (int)s;
+        const struct plan_schedule *b = best >= 0 ? &r->sched[best].s : NULL;
+        int fits = ps->tokens >= tokens, bfits = b && b->tokens >= tokens;
+        if (!b || (fits && (!bfits || ps->tokens < b->tokens)) || (!fits && !bfits && ps->tokens > b->tokens))
+            best = (int)s;
+    }
+    return best;
+}
+
+static enum rt_status check_request(struct rt *r, const int32_t *prompt, uint32_t n,
+                                    const struct rt_sampling *s, char *err)
+{
+    const struct model_config *c = &r->p.id.model;
+    if (r->lost)
+        return rt_fail(err, RT_ERR_CUDA, "the GPU context was lost earlier; restart the process");
+    if (!prompt || n == 0 || !s)
+        return rt_fail(err, RT_ERR_ARG, "empty prompt");
+    if ((uint64_t)n + 1 > r->p.id.max_seq)
+        return rt_fail(err, RT_ERR_CONTEXT, "the prompt has %u tokens; the plan's context holds %u "
+                                            "(prompt plus at least one generated token)",
+                       n, r->p.id.max_seq);
+    for (uint32_t i = 0; i < n; i++)
+        if (prompt[i] < 0 || (uint32_t)prompt[i] >= c->vocab_size)
+            return rt_fail(err, RT_ERR_ARG, "token %d at position %u is outside the vocabulary "
+                                            "(0..%u)", prompt[i], i, c->vocab_size - 1);
+    if (s->max_new == 0 || s->n_stop > K_MAX_STOP_IDS || !(s->temperature >= 0.0f) ||
+        !(s->top_p > 0.0f && s->top_p <= 1.0f))
+        return rt_fail(err, RT_ERR_ARG, "bad sampling settings (max_new >= 1, at most %d stop ids, "
+                                        "temperature >= 0, 0 < top_p <= 1)", K_MAX_STOP_IDS);
+    return RT_OK;
+}
+
+/* Reset the sequence and queue every prefill chunk. */
+static enum rt_status prefill(struct rt *r, const int32_t *prompt, uint32_t n,
+                              const struct rt_sampling *s, char *err)
+{
+    CUresult res;
+    memcpy(r->tokens_host, prompt, (size_t)n * 4);
+    memset(r->ring, 0, K_RING_SLOTS * sizeof *r->ring);
+    if ((res = DRV(r, cuMemsetD8Async(r->arena + r->persist_off, 0, r->persist_size, r->stream))))
+        return rt_drv_fail(r, res, RT_ERR_CUDA, err, "resetting the sequence state");
+    uint32_t pos = 0, slot = 0;
+    while (pos < n) {
+        int sc = pick(r, PLAN_SCHED_PREFILL, n - pos, pos + 1);
+        if (sc < 0 || slot >= r->step_slots)
+            return rt_fail(err, RT_ERR_PLAN, "the plan has no prefill schedule for position %u", pos);
+        uint32_t chunk = n - pos < r->sched[sc].s.tokens ? n - pos : r->sched[sc].s.tokens;
+        if ((uint64_t)chunk * 4 > r->tokens_cap)
+            return rt_fail(err, RT_ERR_PLAN, "the plan's tokens_in buffer is smaller than its buckets");
+        struct k_step *st = &r->step_host[slot++];
+        memset(st, 0, sizeof *st);
+        st->pos = pos, st->n_tokens = chunk, st->last_chunk = pos + chunk == n;
+        st->max_new = s->max_new, st->n_stop = s->n_stop;
+        memcpy(st->stop_ids, s->stop_ids, sizeof(int32_t) * s->n_stop);
+        st->seed = s->seed, st->temperature = s->temperature, st->top_k = s->top_k;
+        st->top_p = s->top_p, st->max_pos = r->p.id.max_seq;
+        if ((res = DRV(r, cuMemcpyHtoDAsync(r->arena + r->tokens_off, r->tokens_host + pos,
+                                            (size_t)chunk * 4, r->stream))) ||
+            (res = DRV(r, cuMemcpyHtoDAsync(r->arena + r->step_off, st, sizeof *st, r->stream))))
+            return rt_drv_fail(r, res, RT_ERR_CUDA, err, "queueing a prefill chunk");
+        enum rt_status e = rt_run_schedule(r, (uint32_t)sc, err);
+        if (e)
+            return e;
+        pos += chunk;
+    }
+    return RT_OK;
+}
+
+/* Wait for ring entry k; 1 when it arrived, 0 when the stream went idle without it (the device
+ * stopped), -1 on a device error. Polls without blocking the stream. */
+static int wait_token(struct rt *r, uint32_t k, int32_t *tok)
+{
+    volatile struct k_ring_entry *e = &r->ring[k % K_RING_SLOTS];
+    for (uint32_t spin = 0;; spin++) {
+        if (e->seq == k + 1) {
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            *tok = e->token;
+            return 1;
+        }
+        if ((spin & 1023) == 1023) {
+            CUresult q = r->d.cuStreamQuery(r->stream);
+            if (q == CUDA_SUCCESS) /* idle: one last look, the write may have just landed */
+                return e->seq == k + 1 ? (*tok = e->token, 1) : 0;
+            if (q != CUDA_ERROR_NOT_READY)
+                return -1;
+            sched_yield();
+        }
+    }
+}
+
+static int is_stop(const struct rt_sampling *s, int32_t tok)
+{
+    for (uint32_t i = 0; i < s->n_stop; i++)
+        if (s->stop_ids[i] == tok)
+            return 1;
+    return 0;
+}
+
+enum rt_status rt_generate(struct rt *r, const int32_t *prompt, uint32_t n,
+                           const struct rt_sampling *s, rt_token_fn fn, void *ctx,
+                           struct rt_stats *stats, char *err)
+{
+    struct rt_stats st = {.prompt_tokens = n};
+    enum rt_status e = check_request(r, prompt, n, s, err);
+    if (e)
+        return e;
+    double t0 = now_ms(), t1 = t0;
+    if ((e = prefill(r, prompt, n, s, err)))
+        goto lost;
+    uint32_t launched = 1, read = 0; /* steps whose token is (or will be) in the ring */
+    uint32_t max_new = s->max_new < r->p.id.max_seq - n ? s->max_new : r->p.id.max_seq - n;
+    for (;;) {
+        /* keep RT_RUNAHEAD decode steps queued; the step that feeds token k runs at L_kv n+k+1 */
+        while (launched < max_new && launched < read + 1 + RT_RUNAHEAD) {
+            int sc = pick(r, PLAN_SCHED_DECODE, 1, n + launched);
+            if (sc < 0) {
+                e = rt_fail(err, RT_ERR_PLAN, "the plan has no decode schedule for length %u", n + launched);
+                goto lost;
+            }
+            if ((e = rt_run_schedule(r, (uint32_t)sc, err)))
+                goto lost;
+            launched++;
+        }
+        int32_t tok;
+        int got = wait_token(r, read, &tok);
+        if (got < 0) {
+            e = rt_drv_fail(r, r->d.cuStreamQuery(r->stream), RT_ERR_CUDA, err, "running a step");
+            goto lost;
+        }
+        if (got == 0) { /* the device stopped: it saw the end before the host did */
+            st.finish = RT_FINISH_CONTEXT;
+            break;
+        }
+        if (read++ == 0)
+            t1 = now_ms(), st.prefill_ms = t1 - t0;
+        st.new_tokens = read;
+        if (fn && fn(ctx, tok)) {
+            st.finish = RT_FINISH_CALLER;
+            break;
+        }
+        if (is_stop(s, tok)) {
+            st.finish = RT_FINISH_STOP;
+            break;
+        }
+        if (read == max_new) {
+            st.finish = read == s->max_new ? RT_FINISH_LENGTH : RT_FINISH_CONTEXT;
+            break;
+        }
+    }
+    st.decode_ms = now_ms() - t1;
+    /* the end of a request: steps still queued run (as no-ops after a device-side stop) */
+    CUresult res = DRV(r, cuStreamSynchronize(r->stream));
+    if (res) {
+        e = rt_drv_fail(r, res, RT_ERR_CUDA, err, "finishing the request");
+        goto lost;
+    }
+    if (stats)
+        *stats = st;
+    return RT_OK;
+lost:
+    if (e == RT_ERR_CUDA)
+        r->lost = 1;
+    if (stats)
+        *stats = st;
+    return e;
+}

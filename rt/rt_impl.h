@@ -1,0 +1,87 @@
+/* rt_impl.h — rt's private state, shared by its files (rt.c: open/close and status names;
+ * load.c: plan, device, modules, memory, weights; exec.c: schedules, graphs, generation).
+ *
+ * Every driver call of rt goes through DRV(), which counts calls so tests can make the Nth one
+ * fail (fault injection). Allocations and blocking synchronisations are counted by the driver
+ * table itself (rt_cudrv_counts), so nothing rt does escapes the count. */
+#ifndef RT_IMPL_H
+#define RT_IMPL_H
+
+#include <stdint.h>
+
+#include "../kern/step.h"
+#include "../plan/planfile.h"
+#include "cublas.h"
+#include "rt.h"
+
+#define RT_STAGING_BYTES (64u << 20) /* two pinned buffers for streaming the weights */
+#define RT_RUNAHEAD 4                /* decode steps launched ahead of the tokens read */
+
+struct rt_op {
+    uint32_t kind;       /* enum plan_op_kind */
+    CUfunction fn;       /* PLAN_OP_KERNEL */
+    uint32_t grid[3], block[3], smem;
+    void *params;        /* relocated blob inside rt.blobs */
+    uint32_t size;
+};
+
+struct rt_sched {
+    struct plan_schedule s;
+    CUgraphExec exec;    /* instantiated graph, or NULL when ops are launched one by one */
+};
+
+struct rt {
+    struct rt_cudrv d;
+    struct rt_cublas blas;
+    CUdevice dev;
+    CUcontext ctx;       /* the device's primary context, shared with cuBLAS */
+    int ctx_held;
+    CUstream stream;
+    CUmodule mod;
+
+    uint8_t *plan_buf;   /* the whole plan.bin; p points into it */
+    size_t plan_len;
+    struct plan_view p;
+
+    CUdeviceptr arena, weights;
+    uint64_t *weight_off;          /* (num_weights) offsets of each tensor in the weights */
+    struct k_ring_entry *ring;     /* host-mapped token ring */
+    CUdeviceptr ring_dev;
+    struct k_step *step_host;      /* pinned: one step struct per prefill chunk of a request */
+    uint32_t step_slots;
+    int32_t *tokens_host;          /* pinned: the prompt, max_seq ids */
+    uint64_t step_off, tokens_off, tokens_cap, persist_off, persist_size;
+
+    uint8_t *blobs;                /* PARAMS, relocated */
+    CUfunction *fns;               /* (num_kernels) */
+    struct rt_op *ops;             /* (num_ops) */
+    struct rt_sched *sched;        /* (num_schedules) */
+    uint32_t num_buckets, buckets[PLAN_MAX_BUCKETS];
+
+    /* fault injection: calls counted during the load, the one to fail */
+    uint32_t calls, fail_call;
+    int lost;                      /* a driver error while running: every later call fails */
+    struct rt_info info;
+};
+
+/* Count the call; when it is the one a test chose to fail, fail it without making it. */
+static inline int rt_inject(struct rt *r) { return ++r->calls == r->fail_call; }
+#define DRV(r, call) (rt_inject(r) ? CUDA_ERROR_OUT_OF_MEMORY : (r)->d.call)
+
+/* Format "what: CUDA_ERROR_X: text" into err and return status. */
+enum rt_status rt_drv_fail(struct rt *r, CUresult res, enum rt_status st, char *err,
+                           const char *what);
+enum rt_status rt_fail(char *err, enum rt_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* load.c */
+enum rt_status rt_load(struct rt *r, const struct rt_options *o, char *err);
+void rt_unload(struct rt *r);
+CUdeviceptr rt_buffer(const struct rt *r, const char *name, uint64_t *size);
+
+/* exec.c */
+enum rt_status rt_build_graphs(struct rt *r, int no_graphs, char *err);
+void rt_free_graphs(struct rt *r);
+enum rt_status rt_run_schedule(struct rt *r, uint32_t s, char *err);
+
+#endif
