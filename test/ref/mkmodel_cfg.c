@@ -53,6 +53,14 @@ static const struct mkmodel_spec builtins[] = {
      .lin_k_heads = 16, .lin_v_heads = 32, .lin_k_dim = 128, .lin_v_dim = 128, .conv_kernel = 4,
      .experts = 16, .top_k = 8, .moe_inter = 512, .shared_inter = 512,
      .mtp_layers = 1, .eos = -1, .max_position = 262144},
+    {.name = "wide-8l",
+     .about = "the widths of wide-2l with 8 layers [lin,lin,lin,full]x2, 16 experts top-8, "
+              "vocab 4096, one MTP layer (about 1.6 GB): memory tests against wide-2l",
+     .hidden = 2048, .vocab = 4096, .layers = "lllflllf",
+     .heads = 16, .kv_heads = 2, .head_dim = 256, .partial_rotary = "0.25", .mrope = {11, 11, 10},
+     .lin_k_heads = 16, .lin_v_heads = 32, .lin_k_dim = 128, .lin_v_dim = 128, .conv_kernel = 4,
+     .experts = 16, .top_k = 8, .moe_inter = 512, .shared_inter = 512,
+     .mtp_layers = 1, .eos = -1, .max_position = 262144},
 };
 /* clang-format on */
 
