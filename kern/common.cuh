@@ -60,8 +60,8 @@ __device__ __forceinline__ float k_block_max(float v, float *scratch)
     return v;
 }
 
-__device__ __forceinline__ float k_silu(float x) { return x / (1.0f + __expf(-x)); }
-__device__ __forceinline__ float k_sigmoid(float x) { return 1.0f / (1.0f + __expf(-x)); }
+__device__ __forceinline__ float k_silu(float x) { return x / (1.0f + expf(-x)); }
+__device__ __forceinline__ float k_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* The step state, read once per kernel. Decode kernels return at once when it is done. */
 __device__ __forceinline__ const struct k_step *k_step_of(uint64_t p) { return (const struct k_step *)p; }
