@@ -101,6 +101,7 @@ void rt_free_graphs(struct rt *r)
 
 enum rt_status rt_run_schedule(struct rt *r, uint32_t s, char *err)
 {
+    r->last_sched = s;
     if (!r->sched[s].exec)
         return launch_ops(r, s, err);
     CUresult res = DRV(r, cuGraphLaunch(r->sched[s].exec, r->stream));
@@ -118,7 +119,7 @@ static double now_ms(void)
 
 /* The schedule of a kind that serves `tokens` tokens (prefill: the smallest bucket that holds
  * them, else the largest) at filled length kv. */
-static int pick(const struct rt *r, uint32_t kind, uint32_t tokens, uint32_t kv)
+int rt_pick(const struct rt *r, uint32_t kind, uint32_t tokens, uint32_t kv)
 {
     int best = -1;
     for (uint32_t s = 0; s < r->p.num_schedules; s++) {
@@ -135,7 +136,7 @@ static int pick(const struct rt *r, uint32_t kind, uint32_t tokens, uint32_t kv)
     return best;
 }
 
-static enum rt_status check_request(struct rt *r, const int32_t *prompt, uint32_t n,
+enum rt_status rt_check_request(struct rt *r, const int32_t *prompt, uint32_t n,
                                     const struct rt_sampling *s, char *err)
 {
     const struct model_config *c = &r->p.id.model;
@@ -158,30 +159,43 @@ static enum rt_status check_request(struct rt *r, const int32_t *prompt, uint32_
     return RT_OK;
 }
 
-/* Reset the sequence and queue every prefill chunk. */
-static enum rt_status prefill(struct rt *r, const int32_t *prompt, uint32_t n,
-                              const struct rt_sampling *s, char *err)
+/* Queue the clearing of the sequence state (KV cache, GDN states, step, token buffer). */
+enum rt_status rt_queue_reset(struct rt *r, char *err)
+{
+    memset(r->ring, 0, K_RING_SLOTS * sizeof *r->ring);
+    CUresult res = DRV(r, cuMemsetD8Async(r->arena + r->persist_off, 0, r->persist_size, r->stream));
+    return res ? rt_drv_fail(r, res, RT_ERR_CUDA, err, "resetting the sequence state") : RT_OK;
+}
+
+/* The step struct of a chunk (or a decode step) at position pos, in pinned slot `slot`. */
+struct k_step *rt_fill_step(struct rt *r, uint32_t slot, uint32_t pos, uint32_t n_tokens, int last,
+                            const struct rt_sampling *s)
+{
+    struct k_step *st = &r->step_host[slot];
+    memset(st, 0, sizeof *st);
+    st->pos = pos, st->n_tokens = n_tokens, st->last_chunk = (uint32_t)last;
+    st->max_new = s->max_new, st->n_stop = s->n_stop;
+    memcpy(st->stop_ids, s->stop_ids, sizeof(int32_t) * s->n_stop);
+    st->seed = s->seed, st->temperature = s->temperature, st->top_k = s->top_k;
+    st->top_p = s->top_p, st->max_pos = r->p.id.max_seq;
+    return st;
+}
+
+/* Queue prompt[0..n) as prefill chunks continuing from position start. */
+enum rt_status rt_queue_prefill(struct rt *r, const int32_t *prompt, uint32_t n, uint32_t start,
+                                const struct rt_sampling *s, char *err)
 {
     CUresult res;
-    memcpy(r->tokens_host, prompt, (size_t)n * 4);
-    memset(r->ring, 0, K_RING_SLOTS * sizeof *r->ring);
-    if ((res = DRV(r, cuMemsetD8Async(r->arena + r->persist_off, 0, r->persist_size, r->stream))))
-        return rt_drv_fail(r, res, RT_ERR_CUDA, err, "resetting the sequence state");
-    uint32_t pos = 0, slot = 0;
-    while (pos < n) {
-        int sc = pick(r, PLAN_SCHED_PREFILL, n - pos, pos + 1);
+    memcpy(r->tokens_host + start, prompt, (size_t)n * 4);
+    uint32_t pos = start, end = start + n, slot = 0;
+    while (pos < end) {
+        int sc = rt_pick(r, PLAN_SCHED_PREFILL, end - pos, pos + 1);
         if (sc < 0 || slot >= r->step_slots)
             return rt_fail(err, RT_ERR_PLAN, "the plan has no prefill schedule for position %u", pos);
-        uint32_t chunk = n - pos < r->sched[sc].s.tokens ? n - pos : r->sched[sc].s.tokens;
+        uint32_t chunk = end - pos < r->sched[sc].s.tokens ? end - pos : r->sched[sc].s.tokens;
         if ((uint64_t)chunk * 4 > r->tokens_cap)
             return rt_fail(err, RT_ERR_PLAN, "the plan's tokens_in buffer is smaller than its buckets");
-        struct k_step *st = &r->step_host[slot++];
-        memset(st, 0, sizeof *st);
-        st->pos = pos, st->n_tokens = chunk, st->last_chunk = pos + chunk == n;
-        st->max_new = s->max_new, st->n_stop = s->n_stop;
-        memcpy(st->stop_ids, s->stop_ids, sizeof(int32_t) * s->n_stop);
-        st->seed = s->seed, st->temperature = s->temperature, st->top_k = s->top_k;
-        st->top_p = s->top_p, st->max_pos = r->p.id.max_seq;
+        struct k_step *st = rt_fill_step(r, slot++, pos, chunk, pos + chunk == end, s);
         if ((res = DRV(r, cuMemcpyHtoDAsync(r->arena + r->tokens_off, r->tokens_host + pos,
                                             (size_t)chunk * 4, r->stream))) ||
             (res = DRV(r, cuMemcpyHtoDAsync(r->arena + r->step_off, st, sizeof *st, r->stream))))
@@ -229,18 +243,18 @@ enum rt_status rt_generate(struct rt *r, const int32_t *prompt, uint32_t n,
                            struct rt_stats *stats, char *err)
 {
     struct rt_stats st = {.prompt_tokens = n};
-    enum rt_status e = check_request(r, prompt, n, s, err);
+    enum rt_status e = rt_check_request(r, prompt, n, s, err);
     if (e)
         return e;
     double t0 = now_ms(), t1 = t0;
-    if ((e = prefill(r, prompt, n, s, err)))
+    if ((e = rt_queue_reset(r, err)) || (e = rt_queue_prefill(r, prompt, n, 0, s, err)))
         goto lost;
     uint32_t launched = 1, read = 0; /* steps whose token is (or will be) in the ring */
     uint32_t max_new = s->max_new < r->p.id.max_seq - n ? s->max_new : r->p.id.max_seq - n;
     for (;;) {
         /* keep RT_RUNAHEAD decode steps queued; the step that feeds token k runs at L_kv n+k+1 */
         while (launched < max_new && launched < read + 1 + RT_RUNAHEAD) {
-            int sc = pick(r, PLAN_SCHED_DECODE, 1, n + launched);
+            int sc = rt_pick(r, PLAN_SCHED_DECODE, 1, n + launched);
             if (sc < 0) {
                 e = rt_fail(err, RT_ERR_PLAN, "the plan has no decode schedule for length %u", n + launched);
                 goto lost;

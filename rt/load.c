@@ -193,16 +193,23 @@ static enum rt_status weight_offsets(struct rt *r, char *err)
 
 CUdeviceptr rt_buffer(const struct rt *r, const char *name, uint64_t *size)
 {
+    /* overlay buffers of different schedules may share a name: the last schedule run wins */
+    int found = -1;
     for (uint32_t i = 0; i < r->p.num_buffers; i++) {
         struct plan_buffer b;
         plan_get_buffer(&r->p, i, &b);
-        if (!strcmp(plan_str(&r->p, b.name), name)) {
-            if (size)
-                *size = b.size;
-            return r->arena + b.offset;
-        }
+        if (strcmp(plan_str(&r->p, b.name), name))
+            continue;
+        if (found < 0 || b.schedule == r->last_sched)
+            found = (int)i;
     }
-    return 0;
+    if (found < 0)
+        return 0;
+    struct plan_buffer b;
+    plan_get_buffer(&r->p, (uint32_t)found, &b);
+    if (size)
+        *size = b.size;
+    return r->arena + b.offset;
 }
 
 static enum rt_status alloc_memory(struct rt *r, char *err)

@@ -111,6 +111,15 @@ enum rt_status rt_generate(struct rt *r, const int32_t *prompt, uint32_t n,
                            const struct rt_sampling *s, rt_token_fn fn, void *ctx,
                            struct rt_stats *st, char *err);
 
+/* Step-by-step diagnostics for tests and tools (each call waits for the GPU):
+ * rt_reset starts a sequence with these sampling settings; rt_prefill_logits runs tokens as
+ * prefill chunks continuing the sequence and returns the logits (vocab floats) of its last
+ * token; rt_decode_logits runs one decode step fed with `token` (teacher forcing) and returns
+ * that step's logits. logits may be NULL. */
+enum rt_status rt_reset(struct rt *r, const struct rt_sampling *s, char *err);
+enum rt_status rt_prefill_logits(struct rt *r, const int32_t *tokens, uint32_t n, float *logits, char *err);
+enum rt_status rt_decode_logits(struct rt *r, int32_t token, float *logits, char *err);
+
 /* Diagnostics for tests and tools: copy bytes [offset, offset + n) of the arena buffer called
  * name to dst, after the work queued so far. Not for the serving loop. */
 enum rt_status rt_read_buffer(struct rt *r, const char *name, uint64_t offset, void *dst, uint64_t n,

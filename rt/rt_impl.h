@@ -58,6 +58,9 @@ struct rt {
     struct rt_sched *sched;        /* (num_schedules) */
     uint32_t num_buckets, buckets[PLAN_MAX_BUCKETS];
 
+    uint32_t last_sched;           /* the schedule launched last (names buffers for reads) */
+    uint32_t pos;                  /* diagnostics: tokens in the sequence state */
+    struct rt_sampling diag;       /* diagnostics: the settings of rt_reset */
     /* fault injection: calls counted during the load, the one to fail */
     uint32_t calls, fail_call;
     int lost;                      /* a driver error while running: every later call fails */
@@ -83,5 +86,13 @@ CUdeviceptr rt_buffer(const struct rt *r, const char *name, uint64_t *size);
 enum rt_status rt_build_graphs(struct rt *r, int no_graphs, char *err);
 void rt_free_graphs(struct rt *r);
 enum rt_status rt_run_schedule(struct rt *r, uint32_t s, char *err);
+int rt_pick(const struct rt *r, uint32_t kind, uint32_t tokens, uint32_t kv);
+enum rt_status rt_check_request(struct rt *r, const int32_t *prompt, uint32_t n,
+                                const struct rt_sampling *s, char *err);
+enum rt_status rt_queue_reset(struct rt *r, char *err);
+struct k_step *rt_fill_step(struct rt *r, uint32_t slot, uint32_t pos, uint32_t n_tokens, int last,
+                            const struct rt_sampling *s);
+enum rt_status rt_queue_prefill(struct rt *r, const int32_t *prompt, uint32_t n, uint32_t start,
+                                const struct rt_sampling *s, char *err);
 
 #endif

@@ -347,6 +347,34 @@ static void generation(struct rt *r, const uint32_t *words)
               F.max_seq, RT_FINISH_LENGTH);
 }
 
+/* Teacher forcing through the diagnostic calls: the state after a prompt (in two calls) and
+ * three forced decode tokens equals the CPU fold. */
+static void diagnostics(struct rt *r, const uint32_t *words)
+{
+    char err[RT_ERR_LEN] = "";
+    int32_t prompt[90], forced[3] = {17, 4, 999};
+    for (int i = 0; i < 90; i++)
+        prompt[i] = (i * 31 + 5) % VOCAB;
+    struct rt_sampling greedy = {.max_new = 1000, .top_p = 1.0f};
+    enum rt_status e = rt_reset(r, &greedy, err);
+    if (!e)
+        e = rt_prefill_logits(r, prompt, 70, NULL, err);
+    if (!e)
+        e = rt_prefill_logits(r, prompt + 70, 20, NULL, err);
+    for (int i = 0; i < 3 && !e; i++)
+        e = rt_decode_logits(r, forced[i], NULL, err);
+    uint64_t got = 0, want_s = 0;
+    if (!e)
+        e = rt_read_buffer(r, "t.state", 0, &got, 8, err);
+    uint32_t pos = 0;
+    for (int i = 0; i < 90; i++, pos++)
+        want_s = t_prefill_fold(want_s, prompt[i], pos, words[t_widx(want_s, WN)]);
+    for (int i = 0; i < 3; i++)
+        want_s = t_decode_fold(want_s, forced[i], pos++);
+    CHECK(!e && got == want_s, "teacher forcing: prompt in two calls and 3 forced tokens give the CPU "
+          "state%s%s", e ? ": " : "", err);
+}
+
 static void gemm_check(struct rt *r)
 {
     uint16_t c[GM * GM];
@@ -494,6 +522,7 @@ int main(void)
            info.load_calls, info.device_name);
     generation(r, F.words);
     gemm_check(r);
+    diagnostics(r, F.words);
     uint32_t calls = info.load_calls;
     rt_close(r);
 

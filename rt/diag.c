@@ -1,0 +1,60 @@
+/* diag.c — step-by-step access for tests and tools: reset a sequence, run prompt chunks or one
+ * decode step with a token chosen by the caller (teacher forcing), and read the logits.
+ *
+ * rt_generate() is the serving path; these calls synchronise after every step and exist so the
+ * end-to-end tests can compare the logits of every decode step with golden files whose
+ * decode tokens were fixed in advance. */
+#include <stdio.h>
+#include <string.h>
+
+#include "rt_impl.h"
+
+static enum rt_status read_logits(struct rt *r, float *logits, char *err)
+{
+    if (!logits)
+        return RT_OK;
+    return rt_read_buffer(r, "logits", 0, logits, 4ull * r->p.id.model.vocab_size, err);
+}
+
+enum rt_status rt_reset(struct rt *r, const struct rt_sampling *s, char *err)
+{
+    if (r->lost)
+        return rt_fail(err, RT_ERR_CUDA, "the GPU context was lost earlier; restart the process");
+    r->diag = *s;
+    r->pos = 0;
+    return rt_queue_reset(r, err);
+}
+
+enum rt_status rt_prefill_logits(struct rt *r, const int32_t *tokens, uint32_t n, float *logits, char *err)
+{
+    enum rt_status e;
+    if ((uint64_t)r->pos + n + 1 > r->p.id.max_seq)
+        return rt_fail(err, RT_ERR_CONTEXT, "%u tokens after %u do not fit in max_seq %u", n, r->pos,
+                       r->p.id.max_seq);
+    if ((e = rt_check_request(r, tokens, n, &r->diag, err)) ||
+        (e = rt_queue_prefill(r, tokens, n, r->pos, &r->diag, err)))
+        return e;
+    r->pos += n;
+    return read_logits(r, logits, err);
+}
+
+enum rt_status rt_decode_logits(struct rt *r, int32_t token, float *logits, char *err)
+{
+    enum rt_status e;
+    if ((e = rt_check_request(r, &token, 1, &r->diag, err)))
+        return e;
+    if (r->pos + 1 > r->p.id.max_seq)
+        return rt_fail(err, RT_ERR_CONTEXT, "the context is full (%u tokens)", r->pos);
+    int sc = rt_pick(r, PLAN_SCHED_DECODE, 1, r->pos + 1);
+    if (sc < 0)
+        return rt_fail(err, RT_ERR_PLAN, "the plan has no decode schedule for length %u", r->pos + 1);
+    struct k_step *st = rt_fill_step(r, 0, r->pos, 1, 1, &r->diag);
+    st->token = token;
+    CUresult res = DRV(r, cuMemcpyHtoDAsync(r->arena + r->step_off, st, sizeof *st, r->stream));
+    if (res)
+        return rt_drv_fail(r, res, RT_ERR_CUDA, err, "writing the step state");
+    if ((e = rt_run_schedule(r, (uint32_t)sc, err)))
+        return e;
+    r->pos++;
+    return read_logits(r, logits, err);
+}
