@@ -447,8 +447,23 @@ static void bad_inputs(struct gpu *g)
     struct fix other = F;
     other.words[0] ^= 1;
     write_image(&other, TMP "/other.bin");
-    struct wt_config c0;
-    (void)c0;
+    /* an image whose tensors differ from the plan's manifest */
+    {
+        struct wt_config cfg = {.quant = PLAN_QUANT_BF16, .lm_head_quant = PLAN_QUANT_BF16};
+        model_config_default(&cfg.model);
+        cfg.model.vocab_size = VOCAB, cfg.model.num_eos = 0, cfg.model.eos_ids[0] = 0;
+        struct wt_tensor_desc d[1] = {{"t.words", PLAN_DTYPE_I32, 0, 0, 1, {WN / 2}, 2 * WN, 0, 0}};
+        char we[FMT_ERR_LEN];
+        struct wt_writer *ww = wt_writer_open(TMP "/shape.bin", &cfg, d, 1, we);
+        if (ww && !wt_writer_write(ww, F.words, 2 * WN, we) && !wt_writer_close(ww, we))
+            expect_fail("an image with other tensors than the plan's", TMP "/plan.bin", TMP "/shape.bin",
+                        RT_ERR_MISMATCH, "does not hold the tensors the plan reads");
+        cfg.model.hidden_size = 1024; /* another model altogether */
+        ww = wt_writer_open(TMP "/model.bin", &cfg, d, 1, we);
+        if (ww && !wt_writer_write(ww, F.words, 2 * WN, we) && !wt_writer_close(ww, we))
+            expect_fail("an image of another model", TMP "/plan.bin", TMP "/model.bin", RT_ERR_MISMATCH,
+                        "hidden_size differs");
+    }
     /* the same manifest, other values: loads (a manifest describes shapes, not values) */
     char err[RT_ERR_LEN];
     enum rt_status st;
