@@ -12,6 +12,7 @@
  * launched still run (at most RT_RUNAHEAD); the next request starts from a reset state, so
  * this never reaches another request. */
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -190,7 +191,7 @@ enum rt_status rt_queue_prefill(struct rt *r, const int32_t *prompt, uint32_t n,
     uint32_t pos = start, end = start + n, slot = 0;
     while (pos < end) {
         int sc = rt_pick(r, PLAN_SCHED_PREFILL, end - pos, pos + 1);
-        if (sc < 0 || slot >= r->step_slots)
+        if (sc < 0 || slot + 1 >= r->step_slots) /* the last slot is reserved for decode */
             return rt_fail(err, RT_ERR_PLAN, "the plan has no prefill schedule for position %u", pos);
         uint32_t chunk = end - pos < r->sched[sc].s.tokens ? end - pos : r->sched[sc].s.tokens;
         if ((uint64_t)chunk * 4 > r->tokens_cap)
@@ -249,6 +250,15 @@ enum rt_status rt_generate(struct rt *r, const int32_t *prompt, uint32_t n,
     double t0 = now_ms(), t1 = t0;
     if ((e = rt_queue_reset(r, err)) || (e = rt_queue_prefill(r, prompt, n, 0, s, err)))
         goto lost;
+    /* decode steps consume one token each: n_tokens = 1 from here on (ordered on the stream) */
+    uint32_t *one_pinned = &r->step_host[r->step_slots - 1].n_tokens; /* the reserved slot */
+    *one_pinned = 1;
+    CUresult res0 = DRV(r, cuMemcpyHtoDAsync(r->arena + r->step_off + offsetof(struct k_step, n_tokens),
+                                             one_pinned, 4, r->stream));
+    if (res0) {
+        e = rt_drv_fail(r, res0, RT_ERR_CUDA, err, "queueing the first decode step");
+        goto lost;
+    }
     uint32_t launched = 1, read = 0; /* steps whose token is (or will be) in the ring */
     uint32_t max_new = s->max_new < r->p.id.max_seq - n ? s->max_new : r->p.id.max_seq - n;
     for (;;) {
