@@ -1,0 +1,367 @@
+/* basic.cu — the basic kernels: embedding lookup, residual add + zero-centred RMSNorm, the
+ * decode GEMVs (bf16 and INT4 weights), INT4 expansion for cuBLAS, and SiLU·up.
+ *
+ *   k_embed       out[t] = table[tokens[t]]                                  (kern/embed.h)
+ *                 grid (T_max), block K_EMBED_THREADS: one CTA copies one row, 16 B per load.
+ *   k_rmsnorm     x[t] = bf16(x[t] + add[t]); out[t] = bf16(x * rsqrt(mean(x^2) + eps) * (1 + w))
+ *                 grid (T_max, or 1 with last_only), block K_NORM_THREADS: one CTA per row.
+ *   k_gemv_bf16   y_s = W_s x for up to four matrices sharing x            (kern/gemv.h)
+ *   k_gemv_i4     the same with K_LAYOUT_I4_ROWS weights and bf16 group scales
+ *                 grid (sum of ceil(n_s / K_GEMV_ROWS)), block K_GEMV_THREADS: one warp per row.
+ *   k_dequant_i4  out = bf16(scale * (q - 8)) over a whole matrix            (kern/dequant.h)
+ *                 grid (ceil(N*K / (K_DQ_THREADS*32))), block K_DQ_THREADS: 32 weights a thread.
+ *   k_silu_mul    out = bf16(bf16(silu(gate)) * up)                          (kern/moe.h)
+ *                 grid (T_max), block 256: one CTA per row.
+ *
+ * Numerics follow PyTorch's bf16 run (MODEL.md §2): the residual add is a bf16 op (fp32 sum,
+ * one rounding; the fp32 sum of two bf16 values is exact or far from a bf16 tie, so this is
+ * the correctly rounded bf16 sum); the norm computes in fp32 in HF's order ((x * r) * (1 + w))
+ * and rounds once; a GEMV accumulates in fp32 and rounds once, as a bf16 matmul does. INT4
+ * weights are scale * (q - 8) in fp32 (exact: an 8-bit by 4-bit product), so the INT4 GEMV
+ * equals a GEMV over the fp32 dequantized matrix up to fp32 accumulation order. SiLU·up rounds
+ * twice, as `act_fn(gate) * up` on bf16 tensors does.
+ *
+ * Rows: a prefill schedule (T_max > 1) has step->n_tokens live rows; a decode schedule
+ * (T_max = 1) always has its one row live, and every kernel that serves decode (embed, norm,
+ * GEMV) returns at once when step->done is set. Vector loads assume what the planner's
+ * servable() guarantees: H, K and n multiples of 8 (bf16 rows 16-byte aligned), INT4 K a
+ * multiple of the group, a power of two of at least 32 (so every 32-weight run of a thread lies
+ * in one group).
+ *
+ * Weights are read once per launch, with ld.global.nc.L1::no_allocate so they do not evict x
+ * from L1; x and the norm weights go through the read-only path and stay cached. */
+#include "common.cuh"
+#include "dequant.h"
+#include "embed.h"
+#include "gemv.h"
+#include "moe.h"
+#include "norm.h"
+#include "quant.h"
+
+#define BASIC_SILU_THREADS 256 /* the block plan/sched.c launches k_silu_mul with */
+#define BASIC_GEMV_UNROLL  4   /* 16-byte weight loads a lane keeps in flight (bf16 GEMV) */
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+/* 16 bytes of weights, streamed: read once, kept out of L1 */
+__device__ __forceinline__ uint4 basic_ld_stream(const void *p)
+{
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint4 basic_ld_ro(const void *p)
+{
+    return __ldg((const uint4 *)p);
+}
+
+/* the two bf16 halves of a 32-bit word as floats (element 0 is the low half) */
+__device__ __forceinline__ float basic_lo(uint32_t u)
+{
+    return __uint_as_float(u << 16);
+}
+__device__ __forceinline__ float basic_hi(uint32_t u)
+{
+    return __uint_as_float(u & 0xFFFF0000u);
+}
+
+/* two floats rounded to bf16 and packed, a in the low half */
+__device__ __forceinline__ uint32_t basic_pack(float a, float b)
+{
+    return (uint32_t)__bfloat16_as_ushort(k_f2bf(a)) |
+           ((uint32_t)__bfloat16_as_ushort(k_f2bf(b)) << 16);
+}
+
+__device__ __forceinline__ uint32_t basic_u(const uint4 &v, int i)
+{
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+/* Rows of the schedule that hold tokens this step: decode's single row is always live;
+ * a prefill chunk fills the first step->n_tokens rows of its bucket. */
+__device__ __forceinline__ uint32_t basic_live_rows(const struct k_step *st, uint32_t T_max)
+{
+    return T_max == 1 ? 1 : min(st->n_tokens, T_max);
+}
+
+/* ---- k_embed -------------------------------------------------------------------------------- */
+
+extern "C" __global__ void __launch_bounds__(K_EMBED_THREADS) k_embed(struct k_embed_params p)
+{
+    const struct k_step *st = k_step_of(p.step);
+    uint32_t t = blockIdx.x;
+    if (st->done || t >= basic_live_rows(st, p.T_max))
+        return;
+    int32_t tok = ((const int32_t *)p.tokens)[t];
+    uint16_t *out = (uint16_t *)p.out + (uint64_t)t * p.H;
+    const uint16_t *row = (const uint16_t *)p.table + (uint64_t)(uint32_t)tok * p.H;
+    int valid = tok >= 0 && (uint32_t)tok < p.V;
+    for (uint32_t k = threadIdx.x * 8; k < p.H; k += K_EMBED_THREADS * 8)
+        *(uint4 *)(out + k) = valid ? basic_ld_stream(row + k) : make_uint4(0, 0, 0, 0);
+}
+
+/* ---- k_rmsnorm ------------------------------------------------------------------------------ */
+
+/* x + a on 8 bf16 values, each sum rounded to bf16 (torch: x + a on bf16 tensors) */
+__device__ __forceinline__ uint4 basic_add8(uint4 x, uint4 a)
+{
+    uint32_t r[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t u = basic_u(x, i), v = basic_u(a, i);
+        r[i] = basic_pack(basic_lo(u) + basic_lo(v), basic_hi(u) + basic_hi(v));
+    }
+    return make_uint4(r[0], r[1], r[2], r[3]);
+}
+
+__device__ __forceinline__ float basic_sumsq8(uint4 x, float s)
+{
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t u = basic_u(x, i);
+        s = fmaf(basic_lo(u), basic_lo(u), s);
+        s = fmaf(basic_hi(u), basic_hi(u), s);
+    }
+    return s;
+}
+
+/* bf16((x * r) * (1 + w)) on 8 values: Qwen3NextRMSNorm's order, in fp32 */
+__device__ __forceinline__ uint4 basic_norm8(uint4 x, uint4 w, float r)
+{
+    uint32_t o[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t u = basic_u(x, i), v = basic_u(w, i);
+        o[i] = basic_pack(basic_lo(u) * r * (1.0f + basic_lo(v)),
+                          basic_hi(u) * r * (1.0f + basic_hi(v)));
+    }
+    return make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+extern "C" __global__ void __launch_bounds__(K_NORM_THREADS) k_rmsnorm(struct k_rmsnorm_params p)
+{
+    __shared__ float scratch[32];
+    const struct k_step *st = k_step_of(p.step);
+    uint32_t rows = basic_live_rows(st, p.T_max);
+    /* last_only: the final norm of a prefill chunk, only the last token goes on to lm_head */
+    uint32_t t = p.last_only ? rows - 1 : blockIdx.x;
+    if (st->done || rows == 0 || t >= rows || (p.last_only && blockIdx.x))
+        return; /* the whole CTA leaves together, before any barrier */
+    uint16_t *x = (uint16_t *)p.x + (uint64_t)t * p.H;
+    const uint16_t *add = p.add ? (const uint16_t *)p.add + (uint64_t)t * p.H : NULL;
+    uint16_t *out = (uint16_t *)p.out + (p.last_only ? 0 : (uint64_t)t * p.H);
+
+    /* pass 1: the residual add (written back: it is the stream), sum of squares */
+    float ss = 0.0f;
+    for (uint32_t k = threadIdx.x * 8; k < p.H; k += K_NORM_THREADS * 8) {
+        uint4 v = *(const uint4 *)(x + k);
+        if (add) {
+            v = basic_add8(v, basic_ld_ro(add + k));
+            *(uint4 *)(x + k) = v;
+        }
+        ss = basic_sumsq8(v, ss);
+    }
+    ss = k_block_sum(ss, scratch);
+    float r = rsqrtf(ss / (float)p.H + p.eps); /* torch.rsqrt(x.pow(2).mean(-1) + eps) */
+
+    /* pass 2: re-read this thread's own x (L1/L2 hits) and normalise */
+    for (uint32_t k = threadIdx.x * 8; k < p.H; k += K_NORM_THREADS * 8)
+        *(uint4 *)(out + k) =
+            basic_norm8(*(const uint4 *)(x + k), basic_ld_ro((const uint16_t *)p.w + k), r);
+}
+
+/* ---- GEMV: segment lookup ------------------------------------------------------------------ */
+
+struct gemv_row {
+    const uint8_t *w; /* segment's weights */
+    uint64_t y;       /* segment's output */
+    uint64_t so;      /* INT4 scales offset */
+    uint32_t row;     /* row within the segment */
+};
+
+/* The row this warp computes: the segment is the last one whose first CTA is at or before
+ * this CTA. Constant indices only, so the parameters are read in place (no local copy).
+ * Returns 0 when the row is past the segment's end (the last CTA of a segment). */
+__device__ __forceinline__ int gemv_row_of(const struct k_gemv_params &p, struct gemv_row *r)
+{
+    uint32_t b = blockIdx.x, first = p.seg[0].blocks, n = p.seg[0].n;
+    r->w = (const uint8_t *)p.seg[0].w, r->y = p.seg[0].y, r->so = p.seg[0].scales_offset;
+#pragma unroll
+    for (int s = 1; s < K_GEMV_MAX_SEG; s++)
+        if ((uint32_t)s < p.nseg && b >= p.seg[s].blocks) {
+            first = p.seg[s].blocks, n = p.seg[s].n;
+            r->w = (const uint8_t *)p.seg[s].w, r->y = p.seg[s].y, r->so = p.seg[s].scales_offset;
+        }
+    r->row = (b - first) * K_GEMV_ROWS + (threadIdx.x >> 5);
+    return r->row < n;
+}
+
+__device__ __forceinline__ int gemv_skip(const struct k_gemv_params &p)
+{
+    const struct k_step *st = k_step_of(p.step);
+    return st->done || ((p.flags & K_GEMV_LAST_ONLY) && !st->last_chunk);
+}
+
+/* lane 0 holds nothing special: every lane has the warp's sum; lane 0 stores it */
+__device__ __forceinline__ void gemv_store(const struct k_gemv_params &p, const struct gemv_row &r,
+                                           float acc)
+{
+    acc = k_warp_sum(acc);
+    if ((threadIdx.x & 31) == 0) {
+        if (p.flags & K_GEMV_OUT_F32)
+            ((float *)r.y)[r.row] = acc;
+        else
+            ((__nv_bfloat16 *)r.y)[r.row] = k_f2bf(acc);
+    }
+}
+
+/* ---- k_gemv_bf16 ----------------------------------------------------------------------------- */
+
+/* acc += w . x over 8 bf16 pairs (products exact in fp32) */
+__device__ __forceinline__ float gemv_dot8(uint4 w, uint4 x, float acc)
+{
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t a = basic_u(w, i), b = basic_u(x, i);
+        acc = fmaf(basic_lo(a), basic_lo(b), acc);
+        acc = fmaf(basic_hi(a), basic_hi(b), acc);
+    }
+    return acc;
+}
+
+extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_bf16(struct k_gemv_params p)
+{
+    struct gemv_row r;
+    if (gemv_skip(p) || !gemv_row_of(p, &r))
+        return;
+    const uint16_t *w = (const uint16_t *)r.w + (uint64_t)r.row * p.K;
+    const uint16_t *x = (const uint16_t *)p.x;
+    const uint32_t step = 32 * 8; /* a warp covers 256 inputs per 16-byte load */
+    uint32_t k = (threadIdx.x & 31) * 8;
+    float acc = 0.0f;
+    /* BASIC_GEMV_UNROLL loads issued before any use, for memory-level parallelism */
+    for (; k + (BASIC_GEMV_UNROLL - 1) * step < p.K; k += BASIC_GEMV_UNROLL * step) {
+        uint4 wv[BASIC_GEMV_UNROLL];
+#pragma unroll
+        for (int u = 0; u < BASIC_GEMV_UNROLL; u++)
+            wv[u] = basic_ld_stream(w + k + u * step);
+#pragma unroll
+        for (int u = 0; u < BASIC_GEMV_UNROLL; u++)
+            acc = gemv_dot8(wv[u], basic_ld_ro(x + k + u * step), acc);
+    }
+    for (; k < p.K; k += step)
+        acc = gemv_dot8(basic_ld_stream(w + k), basic_ld_ro(x + k), acc);
+    gemv_store(p, r, acc);
+}
+
+/* ---- k_gemv_i4 ------------------------------------------------------------------------------- */
+
+/* acc += (q - 8) . x over one 32-bit word of nibbles (8 weights) and the 8 matching bf16
+ * inputs. Nibble slots hold elements [0 2 4 6 1 3 5 7] (kern/quant.h), so (word >> 4i) &
+ * 0x000F000F holds elements 2i (low half) and 2i+1 (high half); OR-ing 0x4300 into each
+ * half makes the bf16 128 + q, and subtracting 136 leaves q - 8 exactly. */
+__device__ __forceinline__ float gemv_i4_dot8(uint32_t word, uint4 x, float acc)
+{
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t v = ((word >> (4 * i)) & 0x000F000Fu) | 0x43004300u, b = basic_u(x, i);
+        acc = fmaf(basic_lo(v) - 136.0f, basic_lo(b), acc);
+        acc = fmaf(basic_hi(v) - 136.0f, basic_hi(b), acc);
+    }
+    return acc;
+}
+
+/* scale * sum over the 32 weights of one 16-byte load (one group: group >= 32 divides K) */
+__device__ __forceinline__ float gemv_i4_dot32(uint4 q, const uint16_t *x, float scale, float acc)
+{
+    float g = 0.0f;
+    g = gemv_i4_dot8(q.x, basic_ld_ro(x), g);
+    g = gemv_i4_dot8(q.y, basic_ld_ro(x + 8), g);
+    g = gemv_i4_dot8(q.z, basic_ld_ro(x + 16), g);
+    g = gemv_i4_dot8(q.w, basic_ld_ro(x + 24), g);
+    return fmaf(scale, g, acc);
+}
+
+extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_i4(struct k_gemv_params p)
+{
+    struct gemv_row r;
+    if (gemv_skip(p) || !gemv_row_of(p, &r))
+        return;
+    const uint32_t gs = __ffs(p.group) - 1; /* group is a power of two: k / group = k >> gs */
+    const uint8_t *w = r.w + (uint64_t)r.row * (p.K / 2);
+    const uint16_t *sc = (const uint16_t *)(r.w + r.so) + (uint64_t)r.row * (p.K >> gs);
+    const uint16_t *x = (const uint16_t *)p.x;
+    const uint32_t step = 32 * 32; /* a warp covers 1024 inputs per 16-byte load */
+    uint32_t k = (threadIdx.x & 31) * 32;
+    float acc = 0.0f;
+    for (; k + step < p.K; k += 2 * step) { /* two loads in flight */
+        uint4 q0 = basic_ld_stream(w + k / 2), q1 = basic_ld_stream(w + (k + step) / 2);
+        float s0 = k_bfbits2f(__ldg(sc + (k >> gs)));
+        float s1 = k_bfbits2f(__ldg(sc + ((k + step) >> gs)));
+        acc = gemv_i4_dot32(q0, x + k, s0, acc);
+        acc = gemv_i4_dot32(q1, x + k + step, s1, acc);
+    }
+    if (k < p.K)
+        acc = gemv_i4_dot32(basic_ld_stream(w + k / 2), x + k, k_bfbits2f(__ldg(sc + (k >> gs))),
+                            acc);
+    gemv_store(p, r, acc);
+}
+
+/* ---- k_dequant_i4 ---------------------------------------------------------------------------- */
+
+extern "C" __global__ void __launch_bounds__(K_DQ_THREADS) k_dequant_i4(struct k_dequant_params p)
+{
+    uint64_t e = ((uint64_t)blockIdx.x * K_DQ_THREADS + threadIdx.x) * 32; /* first element */
+    if (e >= (uint64_t)p.N * p.K)
+        return;
+    uint64_t row = e / p.K;
+    uint32_t col = (uint32_t)(e - row * p.K);
+    const uint8_t *w = (const uint8_t *)p.w;
+    const uint32_t gs = __ffs(p.group) - 1; /* group is a power of two */
+    float s = k_bfbits2f(
+        __ldg((const uint16_t *)(w + p.scales_offset) + row * (p.K >> gs) + (col >> gs)));
+    uint4 q = basic_ld_stream(w + e / 2);
+    uint4 *out = (uint4 *)((uint16_t *)p.out + e);
+#pragma unroll
+    for (int j = 0; j < 4; j++) { /* word j: elements 8j .. 8j+7 */
+        uint32_t word = basic_u(q, j), o[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint32_t v = ((word >> (4 * i)) & 0x000F000Fu) | 0x43004300u;
+            o[i] = basic_pack(s * (basic_lo(v) - 136.0f), s * (basic_hi(v) - 136.0f));
+        }
+        out[j] = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+}
+
+/* ---- k_silu_mul ------------------------------------------------------------------------------ */
+
+/* bf16(bf16(silu(g)) * u) on 8 values */
+__device__ __forceinline__ uint4 basic_silu_mul8(uint4 g, uint4 u)
+{
+    uint32_t o[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t a = basic_u(g, i), b = basic_u(u, i);
+        o[i] = basic_pack(k_round_bf16(k_silu(basic_lo(a))) * basic_lo(b),
+                          k_round_bf16(k_silu(basic_hi(a))) * basic_hi(b));
+    }
+    return make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+extern "C" __global__ void __launch_bounds__(BASIC_SILU_THREADS)
+    k_silu_mul(struct k_silu_mul_params p)
+{
+    const struct k_step *st = k_step_of(p.step);
+    uint32_t t = blockIdx.x;
+    if (t >= basic_live_rows(st, p.T_max))
+        return;
+    uint64_t base = (uint64_t)t * p.n;
+    const uint16_t *g = (const uint16_t *)p.gate + base, *u = (const uint16_t *)p.up + base;
+    uint16_t *out = (uint16_t *)p.out + base;
+    for (uint32_t k = threadIdx.x * 8; k < p.n; k += blockDim.x * 8)
+        *(uint4 *)(out + k) = basic_silu_mul8(basic_ld_ro(g + k), basic_ld_ro(u + k));
+}

@@ -1,0 +1,799 @@
+/* test_gpu_basic.c — the basic kernels (kern/basic.cu) against their CPU references
+ * (test/ref/kref_basic.c) at the full Qwen3.5-35B-A3B shapes.
+ *
+ * Every launch uses the grid and block plan/sched.c emits, on fresh random inputs (never
+ * zero), with every output poisoned (0xFF bytes: a bf16/f32 NaN) first, so a missed or a stray
+ * write shows: rows past step->n_tokens, elements past each output's end (SLACK) and whole
+ * outputs of no-op launches (done, not the last chunk) must still hold the poison.
+ *
+ * Tolerances, and why:
+ *  - embedding, the residual add, INT4 dequantization: bit-exact (copies, or one correctly
+ *    rounded fp32 op per element);
+ *  - GEMV: the device sums in fp32 in its own order and rounds once. With the products exact
+ *    (bf16 x bf16 and (q - 8) x bf16 fit fp32), recursive summation of m terms errs by at most
+ *    about m u sum|w x| (u = 2^-24); a lane sums K/32 terms, then 32-term groups, scales, and
+ *    a 5-level warp tree, so GEMV_TERMS(K) = K/32 + 40 bounds m. bf16 outputs may then
+ *    differ by half a bf16 ulp (the one rounding), fp32 outputs by the sum bound alone;
+ *  - RMSNorm: 1e-5 relative plus half a bf16 ulp: the fp32 sum of squares, rsqrtf (2 ulp)
+ *    and three products err by < 40 u ~ 2.4e-6, so 1e-5 leaves 4x margin and still catches any
+ *    wrong rounding point (a bf16 rounding is 2e-3);
+ *  - SiLU·up: the device's expf may differ from the host's by a few fp32 ulps, which can flip
+ *    the first bf16 rounding; the result must equal the reference computed from silu * (1 +
+ *    r) for r in {0, -1e-6, +1e-6}.
+ * INT4 weights are built by a CPU packer written here from the text of kern/quant.h, and
+ * one hand-written word checks packer, decoder and kernels against the documented order. */
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "../kern/dequant.h"
+#include "../kern/embed.h"
+#include "../kern/gemv.h"
+#include "../kern/moe.h"
+#include "../kern/norm.h"
+#include "../kern/quant.h"
+#include "../kern/step.h"
+#include "gpu.h"
+#include "ref/kref_basic.h"
+
+#define HID           2048   /* hidden size */
+#define VOCAB         248320 /* vocabulary */
+#define EPS           1e-6f
+#define SLACK         64 /* elements past every output checked untouched */
+#define SHOW          5  /* mismatches printed per check */
+#define TIME_REPS     20 /* launches timed for the bandwidth line */
+#define NORM_REL      1e-5
+#define SILU_REL      1e-6
+#define GEMV_TERMS(K) ((double)(K) / 32 + 40)
+#define U32           (1.0 / 16777216.0) /* fp32 unit roundoff 2^-24 */
+
+static struct gpu g;
+static CUfunction f_embed, f_norm, f_gemv_bf16, f_gemv_i4, f_dequant, f_silu;
+static CUdeviceptr d_step;
+static unsigned long long rng = 0xBA51C;
+
+/* ---- plumbing ------------------------------------------------------------------------------ */
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        printf("FAIL out of host memory (%zu bytes)\n", n);
+        exit(1);
+    }
+    return p;
+}
+
+static CUdeviceptr dalloc(size_t bytes)
+{
+    CUdeviceptr d;
+    CU(&g, cuMemAlloc(&d, bytes));
+    return d;
+}
+
+static CUdeviceptr dput(const void *h, size_t bytes)
+{
+    CUdeviceptr d = dalloc(bytes);
+    CU(&g, cuMemcpyHtoD(d, h, bytes));
+    return d;
+}
+
+static void dget(void *h, CUdeviceptr d, size_t bytes)
+{
+    CU(&g, cuMemcpyDtoH(h, d, bytes));
+}
+static void dpoison(CUdeviceptr d, size_t bytes)
+{
+    CU(&g, cuMemsetD8(d, 0xFF, bytes));
+}
+static void dfree(CUdeviceptr d)
+{
+    CU(&g, cuMemFree(d));
+}
+
+static void set_step(uint32_t n_tokens, uint32_t done, uint32_t last_chunk, int32_t token)
+{
+    struct k_step s = {.pos = 17,
+                       .n_tokens = n_tokens,
+                       .done = done,
+                       .last_chunk = last_chunk,
+                       .token = token,
+                       .max_new = 100,
+                       .top_p = 1.0f,
+                       .max_pos = 4096};
+    CU(&g, cuMemcpyHtoD(d_step, &s, sizeof s));
+}
+
+static void launch(CUfunction f, void *params, unsigned grid, unsigned block)
+{
+    void *args[] = {params};
+    CU(&g, cuLaunchKernel(f, grid, 1, 1, block, 1, 1, 0, NULL, args, NULL));
+    CU(&g, cuCtxSynchronize());
+}
+
+/* uniform in (-1, 1), never exactly zero */
+static float urand(void)
+{
+    return (float)(((double)(test_rand(&rng) >> 40) + 0.5) / 8388608.0 - 1.0);
+}
+
+static void rand_bf16(uint16_t *d, size_t n, float center, float scale)
+{
+    for (size_t i = 0; i < n; i++)
+        d[i] = kref_basic_f2bf(center + scale * urand());
+}
+
+static void rand_bytes(uint8_t *d, size_t n)
+{
+    for (size_t i = 0; i < n; i += 8) {
+        unsigned long long r = test_rand(&rng);
+        memcpy(d + i, &r, n - i < 8 ? n - i : 8);
+    }
+}
+
+/* first index in [from, to) whose 16-bit word is not the poison, or -1 */
+static long stray16(const uint16_t *h, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++)
+        if (h[i] != 0xFFFFu)
+            return (long)i;
+    return -1;
+}
+
+static long stray32(const uint32_t *h, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++)
+        if (h[i] != 0xFFFFFFFFu)
+            return (long)i;
+    return -1;
+}
+
+/* ---- comparisons --------------------------------------------------------------------------- */
+
+/* bit-exact: returns the mismatches, printing the first SHOW */
+static size_t cmp_bits(const char *what, const uint16_t *got, const uint16_t *want, size_t n)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != want[i] && bad++ < SHOW)
+            printf("#   %s[%zu]: got 0x%04x (%g) want 0x%04x (%g)\n", what, i, got[i],
+                   (double)kref_basic_bf2f(got[i]), want[i], (double)kref_basic_bf2f(want[i]));
+    return bad;
+}
+
+struct cmpstat {
+    size_t bad, equal, n; /* failures, outputs bit-equal to the rounded reference, outputs */
+    double worst;         /* largest |got - want| / allowed */
+    double worst_ulp;     /* largest |got - want| in bf16 ulps of want (bf16 outputs) */
+};
+
+/* |got - want| <= tol (+ half a bf16 ulp of the larger magnitude when bf16), element-wise */
+static void cmp_close(struct cmpstat *s, const char *what, const void *got, int bf16,
+                      const float *want, const float *tol, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float gv = bf16 ? kref_basic_bf2f(((const uint16_t *)got)[i]) : ((const float *)got)[i];
+        double allow = tol[i], err = fabs((double)gv - want[i]);
+        if (bf16) {
+            float big = fabsf(gv) > fabsf(want[i]) ? gv : want[i];
+            allow += 0.5 * kref_basic_ulp(big);
+            s->equal += ((const uint16_t *)got)[i] == kref_basic_f2bf(want[i]);
+            double ulp = kref_basic_ulp(want[i]);
+            if (ulp > 0 && err / ulp > s->worst_ulp)
+                s->worst_ulp = err / ulp;
+        }
+        if (allow > 0 && err / allow > s->worst)
+            s->worst = err / allow;
+        if (!(err <= allow) && s->bad++ < SHOW) /* NaN (poison) fails too */
+            printf("#   %s[%zu]: got %.9g want %.9g allowed %.3g\n", what, i, (double)gv,
+                   (double)want[i], allow);
+    }
+    s->n += n;
+}
+
+/* ---- INT4 packer (from the text of kern/quant.h) -----------------------------------------------
+ */
+
+/* Quantize row x (K) into K_LAYOUT_I4_ROWS: per group scale s = bf16(absmax / 7), q = round(x
+ * / s) + 8 clamped to 0..15; element k goes to nibble slot K_I4_SLOTS[k % 8] of little-endian
+ * 32-bit word k / 8. */
+static void pack_i4_row(const float *x, uint32_t K, uint32_t group, uint8_t *nib, uint16_t *sc)
+{
+    static const int slot[8] = K_I4_SLOTS;
+    memset(nib, 0, K / 2);
+    for (uint32_t g0 = 0; g0 < K; g0 += group) {
+        float a = 0;
+        for (uint32_t k = g0; k < g0 + group; k++)
+            a = fabsf(x[k]) > a ? fabsf(x[k]) : a;
+        uint16_t sb = kref_basic_f2bf(a / 7.0f);
+        float s = kref_basic_bf2f(sb);
+        sc[g0 / group] = sb;
+        for (uint32_t k = g0; k < g0 + group; k++) {
+            long q = s > 0 ? lrintf(x[k] / s) + K_I4_ZERO : K_I4_ZERO;
+            q = q < 0 ? 0 : q > 15 ? 15 : q;
+            int p = slot[k % 8];
+            nib[(k / 8) * 4 + p / 2] |= (uint8_t)(q << (4 * (p % 2)));
+        }
+    }
+}
+
+/* An INT4 matrix (N, K): host nibbles and scales, and the device copy with the scales after
+ * the nibbles at scales_offset, as the weights image stores it. packed: quantized from random
+ * floats; otherwise random nibbles (every q, 0 included) and random scales. */
+struct i4m {
+    uint32_t N, K, group;
+    uint8_t *nib;
+    uint16_t *sc;
+    CUdeviceptr d;
+    uint64_t so;
+};
+
+static void i4m_new(struct i4m *m, uint32_t N, uint32_t K, uint32_t group, int packed)
+{
+    size_t nb = (size_t)N * K / 2, ns = (size_t)N * (K / group);
+    m->N = N, m->K = K, m->group = group, m->so = nb;
+    m->nib = xmalloc(nb), m->sc = xmalloc(ns * 2);
+    if (packed) {
+        float *row = xmalloc(sizeof(float) * K);
+        for (uint32_t n = 0; n < N; n++) {
+            for (uint32_t k = 0; k < K; k++)
+                row[k] = 0.05f * urand();
+            pack_i4_row(row, K, group, m->nib + (size_t)n * K / 2, m->sc + (size_t)n * (K / group));
+        }
+        free(row);
+    } else {
+        rand_bytes(m->nib, nb);
+        rand_bf16(m->sc, ns, 0.01f, 0.005f);
+    }
+    m->d = dalloc(nb + ns * 2);
+    CU(&g, cuMemcpyHtoD(m->d, m->nib, nb));
+    CU(&g, cuMemcpyHtoD(m->d + nb, m->sc, ns * 2));
+}
+
+static void i4m_free(struct i4m *m)
+{
+    free(m->nib), free(m->sc);
+    dfree(m->d);
+}
+
+/* ---- the hand-written word and the packer ------------------------------------------------------
+ */
+
+/* Elements 0..7 with q = 1..8: from the low nibble up the word holds elements 0 2 4 6 1 3 5 7,
+ * i.e. q = 1 3 5 7 2 4 6 8, so the word is 0x86427531. Words 1..3 hold q = 8 (zero). */
+#define HAND_WORD 0x86427531u
+
+static void test_hand_word(void)
+{
+    uint32_t words[4] = {HAND_WORD, 0x88888888u, 0x88888888u, 0x88888888u};
+    uint16_t scale = 0x3F00; /* 0.5 */
+    float row[32] = {0};
+    for (int j = 0; j < 8; j++)
+        row[j] = 0.5f * (float)(j + 1 - K_I4_ZERO);
+    uint8_t nib[16];
+    uint16_t sc;
+    pack_i4_row(row, 32, 32, nib, &sc);
+    CHECK(!memcmp(nib, words, 16) && sc == scale,
+          "packer: elements q = 1..8 give word 0x%08x (want 0x%08x), scale 0x%04x",
+          nib[0] | (unsigned)nib[1] << 8 | (unsigned)nib[2] << 16 | (unsigned)nib[3] << 24,
+          HAND_WORD, sc);
+
+    uint8_t img[18];
+    memcpy(img, words, 16), memcpy(img + 16, &scale, 2);
+    CUdeviceptr dw = dput(img, sizeof img), dout = dalloc((32 + SLACK) * 2);
+    dpoison(dout, (32 + SLACK) * 2);
+    struct k_dequant_params dp = {
+        .w = dw, .scales_offset = 16, .out = dout, .N = 1, .K = 32, .group = 32};
+    launch(f_dequant, &dp, 1, K_DQ_THREADS);
+    uint16_t out[32 + SLACK];
+    dget(out, dout, sizeof out);
+    int ok = stray16(out, 32, 32 + SLACK) < 0;
+    for (int j = 0; j < 32; j++)
+        ok &= kref_basic_bf2f(out[j]) == (j < 8 ? 0.5f * (float)(j - 7) : 0.0f);
+    CHECK(ok,
+          "k_dequant_i4 hand word: -3.5 -3 ... 0 for elements 0..7 (got %g %g .. %g), nothing "
+          "past the end",
+          (double)kref_basic_bf2f(out[0]), (double)kref_basic_bf2f(out[1]),
+          (double)kref_basic_bf2f(out[7]));
+
+    uint16_t x[32];
+    for (int k = 0; k < 32; k++)
+        x[k] = kref_basic_f2bf(k < 8 ? (float)(k + 1) : 1.0f);
+    float yref, mag;
+    kref_gemv_i4(&yref, &mag, (const uint8_t *)words, &scale, x, 1, 32, 32);
+    CUdeviceptr dx = dput(x, sizeof x);
+    set_step(1, 0, 0, 0);
+    struct k_gemv_params p = {.x = dx, .step = d_step, .nseg = 1, .K = 32, .group = 32};
+    p.seg[0] = (struct k_gemv_seg){.w = dw, .y = dout, .scales_offset = 16, .n = 1};
+    dpoison(dout, (32 + SLACK) * 2);
+    launch(f_gemv_i4, &p, 1, K_GEMV_THREADS);
+    dget(out, dout, sizeof out);
+    /* 0.5 * sum_{j<8} (j - 7)(j + 1) = 0.5 * -84 */
+    CHECK(yref == -42.0f && kref_basic_bf2f(out[0]) == -42.0f && stray16(out, 1, 32 + SLACK) < 0,
+          "k_gemv_i4 hand word: y = -42 (device %g, CPU decoder %g)",
+          (double)kref_basic_bf2f(out[0]), (double)yref);
+    dfree(dw), dfree(dout), dfree(dx);
+}
+
+/* The packer reproduces its input within half a quantization step (no clipping at absmax/7). */
+static void test_packer_roundtrip(uint32_t group)
+{
+    uint32_t N = 16, K = 512;
+    float *x = xmalloc(sizeof(float) * N * K);
+    uint8_t *nib = xmalloc((size_t)N * K / 2);
+    uint16_t *sc = xmalloc(sizeof(uint16_t) * N * (K / group));
+    for (size_t i = 0; i < (size_t)N * K; i++)
+        x[i] = urand() * (1.0f + (float)(i / group % 7));
+    for (uint32_t n = 0; n < N; n++)
+        pack_i4_row(x + (size_t)n * K, K, group, nib + (size_t)n * K / 2,
+                    sc + (size_t)n * (K / group));
+    size_t bad = 0;
+    for (uint32_t n = 0; n < N; n++)
+        for (uint32_t k = 0; k < K; k++) {
+            float s = kref_basic_bf2f(sc[(size_t)n * (K / group) + k / group]);
+            float d = kref_i4_weight(nib, sc, K, group, n, k), w = x[(size_t)n * K + k];
+            bad += !(fabsf(d - w) <= 0.5f * s * 1.0001f);
+        }
+    CHECK(bad == 0, "packer group %u: dequantized within half a step of the input (%zu off)", group,
+          bad);
+    free(x), free(nib), free(sc);
+}
+
+/* ---- k_dequant_i4 -------------------------------------------------------------------------- */
+
+static void test_dequant(uint32_t N, uint32_t K, uint32_t group)
+{
+    struct i4m m;
+    i4m_new(&m, N, K, group, 0);
+    size_t n = (size_t)N * K;
+    CUdeviceptr dout = dalloc((n + SLACK) * 2);
+    dpoison(dout, (n + SLACK) * 2);
+    struct k_dequant_params p = {
+        .w = m.d, .scales_offset = m.so, .out = dout, .N = N, .K = K, .group = group};
+    launch(f_dequant, &p, (unsigned)((n + K_DQ_THREADS * 32 - 1) / (K_DQ_THREADS * 32)),
+           K_DQ_THREADS);
+    uint16_t *got = xmalloc((n + SLACK) * 2), *want = xmalloc(n * 2);
+    dget(got, dout, (n + SLACK) * 2);
+    kref_dequant_i4(want, m.nib, m.sc, N, K, group);
+    size_t bad = cmp_bits("out", got, want, n);
+    long stray = stray16(got, n, n + SLACK);
+    CHECK(bad == 0 && stray < 0,
+          "k_dequant_i4 %ux%u group %u: bit-exact (%zu differ), nothing past "
+          "the end (stray %ld)",
+          N, K, group, bad, stray);
+    free(got), free(want), dfree(dout), i4m_free(&m);
+}
+
+/* ---- GEMV ------------------------------------------------------------------------------------ */
+
+/* One GEMV launch: matrices (bf16 host/device pairs, or INT4), x, flags. */
+struct gv {
+    const char *name;
+    int i4;
+    uint32_t K, group, nseg, flags;
+    uint32_t n[K_GEMV_MAX_SEG];
+    const uint16_t *w16[K_GEMV_MAX_SEG]; /* bf16 (n, K) host */
+    CUdeviceptr dw[K_GEMV_MAX_SEG];
+    struct i4m *q[K_GEMV_MAX_SEG];
+};
+
+/* The parameters plan/sched.c would emit; returns the grid (row blocks of all segments). */
+static unsigned gv_params(const struct gv *c, CUdeviceptr dx, const CUdeviceptr *dy,
+                          struct k_gemv_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->x = dx, p->step = d_step, p->nseg = c->nseg, p->K = c->K;
+    p->group = c->i4 ? c->group : 0, p->flags = c->flags;
+    uint32_t blocks = 0;
+    for (uint32_t s = 0; s < c->nseg; s++) {
+        p->seg[s] = (struct k_gemv_seg){.w = c->i4 ? c->q[s]->d : c->dw[s],
+                                        .y = dy[s],
+                                        .scales_offset = c->i4 ? c->q[s]->so : 0,
+                                        .n = c->n[s],
+                                        .blocks = blocks};
+        blocks += (c->n[s] + K_GEMV_ROWS - 1) / K_GEMV_ROWS;
+    }
+    return blocks;
+}
+
+/* Poison the outputs, launch once. */
+static void gv_launch(const struct gv *c, CUdeviceptr dx, const CUdeviceptr *dy)
+{
+    size_t es = (c->flags & K_GEMV_OUT_F32) ? 4 : 2;
+    struct k_gemv_params p;
+    unsigned grid = gv_params(c, dx, dy, &p);
+    for (uint32_t s = 0; s < c->nseg; s++)
+        dpoison(dy[s], (c->n[s] + SLACK) * es);
+    launch(c->i4 ? f_gemv_i4 : f_gemv_bf16, &p, grid, K_GEMV_THREADS);
+}
+
+/* Information, not a check: the launch's time and the bandwidth it implies (weights smaller
+ * than L2 stay there across repeats, so those figures are optimistic). */
+static void gv_time(const struct gv *c, CUdeviceptr dx, const CUdeviceptr *dy)
+{
+    double bytes = 2.0 * c->K;
+    for (uint32_t s = 0; s < c->nseg; s++)
+        bytes += (double)c->n[s] * (c->i4 ? c->K / 2 + 2 * (c->K / c->group) : 2 * c->K) +
+                 (double)c->n[s] * ((c->flags & K_GEMV_OUT_F32) ? 4 : 2);
+    if (bytes < 8e6)
+        return;
+    struct k_gemv_params p;
+    unsigned grid = gv_params(c, dx, dy, &p);
+    void *args[] = {&p};
+    CUevent e0, e1;
+    float ms = 0;
+    CU(&g, cuEventCreate(&e0, 0));
+    CU(&g, cuEventCreate(&e1, 0));
+    CUfunction f = c->i4 ? f_gemv_i4 : f_gemv_bf16;
+    CU(&g, cuLaunchKernel(f, grid, 1, 1, K_GEMV_THREADS, 1, 1, 0, NULL, args, NULL));
+    CU(&g, cuEventRecord(e0, NULL));
+    for (int i = 0; i < TIME_REPS; i++)
+        CU(&g, cuLaunchKernel(f, grid, 1, 1, K_GEMV_THREADS, 1, 1, 0, NULL, args, NULL));
+    CU(&g, cuEventRecord(e1, NULL));
+    CU(&g, cuEventSynchronize(e1));
+    CU(&g, cuEventElapsedTime(&ms, e0, e1));
+    double us = 1000.0 * ms / TIME_REPS;
+    printf("#   time: %.1f us per launch, %.0f GB/s over %.1f MB\n", us, bytes / us / 1e3,
+           bytes / 1e6);
+    CU(&g, cuEventDestroy(e0));
+    CU(&g, cuEventDestroy(e1));
+}
+
+/* Segment s's outputs got against the reference over x. */
+static void gv_check_segment(const struct gv *c, uint32_t s, const uint16_t *x, const void *got,
+                             struct cmpstat *st)
+{
+    uint32_t n = c->n[s];
+    int f32 = (c->flags & K_GEMV_OUT_F32) != 0;
+    float *want = xmalloc(sizeof(float) * n), *mag = xmalloc(sizeof(float) * n);
+    if (c->i4)
+        kref_gemv_i4(want, mag, c->q[s]->nib, c->q[s]->sc, x, n, c->K, c->group);
+    else
+        kref_gemv_bf16(want, mag, c->w16[s], x, n, c->K);
+    for (uint32_t i = 0; i < n; i++)
+        mag[i] = (float)(GEMV_TERMS(c->K) * U32 * mag[i]);
+    char what[16];
+    snprintf(what, sizeof what, "y%u", s);
+    cmp_close(st, what, got, !f32, want, mag, n);
+    free(want), free(mag);
+}
+
+/* Run c on a fresh x with the step flags done and last_chunk. why == NULL: compare every
+ * segment with the reference; otherwise the launch must write nothing, for the reason why. */
+static void gv_run(const struct gv *c, uint32_t done, uint32_t last_chunk, const char *why)
+{
+    size_t es = (c->flags & K_GEMV_OUT_F32) ? 4 : 2;
+    uint16_t *x = xmalloc((size_t)c->K * 2);
+    rand_bf16(x, c->K, 0.0f, 1.0f);
+    CUdeviceptr dx = dput(x, (size_t)c->K * 2), dy[K_GEMV_MAX_SEG];
+    for (uint32_t s = 0; s < c->nseg; s++)
+        dy[s] = dalloc((c->n[s] + SLACK) * es);
+    set_step(1, done, last_chunk, 0);
+    gv_launch(c, dx, dy);
+    struct cmpstat st = {0};
+    long stray = -1;
+    for (uint32_t s = 0; s < c->nseg; s++) {
+        void *got = xmalloc((c->n[s] + SLACK) * es);
+        dget(got, dy[s], (c->n[s] + SLACK) * es);
+        size_t from = why ? 0 : c->n[s], to = c->n[s] + SLACK;
+        long r = es == 4 ? stray32(got, from, to) : stray16(got, from, to);
+        stray = stray < 0 ? r : stray;
+        if (!why)
+            gv_check_segment(c, s, x, got, &st);
+        free(got);
+    }
+    if (why)
+        CHECK(stray < 0, "%s with %s: writes nothing (stray %ld)", c->name, why, stray);
+    else if (es == 2)
+        CHECK(st.bad == 0 && stray < 0,
+              "%s: %zu rows within half a bf16 ulp + fp32 sum bound (worst %.2f ulp from "
+              "exact; %zu equal bf16(exact)), nothing past n (stray %ld)",
+              c->name, st.n, st.worst_ulp, st.equal, stray);
+    else
+        CHECK(st.bad == 0 && stray < 0,
+              "%s: %zu fp32 rows within the fp32 sum bound (worst error %.3f of the "
+              "bound), nothing past n (stray %ld)",
+              c->name, st.n, st.worst, stray);
+    if (!why)
+        gv_time(c, dx, dy);
+    for (uint32_t s = 0; s < c->nseg; s++)
+        dfree(dy[s]);
+    free(x), dfree(dx);
+}
+
+/* bf16 GEMV over fresh matrices of the given sizes */
+static void test_gemv_bf16(const char *name, uint32_t K, uint32_t nseg, const uint32_t *n)
+{
+    struct gv c = {.name = name, .K = K, .nseg = nseg};
+    uint16_t *w[K_GEMV_MAX_SEG];
+    for (uint32_t s = 0; s < nseg; s++) {
+        c.n[s] = n[s];
+        w[s] = xmalloc((size_t)n[s] * K * 2);
+        rand_bf16(w[s], (size_t)n[s] * K, 0.0f, 0.05f);
+        c.w16[s] = w[s], c.dw[s] = dput(w[s], (size_t)n[s] * K * 2);
+    }
+    gv_run(&c, 0, 1, NULL);
+    if (nseg == 4)
+        gv_run(&c, 1, 1, "step->done");
+    for (uint32_t s = 0; s < nseg; s++)
+        free(w[s]), dfree(c.dw[s]);
+}
+
+static void test_gemv_i4(const char *name, uint32_t K, uint32_t group, uint32_t nseg,
+                         const uint32_t *n)
+{
+    struct gv c = {.name = name, .i4 = 1, .K = K, .group = group, .nseg = nseg};
+    struct i4m m[K_GEMV_MAX_SEG];
+    for (uint32_t s = 0; s < nseg; s++) {
+        c.n[s] = n[s];
+        i4m_new(&m[s], n[s], K, group, 1);
+        c.q[s] = &m[s];
+    }
+    gv_run(&c, 0, 1, NULL);
+    if (nseg == 4)
+        gv_run(&c, 1, 1, "step->done");
+    for (uint32_t s = 0; s < nseg; s++)
+        i4m_free(&m[s]);
+}
+
+static void test_gemvs(void)
+{
+    static const uint32_t gdn[] = {8192, 4096, 32, 32}, attn[] = {8192, 512, 512}, out[] = {2048};
+    static const uint32_t odd[] = {20, 5, 1000, 1}, i4gdn[] = {8192, 4096};
+    test_gemv_bf16("k_gemv_bf16 K=2048 -> 8192+4096+32+32 (GDN in_proj)", 2048, 4, gdn);
+    test_gemv_bf16("k_gemv_bf16 K=2048 -> 8192+512+512 (attention q,k,v)", 2048, 3, attn);
+    test_gemv_bf16("k_gemv_bf16 K=4096 -> 2048 (out_proj)", 4096, 1, out);
+    test_gemv_bf16("k_gemv_bf16 K=264 -> 20+5+1000+1 (tails, partial CTAs)", 264, 4, odd);
+    static const uint32_t groups[] = {32, 64, 128};
+    for (int i = 0; i < 3; i++) {
+        char nm[96];
+        snprintf(nm, sizeof nm, "k_gemv_i4 group %u K=2048 -> 8192+4096 (GDN in_proj)", groups[i]);
+        test_gemv_i4(nm, 2048, groups[i], 2, i4gdn);
+        snprintf(nm, sizeof nm, "k_gemv_i4 group %u K=4096 -> 2048 (out_proj)", groups[i]);
+        test_gemv_i4(nm, 4096, groups[i], 1, out);
+    }
+    test_gemv_i4("k_gemv_i4 group 32 K=2048 -> 8192+4096+32+32", 2048, 32, 4, gdn);
+    test_gemv_i4("k_gemv_i4 group 32 K=96 -> 20+5+1000+1 (tails, partial CTAs)", 96, 32, 4, odd);
+    test_gemv_i4("k_gemv_i4 group 64 K=1088 -> 20+5+1000+1 (tails)", 1088, 64, 4, odd);
+}
+
+/* ---- k_rmsnorm ------------------------------------------------------------------------------- */
+
+struct norm_case {
+    uint32_t T_max, n, add, last_only, done;
+};
+
+/* Compare the device's x and out with the reference for rows [r0, r1); rows outside keep x
+ * and, when the case has per-row outputs, the poison in out. */
+static void norm_compare(const struct norm_case *c, const uint16_t *x0, const uint16_t *addv,
+                         const uint16_t *w, const uint16_t *xg, const uint16_t *outg,
+                         struct cmpstat *st, size_t *xbad, long *stray)
+{
+    uint32_t rows = c->done ? 0 : c->n, r0 = c->last_only && rows ? rows - 1 : 0;
+    uint16_t *xr = xmalloc((size_t)c->T_max * HID * 2);
+    float *y = xmalloc(sizeof(float) * HID), *tol = xmalloc(sizeof(float) * HID);
+    memcpy(xr, x0, (size_t)c->T_max * HID * 2);
+    for (uint32_t t = r0; t < rows; t++) {
+        kref_rmsnorm_row(xr + (size_t)t * HID, c->add ? addv + (size_t)t * HID : NULL, w, y, HID,
+                         EPS);
+        for (uint32_t i = 0; i < HID; i++)
+            tol[i] = (float)(NORM_REL * fabsf(y[i]));
+        const uint16_t *o = outg + (c->last_only ? 0 : (size_t)t * HID);
+        cmp_close(st, "out", o, 1, y, tol, HID);
+    }
+    *xbad = cmp_bits("x", xg, xr, (size_t)c->T_max * HID);
+    size_t out_rows = c->last_only ? 1 : c->T_max, live = c->last_only ? (rows > 0) : rows;
+    *stray = stray16(outg, live * HID, out_rows * HID + SLACK);
+    free(xr), free(y), free(tol);
+}
+
+static void test_norm(const struct norm_case *c)
+{
+    size_t nx = (size_t)c->T_max * HID, out_rows = c->last_only ? 1 : c->T_max;
+    uint16_t *x = xmalloc(nx * 2), *addv = xmalloc(nx * 2), *w = xmalloc(HID * 2);
+    for (uint32_t t = 0; t < c->T_max; t++) /* rows of different magnitudes */
+        rand_bf16(x + (size_t)t * HID, HID, 0.0f, 0.01f + 8.0f * fabsf(urand()));
+    rand_bf16(addv, nx, 0.0f, 1.0f);
+    rand_bf16(w, HID, 0.0f, 0.5f); /* zero-centred: the scale is 1 + w */
+    CUdeviceptr dx = dput(x, nx * 2), da = dput(addv, nx * 2), dw = dput(w, HID * 2);
+    CUdeviceptr dout = dalloc((out_rows * HID + SLACK) * 2);
+    dpoison(dout, (out_rows * HID + SLACK) * 2);
+    set_step(c->n, c->done, 1, 0);
+    struct k_rmsnorm_params p = {.x = dx,
+                                 .add = c->add ? da : 0,
+                                 .w = dw,
+                                 .out = dout,
+                                 .step = d_step,
+                                 .H = HID,
+                                 .T_max = c->T_max,
+                                 .eps = EPS,
+                                 .last_only = c->last_only};
+    launch(f_norm, &p, (unsigned)out_rows, K_NORM_THREADS);
+    uint16_t *xg = xmalloc(nx * 2), *outg = xmalloc((out_rows * HID + SLACK) * 2);
+    dget(xg, dx, nx * 2), dget(outg, dout, (out_rows * HID + SLACK) * 2);
+    struct cmpstat st = {0};
+    size_t xbad;
+    long stray;
+    norm_compare(c, x, addv, w, xg, outg, &st, &xbad, &stray);
+    CHECK(st.bad == 0 && xbad == 0 && stray < 0,
+          "k_rmsnorm T_max=%u n_tokens=%u%s%s%s: %zu outputs within half a bf16 ulp + 1e-5 rel "
+          "(worst %.2f ulp from exact, %zu equal bf16(exact)); residual x bit-exact (%zu "
+          "differ); no stray write (%ld)",
+          c->T_max, c->n, c->add ? " +add" : "", c->last_only ? " last_only" : "",
+          c->done ? " done" : "", st.n, st.worst_ulp, st.equal, xbad, stray);
+    free(x), free(addv), free(w), free(xg), free(outg);
+    dfree(dx), dfree(da), dfree(dw), dfree(dout);
+}
+
+static void test_norms(void)
+{
+    static const struct norm_case cs[] = {
+        {1, 1, 0, 0, 0},     {1, 1, 1, 0, 0},     {320, 300, 0, 0, 0}, {320, 300, 1, 0, 0},
+        {320, 300, 1, 1, 0}, {320, 300, 0, 1, 0}, {1, 1, 1, 0, 1},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        test_norm(&cs[i]);
+}
+
+/* ---- k_silu_mul ------------------------------------------------------------------------------ */
+
+static void test_silu(uint32_t T_max, uint32_t n_tokens, uint32_t n)
+{
+    size_t ne = (size_t)T_max * n;
+    uint16_t *gt = xmalloc(ne * 2), *up = xmalloc(ne * 2), *got = xmalloc((ne + SLACK) * 2);
+    rand_bf16(gt, ne, 0.0f, 8.0f);
+    rand_bf16(up, ne, 0.0f, 2.0f);
+    CUdeviceptr dg = dput(gt, ne * 2), du = dput(up, ne * 2), dout = dalloc((ne + SLACK) * 2);
+    dpoison(dout, (ne + SLACK) * 2);
+    set_step(n_tokens, 0, 1, 0);
+    struct k_silu_mul_params p = {
+        .gate = dg, .up = du, .out = dout, .step = d_step, .n = n, .T_max = T_max};
+    launch(f_silu, &p, T_max, 256);
+    dget(got, dout, (ne + SLACK) * 2);
+    size_t live = (size_t)n_tokens * n, bad = 0, equal = 0;
+    for (size_t i = 0; i < live; i++) {
+        uint16_t w0 = kref_silu_mul_one(gt[i], up[i], 0.0);
+        equal += got[i] == w0;
+        if (got[i] != w0 && got[i] != kref_silu_mul_one(gt[i], up[i], SILU_REL) &&
+            got[i] != kref_silu_mul_one(gt[i], up[i], -SILU_REL) && bad++ < SHOW)
+            printf("#   out[%zu]: gate %g up %g got %g want %g\n", i,
+                   (double)kref_basic_bf2f(gt[i]), (double)kref_basic_bf2f(up[i]),
+                   (double)kref_basic_bf2f(got[i]), (double)kref_basic_bf2f(w0));
+    }
+    long stray = stray16(got, live, ne + SLACK);
+    CHECK(bad == 0 && stray < 0,
+          "k_silu_mul T_max=%u n_tokens=%u n=%u: bf16(bf16(silu(g)) * up) "
+          "(%zu of %zu bit-equal, rest within silu * (1 +- 1e-6)), rows past n_tokens untouched "
+          "(stray %ld)",
+          T_max, n_tokens, n, equal, live, stray);
+    free(gt), free(up), free(got), dfree(dg), dfree(du), dfree(dout);
+}
+
+/* ---- k_embed and lm_head (the full-size vocabulary)
+ * ---------------------------------------------- */
+
+static void test_embed_prefill(const uint16_t *table, CUdeviceptr dtab)
+{
+    uint32_t T_max = 320, n = 300;
+    int32_t tok[320];
+    for (uint32_t t = 0; t < T_max; t++)
+        tok[t] = (int32_t)(test_rand(&rng) % VOCAB);
+    tok[0] = 0, tok[1] = VOCAB - 1, tok[2] = -1, tok[3] = VOCAB; /* ends, and two bad ids */
+    CUdeviceptr dt = dput(tok, sizeof tok), dout = dalloc(((size_t)T_max * HID + SLACK) * 2);
+    dpoison(dout, ((size_t)T_max * HID + SLACK) * 2);
+    set_step(n, 0, 0, 0);
+    struct k_embed_params p = {.table = dtab,
+                               .tokens = dt,
+                               .out = dout,
+                               .step = d_step,
+                               .H = HID,
+                               .V = VOCAB,
+                               .T_max = T_max};
+    launch(f_embed, &p, T_max, K_EMBED_THREADS);
+    uint16_t *got = xmalloc(((size_t)T_max * HID + SLACK) * 2),
+             *want = xmalloc((size_t)n * HID * 2);
+    dget(got, dout, ((size_t)T_max * HID + SLACK) * 2);
+    kref_embed(want, table, tok, n, HID, VOCAB);
+    size_t bad = cmp_bits("out", got, want, (size_t)n * HID);
+    long stray = stray16(got, (size_t)n * HID, (size_t)T_max * HID + SLACK);
+    CHECK(bad == 0 && stray < 0,
+          "k_embed V=%u T_max=%u n_tokens=%u: rows bit-exact, ids -1 and V "
+          "give zero rows (%zu differ), rows past n_tokens untouched (stray %ld)",
+          VOCAB, T_max, n, bad, stray);
+    free(got), free(want), dfree(dt), dfree(dout);
+}
+
+/* decode: the token comes from step->token; with done set nothing is written */
+static void test_embed_decode(const uint16_t *table, CUdeviceptr dtab, uint32_t done)
+{
+    int32_t tok = (int32_t)(test_rand(&rng) % VOCAB);
+    CUdeviceptr dout = dalloc((HID + SLACK) * 2);
+    dpoison(dout, (HID + SLACK) * 2);
+    set_step(0, done, 0, tok); /* n_tokens is the last chunk's; decode's one row is live anyway */
+    struct k_embed_params p = {.table = dtab,
+                               .tokens = d_step + offsetof(struct k_step, token),
+                               .out = dout,
+                               .step = d_step,
+                               .H = HID,
+                               .V = VOCAB,
+                               .T_max = 1};
+    launch(f_embed, &p, 1, K_EMBED_THREADS);
+    uint16_t got[HID + SLACK];
+    dget(got, dout, sizeof got);
+    size_t bad = done ? 0 : cmp_bits("out", got, table + (size_t)tok * HID, HID);
+    long stray = stray16(got, done ? 0 : HID, HID + SLACK);
+    CHECK(bad == 0 && stray < 0,
+          "k_embed decode (token %d from step)%s: %s (%zu differ, stray %ld)", tok,
+          done ? " with done" : "", done ? "writes nothing" : "row bit-exact", bad, stray);
+    dfree(dout);
+}
+
+/* lm_head: 2048 -> 248320 fp32 logits, LAST_ONLY as in a prefill schedule */
+static void test_lm_head(const uint16_t *table, CUdeviceptr dtab)
+{
+    uint32_t n[1] = {VOCAB};
+    struct gv c = {.name = "k_gemv_bf16 lm_head K=2048 -> 248320 fp32 (LAST_ONLY, last chunk)",
+                   .K = HID,
+                   .nseg = 1,
+                   .flags = K_GEMV_OUT_F32 | K_GEMV_LAST_ONLY};
+    c.n[0] = n[0], c.w16[0] = table, c.dw[0] = dtab;
+    gv_run(&c, 0, 1, NULL);
+    gv_run(&c, 0, 0, "LAST_ONLY on a chunk that is not the last");
+    gv_run(&c, 1, 1, "step->done");
+    struct i4m m;
+    i4m_new(&m, VOCAB, HID, 128, 0);
+    struct gv q = {.name = "k_gemv_i4 lm_head group 128 K=2048 -> 248320 fp32 (random nibbles)",
+                   .i4 = 1,
+                   .K = HID,
+                   .group = 128,
+                   .nseg = 1,
+                   .flags = K_GEMV_OUT_F32};
+    q.n[0] = VOCAB, q.q[0] = &m;
+    gv_run(&q, 0, 1, NULL);
+    i4m_free(&m);
+}
+
+static void test_vocab(void)
+{
+    size_t ne = (size_t)VOCAB * HID;
+    uint16_t *table = xmalloc(ne * 2);
+    rand_bf16(table, ne, 0.0f, 0.05f);
+    CUdeviceptr dtab = dput(table, ne * 2);
+    test_embed_prefill(table, dtab);
+    test_embed_decode(table, dtab, 0);
+    test_embed_decode(table, dtab, 1);
+    test_lm_head(table, dtab);
+    free(table), dfree(dtab);
+}
+
+int main(void)
+{
+    if (gpu_open(&g))
+        return test_skip("no CUDA device");
+    CUmodule m = gpu_module(&g);
+    CU(&g, cuModuleGetFunction(&f_embed, m, "k_embed"));
+    CU(&g, cuModuleGetFunction(&f_norm, m, "k_rmsnorm"));
+    CU(&g, cuModuleGetFunction(&f_gemv_bf16, m, "k_gemv_bf16"));
+    CU(&g, cuModuleGetFunction(&f_gemv_i4, m, "k_gemv_i4"));
+    CU(&g, cuModuleGetFunction(&f_dequant, m, "k_dequant_i4"));
+    CU(&g, cuModuleGetFunction(&f_silu, m, "k_silu_mul"));
+    d_step = dalloc(sizeof(struct k_step));
+
+    test_hand_word();
+    test_packer_roundtrip(32);
+    test_packer_roundtrip(128);
+    test_dequant(8192, 2048, 32);
+    test_dequant(8192, 2048, 64);
+    test_dequant(8192, 2048, 128);
+    test_dequant(20, 96, 32); /* 1920 weights: a partial CTA */
+    test_gemvs();
+    test_norms();
+    test_silu(1, 1, 512);
+    test_silu(320, 300, 512);
+    test_vocab();
+
+    dfree(d_step);
+    CU(&g, cuModuleUnload(m));
+    gpu_close(&g);
+    return test_done();
+}
