@@ -43,7 +43,7 @@ NVCCFLAGS  := -std=c++17 -O3 -I. -Xptxas -warn-spills -Werror all-warnings
 
 # ---- sources -----------------------------------------------------------------------------
 PROGS      := plan/planner.c tools/plandump.c tools/qcfg.c tools/bench.c tools/mkcorpus.c \
-              tools/tokbench.c tools/mkmodel.c
+              tools/tokbench.c tools/mkmodel.c host/rt_host.c
 LIB_SRC    := $(filter-out $(PROGS),$(wildcard plan/*.c weights/*.c rt/*.c host/*.c))
 REF_SRC    := $(wildcard test/ref/*.c)
 TEST_SRC   := $(wildcard test/test_*.c)
@@ -58,7 +58,7 @@ TEST_BIN   := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
 FUZZ_BIN   := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/%)
 KERN_BIN   := $(KERN_ARCHS:%=$(BUILD)/kern/%.cubin) $(BUILD)/kern/compute_90.ptx
 
-.PHONY: all test bench fuzz format clean gpu-plain
+.PHONY: all test bench fuzz format clean gpu-plain demo
 all: $(BUILD)/libqrt.a $(PROG_BIN) $(KERN_BIN) $(TEST_KERN_BIN) $(TEST_BIN)
 
 # ---- libraries and programs -----------------------------------------------------------------
@@ -93,6 +93,16 @@ $(BUILD)/%: plan/%.c $(BUILD)/libqrt.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/libqrt.a $(LDLIBS)
 
+$(BUILD)/%: host/%.c $(BUILD)/libqrt.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/libqrt.a $(LDLIBS)
+
+# rt_host once more with the sanitizers: the host tests drive this copy (test/test_host.h), so
+# hostile input that upsets memory fails a test instead of passing unnoticed.
+$(BUILD)/san/rt_host: host/rt_host.c $(BUILD)/san/libqrt.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SANFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/san/libqrt.a $(LDLIBS)
+
 # ---- kernels ----------------------------------------------------------------------------------
 # all.cu is rewritten only when the list of kernel files changes. nvcc's own error message
 # stops the build; -MD/-MF record the headers each image depends on.
@@ -124,8 +134,8 @@ $(BUILD)/test/%: test/%.c $(BUILD)/san/libqrt.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SANFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/san/libqrt.a $(LDLIBS)
 
-test: $(TEST_BIN) $(KERN_BIN) $(TEST_KERN_BIN) $(PROG_BIN)
-	@sh test/run $(TEST_BIN)
+test: $(TEST_BIN) $(KERN_BIN) $(TEST_KERN_BIN) $(PROG_BIN) $(BUILD)/san/rt_host
+	@RT_HOST=$(BUILD)/san/rt_host sh test/run $(TEST_BIN)
 
 # GPU tests once more without the host sanitizers, for compute-sanitizer (which cannot run
 # under ASan): tools/gpu-check builds and runs these on the GPU machine.
@@ -135,6 +145,11 @@ $(BUILD)/plain/%: test/%.c $(BUILD)/libqrt.a
 	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/libqrt.a $(LDLIBS)
 
 gpu-plain: $(GPU_PLAIN) $(KERN_BIN) $(TEST_KERN_BIN)
+
+# Plan the default model; on a CUDA machine benchmark rt_host on synthetic weights
+# (tools/demo says what is missing and exits 0 without a GPU).
+demo: $(BUILD)/planner $(BUILD)/rt_host $(KERN_BIN)
+	@BUILD=$(BUILD) sh tools/demo
 
 # ---- benchmarks -------------------------------------------------------------------------------
 bench: $(BUILD)/bench $(KERN_BIN)
