@@ -43,7 +43,7 @@ NVCCFLAGS  := -std=c++17 -O3 -I. -Xptxas -warn-spills -Werror all-warnings
 
 # ---- sources -----------------------------------------------------------------------------
 PROGS      := plan/planner.c tools/plandump.c tools/qcfg.c tools/bench.c tools/mkcorpus.c \
-              tools/tokbench.c tools/mkmodel.c host/rt_host.c
+              tools/tokbench.c tools/mkmodel.c host/rt_host.c weights/converter.c
 LIB_SRC    := $(filter-out $(PROGS),$(wildcard plan/*.c weights/*.c rt/*.c host/*.c))
 REF_SRC    := $(wildcard test/ref/*.c)
 TEST_SRC   := $(wildcard test/test_*.c)
@@ -90,6 +90,10 @@ $(BUILD)/mkmodel: tools/mkmodel.c $(MKMODEL_OBJ) $(BUILD)/libqrt.a
 	$(CC) $(CFLAGS) $(DEPFLAGS) $< $(MKMODEL_OBJ) -o $@ $(BUILD)/libqrt.a $(LDLIBS)
 
 $(BUILD)/%: plan/%.c $(BUILD)/libqrt.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/libqrt.a $(LDLIBS)
+
+$(BUILD)/%: weights/%.c $(BUILD)/libqrt.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/libqrt.a $(LDLIBS)
 
