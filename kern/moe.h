@@ -17,8 +17,9 @@
  *   K_MOE_BM, sorted pair ids (t * k + slot, padding = K_MOE_SENTINEL), the expert of every
  *   row block and the number of used blocks; all on the device, no host round trip.
  *   Launch: grid (1), block 1024.
- * k_moe_gemm_up: per row block of one expert, gather the tokens' h rows, gu = h W_gu^T on
- *   tensor cores, act = silu(gate) * up, into rows of the sorted order. Blocks past the used
+ * k_moe_gemm_up: per row block of one expert, gather the tokens' h rows, gu = h W_gu^T (a tiled
+ *   fp32-accumulating GEMM for now; tensor cores are the prefill-speed work), act =
+ *   silu(gate) * up, into rows of the sorted order. Blocks past the used
  *   count exit at once. Launch: grid (max_blocks, ceil(I / K_MOE_BN)), block K_MOE_THREADS.
  * k_moe_gemm_down: y = act W_down^T times the pair's routing weight, written to the pair's
  *   slot (T, k, H) bf16. Launch: grid (max_blocks, ceil(H / K_MOE_BN)), block K_MOE_THREADS.

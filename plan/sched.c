@@ -715,6 +715,7 @@ static int servable(struct pb *b)
         {"linear_conv_kernel_dim", c->conv_kernel, 1, 8},
         {"moe_intermediate_size", c->moe_inter, 8, 1u << 16},
         {"num_experts_per_tok", c->num_experts_per_tok, 1, 16},
+        {"num_experts", c->num_experts, 1, 1024}, /* the router and align hold one per thread */
     };
     for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
         if (r[i].v % r[i].mult || r[i].v > r[i].max) {

@@ -1,0 +1,395 @@
+/* moe.cu — the sparse MoE block's router and its decode path (MODEL.md §2.4, DESIGN.md §5).
+ *
+ *   k_router          logits = bf16(h W_r^T) (E rows) and the shared-gate logit bf16(h . w_sg);
+ *                     p = softmax(fp32 logits); top-k by p, descending, ties to the lower id;
+ *                     weights = p_sel / sum(p_sel) in fp32; shared_gate = sigmoid(logit) fp32.
+ *                     grid (T_max), block K_ROUTER_THREADS: one CTA per token, one warp per
+ *                     logit row, the top-k in warp 0 (k rounds of a warp argmax).
+ *   k_moe_up_bf16/i4  slot s < k: expert ids[s]; slot k: the shared expert (when S > 0).
+ *                     act[s, i] = bf16(bf16(silu(bf16(gate_i . h))) * bf16(up_i . h))
+ *                     grid (k + (S > 0), ceil(max(I, S) / K_MOE_ROWS)), block K_MOE_THREADS:
+ *                     one warp per output i, the gate and up rows streamed side by side.
+ *   k_moe_down_bf16/i4
+ *                     y_s = bf16(down_s[n] . act[s]); routed = bf16(sum_s bf16(y_s * bf16(w_s)))
+ *                     in fp32 with one rounding (the grouped_mm convention); then
+ *                     out[n] = bf16(routed + bf16(bf16(gate) * y_shared)).
+ *                     grid (ceil(H / K_MOE_ROWS)), block K_MOE_THREADS: one warp per output n
+ *                     walks the k + 1 rows n of its slots.
+ *
+ * The router writes fp32 routing weights and the fp32 sigmoid gate; both are rounded to bf16
+ * where they are used (here in k_moe_down, in kern/moe_prefill.cu in k_moe_gemm_down and
+ * k_moe_combine), which is PyTorch's `routing_weights.to(bf16)` and the bf16 sigmoid output.
+ *
+ * Layouts. gate_up (E, 2I, H): rows 0..I-1 of an expert are gate, I..2I-1 up; down (E, H, I);
+ * the shared expert's gate_proj, up_proj (S, H) and down_proj (H, S) are separate tensors.
+ * bf16 rows are row-major; INT4 rows follow K_LAYOUT_I4_ROWS (kern/quant.h): K/2 bytes of
+ * nibbles per row, the E stacked matrices back to back, then every row's K/group bf16 scales
+ * at the tensor's scales offset, value = scale * (q - 8) computed exactly in fp32. act is
+ * (k + 1, max(I, S)) bf16, one row per slot.
+ *
+ * Loads: a lane reads 16 bytes per step (8 bf16 or 32 nibbles), weights through the
+ * non-allocating path so they do not evict h and act from L1. bf16 rows whose length or base
+ * is not 16-byte aligned fall back to element loads (the planner's servable() rules those out;
+ * the fallback keeps odd test shapes exact). An INT4 row's 32-weight chunk lies in one group.
+ *
+ * Rows: a decode schedule (T_max = 1) has its one row live, a prefill chunk step->n_tokens.
+ * Every kernel returns at once when step->done is set. Limits: E <= MOE_ROUTER_MAX_E,
+ * k <= 32 (the planner allows 16). */
+#ifndef K_MOE_CU
+#define K_MOE_CU /* kern/moe_prefill.cu includes this file for the shared helpers */
+
+#include "common.cuh"
+#include "moe.h"
+#include "quant.h"
+
+#define MOE_ROUTER_MAX_E 1024
+
+/* ---- loads and bf16 lanes ------------------------------------------------------------------- */
+
+/* 16 bytes of weights, streamed: read once per launch, kept out of L1 */
+__device__ __forceinline__ uint4 moe_ld_stream(const void *p)
+{
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ uint4 moe_ld_ro(const void *p)
+{
+    return __ldg((const uint4 *)p);
+}
+
+/* the two bf16 halves of a word as floats; element 0 is the low half */
+__device__ __forceinline__ float moe_lo(uint32_t u)
+{
+    return __uint_as_float(u << 16);
+}
+__device__ __forceinline__ float moe_hi(uint32_t u)
+{
+    return __uint_as_float(u & 0xFFFF0000u);
+}
+
+/* acc + sum of the 8 products of two 8 x bf16 vectors */
+__device__ __forceinline__ float moe_fma8(uint4 a, uint4 b, float acc)
+{
+    const uint32_t wa[4] = {a.x, a.y, a.z, a.w}, wb[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        acc = fmaf(moe_lo(wa[j]), moe_lo(wb[j]), acc);
+        acc = fmaf(moe_hi(wa[j]), moe_hi(wb[j]), acc);
+    }
+    return acc;
+}
+
+__device__ __forceinline__ int moe_aligned16(const void *p)
+{
+    return ((uintptr_t)p & 15) == 0;
+}
+
+/* ---- INT4 ------------------------------------------------------------------------------------ */
+
+/* Elements (2p, 2p+1) of a nibble word shifted right by 4p, as q - 8 in fp32. The word holds
+ * elements [0 2 4 6 1 3 5 7] from the low nibble up, so the mask 0x000F000F picks the pair
+ * into the low mantissa bits of two bf16 halves; OR-ing the exponent of 128 gives 128 + q
+ * exactly, and one bf16x2 subtraction of 136 gives q - 8 (exact: small integers). */
+__device__ __forceinline__ float2 moe_i4_pair(uint32_t w)
+{
+    uint32_t v = (w & 0x000F000Fu) | 0x43004300u;
+    const uint32_t c136 = 0x43084308u; /* bf16 136.0 twice */
+    __nv_bfloat162 b = __hsub2(*reinterpret_cast<const __nv_bfloat162 *>(&v),
+                               *reinterpret_cast<const __nv_bfloat162 *>(&c136));
+    return __bfloat1622float2(b);
+}
+
+/* acc + sum over 32 weights (one 16-byte nibble chunk) of (q - 8) * x, x as 4 x 8 bf16 */
+__device__ __forceinline__ float moe_i4_fma32(uint4 w, const uint4 *x, float acc)
+{
+    const uint32_t ww[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const uint32_t xw[4] = {x[j].x, x[j].y, x[j].z, x[j].w};
+#pragma unroll
+        for (int p = 0; p < 4; p++) {
+            float2 q = moe_i4_pair(ww[j] >> (4 * p));
+            acc = fmaf(q.x, moe_lo(xw[p]), acc);
+            acc = fmaf(q.y, moe_hi(xw[p]), acc);
+        }
+    }
+    return acc;
+}
+
+/* ---- one warp, one or two weight rows against a bf16 vector ------------------------------- */
+
+/* A weight row: bf16 elements, or INT4 nibbles with their row of bf16 group scales. */
+struct moe_row {
+    const void *w;
+    const uint16_t *scales;
+};
+
+/* Row `r` of a (rows, K) matrix at base (INT4: scales at base + scales_offset). */
+template <bool I4>
+__device__ __forceinline__ struct moe_row moe_row_of(uint64_t base, uint64_t scales_offset,
+                                                     uint64_t r, uint32_t K, uint32_t group)
+{
+    struct moe_row row;
+    if constexpr (I4) {
+        row.w = (const uint8_t *)base + r * (K / 2);
+        row.scales = (const uint16_t *)(base + scales_offset) + r * (K / group);
+    } else {
+        row.w = (const uint16_t *)base + r * K;
+        row.scales = nullptr;
+    }
+    return row;
+}
+
+/* sum_j W[j] x[j] over K for one bf16 row; every lane gets the sum */
+__device__ __forceinline__ float moe_dot_bf16(const uint16_t *w, const uint16_t *x, uint32_t K,
+                                              uint32_t lane)
+{
+    float acc = 0.0f;
+    if (K % 8 == 0 && moe_aligned16(w) && moe_aligned16(x)) {
+#pragma unroll 2
+        for (uint32_t j = lane * 8; j < K; j += 256)
+            acc = moe_fma8(moe_ld_stream(w + j), moe_ld_ro(x + j), acc);
+    } else {
+        for (uint32_t j = lane; j < K; j += 32)
+            acc = fmaf(k_bfbits2f(w[j]), k_bfbits2f(x[j]), acc);
+    }
+    return k_warp_sum(acc);
+}
+
+/* the same over an INT4 row: per 32-weight chunk, scale * sum (q - 8) x */
+__device__ __forceinline__ float moe_dot_i4(struct moe_row r, const uint16_t *x, uint32_t K,
+                                            uint32_t group, uint32_t lane)
+{
+    float acc = 0.0f;
+    const uint8_t *q = (const uint8_t *)r.w;
+    for (uint32_t c = lane; c < K / 32; c += 32) {
+        uint4 xv[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            xv[j] = moe_ld_ro(x + c * 32 + j * 8);
+        float s = k_bfbits2f(__ldg(r.scales + c * 32 / group));
+        acc = fmaf(s, moe_i4_fma32(moe_ld_stream(q + c * 16), xv, 0.0f), acc);
+    }
+    return k_warp_sum(acc);
+}
+
+template <bool I4>
+__device__ __forceinline__ float moe_dot(struct moe_row r, const uint16_t *x, uint32_t K,
+                                         uint32_t group, uint32_t lane)
+{
+    if constexpr (I4)
+        return moe_dot_i4(r, x, K, group, lane);
+    else
+        return moe_dot_bf16((const uint16_t *)r.w, x, K, lane);
+}
+
+/* Two rows against the same x (gate and up): x is loaded once for both. */
+template <bool I4>
+__device__ __forceinline__ float2 moe_dot2(struct moe_row a, struct moe_row b, const uint16_t *x,
+                                           uint32_t K, uint32_t group, uint32_t lane)
+{
+    float sa = 0.0f, sb = 0.0f;
+    if constexpr (I4) {
+        const uint8_t *qa = (const uint8_t *)a.w, *qb = (const uint8_t *)b.w;
+        for (uint32_t c = lane; c < K / 32; c += 32) {
+            uint4 xv[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                xv[j] = moe_ld_ro(x + c * 32 + j * 8);
+            uint4 wa = moe_ld_stream(qa + c * 16), wb = moe_ld_stream(qb + c * 16);
+            uint32_t gi = c * 32 / group;
+            sa = fmaf(k_bfbits2f(__ldg(a.scales + gi)), moe_i4_fma32(wa, xv, 0.0f), sa);
+            sb = fmaf(k_bfbits2f(__ldg(b.scales + gi)), moe_i4_fma32(wb, xv, 0.0f), sb);
+        }
+        return make_float2(k_warp_sum(sa), k_warp_sum(sb));
+    }
+    const uint16_t *wa = (const uint16_t *)a.w, *wb = (const uint16_t *)b.w;
+    if (K % 8 == 0 && moe_aligned16(wa) && moe_aligned16(wb) && moe_aligned16(x)) {
+#pragma unroll 2
+        for (uint32_t j = lane * 8; j < K; j += 256) {
+            uint4 xv = moe_ld_ro(x + j);
+            sa = moe_fma8(moe_ld_stream(wa + j), xv, sa);
+            sb = moe_fma8(moe_ld_stream(wb + j), xv, sb);
+        }
+        return make_float2(k_warp_sum(sa), k_warp_sum(sb));
+    }
+    return make_float2(moe_dot_bf16(wa, x, K, lane), moe_dot_bf16(wb, x, K, lane));
+}
+
+/* ---- k_router ------------------------------------------------------------------------------ */
+
+/* Rows of a launch that carry tokens: decode has one, a prefill chunk step->n_tokens. */
+__device__ __forceinline__ uint32_t moe_live_rows(const struct k_step *st, uint32_t T_max)
+{
+    return T_max == 1 ? 1 : min(st->n_tokens, T_max);
+}
+
+/* Warp 0: the k largest of p[0..E) (descending, ties to the lower id), renormalised. p is
+ * consumed (taken entries become -1; probabilities are >= 0). Lane j keeps selection j. */
+__device__ __forceinline__ void moe_router_topk(float *p, uint32_t E, uint32_t k, int32_t *ids,
+                                                float *weights, uint32_t lane)
+{
+    float mine = 0.0f;
+    uint32_t mine_id = 0;
+    for (uint32_t j = 0; j < k; j++) {
+        float best = -2.0f;
+        uint32_t bi = 0xFFFFFFFFu;
+        for (uint32_t e = lane; e < E; e += 32) /* ascending ids: strict > keeps the lower */
+            if (p[e] > best)
+                best = p[e], bi = e;
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xFFFFFFFFu, best, o);
+            uint32_t oi = __shfl_xor_sync(0xFFFFFFFFu, bi, o);
+            if (ov > best || (ov == best && oi < bi))
+                best = ov, bi = oi;
+        }
+        if (lane == j)
+            mine = best, mine_id = bi;
+        __syncwarp();
+        if (lane == 0)
+            p[bi] = -1.0f;
+        __syncwarp();
+    }
+    /* routing_weights /= routing_weights.sum(dim=-1, keepdim=True), fp32 */
+    float sum = k_warp_sum(lane < k ? mine : 0.0f);
+    if (lane < k) {
+        ids[lane] = (int32_t)mine_id;
+        weights[lane] = mine / sum;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(K_ROUTER_THREADS) k_router(struct k_router_params p)
+{
+    __shared__ float s_p[MOE_ROUTER_MAX_E];
+    __shared__ float s_red[32];
+    __shared__ float s_gate;
+    const struct k_step *st = k_step_of(p.step);
+    const uint32_t t = blockIdx.x, E = p.d.E, H = p.d.H, k = p.d.k;
+    if (st->done || t >= moe_live_rows(st, p.d.T_max) || E > MOE_ROUTER_MAX_E)
+        return;
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const uint16_t *h = (const uint16_t *)p.h + (uint64_t)t * H;
+
+    /* logits = h @ gate.weight^T, a bf16 matmul: fp32 sum, one rounding */
+    const uint32_t rows = E + (p.w_shared ? 1 : 0);
+    for (uint32_t r = warp; r < rows; r += nw) {
+        const uint16_t *w =
+            r < E ? (const uint16_t *)p.w + (uint64_t)r * H : (const uint16_t *)p.w_shared;
+        float l = k_round_bf16(moe_dot_bf16(w, h, H, lane));
+        if (lane == 0) {
+            if (r < E)
+                s_p[r] = l;
+            else
+                s_gate = l;
+        }
+    }
+    __syncthreads();
+
+    /* p = softmax(float32(logits)) */
+    float mx = -INFINITY;
+    for (uint32_t e = threadIdx.x; e < E; e += blockDim.x)
+        mx = fmaxf(mx, s_p[e]);
+    mx = k_block_max(mx, s_red);
+    float sum = 0.0f;
+    for (uint32_t e = threadIdx.x; e < E; e += blockDim.x) {
+        float v = expf(s_p[e] - mx);
+        s_p[e] = v;
+        sum += v;
+    }
+    sum = k_block_sum(sum, s_red);
+    for (uint32_t e = threadIdx.x; e < E; e += blockDim.x)
+        s_p[e] = s_p[e] / sum;
+    __syncthreads();
+
+    if (warp == 0)
+        moe_router_topk(s_p, E, k, (int32_t *)p.ids + (uint64_t)t * k,
+                        (float *)p.weights + (uint64_t)t * k, lane);
+    /* sigmoid(h @ shared_expert_gate^T): the logit is a bf16 matmul output */
+    if (threadIdx.x == 0 && p.shared_gate)
+        ((float *)p.shared_gate)[t] = p.w_shared ? k_sigmoid(s_gate) : 0.0f;
+}
+
+/* ---- k_moe_up ------------------------------------------------------------------------------ */
+
+template <bool I4> __device__ __forceinline__ void moe_up(const struct k_moe_vec_params &p)
+{
+    const struct k_step *st = k_step_of(p.step);
+    const uint32_t k = p.d.k, H = p.d.H, I = p.d.I, S = p.d.S, wmax = max(I, S), g = p.d.group;
+    const uint32_t s = blockIdx.x, lane = threadIdx.x & 31;
+    const uint32_t i = blockIdx.y * K_MOE_ROWS + (threadIdx.x >> 5);
+    const bool shared = s == k;
+    if (st->done || s > k || i >= (shared ? S : I))
+        return;
+    struct moe_row rg, ru;
+    if (shared) {
+        rg = moe_row_of<I4>(p.sh_gate, p.sh_gate_scales, i, H, g);
+        ru = moe_row_of<I4>(p.sh_up, p.sh_up_scales, i, H, g);
+    } else {
+        uint64_t e = (uint32_t)((const int32_t *)p.ids)[s];
+        rg = moe_row_of<I4>(p.gate_up, p.gate_up_scales, e * 2 * I + i, H, g);
+        ru = moe_row_of<I4>(p.gate_up, p.gate_up_scales, e * 2 * I + I + i, H, g);
+    }
+    float2 gu = moe_dot2<I4>(rg, ru, (const uint16_t *)p.h, H, g, lane);
+    /* act_fn(gate) * up on bf16 tensors: gate, up, silu and the product each round */
+    float a = k_round_bf16(k_silu(k_round_bf16(gu.x))) * k_round_bf16(gu.y);
+    if (lane == 0)
+        ((__nv_bfloat16 *)p.act)[(uint64_t)s * wmax + i] = k_f2bf(a);
+}
+
+extern "C" __global__ void __launch_bounds__(K_MOE_THREADS) k_moe_up_bf16(struct k_moe_vec_params p)
+{
+    moe_up<false>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(K_MOE_THREADS) k_moe_up_i4(struct k_moe_vec_params p)
+{
+    moe_up<true>(p);
+}
+
+/* ---- k_moe_down ---------------------------------------------------------------------------- */
+
+template <bool I4> __device__ __forceinline__ void moe_down(const struct k_moe_vec_params &p)
+{
+    const struct k_step *st = k_step_of(p.step);
+    const uint32_t k = p.d.k, H = p.d.H, I = p.d.I, S = p.d.S, wmax = max(I, S), g = p.d.group;
+    const uint32_t lane = threadIdx.x & 31, n = blockIdx.x * K_MOE_ROWS + (threadIdx.x >> 5);
+    if (st->done || n >= H)
+        return;
+    const int32_t *ids = (const int32_t *)p.ids;
+    const float *wts = (const float *)p.weights;
+    const uint16_t *act = (const uint16_t *)p.act;
+    /* routed = sum_k bf16(y_k * bf16(w_k)), fp32 accumulator, one rounding */
+    float acc = 0.0f;
+    for (uint32_t s = 0; s < k; s++) {
+        uint64_t e = (uint32_t)ids[s];
+        struct moe_row r = moe_row_of<I4>(p.down, p.down_scales, e * H + n, I, g);
+        float y = k_round_bf16(moe_dot<I4>(r, act + (uint64_t)s * wmax, I, g, lane));
+        acc += k_round_bf16(y * k_round_bf16(wts[s]));
+    }
+    float out = k_round_bf16(acc);
+    if (S) { /* out = routed + bf16(sigmoid gate * bf16(shared down)) */
+        struct moe_row r = moe_row_of<I4>(p.sh_down, p.sh_down_scales, n, S, g);
+        float ys = k_round_bf16(moe_dot<I4>(r, act + (uint64_t)k * wmax, S, g, lane));
+        float gate = k_round_bf16(((const float *)p.shared_gate)[0]);
+        out = k_round_bf16(out + k_round_bf16(gate * ys));
+    }
+    if (lane == 0)
+        ((__nv_bfloat16 *)p.out)[n] = k_f2bf(out);
+}
+
+extern "C" __global__ void __launch_bounds__(K_MOE_THREADS)
+    k_moe_down_bf16(struct k_moe_vec_params p)
+{
+    moe_down<false>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(K_MOE_THREADS) k_moe_down_i4(struct k_moe_vec_params p)
+{
+    moe_down<true>(p);
+}
+
+#endif /* K_MOE_CU */

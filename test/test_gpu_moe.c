@@ -1,0 +1,775 @@
+/* test_gpu_moe.c — the MoE kernels (kern/moe.cu, kern/moe_prefill.cu) against the CPU
+ * reference (test/ref/kref_moe.c).
+ *
+ * Shapes: full (H 2048, E 256, k 8, I 512, S 512) in bf16 and INT4 g128, tiny (H 128, E 8,
+ * k 2, I 64, S 64) in bf16 and INT4 g32 and without a shared expert, odd (H 80, E 5, k 3,
+ * I 36, S 24) in bf16 (rows that are not a multiple of 8: the element-load fallbacks). Per
+ * shape the reference runs the whole block once over the tokens the chunks use, keeping its
+ * intermediates; decode uses token 0, prefill chunks of T = 1, 5, 64, 300 use the first
+ * n_tokens < T tokens (all of T = 1).
+ *
+ * Inputs are fresh per shape: expert weights uniform in +-0.06 (std 0.035), bf16 or packed to
+ * K_LAYOUT_I4_ROWS by the CPU packer (the reference then uses the dequantized values). The
+ * router's top-k must not hinge on rounding: h is drawn from multiples of 1/64 in [-1, 1] and
+ * the router and shared-gate weights from multiples of 1/256 in [-1/16, 1/16] (never zero), so
+ * every product is exact and every partial sum of a logit stays below 2^24 units of 2^-14:
+ * the logits are exact in fp32 in any summation order, the device and the CPU see the same
+ * bf16 logits, and the selection (ties to the lower id) is the same by construction.
+ *
+ * Every output is poisoned (0xFF bytes; the align outputs 0xA5, since 0xFFFFFFFF is the
+ * sentinel) before its launch; a check compares exactly the elements the kernel must write
+ * and requires the poison everywhere else. Tolerances (|d| <= rtol * |want| + atol * rms):
+ *   one op fed the device's own inputs: rtol 1/128, atol 1/1024 (accumulation order only);
+ *   a chain against the reference's intermediates: rtol 1/64, atol 1/64 (a bf16 rounding
+ *   inside may land on the other side: an ulp there moves the result by about an ulp of
+ *   the term sizes, which the rms-scaled atol covers where terms cancel);
+ *   the bf16 block against the fp32 block: rtol 1/16, atol 1/16;
+ *   router weights rtol 1e-5, atol 1e-7; ids exact; align outputs exact. */
+#include <math.h>
+#include <string.h>
+
+#include "../kern/moe.h"
+#include "../kern/quant.h"
+#include "../kern/step.h"
+#include "gpu.h"
+#include "ref/kref_moe.h"
+
+#define T_ALL        300
+#define POISON       0xFF
+#define POISON_ALIGN 0xA5
+#define CDIV(a, b)   (((a) + (b)-1) / (b))
+
+struct shape {
+    const char *name;
+    uint32_t H, E, k, I, S, group; /* group 0: bf16 */
+};
+
+static const struct shape shapes[] = {
+    {"full-bf16", 2048, 256, 8, 512, 512, 0}, {"full-i4g128", 2048, 256, 8, 512, 512, 128},
+    {"tiny-bf16", 128, 8, 2, 64, 64, 0},      {"tiny-i4g32", 128, 8, 2, 64, 64, 32},
+    {"tiny-noshared", 128, 8, 2, 64, 0, 0},   {"odd-bf16", 80, 5, 3, 36, 24, 0},
+};
+
+struct kerns {
+    CUfunction router, up, down, align, gemm_up, gemm_down, combine;
+};
+
+/* one shape: host values, device weights, the reference over the chunks' live tokens */
+struct model {
+    const struct shape *s;
+    struct k_moe_dims d;
+    uint32_t wmax;
+    float *h, *router, *sgw;          /* (T_ALL, H), (E, H), (H) */
+    float *gu, *dn, *shg, *shu, *shd; /* the values the kernels compute with */
+    CUdeviceptr h_d, router_d, sgw_d, gu_d, dn_d, shg_d, shu_d, shd_d;
+    uint64_t gu_so, dn_so, shg_so, shu_so, shd_so;
+    float *ref_out; /* (T_ALL, H) */
+    struct kref_moe_trace tr;
+};
+
+/* ---- device helpers ---------------------------------------------------------------------- */
+
+static CUdeviceptr dalloc(struct gpu *g, size_t bytes, int poison)
+{
+    CUdeviceptr p;
+    CU(g, cuMemAlloc(&p, bytes ? bytes : 4));
+    CU(g, cuMemsetD8(p, (unsigned char)poison, bytes ? bytes : 4));
+    return p;
+}
+
+static void *dget(struct gpu *g, CUdeviceptr p, size_t bytes)
+{
+    void *h = malloc(bytes ? bytes : 4);
+    CU(g, cuMemcpyDtoH(h, p, bytes));
+    return h;
+}
+
+static void launch(struct gpu *g, CUfunction f, void *params, unsigned gx, unsigned gy,
+                   unsigned block)
+{
+    void *args[] = {params};
+    CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, 0, NULL, args, NULL));
+    CU(g, cuCtxSynchronize());
+}
+
+static CUdeviceptr step_new(struct gpu *g, uint32_t n_tokens, uint32_t done)
+{
+    struct k_step s;
+    memset(&s, 0, sizeof s);
+    s.n_tokens = n_tokens, s.done = done;
+    CUdeviceptr d = dalloc(g, sizeof s, 0);
+    CU(g, cuMemcpyHtoD(d, &s, sizeof s));
+    return d;
+}
+
+static CUdeviceptr upload_bf16(struct gpu *g, const float *x, size_t n)
+{
+    uint16_t *b = malloc(2 * n);
+    for (size_t i = 0; i < n; i++)
+        b[i] = kref_moe_bf16_bits(x[i]);
+    CUdeviceptr d = dalloc(g, 2 * n, 0);
+    CU(g, cuMemcpyHtoD(d, b, 2 * n));
+    free(b);
+    return d;
+}
+
+/* A (rows, K) matrix as the kernels read it: bf16, or INT4 nibbles then scales (the host
+ * values become the dequantized ones). */
+static CUdeviceptr upload_matrix(struct gpu *g, float *w, uint64_t rows, uint32_t K, uint32_t group,
+                                 uint64_t *scales_offset)
+{
+    *scales_offset = 0;
+    if (!group)
+        return upload_bf16(g, w, rows * K);
+    uint64_t nib = k_i4_nibble_bytes(1, rows, K), sc = k_i4_scale_bytes(1, rows, K, group);
+    uint8_t *buf = malloc(nib + sc);
+    kref_moe_i4_pack(w, rows, K, group, buf, (uint16_t *)(void *)(buf + nib), w);
+    CUdeviceptr d = dalloc(g, nib + sc, 0);
+    CU(g, cuMemcpyHtoD(d, buf, nib + sc));
+    free(buf);
+    *scales_offset = nib;
+    return d;
+}
+
+/* ---- comparisons ---------------------------------------------------------------------------- */
+
+enum { BF16, F32, U32 };
+
+static float got_value(int kind, const void *got, size_t i, uint32_t *bits)
+{
+    if (kind == BF16) {
+        *bits = ((const uint16_t *)got)[i];
+        return kref_moe_bf16_f32((uint16_t)*bits);
+    }
+    memcpy(bits, (const uint8_t *)got + 4 * i, 4);
+    if (kind == U32)
+        return (float)*bits;
+    float f;
+    memcpy(&f, bits, 4);
+    return f;
+}
+
+/* Elements with mask[i] must be within rtol * |want| + atol * rms(want over the mask) (U32:
+ * equal); the others must still hold the poison byte. Prints the first mismatches; note gets
+ * the worst error and how many elements differ at all. */
+static int compare(const char *what, int kind, const void *got, const float *want,
+                   const uint8_t *mask, size_t n, int poison, double rtol, double atol, char *note)
+{
+    double ss = 0, worst = 0, worst_ratio = 0;
+    size_t nm = 0, bad = 0, inexact = 0;
+    for (size_t i = 0; i < n; i++)
+        if (mask[i])
+            ss += (double)want[i] * want[i], nm++;
+    double abs_tol = atol * sqrt(nm ? ss / nm : 0);
+    uint32_t pbits = kind == BF16 ? 0x0101u * (uint8_t)poison : 0x01010101u * (uint8_t)poison;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        float v = got_value(kind, got, i, &bits);
+        int ok;
+        double d = 0;
+        if (mask[i]) {
+            d = fabs((double)v - want[i]);
+            double tol = rtol * fabs(want[i]) + abs_tol;
+            ok = d <= tol; /* false for NaN */
+            inexact += d != 0 || v != v;
+            worst = d > worst ? d : worst;
+            worst_ratio = tol > 0 && d / tol > worst_ratio ? d / tol : worst_ratio;
+        } else {
+            ok = bits == pbits;
+        }
+        if (!ok && bad++ < 4)
+            printf("#   %s[%zu]: got %.7g (0x%x), want %s%.7g\n", what, i, (double)v, bits,
+                   mask[i] ? "" : "untouched, not ", mask[i] ? want[i] : (double)v);
+    }
+    snprintf(note, 160, "worst |d| %.3g (%.2f of tol), %zu of %zu differ, %zu bad", worst,
+             worst_ratio, inexact, nm, bad);
+    return bad == 0;
+}
+
+/* live tokens of a chunk of T: fewer than T but for T = 1 */
+static uint32_t live_of(uint32_t T)
+{
+    return T == 1 ? 1 : T - 1 - T / 8;
+}
+
+/* ---- the model of one shape --------------------------------------------------------------- */
+
+static float uni(unsigned long long *r)
+{
+    return (float)(test_rand(r) >> 40) * 0x1p-23f - 1.0f;
+}
+
+/* bf16 values uniform in [-half, half) */
+static float *rand_bf16(size_t n, float half, unsigned long long *r)
+{
+    float *x = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++)
+        x[i] = kref_moe_bf16(half * uni(r));
+    return x;
+}
+
+/* nonzero multiples of unit in [-m * unit, m * unit] */
+static float *rand_grid(size_t n, int m, float unit, unsigned long long *r)
+{
+    float *x = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) {
+        int v = (int)(test_rand(r) % (uint64_t)(2 * m)) - m;
+        x[i] = (float)(v ? v : m) * unit;
+    }
+    return x;
+}
+
+static void model_init(struct gpu *g, struct model *M, const struct shape *s,
+                       unsigned long long seed)
+{
+    const uint32_t H = s->H, E = s->E, k = s->k, I = s->I, S = s->S;
+    memset(M, 0, sizeof *M);
+    M->s = s;
+    M->d = (struct k_moe_dims){.H = H, .E = E, .k = k, .I = I, .S = S, .group = s->group};
+    M->wmax = I > S ? I : S;
+    unsigned long long r = seed;
+    M->h = rand_grid((size_t)T_ALL * H, 64, 1.0f / 64, &r);
+    M->router = rand_grid((size_t)E * H, 16, 1.0f / 256, &r);
+    M->sgw = rand_grid(H, 16, 1.0f / 256, &r);
+    M->gu = rand_bf16((size_t)E * 2 * I * H, 0.06f, &r);
+    M->dn = rand_bf16((size_t)E * H * I, 0.06f, &r);
+    M->shg = rand_bf16((size_t)S * H, 0.06f, &r);
+    M->shu = rand_bf16((size_t)S * H, 0.06f, &r);
+    M->shd = rand_bf16((size_t)H * S, 0.06f, &r);
+    M->h_d = upload_bf16(g, M->h, (size_t)T_ALL * H);
+    M->router_d = upload_bf16(g, M->router, (size_t)E * H);
+    M->sgw_d = upload_bf16(g, M->sgw, H);
+    M->gu_d = upload_matrix(g, M->gu, (uint64_t)E * 2 * I, H, s->group, &M->gu_so);
+    M->dn_d = upload_matrix(g, M->dn, (uint64_t)E * H, I, s->group, &M->dn_so);
+    if (S) {
+        M->shg_d = upload_matrix(g, M->shg, S, H, s->group, &M->shg_so);
+        M->shu_d = upload_matrix(g, M->shu, S, H, s->group, &M->shu_so);
+        M->shd_d = upload_matrix(g, M->shd, H, S, s->group, &M->shd_so);
+    }
+    /* the reference over every token a chunk uses, with its intermediates */
+    struct kref_moe_weights w = {M->router, M->gu, M->dn, M->shg, M->shu, M->shd, M->sgw};
+    M->ref_out = malloc(sizeof(float) * T_ALL * H);
+    M->tr.ids = malloc(sizeof(int32_t) * T_ALL * k);
+    M->tr.weights = malloc(sizeof(float) * T_ALL * k);
+    M->tr.gate = malloc(sizeof(float) * T_ALL);
+    M->tr.act = malloc(sizeof(float) * T_ALL * (k + 1) * M->wmax);
+    M->tr.y = malloc(sizeof(float) * T_ALL * k * H);
+    M->tr.shared = calloc((size_t)T_ALL * H, sizeof(float));
+    kref_moe_block(&w, &M->d, M->h, live_of(T_ALL), 0, M->ref_out, &M->tr);
+}
+
+static void model_free(struct gpu *g, struct model *M)
+{
+    CUdeviceptr d[] = {M->h_d,  M->router_d, M->sgw_d, M->gu_d,
+                       M->dn_d, M->shg_d,    M->shu_d, M->shd_d};
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+        if (d[i])
+            CU(g, cuMemFree(d[i]));
+    free(M->h), free(M->router), free(M->sgw), free(M->gu), free(M->dn);
+    free(M->shg), free(M->shu), free(M->shd), free(M->ref_out);
+    free(M->tr.ids), free(M->tr.weights), free(M->tr.gate), free(M->tr.act), free(M->tr.y);
+    free(M->tr.shared);
+}
+
+/* ---- checks -----------------------------------------------------------------------------------
+ */
+
+#define R_OP    (1.0 / 128)
+#define A_OP    (1.0 / 1024)
+#define R_CHAIN (1.0 / 64)
+#define A_CHAIN (1.0 / 64)
+
+static const uint32_t Ts[] = {1, 5, 64, T_ALL};
+
+/* The packer puts element j of a word into nibble slot K_I4_SLOTS[j]: q - 8 = -7..0 for
+ * elements 0..7 gives the nibbles [1 3 5 7 2 4 6 8] from the low one up. */
+static void check_packer(void)
+{
+    float w[32], deq[32];
+    uint8_t nib[16];
+    uint16_t sc;
+    for (int j = 0; j < 32; j++)
+        w[j] = 0.25f * (float)(j % 15 - 7);
+    kref_moe_i4_pack(w, 1, 32, 32, nib, &sc, deq);
+    uint32_t word =
+        nib[0] | (uint32_t)nib[1] << 8 | (uint32_t)nib[2] << 16 | (uint32_t)nib[3] << 24;
+    int ok = word == 0x86427531u && sc == 0x3E80u && !memcmp(w, deq, sizeof w);
+    CHECK(ok, "INT4 packer: word 0 = 0x%08x (want 0x86427531), scale 0x%04x (0x3E80), exact values",
+          word, sc);
+}
+
+static struct k_router_params router_params(const struct model *M, CUdeviceptr ids, CUdeviceptr wts,
+                                            CUdeviceptr sg, CUdeviceptr step, uint32_t T)
+{
+    struct k_router_params p = {.h = M->h_d,
+                                .w = M->router_d,
+                                .w_shared = M->s->S ? M->sgw_d : 0,
+                                .ids = ids,
+                                .weights = wts,
+                                .shared_gate = sg,
+                                .step = step,
+                                .d = M->d};
+    p.d.T_max = T;
+    return p;
+}
+
+/* ids exact, weights and gate to fp32 rounding, rows t >= n untouched */
+static int check_router(struct gpu *g, const struct model *M, CUdeviceptr ids_d, CUdeviceptr wts_d,
+                        CUdeviceptr sg_d, uint32_t T, uint32_t n, char *note)
+{
+    const uint32_t k = M->s->k;
+    void *ids = dget(g, ids_d, 4ull * T * k), *wts = dget(g, wts_d, 4ull * T * k),
+         *sg = dget(g, sg_d, 4ull * T);
+    float *want = malloc(sizeof(float) * T * k);
+    uint8_t *mask = malloc((size_t)T * k);
+    for (uint32_t i = 0; i < T * k; i++)
+        mask[i] = i < n * k, want[i] = (float)(uint32_t)M->tr.ids[i];
+    char n1[160], n3[160];
+    int ok = compare("ids", U32, ids, want, mask, (size_t)T * k, POISON, 0, 0, n1);
+    ok &=
+        compare("weights", F32, wts, M->tr.weights, mask, (size_t)T * k, POISON, 1e-5, 1e-7, note);
+    for (uint32_t t = 0; t < T; t++)
+        mask[t] = t < n;
+    ok &= compare("shared_gate", F32, sg, M->tr.gate, mask, T, POISON, 1e-5, 1e-7, n3);
+    free(ids), free(wts), free(sg), free(want), free(mask);
+    return ok;
+}
+
+/* ---- decode ------------------------------------------------------------------------------------
+ */
+
+struct dec_bufs {
+    CUdeviceptr ids, wts, sg, act, out, step;
+};
+
+static struct dec_bufs dec_alloc(struct gpu *g, const struct model *M, uint32_t done)
+{
+    const uint32_t k = M->s->k;
+    return (struct dec_bufs){dalloc(g, 4ull * k, POISON),
+                             dalloc(g, 4ull * k, POISON),
+                             dalloc(g, 4, POISON),
+                             dalloc(g, 2ull * (k + 1) * M->wmax, POISON),
+                             dalloc(g, 2ull * M->s->H, POISON),
+                             step_new(g, 1, done)};
+}
+
+static void dec_free(struct gpu *g, struct dec_bufs *b)
+{
+    CUdeviceptr d[] = {b->ids, b->wts, b->sg, b->act, b->out, b->step};
+    for (size_t i = 0; i < 6; i++)
+        CU(g, cuMemFree(d[i]));
+}
+
+static struct k_moe_vec_params vec_params(const struct model *M, const struct dec_bufs *b)
+{
+    struct k_moe_vec_params p = {.h = M->h_d,
+                                 .gate_up = M->gu_d,
+                                 .down = M->dn_d,
+                                 .sh_gate = M->shg_d,
+                                 .sh_up = M->shu_d,
+                                 .sh_down = M->shd_d,
+                                 .gate_up_scales = M->gu_so,
+                                 .down_scales = M->dn_so,
+                                 .sh_gate_scales = M->shg_so,
+                                 .sh_up_scales = M->shu_so,
+                                 .sh_down_scales = M->shd_so,
+                                 .ids = b->ids,
+                                 .weights = b->wts,
+                                 .shared_gate = b->sg,
+                                 .act = b->act,
+                                 .out = b->out,
+                                 .step = b->step,
+                                 .d = M->d};
+    p.d.T_max = 1;
+    return p;
+}
+
+/* mean time of reps launches, in microseconds */
+static double time_us(struct gpu *g, CUfunction f, void *params, unsigned gx, unsigned gy,
+                      unsigned block)
+{
+    CUevent a, b;
+    float ms = 0;
+    const int reps = 20;
+    CU(g, cuEventCreate(&a, 0));
+    CU(g, cuEventCreate(&b, 0));
+    void *args[] = {params};
+    CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, 0, NULL, args, NULL)); /* warm */
+    CU(g, cuEventRecord(a, NULL));
+    for (int i = 0; i < reps; i++)
+        CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, 0, NULL, args, NULL));
+    CU(g, cuEventRecord(b, NULL));
+    CU(g, cuEventSynchronize(b));
+    CU(g, cuEventElapsedTime(&ms, a, b));
+    CU(g, cuEventDestroy(a));
+    CU(g, cuEventDestroy(b));
+    return 1000.0 * ms / reps;
+}
+
+/* bytes of one (rows, K) matrix as stored */
+static double mat_bytes(const struct shape *s, double rows, double K)
+{
+    return s->group ? rows * K * (0.5 + 2.0 / s->group) : rows * K * 2;
+}
+
+static void test_decode(struct gpu *g, const struct kerns *K, const struct model *M, float *dec_out)
+{
+    const struct shape *s = M->s;
+    const uint32_t H = s->H, k = s->k, I = s->I, S = s->S, wmax = M->wmax, na = (k + 1) * wmax;
+    struct dec_bufs b = dec_alloc(g, M, 0);
+    char note[160];
+    struct k_router_params rp = router_params(M, b.ids, b.wts, b.sg, b.step, 1);
+    launch(g, K->router, &rp, 1, 1, K_ROUTER_THREADS);
+    int ok = check_router(g, M, b.ids, b.wts, b.sg, 1, 1, note);
+    CHECK(ok, "%s decode k_router: ids exact, weights and gate (%s)", s->name, note);
+
+    struct k_moe_vec_params p = vec_params(M, &b);
+    launch(g, K->up, &p, k + (S ? 1 : 0), CDIV(wmax, K_MOE_ROWS), K_MOE_THREADS);
+    uint16_t *act = dget(g, b.act, 2ull * na);
+    float *want = calloc(na > H ? na : H, sizeof(float));
+    uint8_t *mask = calloc(na > H ? na : H, 1);
+    for (uint32_t sl = 0; sl <= k; sl++)
+        for (uint32_t i = 0; i < (sl < k ? I : S); i++)
+            mask[sl * wmax + i] = 1, want[sl * wmax + i] = M->tr.act[sl * wmax + i];
+    ok = compare("act", BF16, act, want, mask, na, POISON, R_CHAIN, A_CHAIN, note);
+    CHECK(ok, "%s decode k_moe_up: act of %u slots vs the reference (%s)", s->name, k + (S ? 1 : 0),
+          note);
+
+    /* down against the reference fed the device's act, ids, weights and gate */
+    launch(g, K->down, &p, CDIV(H, K_MOE_ROWS), 1, K_MOE_THREADS);
+    uint16_t *out = dget(g, b.out, 2ull * H);
+    int32_t *ids = dget(g, b.ids, 4ull * k);
+    float *wts = dget(g, b.wts, 4ull * k), *sg = dget(g, b.sg, 4);
+    float *actf = malloc(sizeof(float) * na), *y = malloc(sizeof(float) * (k + 1) * H);
+    for (uint32_t i = 0; i < na; i++)
+        actf[i] = kref_moe_bf16_f32(act[i]);
+    for (uint32_t sl = 0; sl < k; sl++)
+        kref_moe_down(actf + sl * wmax, M->dn + (uint64_t)ids[sl] * H * I, I, H, wts[sl],
+                      y + sl * H);
+    if (S)
+        kref_moe_down(actf + k * wmax, M->shd, S, H, 1.0f, y + k * H);
+    kref_moe_combine(y, k, H, S ? y + k * H : NULL, sg[0], want);
+    memset(mask, 1, H);
+    ok = compare("out", BF16, out, want, mask, H, POISON, R_OP, A_OP, note);
+    CHECK(ok, "%s decode k_moe_down: out vs the reference fed the device's act (%s)", s->name,
+          note);
+    ok = compare("out", BF16, out, M->ref_out, mask, H, POISON, R_CHAIN, A_CHAIN, note);
+    CHECK(ok, "%s decode block (router, up, down) vs the reference block (%s)", s->name, note);
+
+    struct kref_moe_weights w = {M->router, M->gu, M->dn, M->shg, M->shu, M->shd, M->sgw};
+    kref_moe_block(&w, &M->d, M->h, 1, 1, want, NULL);
+    ok = compare("out", BF16, out, want, mask, H, POISON, 1.0 / 16, 1.0 / 16, note);
+    CHECK(ok, "%s decode block vs the fp32 block (%s)", s->name, note);
+    for (uint32_t i = 0; i < H; i++)
+        dec_out[i] = kref_moe_bf16_f32(out[i]);
+
+    if (H >= 2048) { /* informational; the same experts every repeat, so L2-warm: an upper bound */
+        double tu = time_us(g, K->up, &p, k + (S ? 1 : 0), CDIV(wmax, K_MOE_ROWS), K_MOE_THREADS);
+        double td = time_us(g, K->down, &p, CDIV(H, K_MOE_ROWS), 1, K_MOE_THREADS);
+        double bu = mat_bytes(s, (double)k * 2 * I + 2.0 * S, H),
+               bd = mat_bytes(s, (double)H, (double)k * I + S);
+        printf(
+            "# %s decode, L2-warm: k_moe_up %.1f us (%.0f GB/s), k_moe_down %.1f us (%.0f GB/s)\n",
+            s->name, tu, bu / tu / 1e3, td, bd / td / 1e3);
+    }
+    free(act), free(want), free(mask), free(out), free(ids), free(wts), free(sg), free(actf),
+        free(y);
+    dec_free(g, &b);
+}
+
+/* ---- prefill ------------------------------------------------------------------------------------
+ */
+
+struct pre_bufs {
+    CUdeviceptr ids, wts, sg, counts, sorted, bexp, nblk, act, y, sh, out, step;
+};
+
+static struct pre_bufs pre_alloc(struct gpu *g, const struct model *M, uint32_t T, uint32_t mb,
+                                 uint32_t done)
+{
+    const uint64_t k = M->s->k, H = M->s->H;
+    return (struct pre_bufs){dalloc(g, 4 * T * k, POISON),
+                             dalloc(g, 4 * T * k, POISON),
+                             dalloc(g, 4ull * T, POISON),
+                             dalloc(g, 4ull * M->s->E, POISON_ALIGN),
+                             dalloc(g, 4ull * mb * K_MOE_BM, POISON_ALIGN),
+                             dalloc(g, 4ull * mb, POISON_ALIGN),
+                             dalloc(g, 4, POISON_ALIGN),
+                             dalloc(g, 2ull * mb * K_MOE_BM * M->s->I, POISON),
+                             dalloc(g, 2 * T * k * H, POISON),
+                             dalloc(g, 2 * T * H, POISON),
+                             dalloc(g, 2 * T * H, POISON),
+                             step_new(g, live_of(T), done)};
+}
+
+static void pre_free(struct gpu *g, struct pre_bufs *b)
+{
+    CUdeviceptr d[] = {b->ids,  b->wts, b->sg, b->counts, b->sorted, b->bexp,
+                       b->nblk, b->act, b->y,  b->sh,     b->out,    b->step};
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+        CU(g, cuMemFree(d[i]));
+}
+
+static struct k_moe_gemm_params gemm_params(const struct model *M, const struct pre_bufs *b,
+                                            const struct k_moe_dims *d, int down)
+{
+    return (struct k_moe_gemm_params){.x = down ? b->act : M->h_d,
+                                      .w = down ? M->dn_d : M->gu_d,
+                                      .scales_offset = down ? M->dn_so : M->gu_so,
+                                      .sorted = b->sorted,
+                                      .block_expert = b->bexp,
+                                      .n_blocks = b->nblk,
+                                      .weights = b->wts,
+                                      .y = down ? b->y : b->act,
+                                      .step = b->step,
+                                      .d = *d};
+}
+
+/* Every (token, slot) pair of the n live tokens exactly once, in a block of its expert;
+ * experts ascending, each with ceil(count / BM) blocks, its pairs before its padding;
+ * counts exact; nothing written past n_blocks. */
+static int check_align(const struct model *M, uint32_t n, uint32_t mb, const int32_t *ids,
+                       const uint32_t *counts, const uint32_t *sorted, const uint32_t *bexp,
+                       uint32_t nblk, char *note)
+{
+    const uint32_t E = M->s->E, np = n * M->s->k;
+    uint32_t *cnt = calloc(E, 4), *seen = calloc(np ? np : 1, 4), want_nb = 0, bad = 0;
+    for (uint32_t i = 0; i < np; i++)
+        cnt[ids[i]]++;
+    for (uint32_t e = 0; e < E; e++)
+        want_nb += CDIV(cnt[e], K_MOE_BM), bad += counts[e] != cnt[e];
+    bad += nblk != want_nb || nblk > mb;
+    for (uint32_t blk = 0, e = 0; blk < nblk && blk < mb && !bad; e++) {
+        if (e >= E) {
+            bad++;
+            break;
+        }
+        for (uint32_t r = 0; r < CDIV(cnt[e], K_MOE_BM) * K_MOE_BM; r++) {
+            uint32_t row = blk * K_MOE_BM + r, v = sorted[row];
+            bad += bexp[row / K_MOE_BM] != e;
+            if (r >= cnt[e])
+                bad += v != K_MOE_SENTINEL;
+            else if (v >= np || seen[v]++ || (uint32_t)ids[v] != e)
+                bad++;
+        }
+        blk += CDIV(cnt[e], K_MOE_BM);
+    }
+    for (uint32_t i = 0; i < np; i++)
+        bad += seen[i] != 1;
+    for (uint32_t r = nblk * K_MOE_BM; r < mb * K_MOE_BM && nblk <= mb; r++)
+        bad += sorted[r] != 0x01010101u * POISON_ALIGN;
+    for (uint32_t blk = nblk; blk < mb; blk++)
+        bad += bexp[blk] != 0x01010101u * POISON_ALIGN;
+    snprintf(note, 160, "%u pairs, %u blocks of %u, %u bad", np, nblk, mb, bad);
+    free(cnt), free(seen);
+    return bad == 0;
+}
+
+static void test_prefill(struct gpu *g, const struct kerns *K, const struct model *M, uint32_t T,
+                         const float *dec_out)
+{
+    const struct shape *s = M->s;
+    const uint32_t H = s->H, E = s->E, k = s->k, I = s->I, S = s->S, wmax = M->wmax;
+    const uint32_t n = live_of(T), mb = CDIV(T * k, K_MOE_BM) + E;
+    struct k_moe_dims d = M->d;
+    d.T_max = T, d.max_blocks = mb;
+    struct pre_bufs b = pre_alloc(g, M, T, mb, 0);
+    char note[160];
+    struct k_router_params rp = router_params(M, b.ids, b.wts, b.sg, b.step, T);
+    launch(g, K->router, &rp, T, 1, K_ROUTER_THREADS);
+    int ok = check_router(g, M, b.ids, b.wts, b.sg, T, n, note);
+    CHECK(ok, "%s prefill T=%u n=%u k_router (%s)", s->name, T, n, note);
+
+    struct k_moe_align_params ap = {b.ids, b.counts, b.sorted, b.bexp, b.nblk, b.step, d};
+    launch(g, K->align, &ap, 1, 1, 1024);
+    int32_t *ids = dget(g, b.ids, 4ull * T * k);
+    uint32_t *counts = dget(g, b.counts, 4ull * E),
+             *sorted = dget(g, b.sorted, 4ull * mb * K_MOE_BM);
+    uint32_t *bexp = dget(g, b.bexp, 4ull * mb), *nbp = dget(g, b.nblk, 4), nblk = *nbp;
+    ok = check_align(M, n, mb, ids, counts, sorted, bexp, nblk, note);
+    CHECK(ok, "%s prefill T=%u k_moe_align: structure (%s)", s->name, T, note);
+    if (!ok || nblk > mb)
+        goto out;
+
+    /* gemm_up: the rows of the sorted order, padding rows zero, nothing past n_blocks */
+    struct k_moe_gemm_params gp = gemm_params(M, &b, &d, 0);
+    launch(g, K->gemm_up, &gp, mb, CDIV(I, K_MOE_BN), K_MOE_THREADS);
+    size_t na = (size_t)mb * K_MOE_BM * I, ny = (size_t)T * k * H;
+    uint16_t *act = dget(g, b.act, 2 * na);
+    float *want = calloc(na > ny ? na : ny, sizeof(float));
+    uint8_t *mask = calloc(na > ny ? na : ny, 1);
+    for (size_t r = 0; r < (size_t)nblk * K_MOE_BM; r++)
+        for (uint32_t i = 0; i < I; i++) {
+            mask[r * I + i] = 1;
+            if (sorted[r] != K_MOE_SENTINEL)
+                want[r * I + i] =
+                    M->tr.act[((size_t)sorted[r] / k * (k + 1) + sorted[r] % k) * wmax + i];
+        }
+    ok = compare("act", BF16, act, want, mask, na, POISON, R_CHAIN, A_CHAIN, note);
+    CHECK(ok, "%s prefill T=%u k_moe_gemm_up: sorted act vs the reference (%s)", s->name, T, note);
+
+    gp = gemm_params(M, &b, &d, 1);
+    launch(g, K->gemm_down, &gp, mb, CDIV(H, K_MOE_BN), K_MOE_THREADS);
+    uint16_t *y = dget(g, b.y, 2 * ny);
+    memset(mask, 0, ny);
+    for (size_t i = 0; i < (size_t)n * k * H; i++)
+        mask[i] = 1, want[i] = M->tr.y[i];
+    ok = compare("y", BF16, y, want, mask, ny, POISON, R_CHAIN, A_CHAIN, note);
+    CHECK(ok, "%s prefill T=%u k_moe_gemm_down: weighted y vs the reference (%s)", s->name, T,
+          note);
+
+    /* combine, with the reference's shared expert output standing in for the dense GEMMs */
+    uint16_t *shb = malloc(2ull * T * H);
+    memset(shb, POISON, 2ull * T * H);
+    for (size_t i = 0; i < (size_t)n * H && S; i++)
+        shb[i] = kref_moe_bf16_bits(M->tr.shared[i]);
+    CU(g, cuMemcpyHtoD(b.sh, shb, 2ull * T * H));
+    struct k_moe_combine_params cp = {b.y, S ? b.sh : 0, b.sg, b.out, b.step, d};
+    launch(g, K->combine, &cp, T, 1, 256);
+    uint16_t *out = dget(g, b.out, 2ull * T * H);
+    float *sg = dget(g, b.sg, 4ull * T), *yf = malloc(sizeof(float) * k * H),
+          *shf = malloc(sizeof(float) * H);
+    memset(mask, 0, (size_t)T * H);
+    for (uint32_t t = 0; t < n; t++) {
+        for (uint32_t i = 0; i < k * H; i++)
+            yf[i] = kref_moe_bf16_f32(y[(size_t)t * k * H + i]);
+        for (uint32_t i = 0; i < H; i++)
+            shf[i] = kref_moe_bf16_f32(shb[(size_t)t * H + i]), mask[(size_t)t * H + i] = 1;
+        kref_moe_combine(yf, k, H, S ? shf : NULL, sg[t], want + (size_t)t * H);
+    }
+    ok = compare("out", BF16, out, want, mask, (size_t)T * H, POISON, R_OP, A_OP, note);
+    CHECK(ok, "%s prefill T=%u k_moe_combine vs the reference fed the device's y (%s)", s->name, T,
+          note);
+    ok = compare("out", BF16, out, M->ref_out, mask, (size_t)T * H, POISON, R_CHAIN, A_CHAIN, note);
+    CHECK(ok, "%s prefill T=%u block (router .. combine) vs the reference block (%s)", s->name, T,
+          note);
+    if (T == T_ALL) {
+        ok = compare("out", BF16, out, dec_out, mask, H, POISON, R_CHAIN, A_CHAIN, note);
+        CHECK(ok, "%s prefill token 0 agrees with decode (%s)", s->name, note);
+    }
+    if (T == T_ALL && H >= 2048) { /* informational: achieved FLOP rate of the expert GEMMs */
+        gp = gemm_params(M, &b, &d, 0);
+        double tu = time_us(g, K->gemm_up, &gp, mb, CDIV(I, K_MOE_BN), K_MOE_THREADS);
+        gp = gemm_params(M, &b, &d, 1);
+        double td = time_us(g, K->gemm_down, &gp, mb, CDIV(H, K_MOE_BN), K_MOE_THREADS);
+        double f = 2.0 * n * k * H * I;
+        printf(
+            "# %s prefill %u tokens: k_moe_gemm_up %.0f us (%.1f TFLOP/s), k_moe_gemm_down %.0f us "
+            "(%.1f TFLOP/s)\n",
+            s->name, n, tu, 2 * f / tu / 1e6, td, f / td / 1e6);
+    }
+    free(act), free(want), free(mask), free(y), free(shb), free(out), free(sg), free(yf), free(shf);
+out:
+    free(ids), free(counts), free(sorted), free(bexp), free(nbp);
+    pre_free(g, &b);
+}
+
+/* With step->done set no kernel writes anything. The GEMMs get one block of padding rows to
+ * work on, so one that ignored the flag would write act and y. */
+static void test_done_flag(struct gpu *g, const struct kerns *K, const struct model *M)
+{
+    const struct shape *s = M->s;
+    const uint32_t T = 5, mb = CDIV(T * s->k, K_MOE_BM) + s->E, k = s->k, wmax = M->wmax;
+    struct dec_bufs db = dec_alloc(g, M, 1);
+    struct pre_bufs pb = pre_alloc(g, M, T, mb, 1);
+    struct k_router_params rp = router_params(M, db.ids, db.wts, db.sg, db.step, 1);
+    launch(g, K->router, &rp, 1, 1, K_ROUTER_THREADS);
+    struct k_moe_vec_params vp = vec_params(M, &db);
+    launch(g, K->up, &vp, k + (s->S ? 1 : 0), CDIV(wmax, K_MOE_ROWS), K_MOE_THREADS);
+    launch(g, K->down, &vp, CDIV(s->H, K_MOE_ROWS), 1, K_MOE_THREADS);
+    struct k_moe_dims d = M->d;
+    d.T_max = T, d.max_blocks = mb;
+    rp = router_params(M, pb.ids, pb.wts, pb.sg, pb.step, T);
+    launch(g, K->router, &rp, T, 1, K_ROUTER_THREADS);
+    struct k_moe_align_params ap = {pb.ids, pb.counts, pb.sorted, pb.bexp, pb.nblk, pb.step, d};
+    launch(g, K->align, &ap, 1, 1, 1024);
+    uint8_t bad = 0;
+    const uint32_t one = 1, zero = 0;
+    struct pre_bufs gb = pb; /* GEMM inputs: one block of expert 0, all padding */
+    gb.sorted = dalloc(g, 4ull * K_MOE_BM, 0xFF), gb.bexp = dalloc(g, 4, 0),
+    gb.nblk = dalloc(g, 4, 0);
+    CU(g, cuMemcpyHtoD(gb.nblk, &one, 4));
+    CU(g, cuMemcpyHtoD(gb.bexp, &zero, 4));
+    struct k_moe_gemm_params gp = gemm_params(M, &gb, &d, 0);
+    launch(g, K->gemm_up, &gp, mb, CDIV(s->I, K_MOE_BN), K_MOE_THREADS);
+    gp = gemm_params(M, &gb, &d, 1);
+    launch(g, K->gemm_down, &gp, mb, CDIV(s->H, K_MOE_BN), K_MOE_THREADS);
+    struct k_moe_combine_params cp = {pb.y, pb.sh, pb.sg, pb.out, pb.step, d};
+    launch(g, K->combine, &cp, T, 1, 256);
+    struct {
+        CUdeviceptr p;
+        size_t bytes;
+        int poison;
+    } outs[] = {{db.ids, 4ull * k, POISON},
+                {db.wts, 4ull * k, POISON},
+                {db.sg, 4, POISON},
+                {db.act, 2ull * (k + 1) * wmax, POISON},
+                {db.out, 2ull * s->H, POISON},
+                {pb.ids, 4ull * T * k, POISON},
+                {pb.wts, 4ull * T * k, POISON},
+                {pb.sg, 4ull * T, POISON},
+                {pb.counts, 4ull * s->E, POISON_ALIGN},
+                {pb.sorted, 4ull * mb * K_MOE_BM, POISON_ALIGN},
+                {pb.bexp, 4ull * mb, POISON_ALIGN},
+                {pb.nblk, 4, POISON_ALIGN},
+                {pb.act, 2ull * K_MOE_BM * s->I, POISON},
+                {pb.y, 2ull * T * k * s->H, POISON},
+                {pb.out, 2ull * T * s->H, POISON}};
+    for (size_t i = 0; i < sizeof outs / sizeof outs[0]; i++) {
+        uint8_t *h = dget(g, outs[i].p, outs[i].bytes);
+        for (size_t j = 0; j < outs[i].bytes; j++)
+            bad |= (uint8_t)(h[j] != outs[i].poison) << (i % 8);
+        free(h);
+    }
+    CU(g, cuMemFree(gb.sorted));
+    CU(g, cuMemFree(gb.bexp));
+    CU(g, cuMemFree(gb.nblk));
+    dec_free(g, &db);
+    pre_free(g, &pb);
+    CHECK(!bad, "%s step->done: no kernel of the block writes (mask 0x%02x)", s->name, bad);
+}
+
+static void run_shape(struct gpu *g, const struct kerns *K, const struct model *M)
+{
+    float *dec_out = malloc(sizeof(float) * M->s->H);
+    test_decode(g, K, M, dec_out);
+    for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++)
+        test_prefill(g, K, M, Ts[i], dec_out);
+    test_done_flag(g, K, M);
+    free(dec_out);
+}
+
+/* the bf16 or INT4 variant of a kernel */
+static void kern_get(struct gpu *g, CUmodule m, CUfunction *f, const char *base, uint32_t group)
+{
+    char nm[64];
+    snprintf(nm, sizeof nm, "%s_%s", base, group ? "i4" : "bf16");
+    CU(g, cuModuleGetFunction(f, m, nm));
+}
+
+int main(void)
+{
+    struct gpu g;
+    if (gpu_open(&g))
+        return test_skip("no CUDA device");
+    CUmodule m = gpu_module(&g);
+    check_packer();
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const struct shape *s = &shapes[i];
+        struct kerns K;
+        CU(&g, cuModuleGetFunction(&K.router, m, "k_router"));
+        CU(&g, cuModuleGetFunction(&K.align, m, "k_moe_align"));
+        CU(&g, cuModuleGetFunction(&K.combine, m, "k_moe_combine"));
+        kern_get(&g, m, &K.up, "k_moe_up", s->group);
+        kern_get(&g, m, &K.down, "k_moe_down", s->group);
+        kern_get(&g, m, &K.gemm_up, "k_moe_gemm_up", s->group);
+        kern_get(&g, m, &K.gemm_down, "k_moe_gemm_down", s->group);
+        struct model M;
+        model_init(&g, &M, s, 0x5EED0000ull + i);
+        run_shape(&g, &K, &M);
+        model_free(&g, &M);
+    }
+    CU(&g, cuModuleUnload(m));
+    gpu_close(&g);
+    return test_done();
+}
