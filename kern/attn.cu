@@ -1,0 +1,348 @@
+/* attn.cu — gated full attention, decode side and the RoPE/append step (MODEL.md §2.3,
+ * DESIGN.md §5); the prefill kernel is in attn_prefill.cu, the warp core both use in
+ * attn_core.cuh.
+ *
+ *   k_attn_rope          q = rmsnorm1p(q) and k = rmsnorm1p(k) per head, partial RoPE on the first
+ *                        rotary_dim dims at position pos + t, q -> q_out, k and v -> caches.
+ *                        grid (T_max), block K_ATTN_ROPE_THREADS: one CTA per token, one warp per
+ *                        head (q heads then k heads), then all threads copy v.
+ *   k_attn_decode        single pass: CTA kvh walks keys [0, L) for its `group` query heads.
+ *                        grid (n_kv), block K_ATTN_THREADS.
+ *   k_attn_decode_split  CTA (s, kvh) walks keys [s*c, min(L, (s+1)*c)), c = ceil(L / n_split),
+ *                        and writes fp32 partials. grid (n_split, n_kv), block K_ATTN_THREADS.
+ *   k_attn_decode_reduce log-sum-exp combine of the pieces, times sigmoid(gate), bf16 out.
+ *                        grid (n_heads), block head_dim: one thread per output dim.
+ *
+ * Layouts: qg (T_max, n_heads, 2*hd) = per head [query | gate]; k, v (T_max, n_kv*hd);
+ * q_out / q (T_max, n_heads, hd); caches (n_kv, max_seq, hd); all bf16. L = step->pos + 1 is the
+ * filled length after k_attn_rope appended position pos. Split partials: part_o (n_split,
+ * n_heads, hd) fp32 is each piece's normalised output, part_ml (n_split, n_heads, 2) holds the
+ * piece's max score and sum of exponents, both in log2 units (score * scale * log2 e): the
+ * reduce only takes differences of maxima, so the base is private to this family. Pieces at or
+ * past L are empty: their CTAs exit and the reduce reads only the ceil(L / c) pieces in use.
+ *
+ * Decode work split: each warp owns the group's query heads (8 rows at a time, attn_core.cuh)
+ * and takes every 8th group of 4 keys of the CTA's range, prefetching the next group's K and V
+ * rows (16 bytes a lane, coalesced 512-byte rows) while it computes the current one. The
+ * warps' online-softmax states are merged through shared memory in a fixed order, so results
+ * are deterministic. Keys at or past the range end are never read (the cache past L is stale).
+ *
+ * Numerics (PyTorch bf16 run): the norms compute in fp32 in HF's order and round once; RoPE
+ * tables are fp32 cos/sin of pos * inv_freq rounded to bf16, inv_freq = 1 / theta^(2i/rd) in
+ * fp32 (pow done in double, so it is the correctly rounded fp32 power, as on the CPU), and the
+ * rotation is bf16 ops: bf16(bf16(x*cos) + bf16(rotate_half(x)*sin)). Scores are fp32 dot
+ * products of bf16 q and k, softmax in fp32 with a running max. The probabilities stay fp32
+ * (SDPA/flash style; the eager path would round them to bf16 before P·V). The output is
+ * rounded to bf16, then multiplied by bf16(sigmoid(gate)) with one more bf16 rounding.
+ * Limits (plan/sched.c servable()): head_dim a multiple of 8 and at most 256; rotary_dim even.
+ * Any group size works: query heads are processed 8 at a time. */
+#include "attn_core.cuh"
+
+#define ATTN_ROPE_WARPS (K_ATTN_ROPE_THREADS / 32)
+
+/* ---- k_attn_rope ---------------------------------------------------------------------------- */
+
+/* cos/sin of the rd/2 frequencies at position P, rounded to bf16 (HF: computed in fp32, then
+ * .to(x.dtype)). pow and cos/sin in double give the correctly rounded fp32 values. */
+__device__ __forceinline__ void attn_rope_table(float *cs, float *sn, uint32_t rd, float theta, uint32_t P)
+{
+    for (uint32_t i = threadIdx.x; i < rd / 2; i += blockDim.x) {
+        float e = __fdiv_rn((float)(2 * i), (float)rd);        /* arange(0, rd, 2).float() / rd */
+        float inv = __fdiv_rn(1.0f, (float)pow((double)theta, (double)e)); /* 1 / base ** e */
+        float f = __fmul_rn((float)P, inv);                    /* inv_freq @ position, fp32 */
+        cs[i] = k_round_bf16((float)cos((double)f));
+        sn[i] = k_round_bf16((float)sin((double)f));
+    }
+}
+
+/* One head: y = bf16((x * rsqrt(mean(x^2) + eps)) * (1 + w)), then on dims < rd
+ * y = bf16(bf16(y * cos) + bf16(rotate_half(y) * sin)), rotate_half(y) = [-y2, y1]. One warp;
+ * lane owns dims [8 lane, 8 lane + 8); xs is the warp's staging row for the partner dims. */
+__device__ __forceinline__ void attn_rope_head(const uint16_t *x, const uint16_t *w, uint16_t *dst,
+                                               const struct k_attn_dims &d, const float *cs,
+                                               const float *sn, float *xs)
+{
+    uint32_t lane = threadIdx.x & 31, c0 = lane * 8, hd = d.head_dim, half = d.rotary_dim / 2;
+    bool active = c0 < hd;
+    float y[8];
+    attn_unpack(active ? *(const uint4 *)(x + c0) : make_uint4(0, 0, 0, 0), y);
+    float ss = 0.0f;
+#pragma unroll
+    for (int c = 0; c < 8; c++)
+        ss = fmaf(y[c], y[c], ss);
+    ss = k_warp_sum(ss);
+    float r = rsqrtf(ss / (float)hd + d.eps); /* torch.rsqrt(x.pow(2).mean(-1) + eps) */
+    if (active) {
+        float wf[8];
+        attn_unpack(__ldg((const uint4 *)(w + c0)), wf);
+#pragma unroll
+        for (int c = 0; c < 8; c++) {
+            y[c] = k_round_bf16(__fmul_rn(__fmul_rn(y[c], r), 1.0f + wf[c]));
+            xs[c0 + c] = y[c];
+        }
+    }
+    __syncwarp();
+    if (active) {
+        float o[8];
+#pragma unroll
+        for (int c = 0; c < 8; c++) {
+            uint32_t i = c0 + c;
+            o[c] = y[c];
+            if (i < 2 * half) {
+                uint32_t j = i < half ? i : i - half;
+                float rot = i < half ? -xs[i + half] : xs[i - half];
+                o[c] = k_round_bf16(__fadd_rn(k_round_bf16(__fmul_rn(y[c], cs[j])),
+                                              k_round_bf16(__fmul_rn(rot, sn[j]))));
+            }
+        }
+        *(uint4 *)(dst + c0) = attn_pack8(o);
+    }
+    __syncwarp(); /* xs is rewritten by the warp's next head */
+}
+
+extern "C" __global__ void __launch_bounds__(K_ATTN_ROPE_THREADS) k_attn_rope(struct k_attn_rope_params p)
+{
+    __shared__ float s_cos[ATTN_MAX_HD / 2], s_sin[ATTN_MAX_HD / 2];
+    __shared__ __align__(16) float s_x[ATTN_ROPE_WARPS][ATTN_MAX_HD];
+    const struct k_step *st = k_step_of(p.step);
+    const struct k_attn_dims d = p.d;
+    uint32_t t = blockIdx.x, P = st->pos + t;
+    /* a done decode step appends nothing; a position past the cache is never written */
+    if (st->done || t >= attn_live_rows(st, d.T_max) || P >= d.max_seq)
+        return;
+    uint32_t hd = d.head_dim, nh = d.n_heads, nkv = d.n_kv, warp = threadIdx.x >> 5;
+    attn_rope_table(s_cos, s_sin, d.rotary_dim, d.rope_theta, P);
+    __syncthreads();
+
+    const uint16_t *qg = (const uint16_t *)p.qg + (uint64_t)t * nh * 2 * hd;
+    const uint16_t *k = (const uint16_t *)p.k + (uint64_t)t * nkv * hd;
+    const uint16_t *v = (const uint16_t *)p.v + (uint64_t)t * nkv * hd;
+    for (uint32_t j = warp; j < nh + nkv; j += ATTN_ROPE_WARPS) {
+        if (j < nh)
+            attn_rope_head(qg + (uint64_t)j * 2 * hd, (const uint16_t *)p.q_norm,
+                           (uint16_t *)p.q_out + ((uint64_t)t * nh + j) * hd, d, s_cos, s_sin, s_x[warp]);
+        else
+            attn_rope_head(k + (uint64_t)(j - nh) * hd, (const uint16_t *)p.k_norm,
+                           (uint16_t *)p.k_cache + ((uint64_t)(j - nh) * d.max_seq + P) * hd, d,
+                           s_cos, s_sin, s_x[warp]);
+    }
+    /* v is appended as it is: 16 bytes a thread, row by row */
+    uint32_t cpr = hd / 8;
+    for (uint32_t i = threadIdx.x; i < nkv * cpr; i += blockDim.x) {
+        uint32_t h = i / cpr, c = i - h * cpr;
+        *(uint4 *)((uint16_t *)p.v_cache + ((uint64_t)h * d.max_seq + P) * hd + c * 8) =
+            *(const uint4 *)(v + (uint64_t)i * 8);
+    }
+}
+
+/* ---- decode: one CTA's range of keys ----------------------------------------------------------- */
+
+struct attn_dec_smem {
+    __align__(16) float o[ATTN_ROWS][ATTN_MAX_HD]; /* merged unnormalised output */
+    float m[ATTN_WARPS][ATTN_ROWS];                  /* each warp's running max per row */
+    float l[ATTN_WARPS][ATTN_ROWS];                  /* and its sum of exponents */
+    float fm[ATTN_ROWS], fl[ATTN_ROWS];              /* the CTA's max and sum per row */
+    __align__(16) float pb[ATTN_WARPS][ATTN_PB];     /* attn_update's per-warp exchange */
+};
+
+/* lane's 16-byte slices of rows key0..key0+3 of a cache; zero at or past end */
+__device__ __forceinline__ void attn_load4(uint4 x[ATTN_KG], const uint16_t *C, uint32_t key0,
+                                           uint32_t end, uint32_t hd, bool active)
+{
+#pragma unroll
+    for (int k = 0; k < ATTN_KG; k++)
+        x[k] = active && key0 + k < end ? __ldg((const uint4 *)(C + (uint64_t)(key0 + k) * hd))
+                                        : make_uint4(0, 0, 0, 0);
+}
+
+/* This warp's share of keys [t0, t1): groups of 4 starting at t0 + 4 warp, stride 4 * warps.
+ * K and V already point at this lane's dims of the kv head's cache. The next group's K rows
+ * are loaded one iteration ahead, V rows at the top of their own iteration: both are in
+ * flight while the scores are computed. */
+__device__ __forceinline__ void attn_decode_walk(struct attn_acc &a, const float q[ATTN_ROWS][8],
+                                                 const uint16_t *K, const uint16_t *V, uint32_t t0,
+                                                 uint32_t t1, uint32_t hd, bool active, float sl2,
+                                                 float *pb)
+{
+    uint32_t lane = threadIdx.x & 31, stride = ATTN_KG * ATTN_WARPS;
+    uint32_t key0 = t0 + ATTN_KG * (threadIdx.x >> 5);
+    uint4 kc[ATTN_KG], kn[ATTN_KG], vc[ATTN_KG];
+    attn_load4(kc, K, key0, t1, hd, active);
+    for (; key0 < t1; key0 += stride) {
+        attn_load4(vc, V, key0, t1, hd, active);
+        attn_load4(kn, K, key0 + stride, t1, hd, active);
+        float s = attn_scores(q, kc);
+        s = key0 + (lane & 3) < t1 ? s * sl2 : -INFINITY;
+        attn_update(a, s, vc, pb);
+#pragma unroll
+        for (int k = 0; k < ATTN_KG; k++)
+            kc[k] = kn[k];
+    }
+}
+
+/* Merge the warps' states into sm->o (unnormalised), sm->fm and sm->fl, in warp order. */
+__device__ void attn_decode_merge(const struct attn_acc &a, struct attn_dec_smem *sm, uint32_t hd)
+{
+    uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c0 = lane * 8;
+    float lrow = attn_row_sum(a.l);
+    if ((lane & 3) == 0)
+        sm->m[warp][lane >> 2] = a.m, sm->l[warp][lane >> 2] = lrow;
+    __syncthreads();
+    float f[ATTN_ROWS]; /* exp2(m_warp - M) per row: this warp's weight in the merge */
+#pragma unroll
+    for (int r = 0; r < ATTN_ROWS; r++) {
+        float M = -INFINITY;
+        for (int w = 0; w < ATTN_WARPS; w++)
+            M = fmaxf(M, sm->m[w][r]);
+        float mw = sm->m[warp][r];
+        f[r] = mw == -INFINITY ? 0.0f : exp2f(mw - M);
+        if (threadIdx.x == (uint32_t)r) {
+            float L = 0.0f;
+            for (int w = 0; w < ATTN_WARPS; w++)
+                L += sm->m[w][r] == -INFINITY ? 0.0f : exp2f(sm->m[w][r] - M) * sm->l[w][r];
+            sm->fm[r] = M, sm->fl[r] = L;
+        }
+    }
+    for (uint32_t w = 0; w < ATTN_WARPS; w++) {
+        if (warp == w && c0 < hd) {
+#pragma unroll
+            for (int r = 0; r < ATTN_ROWS; r++)
+#pragma unroll
+                for (int c = 0; c < 8; c++)
+                    sm->o[r][c0 + c] = (w ? sm->o[r][c0 + c] : 0.0f) + a.o[r][c] * f[r];
+        }
+        __syncthreads();
+    }
+}
+
+/* Query heads h0..h0+rows-1 of the group: load q (8 rows a warp, every warp the same), walk,
+ * merge. q[r] is zero for padding rows r >= rows, which are computed and never written. */
+__device__ void attn_decode_heads(const struct k_attn_decode_params &p, uint32_t kvh, uint32_t h0,
+                                  uint32_t rows, uint32_t t0, uint32_t t1, struct attn_dec_smem *sm)
+{
+    const struct k_attn_dims &d = p.d;
+    uint32_t hd = d.head_dim, group = d.n_heads / d.n_kv, c0 = (threadIdx.x & 31) * 8;
+    bool active = c0 < hd;
+    float q[ATTN_ROWS][8];
+#pragma unroll
+    for (int r = 0; r < ATTN_ROWS; r++) {
+        const uint16_t *qr = (const uint16_t *)p.q + (uint64_t)(kvh * group + h0 + r) * hd + c0;
+        attn_unpack(active && (uint32_t)r < rows ? __ldg((const uint4 *)qr) : make_uint4(0, 0, 0, 0), q[r]);
+    }
+    struct attn_acc a;
+    attn_acc_init(a);
+    uint64_t base = (uint64_t)kvh * d.max_seq * hd + c0;
+    attn_decode_walk(a, q, (const uint16_t *)p.k_cache + base, (const uint16_t *)p.v_cache + base,
+                     t0, t1, hd, active, d.scale * ATTN_LOG2E, sm->pb[threadIdx.x >> 5]);
+    attn_decode_merge(a, sm, hd);
+}
+
+/* out = bf16(bf16(o) * bf16(sigmoid(gate))) for heads h0.. of the group, 8 dims a thread */
+__device__ void attn_decode_store(const struct k_attn_decode_params &p, uint32_t kvh, uint32_t h0,
+                                  uint32_t rows, const struct attn_dec_smem *sm)
+{
+    uint32_t hd = p.d.head_dim, cpr = hd / 8, group = p.d.n_heads / p.d.n_kv;
+    for (uint32_t i = threadIdx.x; i < rows * cpr; i += blockDim.x) {
+        uint32_t r = i / cpr, c0 = (i - r * cpr) * 8, n = kvh * group + h0 + r;
+        float o[8], inv = 1.0f / sm->fl[r];
+#pragma unroll
+        for (int c = 0; c < 8; c++)
+            o[c] = sm->o[r][c0 + c] * inv;
+        const uint16_t *g = (const uint16_t *)p.qg + (uint64_t)n * 2 * hd + hd + c0;
+        *(uint4 *)((uint16_t *)p.out + (uint64_t)n * hd + c0) = attn_gate8(o, __ldg((const uint4 *)g));
+    }
+}
+
+/* piece s: part_o = o / l (fp32), part_ml = (max, sum) per head */
+__device__ void attn_decode_store_part(const struct k_attn_decode_params &p, uint32_t s, uint32_t kvh,
+                                       uint32_t h0, uint32_t rows, const struct attn_dec_smem *sm)
+{
+    uint32_t hd = p.d.head_dim, cpr = hd / 8, nh = p.d.n_heads, group = nh / p.d.n_kv;
+    for (uint32_t i = threadIdx.x; i < rows * cpr; i += blockDim.x) {
+        uint32_t r = i / cpr, c0 = (i - r * cpr) * 8, n = kvh * group + h0 + r;
+        float inv = 1.0f / sm->fl[r];
+        float4 *dst = (float4 *)((float *)p.part_o + ((uint64_t)s * nh + n) * hd + c0);
+        const float *o = &sm->o[r][c0];
+        dst[0] = make_float4(o[0] * inv, o[1] * inv, o[2] * inv, o[3] * inv);
+        dst[1] = make_float4(o[4] * inv, o[5] * inv, o[6] * inv, o[7] * inv);
+    }
+    if (threadIdx.x < rows) {
+        uint32_t n = kvh * group + h0 + threadIdx.x;
+        *(float2 *)((float *)p.part_ml + ((uint64_t)s * nh + n) * 2) =
+            make_float2(sm->fm[threadIdx.x], sm->fl[threadIdx.x]);
+    }
+}
+
+/* The filled length and the split piece length c = ceil(L / n_split). */
+__device__ __forceinline__ uint32_t attn_filled(const struct k_step *st, const struct k_attn_dims &d)
+{
+    return min(st->pos + 1, d.max_seq);
+}
+
+__device__ __forceinline__ uint32_t attn_piece(uint32_t L, uint32_t n_split)
+{
+    n_split = n_split ? n_split : 1;
+    return (L + n_split - 1) / n_split;
+}
+
+/* ---- decode kernels ------------------------------------------------------------------------------ */
+
+extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode(struct k_attn_decode_params p)
+{
+    __shared__ struct attn_dec_smem sm;
+    const struct k_step *st = k_step_of(p.step);
+    if (st->done)
+        return;
+    uint32_t L = attn_filled(st, p.d), kvh = blockIdx.x, group = p.d.n_heads / p.d.n_kv;
+    for (uint32_t h0 = 0; h0 < group; h0 += ATTN_ROWS) {
+        uint32_t rows = min(group - h0, (uint32_t)ATTN_ROWS);
+        attn_decode_heads(p, kvh, h0, rows, 0, L, &sm);
+        attn_decode_store(p, kvh, h0, rows, &sm);
+        __syncthreads(); /* sm is reused by the next 8 heads */
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode_split(struct k_attn_decode_params p)
+{
+    __shared__ struct attn_dec_smem sm;
+    const struct k_step *st = k_step_of(p.step);
+    if (st->done)
+        return;
+    uint32_t L = attn_filled(st, p.d), c = attn_piece(L, p.n_split);
+    uint32_t s = blockIdx.x, kvh = blockIdx.y, group = p.d.n_heads / p.d.n_kv;
+    uint32_t t0 = s * c, t1 = min(L, t0 + c);
+    if (t0 >= L)
+        return; /* an empty piece: the reduce does not read it */
+    for (uint32_t h0 = 0; h0 < group; h0 += ATTN_ROWS) {
+        uint32_t rows = min(group - h0, (uint32_t)ATTN_ROWS);
+        attn_decode_heads(p, kvh, h0, rows, t0, t1, &sm);
+        attn_decode_store_part(p, s, kvh, h0, rows, &sm);
+        __syncthreads();
+    }
+}
+
+/* o = sum_s w_s o_s / sum_s w_s with w_s = exp2(m_s - M) l_s, M the largest piece maximum */
+extern "C" __global__ void k_attn_decode_reduce(struct k_attn_decode_params p)
+{
+    const struct k_step *st = k_step_of(p.step);
+    if (st->done)
+        return;
+    uint32_t L = attn_filled(st, p.d), c = attn_piece(L, p.n_split), used = (L + c - 1) / c;
+    uint32_t n = blockIdx.x, nh = p.d.n_heads, hd = p.d.head_dim, i = threadIdx.x;
+    if (i >= hd)
+        return;
+    const float *ml = (const float *)p.part_ml, *po = (const float *)p.part_o;
+    float M = -INFINITY;
+    for (uint32_t s = 0; s < used; s++)
+        M = fmaxf(M, ml[((uint64_t)s * nh + n) * 2]);
+    float num = 0.0f, den = 0.0f;
+    for (uint32_t s = 0; s < used; s++) {
+        float2 e = *(const float2 *)(ml + ((uint64_t)s * nh + n) * 2);
+        float w = exp2f(e.x - M) * e.y;
+        num = fmaf(w, po[((uint64_t)s * nh + n) * hd + i], num);
+        den += w;
+    }
+    float g = k_bfbits2f(((const uint16_t *)p.qg)[(uint64_t)n * 2 * hd + hd + i]);
+    float o = k_round_bf16(num / den) * k_round_bf16(k_sigmoid(g));
+    ((__nv_bfloat16 *)p.out)[(uint64_t)n * hd + i] = k_f2bf(o);
+}

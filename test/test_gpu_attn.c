@@ -1,0 +1,471 @@
+/* test_gpu_attn.c — the gated attention kernels (kern/attn.cu, attn_prefill.cu) against their
+ * CPU references (test/ref/kref_attn.c).
+ *
+ * Three shapes: full (Qwen3.5-35B-A3B: 16 q heads, 2 kv heads, head_dim 256, rotary 64),
+ * tiny-a (4/2 heads of 64, rotary 16) and odd (5 q heads on 1 kv head of 40, rotary 8: a group
+ * that is not a multiple of the 8 rows a warp holds, lanes idle past head_dim / 8).
+ *   k_attn_rope: decode rows, the last cache row, a chunk shorter than its bucket, done.
+ *   decode: L = 1, 7, 255, 256, 257, 1000 (and 4096 at full size), single pass and split-K
+ *     (n_split 64 and 7) + reduce, each against the reference and split against single; one
+ *     case with large scores (running-max stability); done leaves everything untouched.
+ *   k_attn_prefill: T = 1, 5, 64, 65, 300 over a cached prefix of 0 and 100 tokens (with 100,
+ *     the bucket is 3 rows larger than the chunk), and rope -> prefill chained on the device.
+ * Inputs are fresh test_rand() values; every output buffer is poisoned (0xFF) before each
+ * launch and every element is checked: the expected ones against the reference, the rest for
+ * the poison. Cache rows past the filled length hold the poison too (bf16 NaN), so a kernel
+ * that reads past L turns its output into NaN.
+ *
+ * Tolerances. RoPE/append: the device and the reference compute the same bf16 ops; only the
+ * norm's fp32 sum order (and rsqrtf vs 1/sqrtf) differs, which moves a normed value by one
+ * bf16 ulp in rare cases; that ulp (at most 2^-6 for |y| < 4) passes through the rotation, so
+ * an element may differ by 2 ulps of itself plus 2^-6, and at most 0.1% may differ at all;
+ * v is copied bit for bit. Attention: the device sums in fp32 in another order and keeps the
+ * probabilities in fp32 as the reference does, so before the final bf16 roundings the two
+ * differ by ~1e-6 relative; after bf16(o) and the bf16 gate product that is at most 2 ulps of
+ * the result (a rounding flip of o and of the product) plus 1e-5 absolute for outputs that
+ * cancel to near zero; at least 99% must be bit-exact. */
+#include <math.h>
+#include <string.h>
+
+#include "../kern/attn.h"
+#include "../kern/step.h"
+#include "gpu.h"
+#include "ref/kref_attn.h"
+
+#define POISON 0xFFFFu
+#define MAX_T 303 /* largest bucket: 300 + 3 */
+
+struct cfg {
+    const char *name;
+    uint32_t nh, nkv, hd, rd, max_seq;
+    float theta;
+};
+
+/* device buffers of one shape, sized for its largest case */
+struct bufs {
+    CUdeviceptr qg, k, v, qn, kn, q, kc, vc, out, part_o, part_ml, step;
+    size_t cache_elems;
+};
+
+static struct gpu g;
+static CUfunction f_rope, f_dec, f_split, f_red, f_pre;
+static unsigned long long rng = 0x5EED;
+
+/* ---- host helpers ------------------------------------------------------------------------- */
+
+/* n bf16 values uniform in [-a, a) (never all zero) */
+static uint16_t *rand_bf16(size_t n, float a)
+{
+    uint16_t *x = malloc(n * 2);
+    for (size_t i = 0; i < n; i++)
+        x[i] = kref_attn_f2bf(a * (2.0f * (float)(test_rand(&rng) >> 40) / 16777216.0f - 1.0f));
+    return x;
+}
+
+static uint16_t *poisoned(size_t n)
+{
+    uint16_t *x = malloc(n * 2);
+    memset(x, 0xFF, n * 2);
+    return x;
+}
+
+static float ulp_bf16(float x)
+{
+    int e;
+    frexpf(fabsf(x), &e);
+    return x == 0.0f ? 0.0f : ldexpf(1.0f, e - 8);
+}
+
+/* Compare n bf16 values where want != POISON; where want == POISON, got must be untouched.
+ * tol(x) = ulps * ulp(x) + abs. Prints the first mismatches; returns 1 when all pass and
+ * at least min_exact of the compared values are bit-exact. */
+static int compare(const char *what, const uint16_t *got, const uint16_t *want, size_t n,
+                   float ulps, float abs_tol, double min_exact)
+{
+    size_t bad = 0, cmp = 0, exact = 0, worst_i = 0;
+    float worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (want[i] == POISON) {
+            if (got[i] != POISON && bad++ < 5)
+                printf("#   %s[%zu] written: 0x%04x (must stay poisoned)\n", what, i, got[i]);
+            continue;
+        }
+        float w = kref_attn_bf(want[i]), v = kref_attn_bf(got[i]), e = fabsf(v - w);
+        cmp++, exact += got[i] == want[i];
+        if (!(e <= ulps * ulp_bf16(w) + abs_tol)) {
+            if (bad++ < 5)
+                printf("#   %s[%zu] = %g, want %g (0x%04x vs 0x%04x)\n", what, i, v, w, got[i], want[i]);
+        } else if (e > worst)
+            worst = e, worst_i = i;
+    }
+    double fx = cmp ? (double)exact / cmp : 1.0;
+    printf("#   %s: %zu compared, %.4f%% exact, worst passing error %g at %zu, %zu bad\n", what, cmp,
+           100 * fx, worst, worst_i, bad);
+    return bad == 0 && fx >= min_exact;
+}
+
+static int cmp_attn(const char *what, const uint16_t *got, const uint16_t *want, size_t n)
+{
+    return compare(what, got, want, n, 2.0f, 1e-5f, 0.99);
+}
+
+static void up(CUdeviceptr d, const void *h, size_t bytes) { CU(&g, cuMemcpyHtoD(d, h, bytes)); }
+static void down(void *h, CUdeviceptr d, size_t bytes) { CU(&g, cuMemcpyDtoH(h, d, bytes)); }
+static void poison(CUdeviceptr d, size_t bytes) { CU(&g, cuMemsetD8(d, 0xFF, bytes)); }
+
+static void set_step(struct bufs *b, uint32_t pos, uint32_t n_tokens, uint32_t done)
+{
+    struct k_step st;
+    memset(&st, 0, sizeof st);
+    st.pos = pos, st.n_tokens = n_tokens, st.done = done, st.max_new = 1, st.top_p = 1.0f;
+    up(b->step, &st, sizeof st);
+}
+
+static void launch(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block)
+{
+    void *args[] = {params};
+    CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, 0, NULL, args, NULL));
+    CU(&g, cuCtxSynchronize());
+}
+
+static struct k_attn_dims dims_of(const struct cfg *c, uint32_t T_max)
+{
+    return (struct k_attn_dims){.n_heads = c->nh, .n_kv = c->nkv, .head_dim = c->hd,
+                                .rotary_dim = c->rd, .max_seq = c->max_seq, .T_max = T_max,
+                                .eps = 1e-6f, .rope_theta = c->theta,
+                                .scale = 1.0f / sqrtf((float)c->hd)};
+}
+
+static struct kref_attn_dims rdims_of(const struct cfg *c)
+{
+    return (struct kref_attn_dims){c->nh, c->nkv, c->hd, c->rd, c->max_seq, 1e-6f, c->theta,
+                                   1.0f / sqrtf((float)c->hd)};
+}
+
+/* A cache with rows [0, filled) of every kv head random and the rest poisoned (bf16 NaN). */
+static uint16_t *rand_cache(const struct cfg *c, uint32_t filled, float a)
+{
+    uint16_t *x = poisoned((size_t)c->nkv * c->max_seq * c->hd);
+    for (uint32_t h = 0; h < c->nkv; h++) {
+        uint16_t *r = rand_bf16((size_t)filled * c->hd, a);
+        memcpy(x + (size_t)h * c->max_seq * c->hd, r, (size_t)filled * c->hd * 2);
+        free(r);
+    }
+    return x;
+}
+
+/* ---- k_attn_rope -------------------------------------------------------------------------- */
+
+static void test_rope(const struct cfg *c, struct bufs *b, uint32_t T_max, uint32_t n, uint32_t pos,
+                      uint32_t done)
+{
+    uint32_t hd = c->hd, nh = c->nh, nkv = c->nkv;
+    size_t nq = (size_t)T_max * nh * hd, nkvt = (size_t)T_max * nkv * hd, ncache = b->cache_elems;
+    uint16_t *qg = rand_bf16(2 * nq, 3.0f), *k = rand_bf16(nkvt, 3.0f), *v = rand_bf16(nkvt, 1.0f);
+    uint16_t *qn = rand_bf16(hd, 0.5f), *kn = rand_bf16(hd, 0.5f);
+    uint16_t *q_want = poisoned(nq), *kc_want = poisoned(ncache), *vc_want = poisoned(ncache);
+    uint16_t *q_got = malloc(nq * 2), *kc_got = malloc(ncache * 2), *vc_got = malloc(ncache * 2);
+    up(b->qg, qg, 4 * nq), up(b->k, k, 2 * nkvt), up(b->v, v, 2 * nkvt);
+    up(b->qn, qn, 2 * hd), up(b->kn, kn, 2 * hd);
+    poison(b->q, 2 * nq), poison(b->kc, 2 * ncache), poison(b->vc, 2 * ncache);
+    set_step(b, pos, n, done);
+    struct k_attn_rope_params p = {.qg = b->qg, .k = b->k, .v = b->v, .q_norm = b->qn, .k_norm = b->kn,
+                                   .q_out = b->q, .k_cache = b->kc, .v_cache = b->vc, .step = b->step,
+                                   .d = dims_of(c, T_max)};
+    launch(f_rope, &p, T_max, 1, K_ATTN_ROPE_THREADS);
+    down(q_got, b->q, 2 * nq), down(kc_got, b->kc, 2 * ncache), down(vc_got, b->vc, 2 * ncache);
+    struct kref_attn_dims rd = rdims_of(c);
+    if (!done)
+        kref_attn_rope(&rd, qg, k, v, qn, kn, T_max == 1 ? 1 : n, pos, q_want, kc_want, vc_want);
+    int ok = compare("q_out", q_got, q_want, nq, 2.0f, 0x1p-6f, 0.999);
+    ok &= compare("k_cache", kc_got, kc_want, ncache, 2.0f, 0x1p-6f, 0.999);
+    ok &= compare("v_cache", vc_got, vc_want, ncache, 0.0f, 0.0f, 1.0);
+    CHECK(ok, "k_attn_rope %s T_max=%u n=%u pos=%u%s: q_out and the appended k/v rows match, nothing "
+              "else written", c->name, T_max, n, pos, done ? " done (writes nothing)" : "");
+    free(qg), free(k), free(v), free(qn), free(kn), free(q_want), free(kc_want), free(vc_want);
+    free(q_got), free(kc_got), free(vc_got);
+}
+
+/* ---- decode ------------------------------------------------------------------------------- */
+
+static void run_single(struct bufs *b, const struct cfg *c, uint16_t *got)
+{
+    size_t nq = (size_t)c->nh * c->hd;
+    poison(b->out, 2 * nq);
+    struct k_attn_decode_params p = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
+                                     .out = b->out, .step = b->step, .d = dims_of(c, 1), .n_split = 1};
+    launch(f_dec, &p, c->nkv, 1, K_ATTN_THREADS);
+    down(got, b->out, 2 * nq);
+}
+
+/* split + reduce; returns 1 when exactly the pieces in use (ceil(L / c)) were written, finite */
+static int run_split(struct bufs *b, const struct cfg *c, uint32_t L, uint32_t n_split, uint16_t *got)
+{
+    size_t nq = (size_t)c->nh * c->hd, npo = n_split * nq, nml = 2 * (size_t)n_split * c->nh;
+    poison(b->out, 2 * nq), poison(b->part_o, 4 * npo), poison(b->part_ml, 4 * nml);
+    struct k_attn_decode_params p = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
+                                     .part_o = b->part_o, .part_ml = b->part_ml, .out = b->out,
+                                     .step = b->step, .d = dims_of(c, 1), .n_split = n_split};
+    launch(f_split, &p, n_split, c->nkv, K_ATTN_THREADS);
+    float *po = malloc(4 * npo), *ml = malloc(4 * nml);
+    down(po, b->part_o, 4 * npo), down(ml, b->part_ml, 4 * nml);
+    launch(f_red, &p, c->nh, 1, c->hd);
+    down(got, b->out, 2 * nq);
+    uint32_t piece = (L + n_split - 1) / n_split, used = (L + piece - 1) / piece;
+    int ok = 1;
+    for (size_t i = 0; i < npo && ok; i++) {
+        uint32_t u;
+        memcpy(&u, &po[i], 4);
+        ok = i / nq < used ? isfinite(po[i]) : u == 0xFFFFFFFFu;
+    }
+    for (size_t i = 0; i < nml && ok; i++) {
+        uint32_t u;
+        memcpy(&u, &ml[i], 4);
+        ok = i / (2 * c->nh) < used ? isfinite(ml[i]) && (i % 2 == 0 || ml[i] >= 1.0f) : u == 0xFFFFFFFFu;
+    }
+    if (!ok)
+        printf("#   split partials: pieces in use %u of %u not exactly written or not finite\n", used, n_split);
+    free(po), free(ml);
+    return ok;
+}
+
+static void test_decode(const struct cfg *c, struct bufs *b, uint32_t L, float qa, const char *tag)
+{
+    size_t nq = (size_t)c->nh * c->hd;
+    uint16_t *q = rand_bf16(nq, qa), *qg = rand_bf16(2 * nq, 4.0f);
+    uint16_t *kc = rand_cache(c, L, 2.0f), *vc = rand_cache(c, L, 1.0f);
+    uint16_t *want = malloc(2 * nq), *single = malloc(2 * nq), *split = malloc(2 * nq);
+    up(b->q, q, 2 * nq), up(b->qg, qg, 4 * nq);
+    up(b->kc, kc, 2 * b->cache_elems), up(b->vc, vc, 2 * b->cache_elems);
+    set_step(b, L - 1, 1, 0);
+    struct kref_attn_dims rd = rdims_of(c);
+    kref_attn(&rd, q, qg, kc, vc, 1, L - 1, want);
+
+    run_single(b, c, single);
+    CHECK(cmp_attn("out", single, want, nq), "k_attn_decode %s L=%u%s matches the reference",
+          c->name, L, tag);
+    const uint32_t splits[] = {64, 7};
+    for (int i = 0; i < 2; i++) {
+        int ok = run_split(b, c, L, splits[i], split);
+        ok &= cmp_attn("out", split, want, nq);
+        CHECK(ok, "k_attn_decode_split+reduce %s L=%u n_split=%u%s matches the reference, partials "
+                  "bounded by L", c->name, L, splits[i], tag);
+        if (i == 0)
+            CHECK(cmp_attn("split vs single", split, single, nq),
+                  "k_attn_decode_split %s L=%u%s agrees with k_attn_decode", c->name, L, tag);
+    }
+    free(q), free(qg), free(kc), free(vc), free(want), free(single), free(split);
+}
+
+/* all 0xFF bytes */
+static int untouched(CUdeviceptr d, size_t bytes)
+{
+    uint8_t *h = malloc(bytes);
+    down(h, d, bytes);
+    size_t i = 0;
+    while (i < bytes && h[i] == 0xFF)
+        i++;
+    free(h);
+    return i == bytes;
+}
+
+/* a done step: the decode kernels and the reduce write nothing */
+static void test_decode_done(const struct cfg *c, struct bufs *b)
+{
+    size_t nq = (size_t)c->nh * c->hd, n_split = 4;
+    set_step(b, 9, 1, 1);
+    poison(b->out, 2 * nq), poison(b->part_o, 4 * n_split * nq), poison(b->part_ml, 8 * n_split * c->nh);
+    struct k_attn_decode_params p = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
+                                     .part_o = b->part_o, .part_ml = b->part_ml, .out = b->out,
+                                     .step = b->step, .d = dims_of(c, 1), .n_split = n_split};
+    launch(f_dec, &p, c->nkv, 1, K_ATTN_THREADS);
+    launch(f_split, &p, n_split, c->nkv, K_ATTN_THREADS);
+    launch(f_red, &p, c->nh, 1, c->hd);
+    int ok = untouched(b->out, 2 * nq) && untouched(b->part_o, 4 * n_split * nq) &&
+             untouched(b->part_ml, 8 * n_split * c->nh);
+    CHECK(ok, "k_attn_decode, _split, _reduce %s: a done step writes nothing", c->name);
+}
+
+/* ---- prefill ------------------------------------------------------------------------------ */
+
+static void run_prefill(const struct cfg *c, struct bufs *b, uint32_t T_max, uint16_t *got)
+{
+    size_t nq = (size_t)T_max * c->nh * c->hd;
+    poison(b->out, 2 * nq);
+    struct k_attn_prefill_params p = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
+                                      .out = b->out, .step = b->step, .d = dims_of(c, T_max)};
+    uint32_t group = c->nh / c->nkv;
+    launch(f_pre, &p, (T_max * group + K_ATTN_BM - 1) / K_ATTN_BM, c->nkv, K_ATTN_THREADS);
+    down(got, b->out, 2 * nq);
+}
+
+static void test_prefill(const struct cfg *c, struct bufs *b, uint32_t T, uint32_t prefix)
+{
+    uint32_t T_max = prefix ? T + 3 : T; /* with a prefix, the bucket is larger than the chunk */
+    size_t nq = (size_t)T_max * c->nh * c->hd;
+    uint16_t *q = rand_bf16(nq, 2.0f), *qg = rand_bf16(2 * nq, 4.0f);
+    uint16_t *kc = rand_cache(c, prefix + T, 2.0f), *vc = rand_cache(c, prefix + T, 1.0f);
+    uint16_t *want = poisoned(nq), *got = malloc(2 * nq);
+    up(b->q, q, 2 * nq), up(b->qg, qg, 4 * nq);
+    up(b->kc, kc, 2 * b->cache_elems), up(b->vc, vc, 2 * b->cache_elems);
+    set_step(b, prefix, T, 0);
+    run_prefill(c, b, T_max, got);
+    struct kref_attn_dims rd = rdims_of(c);
+    kref_attn(&rd, q, qg, kc, vc, T, prefix, want);
+    CHECK(cmp_attn("out", got, want, nq), "k_attn_prefill %s T=%u (bucket %u) prefix=%u matches the "
+          "reference, rows past T untouched", c->name, T, T_max, prefix);
+    free(q), free(qg), free(kc), free(vc), free(want), free(got);
+}
+
+/* k_attn_rope then k_attn_prefill on the device: the reference attends over the q and caches
+ * the device wrote, so this checks that the two kernels agree on every layout. */
+static void test_chain(const struct cfg *c, struct bufs *b, uint32_t T, uint32_t prefix)
+{
+    uint32_t hd = c->hd, nh = c->nh, nkv = c->nkv;
+    size_t nq = (size_t)T * nh * hd, nkvt = (size_t)T * nkv * hd, ncache = b->cache_elems;
+    uint16_t *qg = rand_bf16(2 * nq, 3.0f), *k = rand_bf16(nkvt, 3.0f), *v = rand_bf16(nkvt, 1.0f);
+    uint16_t *qn = rand_bf16(hd, 0.5f), *kn = rand_bf16(hd, 0.5f);
+    uint16_t *kc = rand_cache(c, prefix, 2.0f), *vc = rand_cache(c, prefix, 1.0f);
+    uint16_t *q = malloc(2 * nq), *want = malloc(2 * nq), *got = malloc(2 * nq);
+    up(b->qg, qg, 4 * nq), up(b->k, k, 2 * nkvt), up(b->v, v, 2 * nkvt);
+    up(b->qn, qn, 2 * hd), up(b->kn, kn, 2 * hd);
+    up(b->kc, kc, 2 * ncache), up(b->vc, vc, 2 * ncache);
+    set_step(b, prefix, T, 0);
+    struct k_attn_rope_params rp = {.qg = b->qg, .k = b->k, .v = b->v, .q_norm = b->qn, .k_norm = b->kn,
+                                    .q_out = b->q, .k_cache = b->kc, .v_cache = b->vc, .step = b->step,
+                                    .d = dims_of(c, T)};
+    launch(f_rope, &rp, T, 1, K_ATTN_ROPE_THREADS);
+    run_prefill(c, b, T, got);
+    down(q, b->q, 2 * nq), down(kc, b->kc, 2 * ncache), down(vc, b->vc, 2 * ncache);
+    struct kref_attn_dims rd = rdims_of(c);
+    kref_attn(&rd, q, qg, kc, vc, T, prefix, want);
+    CHECK(cmp_attn("out", got, want, nq), "k_attn_rope -> k_attn_prefill %s T=%u prefix=%u: the "
+          "prefill reads what rope wrote", c->name, T, prefix);
+    free(qg), free(k), free(v), free(qn), free(kn), free(kc), free(vc), free(q), free(want), free(got);
+}
+
+/* ---- timing (informational) ------------------------------------------------------------------ */
+
+static float time_us(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block)
+{
+    CUevent e0, e1;
+    void *args[] = {params};
+    float ms = 0;
+    CU(&g, cuEventCreate(&e0, 0));
+    CU(&g, cuEventCreate(&e1, 0));
+    CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, 0, NULL, args, NULL)); /* warm-up */
+    CU(&g, cuEventRecord(e0, NULL));
+    for (int i = 0; i < 20; i++)
+        CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, 0, NULL, args, NULL));
+    CU(&g, cuEventRecord(e1, NULL));
+    CU(&g, cuEventSynchronize(e1));
+    CU(&g, cuEventElapsedTime(&ms, e0, e1));
+    CU(&g, cuEventDestroy(e0));
+    CU(&g, cuEventDestroy(e1));
+    return ms * 1000.0f / 20;
+}
+
+/* full size only; inputs are whatever the last test left (finite in the ranges used) */
+static void timings(const struct cfg *c, struct bufs *b)
+{
+    uint32_t group = c->nh / c->nkv;
+    uint16_t *kc = rand_cache(c, c->max_seq, 2.0f), *vc = rand_cache(c, c->max_seq, 1.0f);
+    up(b->kc, kc, 2 * b->cache_elems), up(b->vc, vc, 2 * b->cache_elems);
+    struct k_attn_decode_params p = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
+                                     .part_o = b->part_o, .part_ml = b->part_ml, .out = b->out,
+                                     .step = b->step, .d = dims_of(c, 1), .n_split = 64};
+    const uint32_t Ls[] = {256, 4096};
+    for (int i = 0; i < 2; i++) {
+        set_step(b, Ls[i] - 1, 1, 0);
+        float ts = time_us(f_dec, &p, c->nkv, 1, K_ATTN_THREADS);
+        float tp = time_us(f_split, &p, 64, c->nkv, K_ATTN_THREADS);
+        float tr = time_us(f_red, &p, c->nh, 1, c->hd);
+        printf("# time %s L=%u: single %.1f us, split(64) %.1f us + reduce %.1f us (K+V %.2f MB)\n",
+               c->name, Ls[i], ts, tp, tr, 4.0 * c->nkv * Ls[i] * c->hd / 1e6);
+    }
+    set_step(b, 100, 300, 0);
+    struct k_attn_prefill_params pp = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
+                                       .out = b->out, .step = b->step, .d = dims_of(c, 300)};
+    float t = time_us(f_pre, &pp, (300 * group + K_ATTN_BM - 1) / K_ATTN_BM, c->nkv, K_ATTN_THREADS);
+    double fl = 4.0 * c->nh * c->hd * 300 * (100 + 150.5);
+    printf("# time %s prefill T=300 prefix=100: %.1f us (%.2f TFLOP/s)\n", c->name, t, fl / t / 1e6);
+    free(kc), free(vc);
+}
+
+/* ---- main --------------------------------------------------------------------------------- */
+
+static void alloc_bufs(const struct cfg *c, struct bufs *b)
+{
+    size_t nq = (size_t)MAX_T * c->nh * c->hd, nkvt = (size_t)MAX_T * c->nkv * c->hd;
+    b->cache_elems = (size_t)c->nkv * c->max_seq * c->hd;
+    CU(&g, cuMemAlloc(&b->qg, 4 * nq));
+    CU(&g, cuMemAlloc(&b->k, 2 * nkvt));
+    CU(&g, cuMemAlloc(&b->v, 2 * nkvt));
+    CU(&g, cuMemAlloc(&b->qn, 2 * c->hd));
+    CU(&g, cuMemAlloc(&b->kn, 2 * c->hd));
+    CU(&g, cuMemAlloc(&b->q, 2 * nq));
+    CU(&g, cuMemAlloc(&b->kc, 2 * b->cache_elems));
+    CU(&g, cuMemAlloc(&b->vc, 2 * b->cache_elems));
+    CU(&g, cuMemAlloc(&b->out, 2 * nq));
+    CU(&g, cuMemAlloc(&b->part_o, 4 * 64 * (size_t)c->nh * c->hd));
+    CU(&g, cuMemAlloc(&b->part_ml, 8 * 64 * (size_t)c->nh));
+    CU(&g, cuMemAlloc(&b->step, sizeof(struct k_step)));
+}
+
+static void free_bufs(struct bufs *b)
+{
+    CUdeviceptr *all[] = {&b->qg, &b->k, &b->v, &b->qn, &b->kn, &b->q, &b->kc, &b->vc,
+                          &b->out, &b->part_o, &b->part_ml, &b->step};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        CU(&g, cuMemFree(*all[i]));
+}
+
+static void test_cfg(const struct cfg *c, int full)
+{
+    struct bufs b;
+    alloc_bufs(c, &b);
+    test_rope(c, &b, 1, 1, 0, 0);
+    test_rope(c, &b, 1, 1, c->max_seq - 1, 0);
+    test_rope(c, &b, 1, 1, 17, 1);
+    test_rope(c, &b, 5, 5, 100, 0);
+    test_rope(c, &b, 64, 60, 7, 0);
+    test_rope(c, &b, 300, 300, c->max_seq - 300, 0);
+
+    const uint32_t Ls[] = {1, 7, 255, 256, 257, 1000, 4096};
+    for (int i = 0; i < (full ? 7 : 6); i++)
+        test_decode(c, &b, Ls[i], 2.0f, "");
+    test_decode(c, &b, 1000, 16.0f, " large scores");
+    test_decode_done(c, &b);
+
+    const uint32_t Ts[] = {1, 5, 64, 65, 300};
+    for (int i = 0; i < 5; i++) {
+        test_prefill(c, &b, Ts[i], 0);
+        test_prefill(c, &b, Ts[i], 100);
+    }
+    test_chain(c, &b, 65, 100);
+    if (full)
+        timings(c, &b);
+    free_bufs(&b);
+}
+
+int main(void)
+{
+    if (gpu_open(&g))
+        return test_skip("no CUDA device");
+    CUmodule m = gpu_module(&g);
+    CU(&g, cuModuleGetFunction(&f_rope, m, "k_attn_rope"));
+    CU(&g, cuModuleGetFunction(&f_dec, m, "k_attn_decode"));
+    CU(&g, cuModuleGetFunction(&f_split, m, "k_attn_decode_split"));
+    CU(&g, cuModuleGetFunction(&f_red, m, "k_attn_decode_reduce"));
+    CU(&g, cuModuleGetFunction(&f_pre, m, "k_attn_prefill"));
+    const struct cfg cfgs[] = {
+        {"full", 16, 2, 256, 64, 4096, 1e7f},
+        {"tiny-a", 4, 2, 64, 16, 1024, 1e4f},
+        {"odd", 5, 1, 40, 8, 1024, 1e6f},
+    };
+    for (int i = 0; i < 3; i++)
+        test_cfg(&cfgs[i], i == 0);
+    CU(&g, cuModuleUnload(m));
+    gpu_close(&g);
+    return test_done();
+}
