@@ -43,7 +43,7 @@ NVCCFLAGS  := -std=c++17 -O3 -I. -Xptxas -warn-spills -Werror all-warnings
 
 # ---- sources -----------------------------------------------------------------------------
 PROGS      := plan/planner.c tools/plandump.c tools/qcfg.c tools/bench.c tools/mkcorpus.c \
-              tools/tokbench.c tools/mkmodel.c host/rt_host.c weights/converter.c
+              tools/tokbench.c tools/mkmodel.c host/rt_host.c weights/converter.c tools/qerr.c
 LIB_SRC    := $(filter-out $(PROGS),$(wildcard plan/*.c weights/*.c rt/*.c host/*.c))
 REF_SRC    := $(wildcard test/ref/*.c)
 TEST_SRC   := $(wildcard test/test_*.c)

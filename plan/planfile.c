@@ -194,9 +194,10 @@ static enum fmt_status check_formats(const struct plan_identity *id, char *err)
     if (!quant_known(id->lm_head_quant))
         return fail(err, FMT_ERR_INVALID, "identity: unknown lm_head_quant %u", id->lm_head_quant);
     uint32_t g = id->group_size;
-    if (id->quant == PLAN_QUANT_INT4 && g != 32 && g != 64 && g != 128)
+    int int4 = id->quant == PLAN_QUANT_INT4 || id->lm_head_quant == PLAN_QUANT_INT4;
+    if (int4 && g != 32 && g != 64 && g != 128)
         return fail(err, FMT_ERR_INVALID, "identity: INT4 group_size %u is not 32, 64 or 128", g);
-    if (id->quant != PLAN_QUANT_INT4 && g != 0)
+    if (!int4 && g != 0)
         return fail(err, FMT_ERR_INVALID, "identity: group_size %u must be 0 without INT4", g);
     return FMT_OK;
 }

@@ -140,6 +140,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
     snprintf(dir, sizeof dir, "%s", argv[0]);
     static char kern[PATH_MAX];
     snprintf(kern, sizeof kern, "%s/kern", dirname(dir));
+    uint32_t quant_group = 128, lm_group = 0;
     *o = (struct opts){.max_seq = 4096, .chunk = DEFAULT_CHUNK, .kern_dir = kern,
                        .split_threshold = DEFAULT_SPLIT_THRESHOLD, .splits = DEFAULT_SPLITS,
                        .fmt = {PLAN_QUANT_INT4, 128, PLAN_QUANT_BF16}, .narchs = NARCHS};
@@ -149,6 +150,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t n;
         uint32_t q, g;
+        (void)g;
         if (!strcmp(a, "--help") || !strcmp(a, "-h"))
             return usage(stdout), 1;
         if (!strcmp(a, "-q")) {
@@ -164,15 +166,14 @@ static int parse_args(struct opts *o, int argc, char **argv)
             o->max_seq = (uint32_t)n;
         } else if (!strcmp(a, "--config")) {
             o->config = v;
-        } else if (!strcmp(a, "--quant") || !strcmp(a, "--lm-head")) {
+        } else if (!strcmp(a, "--quant")) {
             if (wt_format_parse(v, &q, &g))
                 return die("%s %s: expected bf16, int4, int4:32, int4:64 or int4:128", a, v);
-            if (!strcmp(a, "--quant"))
-                o->fmt.quant = q;
-            else
-                o->fmt.lm_head_quant = q;
-            if (q == PLAN_QUANT_INT4)
-                o->fmt.group_size = g;
+            o->fmt.quant = q, quant_group = g ? g : 128;
+        } else if (!strcmp(a, "--lm-head")) {
+            if (wt_format_parse_lm_head(v, &q, &lm_group))
+                return die("%s %s: expected bf16, int4, int4:32, int4:64 or int4:128", a, v);
+            o->fmt.lm_head_quant = q;
         } else if (!strcmp(a, "--prefill-chunk")) {
             if ((n = parse_count(v, 1u << 16)) < 0)
                 return die("--prefill-chunk %s: expected 1..65536 tokens%s", v, "");
@@ -204,9 +205,10 @@ static int parse_args(struct opts *o, int argc, char **argv)
             return die("unknown option %s%s (see --help)", a, "");
         }
     }
-    /* only int4 needs a group; keep the identity canonical for bf16 */
-    if (o->fmt.quant != PLAN_QUANT_INT4 && o->fmt.lm_head_quant != PLAN_QUANT_INT4)
-        o->fmt.group_size = 0;
+    /* one group serves projections and lm_head, settled as the converter does */
+    if (wt_format_resolve(&o->fmt, quant_group, lm_group))
+        return die("--quant and --lm-head name different INT4 group sizes%s%s; one group serves both",
+                   "", "");
     return 0;
 }
 

@@ -268,6 +268,24 @@ int wt_format_parse(const char *s, uint32_t *quant, uint32_t *group)
     return -1;
 }
 
+int wt_format_parse_lm_head(const char *s, uint32_t *quant, uint32_t *group)
+{
+    if (!strcmp(s, "int4")) {
+        *quant = PLAN_QUANT_INT4, *group = 0;
+        return 0;
+    }
+    return wt_format_parse(s, quant, group);
+}
+
+int wt_format_resolve(struct wt_format *f, uint32_t quant_group, uint32_t lm_group)
+{
+    int q4 = f->quant == PLAN_QUANT_INT4, l4 = f->lm_head_quant == PLAN_QUANT_INT4;
+    if (q4 && l4 && lm_group && lm_group != quant_group)
+        return -1;
+    f->group_size = q4 ? quant_group : l4 ? (lm_group ? lm_group : 128) : 0;
+    return 0;
+}
+
 const char *wt_format_name(uint32_t quant, uint32_t group, char *buf, int n)
 {
     if (quant == PLAN_QUANT_BF16)

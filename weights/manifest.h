@@ -57,6 +57,16 @@ uint32_t wt_synth(const struct wt_tensor_desc *t);
 /* Parse a --quant argument: "bf16", "int4" (group 128) or "int4:G". Returns 0 or -1. */
 int wt_format_parse(const char *s, uint32_t *quant, uint32_t *group);
 
+/* Parse a --lm-head argument: "bf16", "int4" (the group is left to --quant: *group = 0) or
+ * "int4:G". Returns 0 or -1. */
+int wt_format_parse_lm_head(const char *s, uint32_t *quant, uint32_t *group);
+
+/* Settle the one group size of a format from the --quant group and the --lm-head group (0 when
+ * not given): an INT4 lm_head takes the projections' group, its own when they are bf16, else
+ * 128; nothing INT4 means group 0. Returns -1 when both are INT4 with different explicit
+ * groups. The planner and the converter share this rule, so equal flags give a matching pair. */
+int wt_format_resolve(struct wt_format *f, uint32_t quant_group, uint32_t lm_group);
+
 /* "bf16", "int4:g128" — for messages and dumps. */
 const char *wt_format_name(uint32_t quant, uint32_t group, char *buf, int n);
 

@@ -23,10 +23,10 @@ uint16_t wt_q_bf16(float x);
 float wt_q_bf16_f32(uint16_t h);
 
 /* Pack rows x (rows, k) into K_LAYOUT_I4_ROWS: nibbles (rows, k/2) bytes and scales
- * (rows, k/group) bf16, both row-major. k must be a multiple of group, and group of 8.
+ * (rows, k/group) bf16, both row-major. group is 32, 64 or 128 and divides k.
  * *err2 and *ref2 (when non-NULL) are increased by sum (w - deq)^2 and sum w^2 over the
  * block, in double. Returns 0, or -1 if an element is not finite; *bad_row then gets the
- * row (within the block) that holds it. */
+ * row (within the block) that holds it; -1 also for a group size the layout does not have. */
 int wt_q_pack_rows(const float *x, uint64_t rows, uint64_t k, uint32_t group, uint8_t *nibbles,
                    uint16_t *scales, double *err2, double *ref2, uint64_t *bad_row);
 
@@ -37,12 +37,13 @@ void wt_q_unpack_rows(const uint8_t *nibbles, const uint16_t *scales, uint64_t r
 
 /* Tensor classes the converter reports its error for. */
 enum wt_q_class {
-    WT_Q_EXPERTS = 0,  /* routed experts: mlp.experts.* */
-    WT_Q_GDN,          /* Gated DeltaNet projections: linear_attn.*_proj* */
-    WT_Q_ATTN,         /* attention projections: self_attn.{q,k,v,o}_proj */
-    WT_Q_SHARED,       /* shared expert: mlp.shared_expert.* */
-    WT_Q_LM_HEAD,      /* lm_head.weight */
-    WT_Q_OTHER,        /* everything else (embedding, router, norms, conv taps, mtp.fc) */
+    WT_Q_EXPERTS = 0, /* routed experts: mlp.experts.* */
+    WT_Q_GDN,         /* Gated DeltaNet projections: linear_attn.*_proj* */
+    WT_Q_ATTN,        /* attention projections: self_attn.{q,k,v,o}_proj */
+    WT_Q_SHARED,      /* shared expert: mlp.shared_expert.* */
+    WT_Q_LM_HEAD,     /* lm_head.weight */
+    WT_Q_MTP_FC,      /* mtp.fc.weight, the MTP head's input projection */
+    WT_Q_OTHER,       /* everything else (embedding, router, norms, conv taps) */
     WT_Q_NCLASSES
 };
 

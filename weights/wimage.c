@@ -133,9 +133,10 @@ static enum fmt_status check_config(const struct wt_view *v, char *err)
     if (c->lm_head_quant < PLAN_QUANT_BF16 || c->lm_head_quant > PLAN_QUANT_INT8)
         return fail(err, FMT_ERR_INVALID, "config: unknown lm_head_quant %u", c->lm_head_quant);
     uint32_t g = c->group_size;
-    if (c->quant == PLAN_QUANT_INT4 && g != 32 && g != 64 && g != 128)
+    int int4 = c->quant == PLAN_QUANT_INT4 || c->lm_head_quant == PLAN_QUANT_INT4;
+    if (int4 && g != 32 && g != 64 && g != 128)
         return fail(err, FMT_ERR_INVALID, "config: INT4 group_size %u is not 32, 64 or 128", g);
-    if (c->quant != PLAN_QUANT_INT4 && g != 0)
+    if (!int4 && g != 0)
         return fail(err, FMT_ERR_INVALID, "config: group_size %u must be 0 without INT4", g);
     if (c->reserved0 || c->reserved1)
         return fail(err, FMT_ERR_INVALID, "config: reserved fields are not zero");
