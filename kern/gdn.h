@@ -15,7 +15,8 @@
  * k_gdn_chunk (prefill): the chunked delta rule, chunks of K_GDN_CHUNK tokens in WY/UT form
  *   (MODEL.md §2.2), continuing from and updating the cached state S; q/k l2 norms and the
  *   gates are computed inside; the gated RMSNorm with z is fused at the end. Launch: grid
- *   (nv), block K_GDN_THREADS; the intra-chunk products run on tensor cores. */
+ *   (nv), block K_GDN_THREADS, dynamic shared memory K_GDN_CHUNK_SMEM(dk, min(dv, 128)) capped
+ *   at the device's opt-in limit (the kernel takes the widest value tile that fits). */
 #ifndef K_GDN_H
 #define K_GDN_H
 
@@ -23,6 +24,14 @@
 
 #define K_GDN_THREADS 256
 #define K_GDN_CHUNK 64
+
+/* Dynamic shared memory of k_gdn_chunk with a value tile of dvt columns (a multiple of 4):
+ * fixed Q (C, dk), K (C, dk + 4), Tm (C, 72), L/Attn (C, C), 4 row scalars (C); per value
+ * column a U row (C) and an S column (dk); 4-byte floats. 200704 bytes at dk = dv = 128. */
+#define K_GDN_CHUNK_SMEM(dk, dvt)                                                                  \
+    (4u * (K_GDN_CHUNK * (2u * (dk) + 4u) + K_GDN_CHUNK * 72u + K_GDN_CHUNK * K_GDN_CHUNK +        \
+           4u * K_GDN_CHUNK) +                                                                     \
+     4u * (K_GDN_CHUNK + (dk)) * (dvt))
 
 struct k_gdn_dims {
     uint32_t nk, nv;       /* key heads, value heads */

@@ -45,6 +45,7 @@ int pb_init(struct pb *b, const struct model_config *c, const struct wt_format *
     b->c = *c;
     b->fmt = *f;
     b->max_seq = max_seq;
+    b->smem_limit = plan_arch_smem(90); /* callers targeting smaller parts lower it */
     if (wt_manifest_build(&b->man, c, f, err))
         return -1;
     return 0;

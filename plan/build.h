@@ -55,6 +55,7 @@ struct pb {
     uint32_t num_buckets, buckets[PLAN_MAX_BUCKETS];
     uint32_t split_threshold; /* decode uses split-K when the filled length exceeds this */
     uint32_t n_split;         /* split-K pieces */
+    uint32_t smem_limit;      /* opt-in shared memory per block on every target arch (bytes) */
 
     struct pb_buf *bufs; uint32_t nbufs, capbufs;
     struct pb_op *ops; uint32_t nops, capops;
@@ -117,6 +118,12 @@ int plan_build_finish(struct pb *b);
 /* Everything for plan_write(), pointing into b (valid until pb_free). The caller adds the
  * images, image_data, archs and planner_version. Returns 0 or -1 (out of memory). */
 int plan_build_content(struct pb *b, struct plan_content *out);
+
+/* Opt-in shared memory per block of an arch (80, 86, 87, 89, 90), 0 for an unknown one. */
+uint32_t plan_arch_smem(uint32_t arch);
+/* The shared memory the model's largest kernel needs at least (a plan for an arch with less
+ * cannot run): the chunked GDN kernel with its narrowest value tile. */
+uint32_t plan_min_smem(const struct model_config *c);
 
 /* The op lists of the model (sched.c): decode schedules and one prefill schedule per bucket. */
 int plan_emit_schedules(struct pb *b);

@@ -38,6 +38,7 @@ struct opts {
     uint32_t archs[PLAN_MAX_ARCHS], narchs;
     uint64_t device_mem;
     int quiet;
+    int arch_given;         /* --arch was on the command line */
 };
 
 static void usage(FILE *f)
@@ -58,7 +59,9 @@ static void usage(FILE *f)
             "  --prefill-chunk N    largest prefill chunk in tokens (default %d); schedules are\n"
             "                       made for 16, 64, 256, 1024 below it and for N itself\n"
             "  --arch LIST          comma-separated kernel images to embed, from sm_80, sm_86,\n"
-            "                       sm_87, sm_89, sm_90a (default: all of them)\n"
+            "                       sm_87, sm_89, sm_90a (default: all of them whose shared\n"
+            "                       memory holds the model's kernels; sm_86 and sm_89 cannot\n"
+            "                       hold Qwen3.5-35B-A3B's chunked Gated DeltaNet kernel)\n"
             "  --kern-dir DIR       where the built kernel images are (default: kern/ beside the\n"
             "                       planner binary)\n"
             "  --split-threshold N  decode attention uses split-K above this filled length\n"
@@ -184,6 +187,7 @@ static int parse_args(struct opts *o, int argc, char **argv)
             if (parse_archs(o, list))
                 return die("--arch %s: expected a comma-separated list of sm_80, sm_86, sm_87, "
                            "sm_89, sm_90a%s", v, "");
+            o->arch_given = 1;
         } else if (!strcmp(a, "--kern-dir")) {
             o->kern_dir = v;
         } else if (!strcmp(a, "--split-threshold")) {
@@ -377,10 +381,11 @@ static void buckets(struct pb *b, uint32_t chunk)
     b->buckets[b->num_buckets++] = chunk;
 }
 
-static int plan(const struct opts *o)
+static int plan(const struct opts *o_in)
 {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    const struct opts *o = o_in;
     struct model_config c;
     char err[PB_ERR_LEN > FMT_ERR_LEN ? PB_ERR_LEN : FMT_ERR_LEN];
     if (o->config ? model_config_load(&c, o->config, err) : (model_config_default(&c), 0))
@@ -402,6 +407,32 @@ static int plan(const struct opts *o)
     }
     b.split_threshold = o->split_threshold;
     b.n_split = o->splits;
+    /* archs whose shared memory cannot hold the largest kernel: an explicit --arch is an error,
+     * the default list just leaves them out (and says so) */
+    struct opts oo = *o;
+    uint32_t need = plan_min_smem(&c);
+    oo.narchs = 0;
+    memset(oo.archs, 0, sizeof oo.archs);
+    char left_out[128] = "";
+    for (uint32_t i = 0; i < o->narchs; i++) {
+        if (plan_arch_smem(o->archs[i]) >= need) {
+            oo.archs[oo.narchs++] = o->archs[i];
+            continue;
+        }
+        if (o->arch_given) {
+            fprintf(stderr, "planner: sm_%u: its %u bytes of shared memory per block cannot hold the "
+                            "chunked Gated DeltaNet kernel of this model (%u bytes)\n",
+                    o->archs[i], plan_arch_smem(o->archs[i]), need);
+            pb_free(&b);
+            return 2;
+        }
+        size_t l = strlen(left_out);
+        snprintf(left_out + l, sizeof left_out - l, " sm_%u", o->archs[i]);
+    }
+    o = &oo;
+    b.smem_limit = UINT32_MAX;
+    for (uint32_t i = 0; i < o->narchs; i++)
+        b.smem_limit = plan_arch_smem(o->archs[i]) < b.smem_limit ? plan_arch_smem(o->archs[i]) : b.smem_limit;
     buckets(&b, o->chunk);
     if (plan_emit_schedules(&b) || plan_build_finish(&b)) {
         fprintf(stderr, "planner: %s\n", b.err);
@@ -435,6 +466,9 @@ static int plan(const struct opts *o)
         struct plan_view p;
         plan_read(&p, out, out_len, err);
         summary(stderr, &p, b.naive_overlay);
+        if (left_out[0])
+            fprintf(stderr, "left out%s: their shared memory per block cannot hold this model's "
+                            "chunked Gated DeltaNet kernel (%u bytes)\n", left_out, need);
         fprintf(stderr, "wrote %s: %zu bytes in %.0f ms\n", o->out ? o->out : "plan to standard output",
                 out_len, 1e3 * (double)(t1.tv_sec - t0.tv_sec) + 1e-6 * (double)(t1.tv_nsec - t0.tv_nsec));
     }

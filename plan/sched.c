@@ -243,7 +243,12 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
     uint32_t o = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * vd, "l%u.gdn_out", l);
     struct k_gdn_chunk_params kp = {.d = d};
     grid[0] = nv;
-    op = pb_kernel_op(b, "k_gdn_chunk", &kp, sizeof kp, grid, K_GDN_THREADS, 0, "l%u.gdn_chunk", l);
+    /* the widest value tile (up to 128 columns) the smallest target's shared memory holds;
+     * the kernel reads the size it is given and tiles the value dimension to fit */
+    uint32_t dvt = c->lin_v_head_dim < 128 ? c->lin_v_head_dim : 128;
+    uint32_t smem = K_GDN_CHUNK_SMEM(c->lin_k_head_dim, dvt);
+    smem = smem < b->smem_limit ? smem : b->smem_limit;
+    op = pb_kernel_op(b, "k_gdn_chunk", &kp, sizeof kp, grid, K_GDN_THREADS, smem, "l%u.gdn_chunk", l);
     REF(op, struct k_gdn_chunk_params, u, u);
     REF(op, struct k_gdn_chunk_params, z, z);
     REF(op, struct k_gdn_chunk_params, b, bb);
@@ -698,6 +703,18 @@ static void shared_buffers(struct pb *b, struct shared_bufs *sb)
     sb->dequant = big ? pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_BF16, big, "dequant.weights") : 0;
 }
 
+uint32_t plan_arch_smem(uint32_t arch)
+{
+    switch (arch) {
+    case 80: case 87: return 166912; /* 163 KiB */
+    case 86: case 89: return 101376; /* 99 KiB */
+    case 90: return 232448;          /* 227 KiB */
+    }
+    return 0;
+}
+
+uint32_t plan_min_smem(const struct model_config *c) { return K_GDN_CHUNK_SMEM(c->lin_k_head_dim, 4); }
+
 /* What the kernels can serve, beyond what any model config must satisfy (model.c). Rows are
  * read with 16-byte vector loads (8 bf16), attention keeps a query head's row in registers,
  * the GDN step keeps a key/value head pair on chip, the conv window in registers. */
@@ -710,9 +727,11 @@ static int servable(struct pb *b)
     } r[] = {
         {"hidden_size", c->hidden_size, 8, 1u << 16},
         {"head_dim", c->head_dim, 8, 256},
-        {"linear_key_head_dim", c->lin_k_head_dim, 4, 256},
+        {"linear_key_head_dim", c->lin_k_head_dim, 4, 128},
         {"linear_value_head_dim", c->lin_v_head_dim, 4, 256},
         {"linear_conv_kernel_dim", c->conv_kernel, 1, 8},
+        {"linear_num_value_heads / linear_num_key_heads", c->lin_num_v_heads / c->lin_num_k_heads, 1, 64},
+        {"value dim per key head", c->lin_num_v_heads / c->lin_num_k_heads * c->lin_v_head_dim, 4, 1024},
         {"moe_intermediate_size", c->moe_inter, 8, 1u << 16},
         {"num_experts_per_tok", c->num_experts_per_tok, 1, 16},
         {"num_experts", c->num_experts, 1, 1024}, /* the router and align hold one per thread */
@@ -726,6 +745,21 @@ static int servable(struct pb *b)
             b->failed = 1;
             return -1;
         }
+    if (c->conv_kernel < 2) {
+        snprintf(b->err, sizeof b->err, "linear_conv_kernel_dim = %u cannot be served by the kernels: "
+                 "it must be 2..8", c->conv_kernel);
+        b->failed = 1;
+        return -1;
+    }
+    if (plan_min_smem(c) > b->smem_limit) {
+        snprintf(b->err, sizeof b->err,
+                 "the chunked Gated DeltaNet kernel needs %u bytes of shared memory for "
+                 "linear_key_head_dim %u; the target archs offer %u (sm_86 and sm_89 have 99 KiB: "
+                 "leave them out with --arch)",
+                 plan_min_smem(c), c->lin_k_head_dim, b->smem_limit);
+        b->failed = 1;
+        return -1;
+    }
     if (c->shared_inter % 8) {
         snprintf(b->err, sizeof b->err,
                  "shared_expert_intermediate_size = %u cannot be served by the kernels: it must "
