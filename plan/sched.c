@@ -732,7 +732,7 @@ static int servable(struct pb *b)
         {"linear_conv_kernel_dim", c->conv_kernel, 1, 8},
         {"linear_num_value_heads / linear_num_key_heads", c->lin_num_v_heads / c->lin_num_k_heads, 1, 64},
         {"value dim per key head", c->lin_num_v_heads / c->lin_num_k_heads * c->lin_v_head_dim, 4, 1024},
-        {"moe_intermediate_size", c->moe_inter, 8, 1u << 16},
+        {"moe_intermediate_size", c->moe_inter, 4, 1u << 16}, /* odd widths: element loads */
         {"num_experts_per_tok", c->num_experts_per_tok, 1, 16},
         {"num_experts", c->num_experts, 1, 1024}, /* the router and align hold one per thread */
     };

@@ -75,8 +75,22 @@ int main(void)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double pre_s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     CHECK(!st && finite_and_varied(logits, V, &lo, &hi),
-          "prefill of 4000 tokens: logits finite and varied (%.2f..%.2f), %.0f tok/s%s%s", lo, hi,
+          "prefill of 4000 tokens: logits finite and varied (%g..%g), %.0f tok/s%s%s", lo, hi,
           T / pre_s, st ? ": " : "", err);
+    {   /* the scale of the activations that produced them (information) */
+        uint16_t row[2048];
+        double ss = 0, sl = 0;
+        if (!rt_read_buffer(r, "final_norm", 0, row, sizeof row, err))
+            for (int i = 0; i < 2048; i++) {
+                uint32_t u = (uint32_t)row[i] << 16;
+                float f;
+                memcpy(&f, &u, 4);
+                ss += (double)f * f;
+            }
+        for (uint32_t i = 0; i < V; i++)
+            sl += (double)logits[i] * logits[i];
+        printf("# final norm rms %.3g, logits rms %.3g\n", sqrt(ss / 2048), sqrt(sl / V));
+    }
     int ok = !st;
     for (int i = 0; i < 8 && ok; i++)
         ok = !rt_decode_logits(r, (int32_t)(i * 7919 % V), logits, err) &&
