@@ -1,6 +1,8 @@
 /* moe.cu — the sparse MoE block's router and its decode path (MODEL.md §2.4, DESIGN.md §5).
  *
- *   k_router          logits = bf16(h W_r^T) (E rows) and the shared-gate logit bf16(h . w_sg);
+ *   k_router          logits = h W_r^T (E rows) and the shared-gate logit h . w_sg, kept in fp32
+ *                     (transformers rounds them to bf16; routing from unrounded logits follows
+ *                     the float32 model's expert choice more often, the one it is judged by);
  *                     p = softmax(fp32 logits); top-k by p, descending, ties to the lower id;
  *                     weights = p_sel / sum(p_sel) in fp32; shared_gate = sigmoid(logit) fp32.
  *                     grid (T_max), block K_ROUTER_THREADS: one CTA per token, one warp per
@@ -274,12 +276,12 @@ extern "C" __global__ void __launch_bounds__(K_ROUTER_THREADS) k_router(struct k
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const uint16_t *h = (const uint16_t *)p.h + (uint64_t)t * H;
 
-    /* logits = h @ gate.weight^T, a bf16 matmul: fp32 sum, one rounding */
+    /* logits = h @ gate.weight^T in fp32 (not rounded: see the top of the file) */
     const uint32_t rows = E + (p.w_shared ? 1 : 0);
     for (uint32_t r = warp; r < rows; r += nw) {
         const uint16_t *w =
             r < E ? (const uint16_t *)p.w + (uint64_t)r * H : (const uint16_t *)p.w_shared;
-        float l = k_round_bf16(moe_dot_bf16(w, h, H, lane));
+        float l = moe_dot_bf16(w, h, H, lane);
         if (lane == 0) {
             if (r < E)
                 s_p[r] = l;

@@ -63,11 +63,12 @@ static void router(const float *h, const float *W, const float *w_sg, uint32_t H
                    uint32_t k, int fp32, int32_t *ids, float *weights, float *gate)
 {
     float *p = malloc(sizeof(float) * E);
-    /* logits = h @ gate.weight^T (bf16); p = softmax(float32(logits)). The logits round in
-     * the fp32 model too, so both models pick the same experts. */
+    (void)fp32; /* the router has no bf16 rounding point left; both models agree */
+    /* logits = h @ gate.weight^T, kept in fp32 (the kernel does not round them to bf16 as
+     * transformers does: see kern/moe.cu); p = softmax(float32(logits)) */
     float mx = -INFINITY;
     for (uint32_t e = 0; e < E; e++) {
-        p[e] = kref_moe_bf16((float)dot(W + (uint64_t)e * H, h, H));
+        p[e] = (float)dot(W + (uint64_t)e * H, h, H);
         mx = p[e] > mx ? p[e] : mx;
     }
     float sum = 0;
@@ -93,7 +94,7 @@ static void router(const float *h, const float *W, const float *w_sg, uint32_t H
     for (uint32_t j = 0; j < k; j++)
         weights[j] = weights[j] / wsum;
     /* sigmoid(h @ shared_expert_gate^T) on the bf16 logit */
-    *gate = w_sg ? sigmoid(rnd((float)dot(w_sg, h, H), fp32)) : 0.0f;
+    *gate = w_sg ? sigmoid((float)dot(w_sg, h, H)) : 0.0f;
     free(p);
 }
 
