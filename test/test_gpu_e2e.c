@@ -9,9 +9,9 @@
  * transformers' float32 run. The yardstick (test/data/fixtures/README.md): the bf16 GPU path
  * must be no further from golden-f32 than transformers' own bf16 run is. Per case (the prompt's
  * last position, where the runtime computes lm_head, and the decode steps): the GPU's error over
- * the case's rows and its worst row, each within 1.5x of transformers bf16 on the same rows
- * (single rows scatter for any bf16 evaluation: transformers' own worst step is often twice its
- * typical one, so row-by-row ratios would judge noise). Per checkpoint: the error over every
+ * the case's rows within 1.5x of transformers bf16 on the same rows, and its worst row within
+ * 2.5x of transformers' worst (single rows scatter for any bf16 evaluation: transformers' own
+ * worst step is up to 2.4x its typical one, so row-by-row ratios at 1.5x would judge noise). Per checkpoint: the error over every
  * compared row within 1.25x, and top-1 misses against float32 no more than transformers bf16's
  * once misses inside the GPU's own noise (near-ties) are set aside. Then determinism: the same
  * case again, and after a reload, gives identical logits, and greedy generation follows them. */
@@ -30,13 +30,18 @@
 
 #define TMP "build/test/gpu_e2e"
 #define YARD 1.5
+/* The worst single row of a case against transformers bf16's worst on the same rows. One row is
+ * one draw: transformers' own bf16 worst step is up to 2.4x its typical error in these goldens
+ * (test/data/mk/tiny-b/golden.txt), and two bf16 evaluations put their worst rows on different
+ * tokens, so the bound on a single row is looser than the bounds on sums of rows. */
+#define YARD_ROW 2.5
 
 /* Plan cfg for the device's arch into path. */
-static int write_plan(const struct model_config *c, int sm, const char *path, char *err)
+static int write_plan(const struct model_config *c, const struct wt_format *f, int sm, const char *path,
+                      char *err)
 {
     struct pb b;
-    struct wt_format f = {PLAN_QUANT_BF16, 0, PLAN_QUANT_BF16};
-    if (pb_init(&b, c, &f, 512, err))
+    if (pb_init(&b, c, f, 512, err))
         return -1;
     b.split_threshold = 64, b.n_split = 8;
     b.num_buckets = 2, b.buckets[0] = 16, b.buckets[1] = 64;
@@ -169,7 +174,7 @@ static void run_case(struct rt *r, const char *label, const struct golden_case *
         }
     }
     double gc = sqrt(g_sum / f_sum), bc = sqrt(b_sum / f_sum);
-    CHECK(!st && same > 0 && gc <= YARD * bc && g_worst <= YARD * b_worst,
+    CHECK(!st && same > 0 && gc <= YARD * bc && g_worst <= YARD_ROW * b_worst,
           "%s T=%u: prompt's last row and %u teacher-forced decode steps: rel L2 %.2e vs "
           "transformers bf16 %.2e (x%.2f); worst row %.2e vs %.2e (x%.2f)%s%s", label, f32->T, same,
           gc, bc, gc / bc, g_worst,
@@ -217,6 +222,51 @@ static void determinism(struct rt *r, const char *label, const struct golden_cas
     free(b);
 }
 
+/* INT4 (group 32): logits within the bound the weights work states for INT4 images against
+ * float32 (relative L2 0.06, top-1 agreement 88%; measured 0.024-0.039 on the CPU reference). */
+static void run_int4(struct gpu *g, const char *label, const char *dir, const char *f32_path)
+{
+    char err[WT_CONV_ERR_LEN] = "", image[256], plan[256], cfg_path[512];
+    snprintf(image, sizeof image, TMP "/%s.i4.img", label);
+    snprintf(plan, sizeof plan, TMP "/%s.i4.plan", label);
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
+    struct wt_format fmt = {PLAN_QUANT_INT4, 32, PLAN_QUANT_BF16};
+    struct wt_conv_opts o = {.in_dir = dir, .out = image, .fmt = fmt, .threads = 2};
+    struct model_config c;
+    struct rt *r = NULL;
+    int ok = wt_convert(&o, NULL, err) == 0 && model_config_load(&c, cfg_path, err) == 0 &&
+             write_plan(&c, &fmt, g->sm, plan, err) == 0;
+    struct rt_options ro = {.plan_path = plan, .weights_path = image};
+    ok = ok && rt_open(&r, &ro, err) == RT_OK;
+    CHECK(ok, "%s int4:32: converted, planned and loaded%s%s", label, ok ? "" : ": ", err);
+    if (!ok)
+        return;
+    struct golden f32;
+    golden_load(&f32, f32_path);
+    double num = 0, den = 0;
+    uint32_t rows = 0, agree = 0;
+    struct rt_sampling greedy = {.max_new = 1u << 20, .top_p = 1.0f};
+    for (uint32_t i = 0; i < f32.n && ok; i++) {
+        const struct golden_case *gc = &f32.c[i];
+        float *x = malloc(4ull * gc->V);
+        ok = !rt_reset(r, &greedy, err) && !rt_prefill_logits(r, gc->prompt, gc->T, x, err);
+        for (uint32_t s = 0; ok && s <= gc->D; s++) {
+            const float *f = s == 0 ? gc->prefill + (size_t)(gc->T - 1) * gc->V : gc->decode + (size_t)(s - 1) * gc->V;
+            if (s > 0)
+                ok = !rt_decode_logits(r, gc->fed[s - 1], x, err);
+            for (uint32_t v = 0; ok && v < gc->V; v++)
+                num += ((double)x[v] - f[v]) * ((double)x[v] - f[v]), den += (double)f[v] * f[v];
+            rows++, agree += ok && argmax(x, gc->V) == argmax(f, gc->V);
+        }
+        free(x);
+    }
+    double e = sqrt(num / den);
+    CHECK(ok && e <= 0.06 && agree >= 0.88 * rows, "%s int4:32: rel L2 %.3f against float32 (bound 0.06), "
+          "top-1 %u of %u (bound 88%%)%s%s", label, e, agree, rows, ok ? "" : ": ", err);
+    golden_free(&f32);
+    rt_close(r);
+}
+
 static void run_checkpoint(struct gpu *g, const char *label, const char *dir, const char *f32_path,
                            const char *bf16_path)
 {
@@ -228,7 +278,7 @@ static void run_checkpoint(struct gpu *g, const char *label, const char *dir, co
                              .threads = 2};
     struct model_config c;
     int ok = wt_convert(&o, NULL, err) == 0 && model_config_load(&c, cfg_path, err) == 0 &&
-             write_plan(&c, g->sm, plan, err) == 0;
+             write_plan(&c, &o.fmt, g->sm, plan, err) == 0;
     CHECK(ok, "%s: converted to a bf16 image and planned%s%s", label, ok ? "" : ": ", err);
     if (!ok)
         return;
@@ -279,6 +329,7 @@ int main(void)
                    "test/data/fixtures/tiny-a/golden-bf16.bin");
     run_checkpoint(&g, "tiny-a-fused", "test/data/fixtures/tiny-a-fused",
                    "test/data/fixtures/tiny-a/golden-f32.bin", "test/data/fixtures/tiny-a/golden-bf16.bin");
+    run_int4(&g, "tiny-a", "test/data/fixtures/tiny-a", "test/data/fixtures/tiny-a/golden-f32.bin");
     const char *mk[] = {"tiny-b", "tiny-8l", "tiny-odd"};
     for (int i = 0; i < 3; i++) {
         char dir[256], f[256], b[256], err[MKMODEL_ERR_LEN];
@@ -290,6 +341,8 @@ int main(void)
         snprintf(b, sizeof b, "test/data/mk/%s/golden-bf16.bin", mk[i]);
         if (!rc)
             run_checkpoint(&g, mk[i], dir, f, b);
+        if (!rc && i == 1) /* tiny-8l: widths divide the INT4 group */
+            run_int4(&g, mk[i], dir, f);
     }
     gpu_close(&g);
     return test_done();
