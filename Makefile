@@ -144,9 +144,10 @@ test: $(TEST_BIN) $(KERN_BIN) $(TEST_KERN_BIN) $(PROG_BIN) $(BUILD)/san/rt_host
 # GPU tests once more without the host sanitizers, for compute-sanitizer (which cannot run
 # under ASan): tools/gpu-check builds and runs these on the GPU machine.
 GPU_PLAIN  := $(patsubst test/%.c,$(BUILD)/plain/%,$(wildcard test/test_gpu_*.c))
-$(BUILD)/plain/%: test/%.c $(BUILD)/libqrt.a
+REF_OBJ    := $(REF_SRC:%.c=$(BUILD)/obj/%.o)
+$(BUILD)/plain/%: test/%.c $(BUILD)/libqrt.a $(REF_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(BUILD)/libqrt.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(DEPFLAGS) $< -o $@ $(REF_OBJ) $(BUILD)/libqrt.a $(LDLIBS)
 
 gpu-plain: $(GPU_PLAIN) $(KERN_BIN) $(TEST_KERN_BIN)
 

@@ -9,11 +9,14 @@
 
 #include "rt_impl.h"
 
+/* Wait for the step (the pinned step and token staging is reused by the next call), then copy
+ * the logits out when asked. */
 static enum rt_status read_logits(struct rt *r, float *logits, char *err)
 {
-    if (!logits)
-        return RT_OK;
-    return rt_read_buffer(r, "logits", 0, logits, 4ull * r->p.id.model.vocab_size, err);
+    if (logits)
+        return rt_read_buffer(r, "logits", 0, logits, 4ull * r->p.id.model.vocab_size, err);
+    CUresult res = DRV(r, cuStreamSynchronize(r->stream));
+    return res ? rt_drv_fail(r, res, RT_ERR_CUDA, err, "running a step") : RT_OK;
 }
 
 enum rt_status rt_reset(struct rt *r, const struct rt_sampling *s, char *err)
