@@ -66,7 +66,7 @@ int main(void)
 
     /* prefill 4000 tokens (chunks of 2048 and 1952 in the 2048 bucket), then 8 decode steps */
     struct rt_sampling greedy = {.max_new = 1u << 20, .top_p = 1.0f};
-    double lo, hi;
+    double lo = 0, hi = 0;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     st = rt_reset(r, &greedy, err);
