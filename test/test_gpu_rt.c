@@ -315,7 +315,33 @@ static void generation(struct rt *r, const uint32_t *words)
     }
     stop.n_stop = 1, stop.stop_ids[0] = want[at];
     gen_check(r, "a stop id ends generation on it", words, prompt, 100, &stop, 0, F.max_seq, RT_FINISH_STOP);
+    /* the exact stop: after the stop id, the steps already queued did nothing, so the state
+     * holds the prompt and every token before the stop id, and nothing after */
+    uint64_t state = 0, want_state = 0;
+    char serr[RT_ERR_LEN] = "";
+    enum rt_status se = rt_read_buffer(r, "t.state", 0, &state, 8, serr);
+    uint32_t pos = 0;
+    for (uint32_t i = 0; i < 100; i++, pos++)
+        want_state = t_prefill_fold(want_state, prompt[i], pos, words[t_widx(want_state, WN)]);
+    for (uint32_t i = 0; i < at; i++)
+        want_state = t_decode_fold(want_state, want[i], pos++);
+    CHECK(!se && state == want_state, "after a stop id the state holds exactly the tokens before it "
+          "(queued steps were no-ops)%s%s", se ? ": " : "", serr);
     gen_check(r, "the caller stops after 5", words, prompt, 100, &greedy, 5, F.max_seq, RT_FINISH_CALLER);
+    /* a stop decided by the host: steps already queued (at most RT_RUNAHEAD) still ran; the
+     * next request starts from a reset state, which the good requests below show */
+    se = rt_read_buffer(r, "t.state", 0, &state, 8, serr);
+    cpu_generate(words, prompt, 100, F.max_seq, &greedy, want);
+    want_state = 0, pos = 0;
+    for (uint32_t i = 0; i < 100; i++, pos++)
+        want_state = t_prefill_fold(want_state, prompt[i], pos, words[t_widx(want_state, WN)]);
+    int within = 0;
+    for (uint32_t i = 0; i < 5 + 4 && !within; i++) {
+        want_state = t_decode_fold(want_state, want[i], pos++);
+        within = i >= 4 && state == want_state;
+    }
+    CHECK(!se && within, "after the caller stops at 5 tokens the state holds 5 to 9 of them (the "
+          "run-ahead bound)%s%s", se ? ": " : "", serr);
     struct rt_sampling one = {.max_new = 1, .top_p = 1.0f};
     gen_check(r, "max_new 1: only the prefill's token", words, prompt, 30, &one, 0, F.max_seq, RT_FINISH_LENGTH);
 
