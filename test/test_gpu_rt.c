@@ -338,10 +338,10 @@ static void generation(struct rt *r, const uint32_t *words)
     int within = 0;
     for (uint32_t i = 0; i < 5 + 4 && !within; i++) {
         want_state = t_decode_fold(want_state, want[i], pos++);
-        within = i >= 4 && state == want_state;
+        within = i >= 3 && state == want_state; /* token 5 came from the step fed token 4 */
     }
-    CHECK(!se && within, "after the caller stops at 5 tokens the state holds 5 to 9 of them (the "
-          "run-ahead bound)%s%s", se ? ": " : "", serr);
+    CHECK(!se && within, "after the caller stops at 5 tokens the state has consumed 4 to 9 of them "
+          "(the run-ahead bound)%s%s", se ? ": " : "", serr);
     struct rt_sampling one = {.max_new = 1, .top_p = 1.0f};
     gen_check(r, "max_new 1: only the prefill's token", words, prompt, 30, &one, 0, F.max_seq, RT_FINISH_LENGTH);
 
