@@ -49,9 +49,7 @@ const char *fmt_status_name(enum fmt_status s)
     return "unknown status";
 }
 
-static enum fmt_status fail(char *err, enum fmt_status s, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum fmt_status fail(char *err, enum fmt_status s, const char *fmt, ...)
+enum fmt_status fmt_fail(char *err, enum fmt_status s, const char *fmt, ...)
 {
     va_list ap;
     if (!err)
@@ -90,37 +88,37 @@ static enum fmt_status check_header(const struct fmt_header *h, const uint8_t *b
                                     char *err)
 {
     if (h->magic != magic)
-        return fail(err, FMT_ERR_MAGIC, "magic 0x%08x is not 0x%08x: not this kind of file",
+        return fmt_fail(err, FMT_ERR_MAGIC, "magic 0x%08x is not 0x%08x: not this kind of file",
                     h->magic, magic);
     if (h->version != version)
-        return fail(err, FMT_ERR_VERSION, "format version %u, this reader reads version %u",
+        return fmt_fail(err, FMT_ERR_VERSION, "format version %u, this reader reads version %u",
                     h->version, version);
     uint32_t crc = crc32c(0, buf, offsetof(struct fmt_header, header_crc));
     if (crc != h->header_crc)
-        return fail(err, FMT_ERR_HEADER_CRC, "header CRC 0x%08x, stored 0x%08x", crc,
+        return fmt_fail(err, FMT_ERR_HEADER_CRC, "header CRC 0x%08x, stored 0x%08x", crc,
                     h->header_crc);
     if (h->header_size != FMT_HEADER_SIZE)
-        return fail(err, FMT_ERR_INVALID, "header_size %u is not %d", h->header_size,
+        return fmt_fail(err, FMT_ERR_INVALID, "header_size %u is not %d", h->header_size,
                     FMT_HEADER_SIZE);
     if (h->table_offset != FMT_HEADER_SIZE)
-        return fail(err, FMT_ERR_INVALID, "section table at offset %llu, not right after the header",
+        return fmt_fail(err, FMT_ERR_INVALID, "section table at offset %llu, not right after the header",
                     (unsigned long long)h->table_offset);
     if (h->section_count > FMT_MAX_SECTIONS)
-        return fail(err, FMT_ERR_BOUNDS, "section_count %u exceeds the limit of %d",
+        return fmt_fail(err, FMT_ERR_BOUNDS, "section_count %u exceeds the limit of %d",
                     h->section_count, FMT_MAX_SECTIONS);
     if (h->flags != 0)
-        return fail(err, FMT_ERR_INVALID, "header flags 0x%x: no flag is defined", h->flags);
+        return fmt_fail(err, FMT_ERR_INVALID, "header flags 0x%x: no flag is defined", h->flags);
     if (!all_zero(h->reserved, sizeof h->reserved))
-        return fail(err, FMT_ERR_INVALID, "header reserved bytes are not zero");
+        return fmt_fail(err, FMT_ERR_INVALID, "header reserved bytes are not zero");
     if (h->file_size > file_size)
-        return fail(err, FMT_ERR_TRUNCATED, "header declares %llu bytes but the file has %llu",
+        return fmt_fail(err, FMT_ERR_TRUNCATED, "header declares %llu bytes but the file has %llu",
                     (unsigned long long)h->file_size, (unsigned long long)file_size);
     if (h->file_size < file_size)
-        return fail(err, FMT_ERR_INVALID, "file has %llu bytes, %llu more than its header declares",
+        return fmt_fail(err, FMT_ERR_INVALID, "file has %llu bytes, %llu more than its header declares",
                     (unsigned long long)file_size,
                     (unsigned long long)(file_size - h->file_size));
     if (len > file_size)
-        return fail(err, FMT_ERR_INVALID, "buffer of %zu bytes is longer than the %llu-byte file",
+        return fmt_fail(err, FMT_ERR_INVALID, "buffer of %zu bytes is longer than the %llu-byte file",
                     len, (unsigned long long)file_size);
     return FMT_OK;
 }
@@ -129,14 +127,14 @@ static enum fmt_status check_table(struct fmt_view *v, size_t len, char *err)
 {
     uint64_t end = table_end(v->hdr.section_count);
     if (end > v->hdr.file_size)
-        return fail(err, FMT_ERR_BOUNDS, "section table of %u entries ends past the %llu-byte file",
+        return fmt_fail(err, FMT_ERR_BOUNDS, "section table of %u entries ends past the %llu-byte file",
                     v->hdr.section_count, (unsigned long long)v->hdr.file_size);
     if (end > len)
-        return fail(err, FMT_ERR_TRUNCATED, "section table ends at %llu, past the %zu bytes read",
+        return fmt_fail(err, FMT_ERR_TRUNCATED, "section table ends at %llu, past the %zu bytes read",
                     (unsigned long long)end, len);
     uint32_t crc = crc32c(0, v->buf + FMT_HEADER_SIZE, (size_t)(end - FMT_HEADER_SIZE));
     if (crc != v->hdr.table_crc)
-        return fail(err, FMT_ERR_TABLE_CRC, "section table CRC 0x%08x, stored 0x%08x", crc,
+        return fmt_fail(err, FMT_ERR_TABLE_CRC, "section table CRC 0x%08x, stored 0x%08x", crc,
                     v->hdr.table_crc);
     v->nsec = v->hdr.section_count;
     memcpy(v->sec, v->buf + FMT_HEADER_SIZE, (size_t)(end - FMT_HEADER_SIZE));
@@ -150,30 +148,30 @@ static enum fmt_status check_section(const struct fmt_view *v, const struct fmt_
     uint64_t fs = v->hdr.file_size;
     int streamed = (s->flags & FMT_SEC_STREAMED) != 0;
     if (s->flags & ~FMT_SEC_STREAMED)
-        return fail(err, FMT_ERR_INVALID, "section id %u: unknown flags 0x%x", s->id, s->flags);
+        return fmt_fail(err, FMT_ERR_INVALID, "section id %u: unknown flags 0x%x", s->id, s->flags);
     if (s->reserved[0] || s->reserved[1] || s->reserved[2])
-        return fail(err, FMT_ERR_INVALID, "section id %u: reserved fields are not zero", s->id);
+        return fmt_fail(err, FMT_ERR_INVALID, "section id %u: reserved fields are not zero", s->id);
     if (s->offset % FMT_ALIGN)
-        return fail(err, FMT_ERR_INVALID, "section id %u: offset %llu is not %d-aligned", s->id,
+        return fmt_fail(err, FMT_ERR_INVALID, "section id %u: offset %llu is not %d-aligned", s->id,
                     (unsigned long long)s->offset, FMT_ALIGN);
     if (s->offset < table_end(v->nsec))
-        return fail(err, FMT_ERR_BOUNDS, "section id %u: offset %llu lies inside the header or table",
+        return fmt_fail(err, FMT_ERR_BOUNDS, "section id %u: offset %llu lies inside the header or table",
                     s->id, (unsigned long long)s->offset);
     if (s->offset > fs || s->size > fs - s->offset)
-        return fail(err, FMT_ERR_BOUNDS, "section id %u: [%llu, +%llu) extends past the %llu-byte file",
+        return fmt_fail(err, FMT_ERR_BOUNDS, "section id %u: [%llu, +%llu) extends past the %llu-byte file",
                     s->id, (unsigned long long)s->offset, (unsigned long long)s->size,
                     (unsigned long long)fs);
     if (streamed && s->crc != 0)
-        return fail(err, FMT_ERR_INVALID, "section id %u: streamed section with a non-zero CRC",
+        return fmt_fail(err, FMT_ERR_INVALID, "section id %u: streamed section with a non-zero CRC",
                     s->id);
     if (!streamed && s->offset + s->size > len)
-        return fail(err, FMT_ERR_TRUNCATED, "section id %u: ends at %llu, past the %zu bytes read",
+        return fmt_fail(err, FMT_ERR_TRUNCATED, "section id %u: ends at %llu, past the %zu bytes read",
                     s->id, (unsigned long long)(s->offset + s->size), len);
     if (s->record_size == 0 && s->count != 0)
-        return fail(err, FMT_ERR_INVALID, "section id %u: raw section with count %u (must be 0)",
+        return fmt_fail(err, FMT_ERR_INVALID, "section id %u: raw section with count %u (must be 0)",
                     s->id, s->count);
     if (s->record_size != 0 && s->size != (uint64_t)s->count * s->record_size)
-        return fail(err, FMT_ERR_INVALID,
+        return fmt_fail(err, FMT_ERR_INVALID,
                     "section id %u: size %llu is not count %u x record size %u", s->id,
                     (unsigned long long)s->size, s->count, s->record_size);
     return FMT_OK;
@@ -199,7 +197,7 @@ static enum fmt_status check_layout(const struct fmt_view *v, size_t len, char *
     for (uint32_t i = 0; i < v->nsec; i++)
         for (uint32_t j = 0; j < i; j++)
             if (v->sec[i].id == v->sec[j].id)
-                return fail(err, FMT_ERR_INVALID, "section id %u appears twice in the table",
+                return fmt_fail(err, FMT_ERR_INVALID, "section id %u appears twice in the table",
                             v->sec[i].id);
     sort_by_offset(v, idx);
     uint64_t pos = table_end(v->nsec); /* end of everything placed so far */
@@ -207,12 +205,12 @@ static enum fmt_status check_layout(const struct fmt_view *v, size_t len, char *
     for (uint32_t k = 0; k < v->nsec; k++) {
         const struct fmt_section *s = &v->sec[idx[k]];
         if (s->size > 0 && s->offset < pos && last != UINT32_MAX)
-            return fail(err, FMT_ERR_BOUNDS, "section id %u overlaps section id %u", s->id,
+            return fmt_fail(err, FMT_ERR_BOUNDS, "section id %u overlaps section id %u", s->id,
                         v->sec[last].id);
         if (s->offset > pos && pos < len) {
             uint64_t gap_end = s->offset < len ? s->offset : len;
             if (!all_zero(v->buf + pos, (size_t)(gap_end - pos)))
-                return fail(err, FMT_ERR_INVALID, "non-zero padding before section id %u", s->id);
+                return fmt_fail(err, FMT_ERR_INVALID, "non-zero padding before section id %u", s->id);
         }
         if (s->offset + s->size > pos) {
             pos = s->offset + s->size;
@@ -220,7 +218,7 @@ static enum fmt_status check_layout(const struct fmt_view *v, size_t len, char *
         }
     }
     if (pos != v->hdr.file_size)
-        return fail(err, FMT_ERR_INVALID, "file_size %llu but the sections end at %llu",
+        return fmt_fail(err, FMT_ERR_INVALID, "file_size %llu but the sections end at %llu",
                     (unsigned long long)v->hdr.file_size, (unsigned long long)pos);
     return FMT_OK;
 }
@@ -233,7 +231,7 @@ static enum fmt_status check_crcs(const struct fmt_view *v, char *err)
             continue;
         uint32_t crc = crc32c(0, v->buf + s->offset, (size_t)s->size);
         if (crc != s->crc)
-            return fail(err, FMT_ERR_SECTION_CRC, "section id %u: CRC 0x%08x, stored 0x%08x",
+            return fmt_fail(err, FMT_ERR_SECTION_CRC, "section id %u: CRC 0x%08x, stored 0x%08x",
                         s->id, crc, s->crc);
     }
     return FMT_OK;
@@ -247,9 +245,9 @@ enum fmt_status fmt_open(struct fmt_view *v, const void *buf, size_t len, uint64
     if (err)
         err[0] = 0;
     if (!buf && len)
-        return fail(err, FMT_ERR_INVALID, "no buffer");
+        return fmt_fail(err, FMT_ERR_INVALID, "no buffer");
     if (len < FMT_HEADER_SIZE)
-        return fail(err, FMT_ERR_TRUNCATED, "%zu bytes, shorter than the %d-byte header", len,
+        return fmt_fail(err, FMT_ERR_TRUNCATED, "%zu bytes, shorter than the %d-byte header", len,
                     FMT_HEADER_SIZE);
     v->buf = buf;
     v->len = len;
@@ -289,11 +287,11 @@ enum fmt_status fmt_records(const struct fmt_view *v, uint32_t id, uint32_t reco
     const struct fmt_section *s = fmt_find(v, id, data);
     *count = 0;
     if (!s)
-        return fail(err, FMT_ERR_MISSING, "%s section (id %u) is missing", what, id);
+        return fmt_fail(err, FMT_ERR_MISSING, "%s section (id %u) is missing", what, id);
     if (s->flags & FMT_SEC_STREAMED)
-        return fail(err, FMT_ERR_INVALID, "%s section (id %u) must not be streamed", what, id);
+        return fmt_fail(err, FMT_ERR_INVALID, "%s section (id %u) must not be streamed", what, id);
     if (s->record_size != record_size)
-        return fail(err, FMT_ERR_INVALID, "%s section (id %u): record size %u, expected %u", what,
+        return fmt_fail(err, FMT_ERR_INVALID, "%s section (id %u): record size %u, expected %u", what,
                     id, s->record_size, record_size);
     *count = s->count;
     return FMT_OK;

@@ -56,6 +56,11 @@ enum fmt_status {
 /* Short name of a status ("truncated", "header CRC mismatch", ...). */
 const char *fmt_status_name(enum fmt_status s);
 
+/* Write a printf-style message to err (FMT_ERR_LEN bytes; nothing when err is NULL) and return
+ * s: the one error helper of the format readers and writers. */
+enum fmt_status fmt_fail(char *err, enum fmt_status s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 struct fmt_header {
     uint32_t magic;         /* the format's four bytes, e.g. "QPLN" */
     uint32_t version;       /* format version; readers refuse any other */

@@ -63,18 +63,6 @@ _Static_assert(sizeof(struct plan_copy) == 3 * 8 && sizeof(struct plan_copy) == 
 #define PLAN_MAX_BLOCK 1024u
 #define PLAN_MAX_BLOCK_Z 64u
 
-static enum fmt_status fail(char *err, enum fmt_status s, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum fmt_status fail(char *err, enum fmt_status s, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err)
-        return s;
-    va_start(ap, fmt);
-    vsnprintf(err, FMT_ERR_LEN, fmt, ap);
-    va_end(ap);
-    return s;
-}
 
 static int arch_known(uint32_t a)
 {
@@ -99,9 +87,9 @@ static enum fmt_status raw_section(const struct plan_view *p, uint32_t id, const
     const void *d;
     const struct fmt_section *s = fmt_find(&p->f, id, &d);
     if (!s)
-        return fail(err, FMT_ERR_MISSING, "%s section (id %u) is missing", what, id);
+        return fmt_fail(err, FMT_ERR_MISSING, "%s section (id %u) is missing", what, id);
     if (s->record_size != 0 || (s->flags & FMT_SEC_STREAMED))
-        return fail(err, FMT_ERR_INVALID, "%s section (id %u) must hold raw, unstreamed bytes",
+        return fmt_fail(err, FMT_ERR_INVALID, "%s section (id %u) must hold raw, unstreamed bytes",
                     what, id);
     *data = d;
     *size = s->size;
@@ -133,7 +121,7 @@ static enum fmt_status load_sections(struct plan_view *p, char *err)
     if (st != FMT_OK)
         return st;
     if (n != 1)
-        return fail(err, FMT_ERR_INVALID, "IDENTITY section holds %u records, expected 1", n);
+        return fmt_fail(err, FMT_ERR_INVALID, "IDENTITY section holds %u records, expected 1", n);
     memcpy(&p->id, d, sizeof p->id);
     for (size_t i = 0; i < sizeof rec / sizeof rec[0]; i++) {
         st = fmt_records(&p->f, rec[i].id, rec[i].size, rec[i].what, &d, rec[i].count, err);
@@ -158,11 +146,11 @@ static enum fmt_status check_name(const struct plan_view *p, uint32_t off, int n
 {
     const char *s = fmt_string(p->strings, p->strings_size, off);
     if (!s)
-        return fail(err, FMT_ERR_BOUNDS,
+        return fmt_fail(err, FMT_ERR_BOUNDS,
                     "%s %u: name offset %u is outside STRINGS or its string is unterminated", what,
                     i, off);
     if (nonempty && !*s)
-        return fail(err, FMT_ERR_INVALID, "%s %u: empty name", what, i);
+        return fmt_fail(err, FMT_ERR_INVALID, "%s %u: empty name", what, i);
     return FMT_OK;
 }
 
@@ -171,16 +159,16 @@ static enum fmt_status check_name(const struct plan_view *p, uint32_t off, int n
 static enum fmt_status check_buckets(const struct plan_identity *id, char *err)
 {
     if (id->num_buckets > PLAN_MAX_BUCKETS)
-        return fail(err, FMT_ERR_BOUNDS, "identity: num_buckets %u exceeds %d", id->num_buckets,
+        return fmt_fail(err, FMT_ERR_BOUNDS, "identity: num_buckets %u exceeds %d", id->num_buckets,
                     PLAN_MAX_BUCKETS);
     for (uint32_t i = 0; i < PLAN_MAX_BUCKETS; i++) {
         uint32_t b = id->buckets[i];
         if (i >= id->num_buckets && b != 0)
-            return fail(err, FMT_ERR_INVALID, "identity: unused bucket slot %u is not zero", i);
+            return fmt_fail(err, FMT_ERR_INVALID, "identity: unused bucket slot %u is not zero", i);
         if (i < id->num_buckets && b == 0)
-            return fail(err, FMT_ERR_INVALID, "identity: bucket %u is zero", i);
+            return fmt_fail(err, FMT_ERR_INVALID, "identity: bucket %u is zero", i);
         if (i < id->num_buckets && i > 0 && b <= id->buckets[i - 1])
-            return fail(err, FMT_ERR_INVALID,
+            return fmt_fail(err, FMT_ERR_INVALID,
                         "identity: buckets are not strictly ascending (%u after %u)", b,
                         id->buckets[i - 1]);
     }
@@ -190,36 +178,36 @@ static enum fmt_status check_buckets(const struct plan_identity *id, char *err)
 static enum fmt_status check_formats(const struct plan_identity *id, char *err)
 {
     if (!quant_known(id->quant))
-        return fail(err, FMT_ERR_INVALID, "identity: unknown quant %u", id->quant);
+        return fmt_fail(err, FMT_ERR_INVALID, "identity: unknown quant %u", id->quant);
     if (!quant_known(id->lm_head_quant))
-        return fail(err, FMT_ERR_INVALID, "identity: unknown lm_head_quant %u", id->lm_head_quant);
+        return fmt_fail(err, FMT_ERR_INVALID, "identity: unknown lm_head_quant %u", id->lm_head_quant);
     uint32_t g = id->group_size;
     int int4 = id->quant == PLAN_QUANT_INT4 || id->lm_head_quant == PLAN_QUANT_INT4;
     if (int4 && g != 32 && g != 64 && g != 128)
-        return fail(err, FMT_ERR_INVALID, "identity: INT4 group_size %u is not 32, 64 or 128", g);
+        return fmt_fail(err, FMT_ERR_INVALID, "identity: INT4 group_size %u is not 32, 64 or 128", g);
     if (!int4 && g != 0)
-        return fail(err, FMT_ERR_INVALID, "identity: group_size %u must be 0 without INT4", g);
+        return fmt_fail(err, FMT_ERR_INVALID, "identity: group_size %u must be 0 without INT4", g);
     return FMT_OK;
 }
 
 static enum fmt_status check_archs(const struct plan_identity *id, char *err)
 {
     if (id->num_archs > PLAN_MAX_ARCHS)
-        return fail(err, FMT_ERR_BOUNDS, "identity: num_archs %u exceeds %d", id->num_archs,
+        return fmt_fail(err, FMT_ERR_BOUNDS, "identity: num_archs %u exceeds %d", id->num_archs,
                     PLAN_MAX_ARCHS);
     for (uint32_t i = 0; i < PLAN_MAX_ARCHS; i++) {
         uint32_t a = id->archs[i];
         if (i >= id->num_archs) {
             if (a != 0)
-                return fail(err, FMT_ERR_INVALID, "identity: unused arch slot %u is not zero", i);
+                return fmt_fail(err, FMT_ERR_INVALID, "identity: unused arch slot %u is not zero", i);
             continue;
         }
         if (!arch_known(a))
-            return fail(err, FMT_ERR_INVALID,
+            return fmt_fail(err, FMT_ERR_INVALID,
                         "identity: arch %u is not one of 80, 86, 87, 89, 90", a);
         for (uint32_t j = 0; j < i; j++)
             if (id->archs[j] == a)
-                return fail(err, FMT_ERR_INVALID, "identity: arch %u listed twice", a);
+                return fmt_fail(err, FMT_ERR_INVALID, "identity: arch %u listed twice", a);
     }
     return FMT_OK;
 }
@@ -230,22 +218,22 @@ static enum fmt_status check_identity(const struct plan_view *p, char *err)
     char merr[MODEL_ERR_LEN];
     enum fmt_status st;
     if (model_config_check(&id->model, merr))
-        return fail(err, FMT_ERR_INVALID, "identity: model config: %s", merr);
+        return fmt_fail(err, FMT_ERR_INVALID, "identity: model config: %s", merr);
     if (id->max_seq < 1 || id->max_seq > id->model.max_position)
-        return fail(err, FMT_ERR_INVALID, "identity: max_seq %u is outside 1..max_position %u",
+        return fmt_fail(err, FMT_ERR_INVALID, "identity: max_seq %u is outside 1..max_position %u",
                     id->max_seq, id->model.max_position);
     if ((st = check_buckets(id, err)) || (st = check_formats(id, err)) ||
         (st = check_archs(id, err)))
         return st;
     if (!memchr(id->planner_version, 0, sizeof id->planner_version))
-        return fail(err, FMT_ERR_INVALID, "identity: planner_version is not NUL-terminated");
+        return fmt_fail(err, FMT_ERR_INVALID, "identity: planner_version is not NUL-terminated");
     if (id->reserved0)
-        return fail(err, FMT_ERR_INVALID, "identity: reserved0 is not zero");
+        return fmt_fail(err, FMT_ERR_INVALID, "identity: reserved0 is not zero");
     if (id->arena_bytes == 0)
-        return fail(err, FMT_ERR_INVALID, "identity: arena_bytes is 0");
+        return fmt_fail(err, FMT_ERR_INVALID, "identity: arena_bytes is 0");
     uint64_t h = fnv64(FNV64_INIT, p->image_data, (size_t)p->image_data_size);
     if (h != id->images_hash)
-        return fail(err, FMT_ERR_INVALID,
+        return fmt_fail(err, FMT_ERR_INVALID,
                     "identity: images_hash %016llx does not match IMAGE_DATA (%016llx)",
                     (unsigned long long)id->images_hash, (unsigned long long)h);
     return FMT_OK;
@@ -264,12 +252,12 @@ static enum fmt_status check_regions(const struct plan_view *p, char *err)
             return st;
         const char *nm = plan_str(p, r.name);
         if (r.kind < PLAN_REGION_PERSISTENT || r.kind > PLAN_REGION_OVERLAY)
-            return fail(err, FMT_ERR_INVALID, "region %u '%.80s': unknown kind %u", i, nm, r.kind);
+            return fmt_fail(err, FMT_ERR_INVALID, "region %u '%.80s': unknown kind %u", i, nm, r.kind);
         if (r.offset % PLAN_BUF_ALIGN)
-            return fail(err, FMT_ERR_INVALID, "region %u '%.80s': offset %llu is not %d-aligned", i,
+            return fmt_fail(err, FMT_ERR_INVALID, "region %u '%.80s': offset %llu is not %d-aligned", i,
                         nm, (unsigned long long)r.offset, PLAN_BUF_ALIGN);
         if (r.offset > arena || r.size > arena - r.offset)
-            return fail(err, FMT_ERR_BOUNDS,
+            return fmt_fail(err, FMT_ERR_BOUNDS,
                         "region %u '%.80s': [%llu, +%llu) lies outside the %llu-byte arena", i, nm,
                         (unsigned long long)r.offset, (unsigned long long)r.size,
                         (unsigned long long)arena);
@@ -283,24 +271,24 @@ static enum fmt_status check_buffer(const struct plan_view *p, uint32_t i,
     const char *nm = plan_str(p, b->name);
     struct plan_region r;
     if (b->region >= p->num_regions)
-        return fail(err, FMT_ERR_BOUNDS, "buffer %u '%.80s': region index %u out of range (%u regions)",
+        return fmt_fail(err, FMT_ERR_BOUNDS, "buffer %u '%.80s': region index %u out of range (%u regions)",
                     i, nm, b->region, p->num_regions);
     if (b->schedule != PLAN_ALL_SCHEDULES && b->schedule >= p->num_schedules)
-        return fail(err, FMT_ERR_BOUNDS,
+        return fmt_fail(err, FMT_ERR_BOUNDS,
                     "buffer %u '%.80s': schedule index %u out of range (%u schedules)", i, nm,
                     b->schedule, p->num_schedules);
     if (b->dtype != 0 && !dtype_known(b->dtype))
-        return fail(err, FMT_ERR_INVALID, "buffer %u '%.80s': unknown dtype %u", i, nm, b->dtype);
+        return fmt_fail(err, FMT_ERR_INVALID, "buffer %u '%.80s': unknown dtype %u", i, nm, b->dtype);
     if (b->offset % PLAN_BUF_ALIGN)
-        return fail(err, FMT_ERR_INVALID, "buffer %u '%.80s': offset %llu is not %d-aligned", i, nm,
+        return fmt_fail(err, FMT_ERR_INVALID, "buffer %u '%.80s': offset %llu is not %d-aligned", i, nm,
                     (unsigned long long)b->offset, PLAN_BUF_ALIGN);
     plan_get_region(p, b->region, &r);
     if (b->offset < r.offset || b->offset - r.offset > r.size ||
         b->size > r.size - (b->offset - r.offset))
-        return fail(err, FMT_ERR_BOUNDS, "buffer %u '%.80s': [%llu, +%llu) lies outside its region %u",
+        return fmt_fail(err, FMT_ERR_BOUNDS, "buffer %u '%.80s': [%llu, +%llu) lies outside its region %u",
                     i, nm, (unsigned long long)b->offset, (unsigned long long)b->size, b->region);
     if (b->first_op > b->last_op)
-        return fail(err, FMT_ERR_INVALID, "buffer %u '%.80s': lifetime first_op %u > last_op %u", i,
+        return fmt_fail(err, FMT_ERR_INVALID, "buffer %u '%.80s': lifetime first_op %u > last_op %u", i,
                     nm, b->first_op, b->last_op);
     return FMT_OK;
 }
@@ -325,19 +313,19 @@ static enum fmt_status check_weight(const struct plan_view *p, uint32_t i,
 {
     const char *nm = plan_str(p, w->name);
     if (!dtype_known(w->dtype))
-        return fail(err, FMT_ERR_INVALID, "weight %u '%.80s': unknown dtype %u", i, nm, w->dtype);
+        return fmt_fail(err, FMT_ERR_INVALID, "weight %u '%.80s': unknown dtype %u", i, nm, w->dtype);
     if (w->ndim < 1 || w->ndim > PLAN_MAX_DIMS)
-        return fail(err, FMT_ERR_INVALID, "weight %u '%.80s': ndim %u is not 1..%d", i, nm, w->ndim,
+        return fmt_fail(err, FMT_ERR_INVALID, "weight %u '%.80s': ndim %u is not 1..%d", i, nm, w->ndim,
                     PLAN_MAX_DIMS);
     for (uint32_t d = 0; d < PLAN_MAX_DIMS; d++) {
         if (d < w->ndim && w->shape[d] == 0)
-            return fail(err, FMT_ERR_INVALID, "weight %u '%.80s': shape[%u] is 0", i, nm, d);
+            return fmt_fail(err, FMT_ERR_INVALID, "weight %u '%.80s': shape[%u] is 0", i, nm, d);
         if (d >= w->ndim && w->shape[d] != 0)
-            return fail(err, FMT_ERR_INVALID, "weight %u '%.80s': unused shape[%u] is not zero", i,
+            return fmt_fail(err, FMT_ERR_INVALID, "weight %u '%.80s': unused shape[%u] is not zero", i,
                         nm, d);
     }
     if (w->size == 0)
-        return fail(err, FMT_ERR_INVALID, "weight %u '%.80s': size is 0", i, nm);
+        return fmt_fail(err, FMT_ERR_INVALID, "weight %u '%.80s': size is 0", i, nm);
     return FMT_OK;
 }
 
@@ -363,7 +351,7 @@ static enum fmt_status check_kernels(const struct plan_view *p, char *err)
         if ((st = check_name(p, k.name, 1, "kernel", i, err)))
             return st;
         if (k.param_size > PLAN_MAX_PARAM)
-            return fail(err, FMT_ERR_BOUNDS, "kernel %u '%.80s': param_size %u exceeds %d", i,
+            return fmt_fail(err, FMT_ERR_BOUNDS, "kernel %u '%.80s': param_size %u exceeds %d", i,
                         plan_str(p, k.name), k.param_size, PLAN_MAX_PARAM);
     }
     return FMT_OK;
@@ -375,14 +363,14 @@ static enum fmt_status check_image(const struct plan_view *p, uint32_t i, char *
     struct plan_image im, prev;
     plan_get_image(p, i, &im);
     if (!arch_known(im.arch))
-        return fail(err, FMT_ERR_INVALID, "image %u: arch %u is not one of 80, 86, 87, 89, 90", i,
+        return fmt_fail(err, FMT_ERR_INVALID, "image %u: arch %u is not one of 80, 86, 87, 89, 90", i,
                     im.arch);
     if (im.kind != PLAN_IMAGE_CUBIN && im.kind != PLAN_IMAGE_FATBIN)
-        return fail(err, FMT_ERR_INVALID, "image %u (sm_%u): unknown kind %u", i, im.arch, im.kind);
+        return fmt_fail(err, FMT_ERR_INVALID, "image %u (sm_%u): unknown kind %u", i, im.arch, im.kind);
     if (im.size == 0)
-        return fail(err, FMT_ERR_INVALID, "image %u (sm_%u): empty", i, im.arch);
+        return fmt_fail(err, FMT_ERR_INVALID, "image %u (sm_%u): empty", i, im.arch);
     if (im.offset > p->image_data_size || im.size > p->image_data_size - im.offset)
-        return fail(err, FMT_ERR_BOUNDS,
+        return fmt_fail(err, FMT_ERR_BOUNDS,
                     "image %u (sm_%u): [%llu, +%llu) lies outside the %llu bytes of IMAGE_DATA", i,
                     im.arch, (unsigned long long)im.offset, (unsigned long long)im.size,
                     (unsigned long long)p->image_data_size);
@@ -390,12 +378,12 @@ static enum fmt_status check_image(const struct plan_view *p, uint32_t i, char *
     for (uint32_t a = 0; a < p->id.num_archs; a++)
         listed |= p->id.archs[a] == im.arch;
     if (!listed)
-        return fail(err, FMT_ERR_INVALID, "image %u: arch %u is not listed in the identity's archs",
+        return fmt_fail(err, FMT_ERR_INVALID, "image %u: arch %u is not listed in the identity's archs",
                     i, im.arch);
     for (uint32_t j = 0; j < i; j++) {
         plan_get_image(p, j, &prev);
         if (prev.arch == im.arch)
-            return fail(err, FMT_ERR_INVALID, "image %u: a second image for arch %u", i, im.arch);
+            return fmt_fail(err, FMT_ERR_INVALID, "image %u: a second image for arch %u", i, im.arch);
     }
     return FMT_OK;
 }
@@ -409,7 +397,7 @@ static enum fmt_status check_images(const struct plan_view *p, char *err)
     }
     /* images are unique and listed, so equal counts mean every listed arch has its image */
     if (p->num_images != p->id.num_archs)
-        return fail(err, FMT_ERR_INVALID, "identity lists %u archs but there are %u kernel images",
+        return fmt_fail(err, FMT_ERR_INVALID, "identity lists %u archs but there are %u kernel images",
                     p->id.num_archs, p->num_images);
     return FMT_OK;
 }
@@ -423,23 +411,23 @@ static enum fmt_status check_relocs(const struct plan_view *p, char *err)
         struct plan_weight w;
         plan_get_reloc(p, i, &r);
         if (r.reserved0)
-            return fail(err, FMT_ERR_INVALID, "reloc %u: reserved0 is not zero", i);
+            return fmt_fail(err, FMT_ERR_INVALID, "reloc %u: reserved0 is not zero", i);
         if (r.base < PLAN_BASE_ARENA || r.base > PLAN_BASE_RING)
-            return fail(err, FMT_ERR_INVALID, "reloc %u: unknown base %u", i, r.base);
+            return fmt_fail(err, FMT_ERR_INVALID, "reloc %u: unknown base %u", i, r.base);
         if (r.base != PLAN_BASE_WEIGHT && r.index != 0)
-            return fail(err, FMT_ERR_INVALID, "reloc %u: index %u must be 0 for base %u", i,
+            return fmt_fail(err, FMT_ERR_INVALID, "reloc %u: index %u must be 0 for base %u", i,
                         r.index, r.base);
         if (r.base == PLAN_BASE_ARENA && r.offset >= p->id.arena_bytes)
-            return fail(err, FMT_ERR_BOUNDS, "reloc %u: arena offset %llu is past the %llu-byte arena",
+            return fmt_fail(err, FMT_ERR_BOUNDS, "reloc %u: arena offset %llu is past the %llu-byte arena",
                         i, (unsigned long long)r.offset, (unsigned long long)p->id.arena_bytes);
         if (r.base != PLAN_BASE_WEIGHT)
             continue;
         if (r.index >= p->num_weights)
-            return fail(err, FMT_ERR_BOUNDS, "reloc %u: weight index %u out of range (%u weights)", i,
+            return fmt_fail(err, FMT_ERR_BOUNDS, "reloc %u: weight index %u out of range (%u weights)", i,
                         r.index, p->num_weights);
         plan_get_weight(p, r.index, &w);
         if (r.offset >= w.size)
-            return fail(err, FMT_ERR_BOUNDS,
+            return fmt_fail(err, FMT_ERR_BOUNDS,
                         "reloc %u: offset %llu is past the %llu bytes of weight '%.80s'", i,
                         (unsigned long long)r.offset, (unsigned long long)w.size,
                         plan_str(p, w.name));
@@ -467,15 +455,15 @@ static enum fmt_status check_launch(uint32_t i, const char *nm, const struct pla
 {
     for (int d = 0; d < 3; d++)
         if (op->grid[d] < 1 || op->block[d] < 1)
-            return fail(err, FMT_ERR_INVALID, "op %u '%.80s': grid[%d] = %u, block[%d] = %u: each must be >= 1",
+            return fmt_fail(err, FMT_ERR_INVALID, "op %u '%.80s': grid[%d] = %u, block[%d] = %u: each must be >= 1",
                         i, nm, d, op->grid[d], d, op->block[d]);
     if (op->grid[0] > PLAN_MAX_GRID_X || op->grid[1] > PLAN_MAX_GRID_YZ ||
         op->grid[2] > PLAN_MAX_GRID_YZ)
-        return fail(err, FMT_ERR_INVALID, "op %u '%.80s': grid %u x %u x %u exceeds the CUDA limits",
+        return fmt_fail(err, FMT_ERR_INVALID, "op %u '%.80s': grid %u x %u x %u exceeds the CUDA limits",
                     i, nm, op->grid[0], op->grid[1], op->grid[2]);
     uint64_t threads = (uint64_t)op->block[0] * op->block[1] * op->block[2];
     if (threads > PLAN_MAX_BLOCK || op->block[2] > PLAN_MAX_BLOCK_Z)
-        return fail(err, FMT_ERR_INVALID, "op %u '%.80s': block %u x %u x %u exceeds %u threads", i,
+        return fmt_fail(err, FMT_ERR_INVALID, "op %u '%.80s': block %u x %u x %u exceeds %u threads", i,
                     nm, op->block[0], op->block[1], op->block[2], PLAN_MAX_BLOCK);
     return FMT_OK;
 }
@@ -484,15 +472,15 @@ static enum fmt_status check_op_kind(const struct plan_view *p, uint32_t i, cons
                                      const struct plan_op *op, char *err)
 {
     if (op->kind < PLAN_OP_KERNEL || op->kind > PLAN_OP_COPY)
-        return fail(err, FMT_ERR_INVALID, "op %u '%.80s': unknown kind %u", i, nm, op->kind);
+        return fmt_fail(err, FMT_ERR_INVALID, "op %u '%.80s': unknown kind %u", i, nm, op->kind);
     if (op->kind == PLAN_OP_KERNEL && op->kernel >= p->num_kernels)
-        return fail(err, FMT_ERR_BOUNDS, "op %u '%.80s': kernel index %u out of range (%u kernels)", i,
+        return fmt_fail(err, FMT_ERR_BOUNDS, "op %u '%.80s': kernel index %u out of range (%u kernels)", i,
                     nm, op->kernel, p->num_kernels);
     if (op->kind != PLAN_OP_KERNEL && op->kernel != PLAN_NO_KERNEL)
-        return fail(err, FMT_ERR_INVALID, "op %u '%.80s': kernel index %u on an op of kind %u", i, nm,
+        return fmt_fail(err, FMT_ERR_INVALID, "op %u '%.80s': kernel index %u on an op of kind %u", i, nm,
                     op->kernel, op->kind);
     if (op->flags || op->reserved0)
-        return fail(err, FMT_ERR_INVALID, "op %u '%.80s': flags or reserved0 is not zero", i, nm);
+        return fmt_fail(err, FMT_ERR_INVALID, "op %u '%.80s': flags or reserved0 is not zero", i, nm);
     return FMT_OK;
 }
 
@@ -500,15 +488,15 @@ static enum fmt_status check_op_params(const struct plan_view *p, uint32_t i, co
                                        const struct plan_op *op, char *err)
 {
     if (op->param_offset % PLAN_PARAM_ALIGN)
-        return fail(err, FMT_ERR_INVALID, "op %u '%.80s': param_offset %u is not %d-aligned", i, nm,
+        return fmt_fail(err, FMT_ERR_INVALID, "op %u '%.80s': param_offset %u is not %d-aligned", i, nm,
                     op->param_offset, PLAN_PARAM_ALIGN);
     if ((uint64_t)op->param_offset + op->param_size > p->params_size)
-        return fail(err, FMT_ERR_BOUNDS,
+        return fmt_fail(err, FMT_ERR_BOUNDS,
                     "op %u '%.80s': parameter blob [%u, +%u) lies outside the %llu bytes of PARAMS", i,
                     nm, op->param_offset, op->param_size, (unsigned long long)p->params_size);
     uint32_t want = op_blob_size(p, op);
     if (op->param_size != want)
-        return fail(err, FMT_ERR_INVALID, "op %u '%.80s': parameter blob of %u bytes, expected %u", i,
+        return fmt_fail(err, FMT_ERR_INVALID, "op %u '%.80s': parameter blob of %u bytes, expected %u", i,
                     nm, op->param_size, want);
     return FMT_OK;
 }
@@ -519,22 +507,22 @@ static enum fmt_status check_op_relocs(const struct plan_view *p, uint32_t i, co
                                        const struct plan_op *op, uint64_t *next, char *err)
 {
     if ((uint64_t)op->reloc_first + op->reloc_count > p->num_relocs)
-        return fail(err, FMT_ERR_BOUNDS, "op %u '%.80s': relocations [%u, +%u) out of range (%u relocs)",
+        return fmt_fail(err, FMT_ERR_BOUNDS, "op %u '%.80s': relocations [%u, +%u) out of range (%u relocs)",
                     i, nm, op->reloc_first, op->reloc_count, p->num_relocs);
     if (op->reloc_count == 0)
         return FMT_OK;
     if (op->reloc_first < *next)
-        return fail(err, FMT_ERR_INVALID, "op %u '%.80s': relocations [%u, +%u) overlap an earlier op's",
+        return fmt_fail(err, FMT_ERR_INVALID, "op %u '%.80s': relocations [%u, +%u) overlap an earlier op's",
                     i, nm, op->reloc_first, op->reloc_count);
     *next = (uint64_t)op->reloc_first + op->reloc_count;
     for (uint32_t j = op->reloc_first; j < *next; j++) {
         struct plan_reloc r;
         plan_get_reloc(p, j, &r);
         if (r.param_offset % 8)
-            return fail(err, FMT_ERR_INVALID, "reloc %u of op %u '%.80s': param_offset %u is not 8-aligned",
+            return fmt_fail(err, FMT_ERR_INVALID, "reloc %u of op %u '%.80s': param_offset %u is not 8-aligned",
                         j, i, nm, r.param_offset);
         if ((uint64_t)r.param_offset + 8 > op->param_size)
-            return fail(err, FMT_ERR_BOUNDS, "reloc %u of op %u '%.80s': writes past the %u-byte blob",
+            return fmt_fail(err, FMT_ERR_BOUNDS, "reloc %u of op %u '%.80s': writes past the %u-byte blob",
                         j, i, nm, op->param_size);
     }
     return FMT_OK;
@@ -563,23 +551,23 @@ static enum fmt_status check_schedule(const struct plan_view *p, uint32_t i,
 {
     const char *nm = plan_str(p, s->name);
     if (s->kind != PLAN_SCHED_DECODE && s->kind != PLAN_SCHED_PREFILL)
-        return fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': unknown kind %u", i, nm, s->kind);
+        return fmt_fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': unknown kind %u", i, nm, s->kind);
     if (s->tokens < 1 || (s->kind == PLAN_SCHED_DECODE && s->tokens != 1))
-        return fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': %u tokens per replay", i, nm, s->tokens);
+        return fmt_fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': %u tokens per replay", i, nm, s->tokens);
     int bucket = s->kind == PLAN_SCHED_DECODE;
     for (uint32_t b = 0; b < p->id.num_buckets; b++)
         bucket |= p->id.buckets[b] == s->tokens;
     if (!bucket)
-        return fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': %u tokens is not a prefill bucket", i,
+        return fmt_fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': %u tokens is not a prefill bucket", i,
                     nm, s->tokens);
     if ((uint64_t)s->first_op + s->op_count > p->num_ops)
-        return fail(err, FMT_ERR_BOUNDS, "schedule %u '%.80s': ops [%u, +%u) out of range (%u ops)", i,
+        return fmt_fail(err, FMT_ERR_BOUNDS, "schedule %u '%.80s': ops [%u, +%u) out of range (%u ops)", i,
                     nm, s->first_op, s->op_count, p->num_ops);
     if (s->kv_min > s->kv_max || s->kv_max > p->id.max_seq)
-        return fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': kv range %u..%u is not within 0..max_seq %u",
+        return fmt_fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': kv range %u..%u is not within 0..max_seq %u",
                     i, nm, s->kv_min, s->kv_max, p->id.max_seq);
     if (s->reserved0)
-        return fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': reserved0 is not zero", i, nm);
+        return fmt_fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': reserved0 is not zero", i, nm);
     return FMT_OK;
 }
 
@@ -665,11 +653,11 @@ enum fmt_status plan_write(const struct plan_content *c, uint8_t **out, size_t *
     enum fmt_status st = fmt_builder_finish(&b, PLAN_MAGIC, PLAN_VERSION, &buf, &n, &file_size);
     fmt_builder_free(&b);
     if (st != FMT_OK)
-        return fail(err, st, "plan_write: cannot lay out the file (%s)", fmt_status_name(st));
+        return fmt_fail(err, st, "plan_write: cannot lay out the file (%s)", fmt_status_name(st));
     st = plan_read(&check, buf, n, why);
     if (st != FMT_OK) {
         free(buf);
-        return fail(err, st, "plan refused by its reader: %s", why);
+        return fmt_fail(err, st, "plan refused by its reader: %s", why);
     }
     *out = buf;
     *len = n;

@@ -58,7 +58,7 @@ static uint16_t *rand_bf16(size_t n, float a)
 {
     uint16_t *x = malloc(n * 2);
     for (size_t i = 0; i < n; i++)
-        x[i] = kref_attn_f2bf(a * (2.0f * (float)(test_rand(&rng) >> 40) / 16777216.0f - 1.0f));
+        x[i] = kref_f2bf(a * (2.0f * (float)(test_rand(&rng) >> 40) / 16777216.0f - 1.0f));
     return x;
 }
 
@@ -90,7 +90,7 @@ static int compare(const char *what, const uint16_t *got, const uint16_t *want, 
                 printf("#   %s[%zu] written: 0x%04x (must stay poisoned)\n", what, i, got[i]);
             continue;
         }
-        float w = kref_attn_bf(want[i]), v = kref_attn_bf(got[i]), e = fabsf(v - w);
+        float w = kref_bf2f(want[i]), v = kref_bf2f(got[i]), e = fabsf(v - w);
         cmp++, exact += got[i] == want[i];
         if (!(e <= ulps * ulp_bf16(w) + abs_tol)) {
             if (bad++ < 5)

@@ -120,7 +120,7 @@ static float urand(void)
 static void rand_bf16(uint16_t *d, size_t n, float center, float scale)
 {
     for (size_t i = 0; i < n; i++)
-        d[i] = kref_basic_f2bf(center + scale * urand());
+        d[i] = kref_f2bf(center + scale * urand());
 }
 
 static void rand_bytes(uint8_t *d, size_t n)
@@ -157,7 +157,7 @@ static size_t cmp_bits(const char *what, const uint16_t *got, const uint16_t *wa
     for (size_t i = 0; i < n; i++)
         if (got[i] != want[i] && bad++ < SHOW)
             printf("#   %s[%zu]: got 0x%04x (%g) want 0x%04x (%g)\n", what, i, got[i],
-                   (double)kref_basic_bf2f(got[i]), want[i], (double)kref_basic_bf2f(want[i]));
+                   (double)kref_bf2f(got[i]), want[i], (double)kref_bf2f(want[i]));
     return bad;
 }
 
@@ -172,13 +172,13 @@ static void cmp_close(struct cmpstat *s, const char *what, const void *got, int 
                       const float *want, const float *tol, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        float gv = bf16 ? kref_basic_bf2f(((const uint16_t *)got)[i]) : ((const float *)got)[i];
+        float gv = bf16 ? kref_bf2f(((const uint16_t *)got)[i]) : ((const float *)got)[i];
         double allow = tol[i], err = fabs((double)gv - want[i]);
         if (bf16) {
             float big = fabsf(gv) > fabsf(want[i]) ? gv : want[i];
-            allow += 0.5 * kref_basic_ulp(big);
-            s->equal += ((const uint16_t *)got)[i] == kref_basic_f2bf(want[i]);
-            double ulp = kref_basic_ulp(want[i]);
+            allow += 0.5 * kref_bf16_ulp(big);
+            s->equal += ((const uint16_t *)got)[i] == kref_f2bf(want[i]);
+            double ulp = kref_bf16_ulp(want[i]);
             if (ulp > 0 && err / ulp > s->worst_ulp)
                 s->worst_ulp = err / ulp;
         }
@@ -205,8 +205,8 @@ static void pack_i4_row(const float *x, uint32_t K, uint32_t group, uint8_t *nib
         float a = 0;
         for (uint32_t k = g0; k < g0 + group; k++)
             a = fabsf(x[k]) > a ? fabsf(x[k]) : a;
-        uint16_t sb = kref_basic_f2bf(a / 7.0f);
-        float s = kref_basic_bf2f(sb);
+        uint16_t sb = kref_f2bf(a / 7.0f);
+        float s = kref_bf2f(sb);
         sc[g0 / group] = sb;
         for (uint32_t k = g0; k < g0 + group; k++) {
             long q = s > 0 ? lrintf(x[k] / s) + K_I4_ZERO : K_I4_ZERO;
@@ -289,16 +289,16 @@ static void test_hand_word(void)
     dget(out, dout, sizeof out);
     int ok = stray16(out, 32, 32 + SLACK) < 0;
     for (int j = 0; j < 32; j++)
-        ok &= kref_basic_bf2f(out[j]) == (j < 8 ? 0.5f * (float)(j - 7) : 0.0f);
+        ok &= kref_bf2f(out[j]) == (j < 8 ? 0.5f * (float)(j - 7) : 0.0f);
     CHECK(ok,
           "k_dequant_i4 hand word: -3.5 -3 ... 0 for elements 0..7 (got %g %g .. %g), nothing "
           "past the end",
-          (double)kref_basic_bf2f(out[0]), (double)kref_basic_bf2f(out[1]),
-          (double)kref_basic_bf2f(out[7]));
+          (double)kref_bf2f(out[0]), (double)kref_bf2f(out[1]),
+          (double)kref_bf2f(out[7]));
 
     uint16_t x[32];
     for (int k = 0; k < 32; k++)
-        x[k] = kref_basic_f2bf(k < 8 ? (float)(k + 1) : 1.0f);
+        x[k] = kref_f2bf(k < 8 ? (float)(k + 1) : 1.0f);
     float yref, mag;
     kref_gemv_i4(&yref, &mag, (const uint8_t *)words, &scale, x, 1, 32, 32);
     CUdeviceptr dx = dput(x, sizeof x);
@@ -309,9 +309,9 @@ static void test_hand_word(void)
     launch(f_gemv_i4, &p, 1, K_GEMV_THREADS);
     dget(out, dout, sizeof out);
     /* 0.5 * sum_{j<8} (j - 7)(j + 1) = 0.5 * -84 */
-    CHECK(yref == -42.0f && kref_basic_bf2f(out[0]) == -42.0f && stray16(out, 1, 32 + SLACK) < 0,
+    CHECK(yref == -42.0f && kref_bf2f(out[0]) == -42.0f && stray16(out, 1, 32 + SLACK) < 0,
           "k_gemv_i4 hand word: y = -42 (device %g, CPU decoder %g)",
-          (double)kref_basic_bf2f(out[0]), (double)yref);
+          (double)kref_bf2f(out[0]), (double)yref);
     dfree(dw), dfree(dout), dfree(dx);
 }
 
@@ -330,7 +330,7 @@ static void test_packer_roundtrip(uint32_t group)
     size_t bad = 0;
     for (uint32_t n = 0; n < N; n++)
         for (uint32_t k = 0; k < K; k++) {
-            float s = kref_basic_bf2f(sc[(size_t)n * (K / group) + k / group]);
+            float s = kref_bf2f(sc[(size_t)n * (K / group) + k / group]);
             float d = kref_i4_weight(nib, sc, K, group, n, k), w = x[(size_t)n * K + k];
             bad += !(fabsf(d - w) <= 0.5f * s * 1.0001f);
         }
@@ -657,8 +657,8 @@ static void test_silu(uint32_t T_max, uint32_t n_tokens, uint32_t n)
         if (got[i] != w0 && got[i] != kref_silu_mul_one(gt[i], up[i], SILU_REL) &&
             got[i] != kref_silu_mul_one(gt[i], up[i], -SILU_REL) && bad++ < SHOW)
             printf("#   out[%zu]: gate %g up %g got %g want %g\n", i,
-                   (double)kref_basic_bf2f(gt[i]), (double)kref_basic_bf2f(up[i]),
-                   (double)kref_basic_bf2f(got[i]), (double)kref_basic_bf2f(w0));
+                   (double)kref_bf2f(gt[i]), (double)kref_bf2f(up[i]),
+                   (double)kref_bf2f(got[i]), (double)kref_bf2f(w0));
     }
     long stray = stray16(got, live, ne + SLACK);
     CHECK(bad == 0 && stray < 0,

@@ -152,7 +152,7 @@ static uint16_t *rand_bf16(size_t n, float scale)
 {
     uint16_t *d = xmalloc(n * 2);
     for (size_t i = 0; i < n; i++)
-        d[i] = kref_gdn_f2bf(scale * urand());
+        d[i] = kref_f2bf(scale * urand());
     return d;
 }
 
@@ -172,10 +172,10 @@ static void fix_init(struct fix *f, const struct shape *s, uint32_t T)
     f->d = (struct k_gdn_dims){s->nk, s->nv, s->dk, s->dv, f->cd, s->K, 0, 1e-6f};
     f->conv_w = xmalloc((size_t)f->cd * s->K * 2);
     for (size_t i = 0; i < (size_t)f->cd * s->K; i++)
-        f->conv_w[i] = kref_gdn_f2bf(0.3f * nrand());
+        f->conv_w[i] = kref_f2bf(0.3f * nrand());
     f->dt_bias = xmalloc(s->nv * 2), f->a_log = xmalloc(s->nv * 4), f->norm_w = xmalloc(s->dv * 4);
     for (uint32_t h = 0; h < s->nv; h++) {
-        f->dt_bias[h] = kref_gdn_f2bf(nrand());
+        f->dt_bias[h] = kref_f2bf(nrand());
         f->a_log[h] = logf(0.01f + 15.99f * (urand() + 1.0f) / 2.0f);
     }
     for (uint32_t j = 0; j < s->dv; j++)
@@ -232,7 +232,7 @@ static void ref_segment(const struct fix *f, struct run *r, uint32_t t0, uint32_
     kref_gdn_recurrent(&f->d, u, f->b + (size_t)t0 * f->d.nv, f->a + (size_t)t0 * f->d.nv, f->a_log,
                        f->dt_bias, r->state, n, core, r->mag + (size_t)t0 * f->vd);
     for (size_t i = 0; i < (size_t)n * f->vd; i++)
-        core_bf[i] = kref_gdn_f2bf(core[i]);
+        core_bf[i] = kref_f2bf(core[i]);
     kref_gdn_gnorm(&f->d, core_bf, f->z + (size_t)t0 * f->vd, f->norm_w, n,
                    r->out + (size_t)t0 * f->vd);
     free(core_bf);
@@ -269,8 +269,8 @@ static size_t cmp_ulp(const char *what, const uint16_t *got, const uint16_t *wan
 {
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) {
-        float gv = kref_gdn_bf2f(got[i]), wv = kref_gdn_bf2f(want[i]);
-        double err = fabs((double)gv - wv), allow = max_ulp * kref_gdn_bf16_ulp(wv);
+        float gv = kref_bf2f(got[i]), wv = kref_bf2f(want[i]);
+        double err = fabs((double)gv - wv), allow = max_ulp * kref_bf16_ulp(wv);
         *equal += got[i] == want[i];
         if (!(err <= allow) && bad++ < SHOW)
             printf("#   %s[%zu]: got %.6g want %.6g\n", what, i, (double)gv, (double)wv);
@@ -332,16 +332,16 @@ static size_t cmp_out(const char *what, const struct fix *f, const struct run *r
         const float *core = r->core + base, *mag = r->mag + base;
         double ss = 0, mm = 0;
         for (uint32_t j = 0; j < dv; j++) {
-            float x = kref_gdn_bf2f(kref_gdn_f2bf(core[j]));
+            float x = kref_bf2f(kref_f2bf(core[j]));
             ss += (double)x * x, mm += (double)mag[j] * mag[j];
         }
         double rms = sqrt(ss / dv) + 1e-30, shift = e * sqrt(mm / (ss + 1e-60)); /* of the rms */
         for (uint32_t j = 0; j < dv; j++) {
-            float w = kref_gdn_bf2f(want ? want[row * dv + j] : r->out[base + j]);
-            float gv = kref_gdn_bf2f(got[row * dv + j]);
-            double gate = fabs(f->norm_w[j] * silu(kref_gdn_bf2f(f->z[base + j])));
-            double y = kref_gdn_bf2f(kref_gdn_f2bf(core[j])) / rms;
-            double allow = 4 * kref_gdn_bf16_ulp(kref_gdn_bf2f(r->out[base + j])) +
+            float w = kref_bf2f(want ? want[row * dv + j] : r->out[base + j]);
+            float gv = kref_bf2f(got[row * dv + j]);
+            double gate = fabs(f->norm_w[j] * silu(kref_bf2f(f->z[base + j])));
+            double y = kref_bf2f(kref_f2bf(core[j])) / rms;
+            double allow = 4 * kref_bf16_ulp(kref_bf2f(r->out[base + j])) +
                            gate * (e * mag[j] / rms + fabs(y) * shift);
             double err = fabs((double)gv - w);
             allow *= mult;

@@ -106,7 +106,7 @@ static CUdeviceptr upload_bf16(struct gpu *g, const float *x, size_t n)
 {
     uint16_t *b = malloc(2 * n);
     for (size_t i = 0; i < n; i++)
-        b[i] = kref_moe_bf16_bits(x[i]);
+        b[i] = kref_f2bf(x[i]);
     CUdeviceptr d = dalloc(g, 2 * n, 0);
     CU(g, cuMemcpyHtoD(d, b, 2 * n));
     free(b);
@@ -139,7 +139,7 @@ static float got_value(int kind, const void *got, size_t i, uint32_t *bits)
 {
     if (kind == BF16) {
         *bits = ((const uint16_t *)got)[i];
-        return kref_moe_bf16_f32((uint16_t)*bits);
+        return kref_bf2f((uint16_t)*bits);
     }
     memcpy(bits, (const uint8_t *)got + 4 * i, 4);
     if (kind == U32)
@@ -204,7 +204,7 @@ static float *rand_bf16(size_t n, float half, unsigned long long *r)
 {
     float *x = malloc(sizeof(float) * (n ? n : 1));
     for (size_t i = 0; i < n; i++)
-        x[i] = kref_moe_bf16(half * uni(r));
+        x[i] = kref_round(half * uni(r));
     return x;
 }
 
@@ -442,7 +442,7 @@ static void test_decode(struct gpu *g, const struct kerns *K, const struct model
     float *wts = dget(g, b.wts, 4ull * k), *sg = dget(g, b.sg, 4);
     float *actf = malloc(sizeof(float) * na), *y = malloc(sizeof(float) * (k + 1) * H);
     for (uint32_t i = 0; i < na; i++)
-        actf[i] = kref_moe_bf16_f32(act[i]);
+        actf[i] = kref_bf2f(act[i]);
     for (uint32_t sl = 0; sl < k; sl++)
         kref_moe_down(actf + sl * wmax, M->dn + (uint64_t)ids[sl] * H * I, I, H, wts[sl],
                       y + sl * H);
@@ -461,7 +461,7 @@ static void test_decode(struct gpu *g, const struct kerns *K, const struct model
     ok = compare("out", BF16, out, want, mask, H, POISON, 1.0 / 16, 1.0 / 16, note);
     CHECK(ok, "%s decode block vs the fp32 block (%s)", s->name, note);
     for (uint32_t i = 0; i < H; i++)
-        dec_out[i] = kref_moe_bf16_f32(out[i]);
+        dec_out[i] = kref_bf2f(out[i]);
 
     if (H >= 2048) { /* informational; the same experts every repeat, so L2-warm: an upper bound */
         double tu = time_us(g, K->up, &p, k + (S ? 1 : 0), CDIV(wmax, K_MOE_ROWS), K_MOE_THREADS);
@@ -622,7 +622,7 @@ static void test_prefill(struct gpu *g, const struct kerns *K, const struct mode
     uint16_t *shb = malloc(2ull * T * H);
     memset(shb, POISON, 2ull * T * H);
     for (size_t i = 0; i < (size_t)n * H && S; i++)
-        shb[i] = kref_moe_bf16_bits(M->tr.shared[i]);
+        shb[i] = kref_f2bf(M->tr.shared[i]);
     CU(g, cuMemcpyHtoD(b.sh, shb, 2ull * T * H));
     struct k_moe_combine_params cp = {b.y, S ? b.sh : 0, b.sg, b.out, b.step, d};
     launch(g, K->combine, &cp, T, 1, 256);
@@ -632,9 +632,9 @@ static void test_prefill(struct gpu *g, const struct kerns *K, const struct mode
     memset(mask, 0, (size_t)T * H);
     for (uint32_t t = 0; t < n; t++) {
         for (uint32_t i = 0; i < k * H; i++)
-            yf[i] = kref_moe_bf16_f32(y[(size_t)t * k * H + i]);
+            yf[i] = kref_bf2f(y[(size_t)t * k * H + i]);
         for (uint32_t i = 0; i < H; i++)
-            shf[i] = kref_moe_bf16_f32(shb[(size_t)t * H + i]), mask[(size_t)t * H + i] = 1;
+            shf[i] = kref_bf2f(shb[(size_t)t * H + i]), mask[(size_t)t * H + i] = 1;
         kref_moe_combine(yf, k, H, S ? shf : NULL, sg[t], want + (size_t)t * H);
     }
     ok = compare("out", BF16, out, want, mask, (size_t)T * H, POISON, R_OP, A_OP, note);

@@ -36,18 +36,6 @@ _Static_assert(sizeof(struct wt_tensor) == 6 * 4 + 8 * 8 && sizeof(struct wt_ten
 
 #define WT_LAYOUT_PLAIN K_LAYOUT_PLAIN
 
-static enum fmt_status fail(char *err, enum fmt_status s, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static enum fmt_status fail(char *err, enum fmt_status s, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err)
-        return s;
-    va_start(ap, fmt);
-    vsnprintf(err, FMT_ERR_LEN, fmt, ap);
-    va_end(ap);
-    return s;
-}
 
 /* The layout ids this reader knows. */
 static int wt_layout_known(uint32_t layout)
@@ -61,18 +49,18 @@ static enum fmt_status i4_rows_check(uint32_t i, const char *nm, const struct wt
 {
     uint64_t g = t->group_size;
     if (t->dtype != PLAN_DTYPE_I4 || (t->ndim != 2 && t->ndim != 3))
-        return fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': INT4 rows layout needs dtype I4 and "
+        return fmt_fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': INT4 rows layout needs dtype I4 and "
                     "2 or 3 dimensions", i, nm);
     if (g != 32 && g != 64 && g != 128)
-        return fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': INT4 group size %llu is not 32, 64 "
+        return fmt_fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': INT4 group size %llu is not 32, 64 "
                     "or 128", i, nm, (unsigned long long)g);
     uint64_t mats = t->ndim == 3 ? t->shape[0] : 1, n = t->shape[t->ndim - 2], k = t->shape[t->ndim - 1];
     if (!mats || !n || !k || k % g || mats > (1ull << 20) || n > (1ull << 24) || k > (1ull << 24))
-        return fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': INT4 shape must be non-zero with "
+        return fmt_fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': INT4 shape must be non-zero with "
                     "the input width a multiple of the group size", i, nm);
     uint64_t nib = k_i4_nibble_bytes(mats, n, k), sc = k_i4_scale_bytes(mats, n, k, g);
     if (t->scales_offset != nib || t->size != nib + sc || t->zeros_offset)
-        return fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': INT4 extent inconsistent: size %llu, "
+        return fmt_fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': INT4 extent inconsistent: size %llu, "
                     "scales at %llu (expected %llu bytes, scales at %llu, no zero points)", i, nm,
                     (unsigned long long)t->size, (unsigned long long)t->scales_offset,
                     (unsigned long long)(nib + sc), (unsigned long long)nib);
@@ -127,24 +115,24 @@ static enum fmt_status check_config(const struct wt_view *v, char *err)
     const struct wt_config *c = &v->cfg;
     char merr[MODEL_ERR_LEN];
     if (model_config_check(&c->model, merr))
-        return fail(err, FMT_ERR_INVALID, "config: model: %s", merr);
+        return fmt_fail(err, FMT_ERR_INVALID, "config: model: %s", merr);
     if (c->quant < PLAN_QUANT_BF16 || c->quant > PLAN_QUANT_INT8)
-        return fail(err, FMT_ERR_INVALID, "config: unknown quant %u", c->quant);
+        return fmt_fail(err, FMT_ERR_INVALID, "config: unknown quant %u", c->quant);
     if (c->lm_head_quant < PLAN_QUANT_BF16 || c->lm_head_quant > PLAN_QUANT_INT8)
-        return fail(err, FMT_ERR_INVALID, "config: unknown lm_head_quant %u", c->lm_head_quant);
+        return fmt_fail(err, FMT_ERR_INVALID, "config: unknown lm_head_quant %u", c->lm_head_quant);
     uint32_t g = c->group_size;
     int int4 = c->quant == PLAN_QUANT_INT4 || c->lm_head_quant == PLAN_QUANT_INT4;
     if (int4 && g != 32 && g != 64 && g != 128)
-        return fail(err, FMT_ERR_INVALID, "config: INT4 group_size %u is not 32, 64 or 128", g);
+        return fmt_fail(err, FMT_ERR_INVALID, "config: INT4 group_size %u is not 32, 64 or 128", g);
     if (!int4 && g != 0)
-        return fail(err, FMT_ERR_INVALID, "config: group_size %u must be 0 without INT4", g);
+        return fmt_fail(err, FMT_ERR_INVALID, "config: group_size %u must be 0 without INT4", g);
     if (c->reserved0 || c->reserved1)
-        return fail(err, FMT_ERR_INVALID, "config: reserved fields are not zero");
+        return fmt_fail(err, FMT_ERR_INVALID, "config: reserved fields are not zero");
     if (c->data_bytes != v->data_size)
-        return fail(err, FMT_ERR_INVALID, "config: data_bytes %llu but the DATA section has %llu",
+        return fmt_fail(err, FMT_ERR_INVALID, "config: data_bytes %llu but the DATA section has %llu",
                     (unsigned long long)c->data_bytes, (unsigned long long)v->data_size);
     if (!memchr(c->source, 0, sizeof c->source))
-        return fail(err, FMT_ERR_INVALID, "config: source is not NUL-terminated");
+        return fmt_fail(err, FMT_ERR_INVALID, "config: source is not NUL-terminated");
     return FMT_OK;
 }
 
@@ -157,7 +145,7 @@ static enum fmt_status load_sections(struct wt_view *v, char *err)
     if (st != FMT_OK)
         return st;
     if (n != 1)
-        return fail(err, FMT_ERR_INVALID, "CONFIG section holds %u records, expected 1", n);
+        return fmt_fail(err, FMT_ERR_INVALID, "CONFIG section holds %u records, expected 1", n);
     memcpy(&v->cfg, d, sizeof v->cfg);
     st = fmt_records(&v->f, WT_SEC_TENSORS, sizeof(struct wt_tensor), "TENSORS", &d,
                      &v->num_tensors, err);
@@ -166,18 +154,18 @@ static enum fmt_status load_sections(struct wt_view *v, char *err)
     v->tensors = d;
     const struct fmt_section *s = fmt_find(&v->f, WT_SEC_STRINGS, &d);
     if (!s)
-        return fail(err, FMT_ERR_MISSING, "STRINGS section (id %u) is missing", WT_SEC_STRINGS);
+        return fmt_fail(err, FMT_ERR_MISSING, "STRINGS section (id %u) is missing", WT_SEC_STRINGS);
     if (s->record_size || (s->flags & FMT_SEC_STREAMED))
-        return fail(err, FMT_ERR_INVALID, "STRINGS section must hold raw, unstreamed bytes");
+        return fmt_fail(err, FMT_ERR_INVALID, "STRINGS section must hold raw, unstreamed bytes");
     v->strings = d;
     v->strings_size = s->size;
     s = fmt_find(&v->f, WT_SEC_DATA, NULL);
     if (!s)
-        return fail(err, FMT_ERR_MISSING, "DATA section (id %u) is missing", WT_SEC_DATA);
+        return fmt_fail(err, FMT_ERR_MISSING, "DATA section (id %u) is missing", WT_SEC_DATA);
     if (s->record_size || !(s->flags & FMT_SEC_STREAMED))
-        return fail(err, FMT_ERR_INVALID, "DATA section must be raw and streamed");
+        return fmt_fail(err, FMT_ERR_INVALID, "DATA section must be raw and streamed");
     if (s->offset % WT_DATA_ALIGN)
-        return fail(err, FMT_ERR_INVALID, "DATA section at offset %llu is not %u-aligned",
+        return fmt_fail(err, FMT_ERR_INVALID, "DATA section at offset %llu is not %u-aligned",
                     (unsigned long long)s->offset, WT_DATA_ALIGN);
     v->data_offset = s->offset;
     v->data_size = s->size;
@@ -189,24 +177,24 @@ static enum fmt_status tensor_layout_check(uint32_t i, const char *nm, const str
                                            char *err)
 {
     if (!wt_layout_known(t->layout))
-        return fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': unknown layout %u", i, nm, t->layout);
+        return fmt_fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': unknown layout %u", i, nm, t->layout);
     if (t->layout == K_LAYOUT_I4_ROWS)
         return i4_rows_check(i, nm, t, err);
     /* plain row-major: elements packed tightly, no scales, no zero points, no groups */
     uint64_t n = 1;
     for (uint32_t d = 0; d < t->ndim; d++)
         if (__builtin_mul_overflow(n, t->shape[d], &n))
-            return fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': element count overflows", i, nm);
+            return fmt_fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': element count overflows", i, nm);
     uint64_t bits = dtype_bits(t->dtype);
     if (n > UINT64_MAX / bits)
-        return fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': byte size overflows", i, nm);
+        return fmt_fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': byte size overflows", i, nm);
     uint64_t want = (n * bits + 7) / 8;
     if (t->size != want)
-        return fail(err, FMT_ERR_INVALID,
+        return fmt_fail(err, FMT_ERR_INVALID,
                     "tensor %u '%.80s': size %llu is inconsistent with its dtype and shape (%llu bytes)",
                     i, nm, (unsigned long long)t->size, (unsigned long long)want);
     if (t->scales_offset || t->zeros_offset || t->group_size)
-        return fail(err, FMT_ERR_INVALID,
+        return fmt_fail(err, FMT_ERR_INVALID,
                     "tensor %u '%.80s': plain layout with scales, zero points or a group size", i, nm);
     return FMT_OK;
 }
@@ -217,35 +205,35 @@ static enum fmt_status check_tensor(const struct wt_view *v, uint32_t i, char *e
     wt_get_tensor(v, i, &t);
     const char *nm = fmt_string(v->strings, v->strings_size, t.name);
     if (!nm)
-        return fail(err, FMT_ERR_BOUNDS,
+        return fmt_fail(err, FMT_ERR_BOUNDS,
                     "tensor %u: name offset %u is outside STRINGS or its string is unterminated", i,
                     t.name);
     size_t len = strlen(nm);
     if (len == 0)
-        return fail(err, FMT_ERR_INVALID, "tensor %u: empty name", i);
+        return fmt_fail(err, FMT_ERR_INVALID, "tensor %u: empty name", i);
     if (len >= WT_MAX_NAME)
-        return fail(err, FMT_ERR_INVALID, "tensor %u: name of %zu bytes is too long (limit %u)", i,
+        return fmt_fail(err, FMT_ERR_INVALID, "tensor %u: name of %zu bytes is too long (limit %u)", i,
                     len, WT_MAX_NAME - 1);
     if (!dtype_bits(t.dtype))
-        return fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': unknown dtype %u", i, nm, t.dtype);
+        return fmt_fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': unknown dtype %u", i, nm, t.dtype);
     if (t.ndim < 1 || t.ndim > WT_MAX_DIMS)
-        return fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': ndim %u is not 1..%d", i, nm, t.ndim,
+        return fmt_fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': ndim %u is not 1..%d", i, nm, t.ndim,
                     WT_MAX_DIMS);
     for (uint32_t d = 0; d < WT_MAX_DIMS; d++) {
         if (d < t.ndim && t.shape[d] == 0)
-            return fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': shape[%u] is 0", i, nm, d);
+            return fmt_fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': shape[%u] is 0", i, nm, d);
         if (d >= t.ndim && t.shape[d] != 0)
-            return fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': unused shape[%u] is not zero", i,
+            return fmt_fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': unused shape[%u] is not zero", i,
                         nm, d);
     }
     enum fmt_status st = tensor_layout_check(i, nm, &t, err);
     if (st != FMT_OK)
         return st;
     if (t.offset % WT_TENSOR_ALIGN)
-        return fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': offset %llu is not %u-aligned", i, nm,
+        return fmt_fail(err, FMT_ERR_INVALID, "tensor %u '%.80s': offset %llu is not %u-aligned", i, nm,
                     (unsigned long long)t.offset, WT_TENSOR_ALIGN);
     if (t.offset > v->data_size || t.size > v->data_size - t.offset)
-        return fail(err, FMT_ERR_BOUNDS, "tensor %u '%.80s': [%llu, +%llu) lies outside the %llu bytes of DATA",
+        return fmt_fail(err, FMT_ERR_BOUNDS, "tensor %u '%.80s': [%llu, +%llu) lies outside the %llu bytes of DATA",
                     i, nm, (unsigned long long)t.offset, (unsigned long long)t.size,
                     (unsigned long long)v->data_size);
     return FMT_OK;
@@ -277,7 +265,7 @@ static enum fmt_status check_unique(const struct wt_view *v, char *err)
         return FMT_OK;
     struct wt_key *k = malloc((size_t)n * sizeof *k);
     if (!k)
-        return fail(err, FMT_ERR_NOMEM, "no memory to check %u tensors", n);
+        return fmt_fail(err, FMT_ERR_NOMEM, "no memory to check %u tensors", n);
     for (uint32_t i = 0; i < n; i++) {
         struct wt_tensor t;
         wt_get_tensor(v, i, &t);
@@ -286,12 +274,12 @@ static enum fmt_status check_unique(const struct wt_view *v, char *err)
     qsort(k, n, sizeof *k, key_by_name);
     for (uint32_t i = 1; i < n && st == FMT_OK; i++)
         if (strcmp(k[i - 1].name, k[i].name) == 0)
-            st = fail(err, FMT_ERR_INVALID, "tensor '%.80s': duplicate name", k[i].name);
+            st = fmt_fail(err, FMT_ERR_INVALID, "tensor '%.80s': duplicate name", k[i].name);
     if (st == FMT_OK)
         qsort(k, n, sizeof *k, key_by_offset);
     for (uint32_t i = 1; i < n && st == FMT_OK; i++)
         if (k[i - 1].offset + k[i - 1].size > k[i].offset)
-            st = fail(err, FMT_ERR_INVALID, "tensor '%.80s' at %llu overlaps tensor '%.80s' at %llu",
+            st = fmt_fail(err, FMT_ERR_INVALID, "tensor '%.80s' at %llu overlaps tensor '%.80s' at %llu",
                       k[i].name, (unsigned long long)k[i].offset, k[i - 1].name,
                       (unsigned long long)k[i - 1].offset);
     free(k);
@@ -434,12 +422,12 @@ static enum fmt_status build_prefix(const struct wt_writer *w, uint8_t **out, si
     enum fmt_status st = fmt_builder_finish(&b, WT_MAGIC, WT_VERSION, out, len, &file_size);
     fmt_builder_free(&b);
     if (st != FMT_OK)
-        return fail(err, st, "%s: cannot lay out the image (%s)", w->path, fmt_status_name(st));
+        return fmt_fail(err, st, "%s: cannot lay out the image (%s)", w->path, fmt_status_name(st));
     st = wt_read(&v, *out, *len, file_size, why);
     if (st != FMT_OK) {
         free(*out);
         *out = NULL;
-        return fail(err, st, "%s: %s", w->path, why);
+        return fmt_fail(err, st, "%s: %s", w->path, why);
     }
     return FMT_OK;
 }
@@ -452,13 +440,13 @@ static enum fmt_status layout_tensors(struct wt_writer *w, const struct wt_tenso
     for (uint32_t i = 0; i < n; i++) {
         size_t len = d[i].name ? strlen(d[i].name) : 0;
         if (len == 0 || len >= WT_MAX_NAME)
-            return fail(err, FMT_ERR_INVALID, "%s: tensor %u: name is empty or longer than %u bytes",
+            return fmt_fail(err, FMT_ERR_INVALID, "%s: tensor %u: name is empty or longer than %u bytes",
                         w->path, i, WT_MAX_NAME - 1);
         pool += len + 1;
     }
     if (pool > UINT32_MAX || !(w->strings = malloc(pool ? (size_t)pool : 1)) ||
         !(w->t = calloc(n ? n : 1, sizeof *w->t)))
-        return fail(err, FMT_ERR_NOMEM, "%s: no memory for the tensor table", w->path);
+        return fmt_fail(err, FMT_ERR_NOMEM, "%s: no memory for the tensor table", w->path);
     pool = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct wt_tensor *t = &w->t[i];
@@ -472,7 +460,7 @@ static enum fmt_status layout_tensors(struct wt_writer *w, const struct wt_tenso
         memcpy(t->shape, d[i].shape, sizeof t->shape);
         pool += len;
         if (off > UINT64_MAX - WT_TENSOR_ALIGN || d[i].size > UINT64_MAX - WT_TENSOR_ALIGN - off)
-            return fail(err, FMT_ERR_INVALID, "%s: tensor '%.80s': size overflows", w->path, d[i].name);
+            return fmt_fail(err, FMT_ERR_INVALID, "%s: tensor '%.80s': size overflows", w->path, d[i].name);
         off = (off + d[i].size + WT_TENSOR_ALIGN - 1) & ~(uint64_t)(WT_TENSOR_ALIGN - 1);
     }
     w->strings_size = pool;
@@ -512,7 +500,7 @@ static enum fmt_status put(struct wt_writer *w, const void *p, uint64_t n, char 
             continue;
         if (k <= 0) {
             int e = k < 0 ? errno : EIO;
-            fail(err, FMT_ERR_IO, "cannot write %s: %s", w->tmp, strerror(e));
+            fmt_fail(err, FMT_ERR_IO, "cannot write %s: %s", w->tmp, strerror(e));
             writer_discard(w);
             return FMT_ERR_IO;
         }
@@ -528,7 +516,7 @@ struct wt_writer *wt_writer_open(const char *path, const struct wt_config *cfg,
     uint8_t *prefix = NULL;
     struct wt_writer *w = calloc(1, sizeof *w);
     if (!w || !(w->path = strdup(path)) || !(w->tmp = malloc(strlen(path) + 5))) {
-        fail(err, FMT_ERR_NOMEM, "%s: no memory for the writer", path);
+        fmt_fail(err, FMT_ERR_NOMEM, "%s: no memory for the writer", path);
         goto free_writer;
     }
     sprintf(w->tmp, "%s.tmp", path);
@@ -538,7 +526,7 @@ struct wt_writer *wt_writer_open(const char *path, const struct wt_config *cfg,
         goto free_writer;
     w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w->fd < 0) {
-        fail(err, FMT_ERR_IO, "cannot create %s: %s", w->tmp, strerror(errno));
+        fmt_fail(err, FMT_ERR_IO, "cannot create %s: %s", w->tmp, strerror(errno));
         goto free_writer;
     }
     if (put(w, prefix, w->prefix_len, err))
@@ -570,10 +558,10 @@ enum fmt_status wt_writer_write(struct wt_writer *w, const void *bytes, uint64_t
 {
     const uint8_t *p = bytes;
     if (w->failed)
-        return fail(err, FMT_ERR_IO, "%s: an earlier write failed", w->path);
+        return fmt_fail(err, FMT_ERR_IO, "%s: an earlier write failed", w->path);
     while (n > 0) {
         if (w->cur >= w->n)
-            return fail(err, FMT_ERR_INVALID, "%s: %llu bytes past the end of the last tensor",
+            return fmt_fail(err, FMT_ERR_INVALID, "%s: %llu bytes past the end of the last tensor",
                         w->path, (unsigned long long)n);
         const struct wt_tensor *t = &w->t[w->cur];
         uint64_t take = t->size - w->done < n ? t->size - w->done : n;
@@ -623,21 +611,21 @@ static enum fmt_status commit(struct wt_writer *w, char *err)
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
-            st = fail(err, FMT_ERR_IO, "cannot write %s: %s", w->tmp, strerror(k < 0 ? errno : EIO));
+            st = fmt_fail(err, FMT_ERR_IO, "cannot write %s: %s", w->tmp, strerror(k < 0 ? errno : EIO));
         else
             off += (size_t)k;
     }
     free(prefix);
     if (st == FMT_OK && fsync(w->fd) != 0)
-        st = fail(err, FMT_ERR_IO, "cannot flush %s: %s", w->tmp, strerror(errno));
+        st = fmt_fail(err, FMT_ERR_IO, "cannot flush %s: %s", w->tmp, strerror(errno));
     if (st == FMT_OK) {
         int rc = close(w->fd);
         w->fd = -1;
         if (rc != 0)
-            st = fail(err, FMT_ERR_IO, "cannot close %s: %s", w->tmp, strerror(errno));
+            st = fmt_fail(err, FMT_ERR_IO, "cannot close %s: %s", w->tmp, strerror(errno));
     }
     if (st == FMT_OK && rename(w->tmp, w->path) != 0)
-        st = fail(err, FMT_ERR_IO, "cannot rename %s to %s: %s", w->tmp, w->path, strerror(errno));
+        st = fmt_fail(err, FMT_ERR_IO, "cannot rename %s to %s: %s", w->tmp, w->path, strerror(errno));
     if (st == FMT_OK)
         sync_parent(w->path);
     return st;
@@ -647,12 +635,12 @@ enum fmt_status wt_writer_close(struct wt_writer *w, char *err)
 {
     enum fmt_status st;
     if (w->failed) {
-        st = fail(err, FMT_ERR_IO, "%s was not written: an earlier write failed", w->path);
+        st = fmt_fail(err, FMT_ERR_IO, "%s was not written: an earlier write failed", w->path);
         goto free_writer;
     }
     if (w->cur < w->n) {
         const struct wt_tensor *t = &w->t[w->cur];
-        st = fail(err, FMT_ERR_INVALID, "%s: tensor '%.80s' has %llu of its %llu bytes written",
+        st = fmt_fail(err, FMT_ERR_INVALID, "%s: tensor '%.80s' has %llu of its %llu bytes written",
                   w->path, w->strings + t->name, (unsigned long long)w->done,
                   (unsigned long long)t->size);
         goto discard_file;

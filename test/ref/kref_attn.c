@@ -16,10 +16,10 @@ static void rmsnorm1p_head(float *y, const uint16_t *x, const uint16_t *w, uint3
 {
     double ss = 0;
     for (uint32_t i = 0; i < hd; i++)
-        ss += (double)kref_attn_bf(x[i]) * kref_attn_bf(x[i]);
+        ss += (double)kref_bf2f(x[i]) * kref_bf2f(x[i]);
     float r = 1.0f / sqrtf((float)(ss / hd) + eps);
     for (uint32_t i = 0; i < hd; i++)
-        y[i] = kref_attn_round(kref_attn_bf(x[i]) * r * (1.0f + kref_attn_bf(w[i])));
+        y[i] = kref_round(kref_bf2f(x[i]) * r * (1.0f + kref_bf2f(w[i])));
 }
 
 /* Qwen3_5MoeTextRotaryEmbedding at one position, cast to bf16 (x.dtype):
@@ -34,8 +34,8 @@ static void rope_table(float *cs, float *sn, uint32_t rd, float theta, uint32_t 
         float e = (float)(2 * i) / (float)rd;
         float inv = 1.0f / (float)pow((double)theta, (double)e);
         float f = (float)pos * inv;
-        cs[i] = kref_attn_round((float)cos((double)f));
-        sn[i] = kref_attn_round((float)sin((double)f));
+        cs[i] = kref_round((float)cos((double)f));
+        sn[i] = kref_round((float)sin((double)f));
     }
 }
 
@@ -51,9 +51,9 @@ static void rope_head(uint16_t *dst, const float *y, uint32_t hd, uint32_t rd, c
         if (i < rd) {
             uint32_t j = i < half ? i : i - half;
             float rot = i < half ? -y[i + half] : y[i - half];
-            o = kref_attn_round(kref_attn_round(y[i] * cs[j]) + kref_attn_round(rot * sn[j]));
+            o = kref_round(kref_round(y[i] * cs[j]) + kref_round(rot * sn[j]));
         }
-        dst[i] = kref_attn_f2bf(o);
+        dst[i] = kref_f2bf(o);
     }
 }
 
@@ -102,7 +102,7 @@ void kref_attn(const struct kref_attn_dims *d, const uint16_t *q, const uint16_t
             for (uint32_t j = 0; j < keys; j++) {
                 double s = 0;
                 for (uint32_t c = 0; c < hd; c++)
-                    s += (double)kref_attn_bf(qr[c]) * kref_attn_bf(K[(size_t)j * hd + c]);
+                    s += (double)kref_bf2f(qr[c]) * kref_bf2f(K[(size_t)j * hd + c]);
                 p[j] = s * d->scale;
                 mx = p[j] > mx ? p[j] : mx;
             }
@@ -113,13 +113,13 @@ void kref_attn(const struct kref_attn_dims *d, const uint16_t *q, const uint16_t
                 o[c] = 0;
             for (uint32_t j = 0; j < keys; j++)
                 for (uint32_t c = 0; c < hd; c++)
-                    o[c] += p[j] * kref_attn_bf(V[(size_t)j * hd + c]);
+                    o[c] += p[j] * kref_bf2f(V[(size_t)j * hd + c]);
             /* out = o * torch.sigmoid(gate): bf16 sigmoid, bf16 product */
             const uint16_t *g = qg + ((size_t)t * nh + h) * 2 * hd + hd;
             uint16_t *dst = out + ((size_t)t * nh + h) * hd;
             for (uint32_t c = 0; c < hd; c++) {
-                float sg = kref_attn_round(1.0f / (1.0f + expf(-kref_attn_bf(g[c]))));
-                dst[c] = kref_attn_f2bf(kref_attn_round((float)(o[c] / sum)) * sg);
+                float sg = kref_round(1.0f / (1.0f + expf(-kref_bf2f(g[c]))));
+                dst[c] = kref_f2bf(kref_round((float)(o[c] / sum)) * sg);
             }
         }
     }

@@ -12,6 +12,8 @@
 #define KREF_ATTN_H
 
 #include <stdint.h>
+
+#include "kref_bf16.h"
 #include <string.h>
 
 struct kref_attn_dims {
@@ -19,25 +21,6 @@ struct kref_attn_dims {
     uint32_t max_seq;               /* cache rows per kv head */
     float eps, theta, scale;        /* norm epsilon, rope_theta, softmax scale */
 };
-
-/* bf16 bits <-> float, round to nearest even (inputs finite) */
-static inline float kref_attn_bf(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline uint16_t kref_attn_f2bf(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-
-/* the value PyTorch holds after a bf16 op that computed f in fp32 */
-static inline float kref_attn_round(float f) { return kref_attn_bf(kref_attn_f2bf(f)); }
 
 /* k_attn_rope for token rows t < n at positions pos + t:
  *   q_out[t, h] = rope(bf16(rmsnorm1p(qg[t, h, :hd], q_norm)), pos + t)

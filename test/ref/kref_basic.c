@@ -11,32 +11,6 @@
 
 #include "../../kern/quant.h"
 
-float kref_basic_bf2f(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-uint16_t kref_basic_f2bf(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) /* NaN: keep it a (quiet) NaN */
-        return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7FFFu + ((u >> 16) & 1u); /* round to nearest, ties to even */
-    return (uint16_t)(u >> 16);
-}
-
-float kref_basic_ulp(float x)
-{
-    if (x == 0.0f)
-        return 0.0f;
-    int e;
-    frexpf(fabsf(x), &e); /* |x| = m 2^e, m in [0.5, 1): 8 significant bits -> ulp 2^(e-8) */
-    return ldexpf(1.0f, e - 8);
-}
 
 /* x = embed_tokens[input_ids]   (nn.Embedding, no scaling, no padding_idx) */
 void kref_embed(uint16_t *out, const uint16_t *table, const int32_t *tokens, uint32_t T, uint32_t H,
@@ -62,13 +36,13 @@ void kref_rmsnorm_row(uint16_t *x, const uint16_t *add, const uint16_t *w, float
     double ss = 0;
     for (uint32_t i = 0; i < H; i++) {
         if (add)
-            x[i] = kref_basic_f2bf(kref_basic_bf2f(x[i]) + kref_basic_bf2f(add[i]));
-        double v = kref_basic_bf2f(x[i]);
+            x[i] = kref_f2bf(kref_bf2f(x[i]) + kref_bf2f(add[i]));
+        double v = kref_bf2f(x[i]);
         ss += v * v;
     }
     double r = 1.0 / sqrt(ss / H + eps);
     for (uint32_t i = 0; i < H; i++)
-        y[i] = (float)((double)kref_basic_bf2f(x[i]) * r * (1.0 + (double)kref_basic_bf2f(w[i])));
+        y[i] = (float)((double)kref_bf2f(x[i]) * r * (1.0 + (double)kref_bf2f(w[i])));
 }
 
 /* y = x @ W^T   (F.linear on bf16: fp32 accumulation inside, the caller rounds) */
@@ -79,7 +53,7 @@ void kref_gemv_bf16(float *y, float *mag, const uint16_t *W, const uint16_t *x, 
         const uint16_t *row = W + (size_t)n * K;
         double acc = 0, m = 0;
         for (uint32_t k = 0; k < K; k++) {
-            double p = (double)kref_basic_bf2f(row[k]) * kref_basic_bf2f(x[k]);
+            double p = (double)kref_bf2f(row[k]) * kref_bf2f(x[k]);
             acc += p;
             m += fabs(p);
         }
@@ -98,7 +72,7 @@ float kref_i4_weight(const uint8_t *nibbles, const uint16_t *scales, uint32_t K,
     uint32_t word =
         (uint32_t)wp[0] | (uint32_t)wp[1] << 8 | (uint32_t)wp[2] << 16 | (uint32_t)wp[3] << 24;
     int q = (int)((word >> (4 * slot[k % 8])) & 0xF);
-    float s = kref_basic_bf2f(scales[n * (K / group) + k / group]);
+    float s = kref_bf2f(scales[n * (K / group) + k / group]);
     return s * (float)(q - K_I4_ZERO);
 }
 
@@ -110,7 +84,7 @@ void kref_gemv_i4(float *y, float *mag, const uint8_t *nibbles, const uint16_t *
         double acc = 0, m = 0;
         for (uint32_t k = 0; k < K; k++) {
             double p =
-                (double)kref_i4_weight(nibbles, scales, K, group, n, k) * kref_basic_bf2f(x[k]);
+                (double)kref_i4_weight(nibbles, scales, K, group, n, k) * kref_bf2f(x[k]);
             acc += p;
             m += fabs(p);
         }
@@ -125,17 +99,17 @@ void kref_dequant_i4(uint16_t *out, const uint8_t *nibbles, const uint16_t *scal
 {
     for (uint64_t n = 0; n < N; n++)
         for (uint32_t k = 0; k < K; k++)
-            out[n * K + k] = kref_basic_f2bf(kref_i4_weight(nibbles, scales, K, group, n, k));
+            out[n * K + k] = kref_f2bf(kref_i4_weight(nibbles, scales, K, group, n, k));
 }
 
 /* act = self.act_fn(gate) * up   on bf16 tensors: F.silu rounds to bf16, then the product does.
  * silu(g) = g / (1 + exp(-g)) in fp32 (PyTorch's CUDA silu) */
 uint16_t kref_silu_mul_one(uint16_t g, uint16_t u, double rel)
 {
-    float gf = kref_basic_bf2f(g);
+    float gf = kref_bf2f(g);
     float s = gf / (1.0f + expf(-gf));
-    float a = kref_basic_bf2f(kref_basic_f2bf((float)((double)s * (1.0 + rel))));
-    return kref_basic_f2bf(a * kref_basic_bf2f(u));
+    float a = kref_bf2f(kref_f2bf((float)((double)s * (1.0 + rel))));
+    return kref_f2bf(a * kref_bf2f(u));
 }
 
 void kref_silu_mul(uint16_t *out, const uint16_t *gate, const uint16_t *up, uint32_t n)

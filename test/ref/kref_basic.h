@@ -11,11 +11,7 @@
 
 #include <stdint.h>
 
-/* bf16 bits <-> float; float -> bf16 rounds to nearest even (NaN stays NaN) */
-float kref_basic_bf2f(uint16_t h);
-uint16_t kref_basic_f2bf(float x);
-/* distance between adjacent bf16 values at |x| (x normal), 0 for x = 0 */
-float kref_basic_ulp(float x);
+#include "kref_bf16.h"
 
 /* out (T, H) = table (V, H) [tokens (T)]; an id outside [0, V) gives a zero row */
 void kref_embed(uint16_t *out, const uint16_t *table, const int32_t *tokens, uint32_t T, uint32_t H,

@@ -10,32 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-float kref_gdn_bf2f(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-uint16_t kref_gdn_f2bf(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) /* NaN: keep it a (quiet) NaN */
-        return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7FFFu + ((u >> 16) & 1u); /* round to nearest, ties to even */
-    return (uint16_t)(u >> 16);
-}
-
-float kref_gdn_bf16_ulp(float x)
-{
-    if (x == 0.0f)
-        return 0.0f;
-    int e;
-    frexpf(fabsf(x), &e); /* |x| = m 2^e, m in [0.5, 1): 8 significant bits -> ulp 2^(e-8) */
-    return ldexpf(1.0f, e - 8);
-}
 
 static float silu(float x)
 {
@@ -52,7 +26,7 @@ static float softplus(float x)
 }
 static float bfr(float x)
 {
-    return kref_gdn_bf2f(kref_gdn_f2bf(x));
+    return kref_bf2f(kref_f2bf(x));
 } /* a bf16 op's result */
 
 static void *xcalloc(size_t n, size_t size)
@@ -81,8 +55,8 @@ void kref_gdn_conv(const struct k_gdn_dims *d, const uint16_t *qkv, const uint16
             float acc = 0.0f; /* u[t,c] = sum_j Wc[c,j] * xin[t - (K-1) + j, c] */
             for (uint32_t j = 0; j < K; j++)
                 acc =
-                    fmaf(kref_gdn_bf2f(conv_w[(size_t)c * K + j]), kref_gdn_bf2f(xin[t + j]), acc);
-            out[(size_t)t * cd + c] = kref_gdn_f2bf(silu(bfr(acc)));
+                    fmaf(kref_bf2f(conv_w[(size_t)c * K + j]), kref_bf2f(xin[t + j]), acc);
+            out[(size_t)t * cd + c] = kref_f2bf(silu(bfr(acc)));
         }
         for (uint32_t j = 0; j + 1 < K; j++) /* the last K-1 of [window; x] */
             window[(size_t)c * (K - 1) + j] = xin[T + j];
@@ -94,8 +68,8 @@ void kref_gdn_conv(const struct k_gdn_dims *d, const uint16_t *qkv, const uint16
  * g = -self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias)   (fp32) */
 void kref_gdn_gates(uint16_t b, uint16_t a, float a_log, uint16_t dt_bias, float *beta, float *g)
 {
-    *beta = bfr(sigmoid(kref_gdn_bf2f(b)));
-    *g = -expf(a_log) * softplus(kref_gdn_bf2f(a) + kref_gdn_bf2f(dt_bias));
+    *beta = bfr(sigmoid(kref_bf2f(b)));
+    *g = -expf(a_log) * softplus(kref_bf2f(a) + kref_bf2f(dt_bias));
 }
 
 /* l2norm(x) = x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + 1e-6), in fp32 */
@@ -103,10 +77,10 @@ static void l2norm(float *y, const uint16_t *x, uint32_t n, float scale)
 {
     double ss = 0;
     for (uint32_t i = 0; i < n; i++)
-        ss += (double)kref_gdn_bf2f(x[i]) * kref_gdn_bf2f(x[i]);
+        ss += (double)kref_bf2f(x[i]) * kref_bf2f(x[i]);
     float r = 1.0f / sqrtf((float)ss + 1e-6f);
     for (uint32_t i = 0; i < n; i++)
-        y[i] = kref_gdn_bf2f(x[i]) * r * scale;
+        y[i] = kref_bf2f(x[i]) * r * scale;
 }
 
 /* torch_recurrent_gated_delta_rule, per token t and value head hv (key head hv / (nv/nk)):
@@ -144,7 +118,7 @@ void kref_gdn_recurrent(const struct k_gdn_dims *d, const uint16_t *u, const uin
             }
             float *o = core + (size_t)t * nv * dv + (size_t)hv * dv;
             for (uint32_t j = 0; j < dv; j++) {
-                float delta = (kref_gdn_bf2f(v[j]) - kv[j]) * beta;
+                float delta = (kref_bf2f(v[j]) - kv[j]) * beta;
                 double acc = 0, m = 0;
                 for (uint32_t i = 0; i < dk; i++) {
                     S[(size_t)i * dv + j] += k[i] * delta;
@@ -267,7 +241,7 @@ void kref_gdn_chunked(const struct k_gdn_dims *d, const uint16_t *u, const uint1
                     l2norm(Q + i * dk, ut + (size_t)hk * dk, dk, scale);
                     l2norm(K + i * dk, ut + kd + (size_t)hk * dk, dk, 1.0f);
                     for (uint32_t c = 0; c < dv; c++)
-                        V[i * dv + c] = kref_gdn_bf2f(ut[2 * kd + (size_t)hv * dv + c]);
+                        V[i * dv + c] = kref_bf2f(ut[2 * kd + (size_t)hv * dv + c]);
                 }
                 gam[i] = cum += g;
             }
@@ -295,11 +269,11 @@ void kref_gdn_gnorm(const struct k_gdn_dims *d, const uint16_t *core, const uint
         const uint16_t *x = core + row * dv, *zr = z + row * dv;
         double ss = 0;
         for (uint32_t j = 0; j < dv; j++)
-            ss += (double)kref_gdn_bf2f(x[j]) * kref_gdn_bf2f(x[j]);
+            ss += (double)kref_bf2f(x[j]) * kref_bf2f(x[j]);
         float r = 1.0f / sqrtf((float)(ss / dv) + d->eps);
         for (uint32_t j = 0; j < dv; j++) {
-            float y = bfr(kref_gdn_bf2f(x[j]) * r);
-            out[row * dv + j] = kref_gdn_f2bf(w[j] * y * silu(kref_gdn_bf2f(zr[j])));
+            float y = bfr(kref_bf2f(x[j]) * r);
+            out[row * dv + j] = kref_f2bf(w[j] * y * silu(kref_bf2f(zr[j])));
         }
     }
 }

@@ -15,13 +15,9 @@
 
 #include <stdint.h>
 
-#include "../../kern/gdn.h"
+#include "kref_bf16.h"
 
-/* bf16 bits <-> float; float -> bf16 rounds to nearest even (NaN stays NaN) */
-float kref_gdn_bf2f(uint16_t h);
-uint16_t kref_gdn_f2bf(float x);
-/* distance between adjacent bf16 values at |x| (x normal), 0 for x = 0 */
-float kref_gdn_bf16_ulp(float x);
+#include "../../kern/gdn.h"
 
 /* Causal depthwise conv + SiLU over T tokens, continuing from the window.
  * qkv (T, conv_dim) bf16 pre-conv; conv_w (conv_dim, K) bf16; window (conv_dim, K-1) bf16:

@@ -11,33 +11,10 @@
 
 #include "../../kern/quant.h"
 
-float kref_moe_bf16_f32(uint16_t b)
-{
-    uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-uint16_t kref_moe_bf16_bits(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x7FFFFFu)) /* NaN stays a quiet NaN */
-        return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7FFFu + ((u >> 16) & 1u); /* round to nearest, ties to even */
-    return (uint16_t)(u >> 16);
-}
-
-float kref_moe_bf16(float x)
-{
-    return kref_moe_bf16_f32(kref_moe_bf16_bits(x));
-}
-
 /* the rounding of a bf16 op, or nothing in the fp32 model */
 static float rnd(float x, int fp32)
 {
-    return fp32 ? x : kref_moe_bf16(x);
+    return fp32 ? x : kref_round(x);
 }
 
 static double dot(const float *a, const float *b, uint32_t n)
@@ -212,8 +189,8 @@ void kref_moe_i4_pack(const float *w, uint64_t rows, uint32_t K, uint32_t group,
             float amax = 0;
             for (uint32_t j = 0; j < group; j++)
                 amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
-            uint16_t sb = kref_moe_bf16_bits(amax > 0 ? amax / 7.0f : 1.0f);
-            float s = kref_moe_bf16_f32(sb);
+            uint16_t sb = kref_f2bf(amax > 0 ? amax / 7.0f : 1.0f);
+            float s = kref_bf2f(sb);
             scales[r * (K / group) + g0 / group] = sb;
             for (uint32_t j0 = 0; j0 < group; j0 += 8) { /* one 32-bit word */
                 uint32_t word = 0;

@@ -15,12 +15,9 @@
 
 #include <stdint.h>
 
-#include "../../kern/moe.h"
+#include "kref_bf16.h"
 
-/* float -> nearest-even bf16 value (as float, and as bits); bits -> float */
-float kref_moe_bf16(float x);
-uint16_t kref_moe_bf16_bits(float x);
-float kref_moe_bf16_f32(uint16_t b);
+#include "../../kern/moe.h"
 
 /* One token of the router.
  *   logits = bf16(h @ W^T)                 (E)
