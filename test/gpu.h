@@ -69,6 +69,26 @@ static inline void gpu_close(struct gpu *g)
     rt_cudrv_close(&g->d);
 }
 
+/* Device buffers for tests: allocate, upload, download, poison (0xFF bytes), free; any driver
+ * failure ends the test with its name. */
+static inline CUdeviceptr gpu_alloc(struct gpu *g, size_t bytes)
+{
+    CUdeviceptr d;
+    CU(g, cuMemAlloc(&d, bytes ? bytes : 1));
+    return d;
+}
+
+static inline CUdeviceptr gpu_put(struct gpu *g, const void *h, size_t bytes)
+{
+    CUdeviceptr d = gpu_alloc(g, bytes);
+    CU(g, cuMemcpyHtoD(d, h, bytes));
+    return d;
+}
+
+static inline void gpu_get(struct gpu *g, void *h, CUdeviceptr d, size_t bytes) { CU(g, cuMemcpyDtoH(h, d, bytes)); }
+static inline void gpu_poison(struct gpu *g, CUdeviceptr d, size_t bytes) { CU(g, cuMemsetD8(d, 0xFF, bytes)); }
+static inline void gpu_free(struct gpu *g, CUdeviceptr d) { CU(g, cuMemFree(d)); }
+
 /* Load the kernel image for this device: build/kern/sm_<arch>.cubin when the build has one
  * for its arch (sm_90 uses sm_90a), else the compute_90 PTX, which the driver compiles for
  * newer GPUs. The directory can be overridden with KERN_DIR. */

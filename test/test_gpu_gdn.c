@@ -92,32 +92,11 @@ static void *xmalloc(size_t n)
     return p;
 }
 
-static CUdeviceptr dalloc(size_t bytes)
-{
-    CUdeviceptr d;
-    CU(&g, cuMemAlloc(&d, bytes));
-    return d;
-}
-
-static CUdeviceptr dput(const void *h, size_t bytes)
-{
-    CUdeviceptr d = dalloc(bytes);
-    CU(&g, cuMemcpyHtoD(d, h, bytes));
-    return d;
-}
-
-static void dget(void *h, CUdeviceptr d, size_t bytes)
-{
-    CU(&g, cuMemcpyDtoH(h, d, bytes));
-}
-static void dpoison(CUdeviceptr d, size_t bytes)
-{
-    CU(&g, cuMemsetD8(d, 0xFF, bytes));
-}
-static void dfree(CUdeviceptr d)
-{
-    CU(&g, cuMemFree(d));
-}
+#define dalloc(n) gpu_alloc(&g, (n))
+#define dput(h, n) gpu_put(&g, (h), (n))
+#define dget(h, d, n) gpu_get(&g, (h), (d), (n))
+#define dpoison(d, n) gpu_poison(&g, (d), (n))
+#define dfree(d) gpu_free(&g, (d))
 
 static void set_step(uint32_t n_tokens, uint32_t done)
 {
