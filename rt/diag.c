@@ -5,6 +5,7 @@
  * end-to-end tests can compare the logits of every decode step with golden files whose
  * decode tokens were fixed in advance. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rt_impl.h"
@@ -60,4 +61,71 @@ enum rt_status rt_decode_logits(struct rt *r, int32_t token, float *logits, char
         return e;
     r->pos++;
     return read_logits(r, logits, err);
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+enum rt_status rt_profile(struct rt *r, const char *schedule, uint32_t reps, struct rt_op_time *out,
+                          uint32_t cap, uint32_t *n, char *err)
+{
+    int s = -1;
+    for (uint32_t i = 0; i < r->p.num_schedules && s < 0; i++)
+        if (!strcmp(plan_str(&r->p, r->sched[i].s.name), schedule))
+            s = (int)i;
+    if (s < 0)
+        return rt_fail(err, RT_ERR_ARG, "the plan has no schedule %s", schedule);
+    const struct plan_schedule *ps = &r->sched[s].s;
+    uint32_t nops = ps->op_count < cap ? ps->op_count : cap;
+    CUevent *ev = calloc(nops + 1, sizeof *ev);
+    float *t = calloc((size_t)nops * (reps ? reps : 1), sizeof *t);
+    enum rt_status st = RT_OK;
+    CUresult res = CUDA_SUCCESS;
+    if (!ev || !t) {
+        st = rt_fail(err, RT_ERR_NOMEM, "out of host memory");
+        goto out;
+    }
+    for (uint32_t i = 0; i <= nops && !res; i++)
+        res = DRV(r, cuEventCreate(&ev[i], 0));
+    r->last_sched = (uint32_t)s;
+    for (uint32_t k = 0; k < reps && !res && !st; k++) {
+        for (uint32_t i = 0; i < nops && !res && !st; i++) {
+            res = DRV(r, cuEventRecord(ev[i], r->stream));
+            if (!res)
+                st = rt_launch_op(r, &r->ops[ps->first_op + i], err);
+        }
+        if (!res && !st)
+            res = DRV(r, cuEventRecord(ev[nops], r->stream));
+        if (!res && !st)
+            res = DRV(r, cuEventSynchronize(ev[nops]));
+        for (uint32_t i = 0; i < nops && !res && !st; i++)
+            res = DRV(r, cuEventElapsedTime(&t[(size_t)i * reps + k], ev[i], ev[i + 1]));
+    }
+    if (res && !st)
+        st = rt_drv_fail(r, res, RT_ERR_CUDA, err, "timing a schedule");
+    for (uint32_t i = 0; i < nops && !st; i++) {
+        struct plan_op op;
+        plan_get_op(&r->p, ps->first_op + i, &op);
+        qsort(t + (size_t)i * reps, reps, sizeof *t, cmp_float);
+        out[i].name = plan_str(&r->p, op.name);
+        out[i].kernel = NULL;
+        if (op.kind == PLAN_OP_KERNEL) {
+            struct plan_kernel kk;
+            plan_get_kernel(&r->p, op.kernel, &kk);
+            out[i].kernel = plan_str(&r->p, kk.name);
+        }
+        out[i].us = 1e3 * t[(size_t)i * reps + reps / 2];
+        out[i].bytes = op.bytes, out[i].flops = op.flops;
+    }
+    *n = st ? 0 : nops;
+out:
+    for (uint32_t i = 0; ev && i <= nops; i++)
+        if (ev[i])
+            r->d.cuEventDestroy(ev[i]);
+    free(ev);
+    free(t);
+    return st;
 }

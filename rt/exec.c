@@ -19,7 +19,7 @@
 
 #include "rt_impl.h"
 
-static enum rt_status launch_op(struct rt *r, const struct rt_op *o, char *err)
+enum rt_status rt_launch_op(struct rt *r, const struct rt_op *o, char *err)
 {
     CUresult res = CUDA_SUCCESS;
     if (o->kind == PLAN_OP_KERNEL) {
@@ -56,7 +56,7 @@ static enum rt_status launch_ops(struct rt *r, uint32_t s, char *err)
 {
     const struct plan_schedule *ps = &r->sched[s].s;
     for (uint32_t i = 0; i < ps->op_count; i++) {
-        enum rt_status st = launch_op(r, &r->ops[ps->first_op + i], err);
+        enum rt_status st = rt_launch_op(r, &r->ops[ps->first_op + i], err);
         if (st)
             return st;
     }

@@ -120,6 +120,18 @@ enum rt_status rt_reset(struct rt *r, const struct rt_sampling *s, char *err);
 enum rt_status rt_prefill_logits(struct rt *r, const int32_t *tokens, uint32_t n, float *logits, char *err);
 enum rt_status rt_decode_logits(struct rt *r, int32_t token, float *logits, char *err);
 
+/* Per-op timing for benchmarks: run the schedule called `schedule` (its ops one by one, not
+ * as a graph) reps times on the current sequence state and return, per op in order, its name,
+ * kernel (NULL for runtime ops), median time and the bytes and FLOPs the plan says it moves.
+ * The state advances as the ops run (a decode step moves one position per rep). */
+struct rt_op_time {
+    const char *name, *kernel;
+    double us;
+    uint64_t bytes, flops;
+};
+enum rt_status rt_profile(struct rt *r, const char *schedule, uint32_t reps, struct rt_op_time *out,
+                          uint32_t cap, uint32_t *n, char *err);
+
 /* Diagnostics for tests and tools: copy bytes [offset, offset + n) of the arena buffer called
  * name to dst, after the work queued so far. Not for the serving loop. */
 enum rt_status rt_read_buffer(struct rt *r, const char *name, uint64_t offset, void *dst, uint64_t n,

@@ -86,6 +86,7 @@ CUdeviceptr rt_buffer(const struct rt *r, const char *name, uint64_t *size);
 enum rt_status rt_build_graphs(struct rt *r, int no_graphs, char *err);
 void rt_free_graphs(struct rt *r);
 enum rt_status rt_run_schedule(struct rt *r, uint32_t s, char *err);
+enum rt_status rt_launch_op(struct rt *r, const struct rt_op *o, char *err);
 int rt_pick(const struct rt *r, uint32_t kind, uint32_t tokens, uint32_t kv);
 enum rt_status rt_check_request(struct rt *r, const int32_t *prompt, uint32_t n,
                                 const struct rt_sampling *s, char *err);

@@ -5,7 +5,11 @@
  * request line in rt_host). Device, when there is one: the device-to-device copy bandwidth
  * (the decode roofline's denominator, PERF.md), and the synthetic fill kernel as a ratio of
  * it. Inputs are random, never zeros; each figure is the median of several timed runs after
- * a warm-up. Model benchmarks join this table as the kernels land. */
+ * a warm-up. Then the model: Qwen3.5-35B-A3B from the default plan (max_seq 8192) with
+ * synthetic weights: decode tok/s at contexts 128, 1024 and 4096 as a share of the roofline
+ * (copy bandwidth over the bytes the plan says a token moves), prefill tok/s at 128, 1341 and
+ * 4096 tokens against the GEMM ceiling, and a per-kernel table of one long-context decode step
+ * (ops timed one by one). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +18,9 @@
 #include "kern/fill.h"
 #include "plan/crc.h"
 #include "plan/json.h"
+#include "rt/cublas.h"
 #include "rt/cudrv.h"
+#include "rt/rt.h"
 
 #define REPS 9
 
@@ -24,7 +30,7 @@ struct row {
     const char *unit;
     const char *note;
 };
-static struct row rows[16];
+static struct row rows[24];
 static int nrows;
 
 static void add(const char *what, double value, const char *unit, const char *note)
@@ -121,6 +127,7 @@ static void bench_json(void)
 
 static struct rt_cudrv d;
 static unsigned grid; /* 8 CTAs per SM */
+static double copy_gbs, gemm_tflops; /* the ceilings measured in this run */
 
 /* Median milliseconds of REPS timed runs of a copy (fn == NULL) or a fill launch. */
 static double time_op(CUfunction fn, CUdeviceptr a, CUdeviceptr b, size_t bytes)
@@ -148,6 +155,48 @@ static double time_op(CUfunction fn, CUdeviceptr a, CUdeviceptr b, size_t bytes)
     CU(cuEventDestroy(e0));
     CU(cuEventDestroy(e1));
     return median(t, REPS);
+}
+
+/* The bf16 matmul ceiling: C = A B at 8192^3 through cuBLAS, A and B random (a and b hold 1 GiB
+ * each: A, B and C fit). Returns TFLOP/s, or 0 when cuBLAS is not there. */
+static double bench_gemm(CUfunction fill, CUdeviceptr a, CUdeviceptr b)
+{
+    const int N = 8192;
+    struct rt_cublas blas;
+    char err[RT_ERR_LEN];
+    CUdeviceptr ws = b + 3ull * N * N * 2; /* 32 MiB of workspace after C */
+    if (rt_cublas_open(&blas, NULL, ws, 32u << 20, err)) {
+        add("cuBLAS bf16 GEMM", 0, "-", "skipped: cuBLAS not found");
+        return 0;
+    }
+    struct k_fill_params p = {.dst = a, .n = 2ull * N * N, .seed = 11, .scale = 1};
+    void *args[] = {&p};
+    CU(cuLaunchKernel(fill, grid, 1, 1, 256, 1, 1, 0, NULL, args, NULL));
+    CUdeviceptr A = a, B = a + 2ull * N * N, C = b;
+    float alpha = 1, beta = 0, ms;
+    CUevent e0, e1;
+    CU(cuEventCreate(&e0, 0));
+    CU(cuEventCreate(&e1, 0));
+    double t[REPS];
+    for (int r = -2; r < REPS; r++) {
+        CU(cuEventRecord(e0, NULL));
+        int st = blas.gemm_ex(blas.h, RT_CUBLAS_OP_N, RT_CUBLAS_OP_N, N, N, N, &alpha, (void *)A,
+                              RT_CUDA_R_16BF, N, (void *)B, RT_CUDA_R_16BF, N, &beta, (void *)C,
+                              RT_CUDA_R_16BF, N, RT_CUBLAS_COMPUTE_32F, RT_CUBLAS_GEMM_DEFAULT);
+        CU(cuEventRecord(e1, NULL));
+        CU(cuEventSynchronize(e1));
+        CU(cuEventElapsedTime(&ms, e0, e1));
+        if (st) {
+            fprintf(stderr, "bench: cublasGemmEx failed (%d)\n", st);
+            exit(1);
+        }
+        if (r >= 0)
+            t[r] = ms;
+    }
+    CU(cuEventDestroy(e0));
+    CU(cuEventDestroy(e1));
+    rt_cublas_close(&blas);
+    return 2.0 * N * (double)N * N / (median(t, REPS) * 1e-3) / 1e12;
 }
 
 static void bench_gpu(void)
@@ -206,7 +255,7 @@ static void bench_gpu(void)
     CU(cuCtxSynchronize());
 
     double copy_ms = time_op(NULL, a, b, bytes);
-    double copy_gbs = 2.0 * (double)bytes / (copy_ms * 1e-3) / 1e9; /* read + write */
+    copy_gbs = 2.0 * (double)bytes / (copy_ms * 1e-3) / 1e9; /* read + write */
     add("device D2D copy (ceiling)", copy_gbs, "GB/s", "read + write, 1 GiB");
     double fill_ms = time_op(fill, a, 0, bytes);
     double fill_gbs = (double)bytes / (fill_ms * 1e-3) / 1e9;
@@ -214,11 +263,141 @@ static void bench_gpu(void)
     snprintf(note, sizeof note, "%.0f%% of copy", 100.0 * fill_gbs / copy_gbs);
     add("k_fill_bf16 (write only)", fill_gbs, "GB/s", note);
 
+    gemm_tflops = bench_gemm(fill, a, b);
+    if (gemm_tflops > 0)
+        add("cuBLAS bf16 GEMM (ceiling)", gemm_tflops, "TF/s", "8192^3, random inputs");
     CU(cuModuleUnload(m));
     CU(cuMemFree(a));
     CU(cuMemFree(b));
     CU(cuDevicePrimaryCtxRelease(dev));
     rt_cudrv_close(&d);
+}
+
+/* ---- the model ---------------------------------------------------------------------------- */
+
+static uint32_t model_tokens;
+static int model_count(void *ctx, int32_t t)
+{
+    (void)ctx, (void)t;
+    model_tokens++;
+    return 0;
+}
+
+struct kern_total {
+    const char *kernel;
+    double us;
+    uint64_t bytes, flops;
+    uint32_t n;
+};
+
+/* Per-kernel totals of one decode step, largest first: where the time of a token goes. */
+static void op_table(struct rt *r, const char *sched)
+{
+    static struct rt_op_time ops[4096];
+    static struct kern_total tot[64];
+    uint32_t n = 0, nk = 0;
+    char err[RT_ERR_LEN];
+    if (rt_profile(r, sched, 9, ops, 4096, &n, err)) {
+        fprintf(stderr, "bench: profiling %s: %s\n", sched, err);
+        return;
+    }
+    double sum = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k = ops[i].kernel ? ops[i].kernel : "(runtime op)";
+        uint32_t j = 0;
+        while (j < nk && strcmp(tot[j].kernel, k))
+            j++;
+        if (j == nk && nk < 64)
+            tot[nk++] = (struct kern_total){k, 0, 0, 0, 0};
+        tot[j].us += ops[i].us, tot[j].bytes += ops[i].bytes, tot[j].flops += ops[i].flops;
+        tot[j].n++;
+        sum += ops[i].us;
+    }
+    for (uint32_t i = 0; i < nk; i++) /* largest first */
+        for (uint32_t j = i + 1; j < nk; j++)
+            if (tot[j].us > tot[i].us) {
+                struct kern_total x = tot[i];
+                tot[i] = tot[j], tot[j] = x;
+            }
+    printf("\n%s, ops one by one (%u ops, %.0f us in all):\n%-24s %6s %10s %7s %10s %8s\n", sched, n,
+           sum, "kernel", "ops", "us", "share", "GB/s", "of copy");
+    for (uint32_t i = 0; i < nk && i < 14; i++) {
+        double gbs = (double)tot[i].bytes / (tot[i].us * 1e-6) / 1e9;
+        printf("%-24s %6u %10.1f %6.1f%% %10.0f %7.0f%%\n", tot[i].kernel, tot[i].n, tot[i].us,
+               100 * tot[i].us / sum, gbs, 100 * gbs / copy_gbs);
+    }
+}
+
+/* Bytes one decode step of a schedule must move (the plan's per-op costs). */
+static uint64_t step_bytes(struct rt *r, const char *sched)
+{
+    static struct rt_op_time ops[4096];
+    uint32_t n = 0;
+    char err[RT_ERR_LEN];
+    uint64_t b = 0;
+    if (!rt_profile(r, sched, 1, ops, 4096, &n, err))
+        for (uint32_t i = 0; i < n; i++)
+            b += ops[i].bytes;
+    return b;
+}
+
+static void bench_model(void)
+{
+    char err[RT_ERR_LEN];
+    if (system("mkdir -p build/bench && build/planner -q --max-seq 8192 -o build/bench/plan.bin")) {
+        add("model", 0, "-", "skipped: build/planner failed");
+        return;
+    }
+    struct rt *r = NULL;
+    struct rt_options o = {.plan_path = "build/bench/plan.bin", .synthetic = 1, .synthetic_seed = 5};
+    if (rt_open(&r, &o, err)) {
+        fprintf(stderr, "bench: %s\n", err);
+        add("model", 0, "-", "skipped: the default plan does not load");
+        return;
+    }
+    static int32_t prompt[8192];
+    unsigned long long s = 9;
+    for (int i = 0; i < 8192; i++)
+        prompt[i] = (int32_t)((s = s * 6364136223846793005ull + 1442695040888963407ull) >> 45) % 248320;
+    struct rt_sampling greedy = {.max_new = 64, .top_p = 1.0f};
+    struct rt_stats st;
+    static char notes[6][64];
+    const uint32_t ctx[3] = {128, 1024, 4096}, pre[3] = {128, 1341, 4096};
+    uint64_t b_short = step_bytes(r, "decode"), b_long = step_bytes(r, "decode_split");
+    /* the plan prices decode attention at the top of each schedule's range: reprice the KV
+     * cache read at the context measured */
+    struct rt_info in;
+    rt_get_info(r, &in);
+    uint64_t kv_per_tok = 2ull * 2 * in.model.num_kv_heads * in.model.head_dim *
+                          model_count_layers(&in.model, MODEL_LAYER_FULL);
+    uint32_t th = 256 < in.max_seq ? 256 : in.max_seq;
+    for (int i = 0; i < 3; i++) { /* decode at a filled context */
+        model_tokens = 0;
+        if (rt_generate(r, prompt, ctx[i], &greedy, model_count, NULL, &st, err))
+            break;
+        double tps = (st.new_tokens - 1) / (st.decode_ms * 1e-3);
+        uint64_t b = ctx[i] < th ? b_short - kv_per_tok * (th - ctx[i])
+                                 : b_long - kv_per_tok * (in.max_seq - ctx[i]);
+        double roof = copy_gbs * 1e9 / (double)b;
+        snprintf(notes[i], 64, "%.1f%% of the %.0f tok/s roofline", 100 * tps / roof, roof);
+        add(i == 0 ? "decode tok/s at 128" : i == 1 ? "decode tok/s at 1024" : "decode tok/s at 4096",
+            tps, "tok/s", notes[i]);
+    }
+    greedy.max_new = 1;
+    for (int i = 0; i < 3; i++) { /* prefill: first launch to the first sampled token */
+        if (rt_generate(r, prompt, pre[i], &greedy, model_count, NULL, &st, err))
+            break;
+        double tps = pre[i] / (st.prefill_ms * 1e-3);
+        snprintf(notes[3 + i], 64, "%.1f%% of the GEMM ceiling at 5.4 GFLOP/token",
+                 gemm_tflops > 0 ? 100 * tps * 5.4e9 / (gemm_tflops * 1e12) : 0.0);
+        add(i == 0 ? "prefill tok/s at 128" : i == 1 ? "prefill tok/s at 1341" : "prefill tok/s at 4096",
+            tps, "tok/s", notes[3 + i]);
+    }
+    /* where the time of a long-context token goes */
+    struct rt_sampling diag = {.max_new = 1u << 20, .top_p = 1.0f};
+    if (!rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 4000, NULL, err))
+        op_table(r, "decode_split");
+    rt_close(r);
 }
 
 int main(int argc, char **argv)
@@ -231,6 +410,8 @@ int main(int argc, char **argv)
     bench_crc();
     bench_json();
     bench_gpu();
+    if (copy_gbs > 0)
+        bench_model();
     printf("\n%-28s %12s  %-5s %s\n", "benchmark", "value", "unit", "note");
     for (int i = 0; i < nrows; i++)
         printf("%-28s %12.1f  %-5s %s\n", rows[i].what, rows[i].value, rows[i].unit, rows[i].note);
