@@ -344,12 +344,12 @@ static uint64_t step_bytes(struct rt *r, const char *sched)
 static void bench_model(void)
 {
     char err[RT_ERR_LEN];
-    if (system("mkdir -p build/bench.d && build/planner -q --max-seq 8192 -o build/bench.d/plan.bin")) {
+    if (system("mkdir -p build/benchdata && build/planner -q --max-seq 8192 -o build/benchdata/plan.bin")) {
         add("model", 0, "-", "skipped: build/planner failed");
         return;
     }
     struct rt *r = NULL;
-    struct rt_options o = {.plan_path = "build/bench.d/plan.bin", .synthetic = 1, .synthetic_seed = 5};
+    struct rt_options o = {.plan_path = "build/benchdata/plan.bin", .synthetic = 1, .synthetic_seed = 5};
     if (rt_open(&r, &o, err)) {
         fprintf(stderr, "bench: %s\n", err);
         add("model", 0, "-", "skipped: the default plan does not load");
