@@ -276,9 +276,19 @@ extern "C" __global__ void __launch_bounds__(K_ROUTER_THREADS) k_router(struct k
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const uint16_t *h = (const uint16_t *)p.h + (uint64_t)t * H;
 
-    /* logits = h @ gate.weight^T in fp32 (not rounded: see the top of the file) */
+    /* logits = h @ gate.weight^T in fp32 (not rounded: see the top of the file), or read from
+     * the GEMV that made them */
     const uint32_t rows = E + (p.w_shared ? 1 : 0);
-    for (uint32_t r = warp; r < rows; r += nw) {
+    if (p.logits) {
+        const float *lg = (const float *)p.logits + (uint64_t)t * (E + 1);
+        for (uint32_t r = threadIdx.x; r < rows; r += blockDim.x) {
+            if (r < E)
+                s_p[r] = lg[r];
+            else
+                s_gate = lg[E];
+        }
+    }
+    for (uint32_t r = warp; r < rows && !p.logits; r += nw) {
         const uint16_t *w =
             r < E ? (const uint16_t *)p.w + (uint64_t)r * H : (const uint16_t *)p.w_shared;
         float l = moe_dot_bf16(w, h, H, lane);

@@ -54,6 +54,10 @@ struct k_router_params {
     uint64_t weights;      /* (T_max, k) f32 */
     uint64_t shared_gate;  /* (T_max) f32 sigmoid of the shared gate logit */
     uint64_t step;
+    uint64_t logits;       /* (T_max, E + 1) f32 logits made by a GEMV (the last column the
+                            * shared gate's), or 0: the router computes them itself. In decode
+                            * one CTA reading the whole router is the slow part, so the planner
+                            * has a many-CTA GEMV make them first */
     struct k_moe_dims d;
 };
 

@@ -83,7 +83,7 @@ static uint32_t rmsnorm(struct em *e, uint32_t x, int add, const char *w, int la
 }
 
 /* One GEMV launch over up to four matrices sharing input x (decode). */
-struct gv { const char *w; uint32_t y; uint32_t n; };
+struct gv { const char *w; uint32_t y; uint32_t n; uint64_t off; /* byte offset into y */ };
 
 static void gemv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, uint32_t nseg, int i4,
                  uint32_t flags, const char *nm)
@@ -107,7 +107,7 @@ static void gemv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, uint3
                                K_GEMV_THREADS, 0, "%s", nm);
     for (uint32_t i = 0; i < nseg; i++) {
         pb_ref_weight(b, op, offsetof(struct k_gemv_params, seg[0].w) + i * sizeof p.seg[0], s[i].w, 0);
-        pb_ref_buf(b, op, offsetof(struct k_gemv_params, seg[0].y) + i * sizeof p.seg[0], s[i].y, 0);
+        pb_ref_buf(b, op, offsetof(struct k_gemv_params, seg[0].y) + i * sizeof p.seg[0], s[i].y, s[i].off);
     }
     REF(op, struct k_gemv_params, x, x);
     REF(op, struct k_gemv_params, step, e->sb->step);
@@ -170,7 +170,7 @@ static uint32_t gdn_decode(struct em *e, uint32_t l, uint32_t hn)
     uint32_t z = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * vd, "l%u.z", l);
     uint32_t bb = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * nv, "l%u.b", l);
     uint32_t aa = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * nv, "l%u.a", l);
-    struct gv s[4] = {{w[0], qkv, cd}, {w[1], z, vd}, {w[2], bb, nv}, {w[3], aa, nv}};
+    struct gv s[4] = {{w[0], qkv, cd, 0}, {w[1], z, vd, 0}, {w[2], bb, nv, 0}, {w[3], aa, nv, 0}};
     snprintf(nm, sizeof nm, "l%u.in_proj", l);
     if (e->i4) { /* b and a stay bf16: a launch of their own */
         gemv(e, hn, H, s, 2, 1, 0, nm);
@@ -206,7 +206,7 @@ static uint32_t gdn_decode(struct em *e, uint32_t l, uint32_t hn)
 
     uint32_t out = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * H, "l%u.mixer_out", l);
     snprintf(w[0], 96, "layers.%u.linear_attn.out_proj.weight", l);
-    struct gv so = {w[0], out, H};
+    struct gv so = {w[0], out, H, 0};
     snprintf(nm, sizeof nm, "l%u.out_proj", l);
     gemv(e, o, vd, &so, 1, e->i4, 0, nm);
     return out;
@@ -369,13 +369,13 @@ static uint32_t attention(struct em *e, uint32_t l, uint32_t hn)
         qg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 4ull * qd, "l%u.qg", l);
         kk = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * kvd, "l%u.k", l);
         vv = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * kvd, "l%u.v", l);
-        struct gv s[3] = {{w[0], qg, 2 * qd}, {w[1], kk, kvd}, {w[2], vv, kvd}};
+        struct gv s[3] = {{w[0], qg, 2 * qd, 0}, {w[1], kk, kvd, 0}, {w[2], vv, kvd, 0}};
         snprintf(nm, sizeof nm, "l%u.qkv_proj", l);
         gemv(e, hn, H, s, 3, e->i4, 0, nm);
         uint32_t q = attn_rope(e, l, qg, kk, vv);
         ao = attn_decode_core(e, l, q, qg);
         uint32_t out = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * H, "l%u.mixer_out", l);
-        struct gv so = {w[3], out, H};
+        struct gv so = {w[3], out, H, 0};
         snprintf(nm, sizeof nm, "l%u.o_proj", l);
         gemv(e, ao, qd, &so, 1, e->i4, 0, nm);
         return out;
@@ -413,8 +413,10 @@ static struct k_moe_dims moe_dims(struct em *e)
                                e->sb->max_blocks};
 }
 
-/* router + shared gate: fills ids, weights, shared_gate */
-static void router(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uint32_t wts, uint32_t sg)
+/* router + shared gate: fills ids, weights, shared_gate; reads logits made by a GEMV when
+ * lg >= 0 */
+static void router_with(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uint32_t wts, uint32_t sg,
+                        int32_t lg)
 {
     struct pb *b = e->b;
     const struct model_config *c = e->c;
@@ -434,8 +436,19 @@ static void router(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uint32_t
     REF(op, struct k_router_params, shared_gate, sg);
     REF(op, struct k_router_params, step, e->sb->step);
     uint64_t E1 = c->num_experts + (c->shared_inter ? 1 : 0);
+    if (lg >= 0) {
+        REF(op, struct k_router_params, logits, (uint32_t)lg);
+        pb_cost(b, op, 4ull * e->T * (c->num_experts + 1) + 8ull * e->T * c->num_experts_per_tok,
+                8ull * e->T * E1);
+        return;
+    }
     pb_cost(b, op, 2ull * E1 * c->hidden_size + 2ull * e->T * c->hidden_size + 8ull * e->T * c->num_experts_per_tok,
             2ull * e->T * E1 * c->hidden_size);
+}
+
+static void router(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uint32_t wts, uint32_t sg)
+{
+    router_with(e, l, hn, ids, wts, sg, -1);
 }
 
 /* the decode vec-mat path: 8 experts + shared in two launches */
@@ -448,7 +461,17 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn)
     uint32_t ids = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_I32, 4ull * k, "l%u.topk_ids", l);
     uint32_t wts = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * k, "l%u.topk_w", l);
     uint32_t sg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4, "l%u.shared_gate", l);
-    router(e, l, hn, ids, wts, sg);
+    /* the router's logits from a many-CTA GEMV (one CTA reading the whole router per token is
+     * the slow way), the shared gate's logit in the last column */
+    uint32_t lg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * (c->num_experts + 1),
+                         "l%u.router_logits", l);
+    char rw[96], sw[96], nm[48];
+    snprintf(rw, sizeof rw, "layers.%u.mlp.gate.weight", l);
+    snprintf(sw, sizeof sw, "layers.%u.mlp.shared_expert_gate.weight", l);
+    snprintf(nm, sizeof nm, "l%u.router_logits", l);
+    struct gv segs[2] = {{rw, lg, c->num_experts, 0}, {sw, lg, 1, 4ull * c->num_experts}};
+    gemv(e, hn, H, segs, S ? 2 : 1, 0, K_GEMV_OUT_F32, nm);
+    router_with(e, l, hn, ids, wts, sg, (int32_t)lg);
     uint32_t act = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * (k + 1) * wmax, "l%u.moe_act", l);
     uint32_t out = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * H, "l%u.moe_out", l);
     char gu[96], dn[96], sgw[96], suw[96], sdw[96];
@@ -616,7 +639,7 @@ static void head(struct em *e, uint32_t x, uint32_t last_out)
     uint32_t hf = rmsnorm(e, x, (int)last_out, "norm.weight", e->prefill, "final_norm");
     uint32_t logits = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * c->vocab_size, "logits");
     const char *w = c->tie_embeddings ? "embed_tokens.weight" : "lm_head.weight";
-    struct gv s = {w, logits, c->vocab_size};
+    struct gv s = {w, logits, c->vocab_size, 0};
     int i4 = pb_weight(b, w)->layout == K_LAYOUT_I4_ROWS;
     gemv(e, hf, c->hidden_size, &s, 1, i4, K_GEMV_OUT_F32 | (e->prefill ? K_GEMV_LAST_ONLY : 0),
          "lm_head");
