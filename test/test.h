@@ -61,6 +61,17 @@ static inline unsigned long long test_rand(unsigned long long *s)
     return z ^ (z >> 31);
 }
 
+/* malloc that ends the test with a FAIL line when memory runs out */
+static inline void *test_malloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        printf("FAIL out of host memory (%zu bytes)\n", n);
+        exit(1);
+    }
+    return p;
+}
+
 /* Read a whole file into a malloc'd buffer (NUL-terminated), or exit with a message. */
 static inline char *test_read_file(const char *path, size_t *len)
 {

@@ -54,16 +54,6 @@ static unsigned long long rng = 0xBA51C;
 
 /* ---- plumbing ------------------------------------------------------------------------------ */
 
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        printf("FAIL out of host memory (%zu bytes)\n", n);
-        exit(1);
-    }
-    return p;
-}
-
 #define dalloc(n) gpu_alloc(&g, (n))
 #define dput(h, n) gpu_put(&g, (h), (n))
 #define dget(h, d, n) gpu_get(&g, (h), (d), (n))
@@ -211,9 +201,9 @@ static void i4m_new(struct i4m *m, uint32_t N, uint32_t K, uint32_t group, int p
 {
     size_t nb = (size_t)N * K / 2, ns = (size_t)N * (K / group);
     m->N = N, m->K = K, m->group = group, m->so = nb;
-    m->nib = xmalloc(nb), m->sc = xmalloc(ns * 2);
+    m->nib = test_malloc(nb), m->sc = test_malloc(ns * 2);
     if (packed) {
-        float *row = xmalloc(sizeof(float) * K);
+        float *row = test_malloc(sizeof(float) * K);
         for (uint32_t n = 0; n < N; n++) {
             for (uint32_t k = 0; k < K; k++)
                 row[k] = 0.05f * urand();
@@ -298,9 +288,9 @@ static void test_hand_word(void)
 static void test_packer_roundtrip(uint32_t group)
 {
     uint32_t N = 16, K = 512;
-    float *x = xmalloc(sizeof(float) * N * K);
-    uint8_t *nib = xmalloc((size_t)N * K / 2);
-    uint16_t *sc = xmalloc(sizeof(uint16_t) * N * (K / group));
+    float *x = test_malloc(sizeof(float) * N * K);
+    uint8_t *nib = test_malloc((size_t)N * K / 2);
+    uint16_t *sc = test_malloc(sizeof(uint16_t) * N * (K / group));
     for (size_t i = 0; i < (size_t)N * K; i++)
         x[i] = urand() * (1.0f + (float)(i / group % 7));
     for (uint32_t n = 0; n < N; n++)
@@ -331,7 +321,7 @@ static void test_dequant(uint32_t N, uint32_t K, uint32_t group)
         .w = m.d, .scales_offset = m.so, .out = dout, .N = N, .K = K, .group = group};
     launch(f_dequant, &p, (unsigned)((n + K_DQ_THREADS * 32 - 1) / (K_DQ_THREADS * 32)),
            K_DQ_THREADS);
-    uint16_t *got = xmalloc((n + SLACK) * 2), *want = xmalloc(n * 2);
+    uint16_t *got = test_malloc((n + SLACK) * 2), *want = test_malloc(n * 2);
     dget(got, dout, (n + SLACK) * 2);
     kref_dequant_i4(want, m.nib, m.sc, N, K, group);
     size_t bad = cmp_bits("out", got, want, n);
@@ -424,7 +414,7 @@ static void gv_check_segment(const struct gv *c, uint32_t s, const uint16_t *x, 
 {
     uint32_t n = c->n[s];
     int f32 = (c->flags & K_GEMV_OUT_F32) != 0;
-    float *want = xmalloc(sizeof(float) * n), *mag = xmalloc(sizeof(float) * n);
+    float *want = test_malloc(sizeof(float) * n), *mag = test_malloc(sizeof(float) * n);
     if (c->i4)
         kref_gemv_i4(want, mag, c->q[s]->nib, c->q[s]->sc, x, n, c->K, c->group);
     else
@@ -442,7 +432,7 @@ static void gv_check_segment(const struct gv *c, uint32_t s, const uint16_t *x, 
 static void gv_run(const struct gv *c, uint32_t done, uint32_t last_chunk, const char *why)
 {
     size_t es = (c->flags & K_GEMV_OUT_F32) ? 4 : 2;
-    uint16_t *x = xmalloc((size_t)c->K * 2);
+    uint16_t *x = test_malloc((size_t)c->K * 2);
     rand_bf16(x, c->K, 0.0f, 1.0f);
     CUdeviceptr dx = dput(x, (size_t)c->K * 2), dy[K_GEMV_MAX_SEG];
     for (uint32_t s = 0; s < c->nseg; s++)
@@ -452,7 +442,7 @@ static void gv_run(const struct gv *c, uint32_t done, uint32_t last_chunk, const
     struct cmpstat st = {0};
     long stray = -1;
     for (uint32_t s = 0; s < c->nseg; s++) {
-        void *got = xmalloc((c->n[s] + SLACK) * es);
+        void *got = test_malloc((c->n[s] + SLACK) * es);
         dget(got, dy[s], (c->n[s] + SLACK) * es);
         size_t from = why ? 0 : c->n[s], to = c->n[s] + SLACK;
         long r = es == 4 ? stray32(got, from, to) : stray16(got, from, to);
@@ -487,7 +477,7 @@ static void test_gemv_bf16(const char *name, uint32_t K, uint32_t nseg, const ui
     uint16_t *w[K_GEMV_MAX_SEG];
     for (uint32_t s = 0; s < nseg; s++) {
         c.n[s] = n[s];
-        w[s] = xmalloc((size_t)n[s] * K * 2);
+        w[s] = test_malloc((size_t)n[s] * K * 2);
         rand_bf16(w[s], (size_t)n[s] * K, 0.0f, 0.05f);
         c.w16[s] = w[s], c.dw[s] = dput(w[s], (size_t)n[s] * K * 2);
     }
@@ -549,8 +539,8 @@ static void norm_compare(const struct norm_case *c, const uint16_t *x0, const ui
                          struct cmpstat *st, size_t *xbad, long *stray)
 {
     uint32_t rows = c->done ? 0 : c->n, r0 = c->last_only && rows ? rows - 1 : 0;
-    uint16_t *xr = xmalloc((size_t)c->T_max * HID * 2);
-    float *y = xmalloc(sizeof(float) * HID), *tol = xmalloc(sizeof(float) * HID);
+    uint16_t *xr = test_malloc((size_t)c->T_max * HID * 2);
+    float *y = test_malloc(sizeof(float) * HID), *tol = test_malloc(sizeof(float) * HID);
     memcpy(xr, x0, (size_t)c->T_max * HID * 2);
     for (uint32_t t = r0; t < rows; t++) {
         kref_rmsnorm_row(xr + (size_t)t * HID, c->add ? addv + (size_t)t * HID : NULL, w, y, HID,
@@ -569,7 +559,7 @@ static void norm_compare(const struct norm_case *c, const uint16_t *x0, const ui
 static void test_norm(const struct norm_case *c)
 {
     size_t nx = (size_t)c->T_max * HID, out_rows = c->last_only ? 1 : c->T_max;
-    uint16_t *x = xmalloc(nx * 2), *addv = xmalloc(nx * 2), *w = xmalloc(HID * 2);
+    uint16_t *x = test_malloc(nx * 2), *addv = test_malloc(nx * 2), *w = test_malloc(HID * 2);
     for (uint32_t t = 0; t < c->T_max; t++) /* rows of different magnitudes */
         rand_bf16(x + (size_t)t * HID, HID, 0.0f, 0.01f + 8.0f * fabsf(urand()));
     rand_bf16(addv, nx, 0.0f, 1.0f);
@@ -588,7 +578,7 @@ static void test_norm(const struct norm_case *c)
                                  .eps = EPS,
                                  .last_only = c->last_only};
     launch(f_norm, &p, (unsigned)out_rows, K_NORM_THREADS);
-    uint16_t *xg = xmalloc(nx * 2), *outg = xmalloc((out_rows * HID + SLACK) * 2);
+    uint16_t *xg = test_malloc(nx * 2), *outg = test_malloc((out_rows * HID + SLACK) * 2);
     dget(xg, dx, nx * 2), dget(outg, dout, (out_rows * HID + SLACK) * 2);
     struct cmpstat st = {0};
     size_t xbad;
@@ -619,7 +609,7 @@ static void test_norms(void)
 static void test_silu(uint32_t T_max, uint32_t n_tokens, uint32_t n)
 {
     size_t ne = (size_t)T_max * n;
-    uint16_t *gt = xmalloc(ne * 2), *up = xmalloc(ne * 2), *got = xmalloc((ne + SLACK) * 2);
+    uint16_t *gt = test_malloc(ne * 2), *up = test_malloc(ne * 2), *got = test_malloc((ne + SLACK) * 2);
     rand_bf16(gt, ne, 0.0f, 8.0f);
     rand_bf16(up, ne, 0.0f, 2.0f);
     CUdeviceptr dg = dput(gt, ne * 2), du = dput(up, ne * 2), dout = dalloc((ne + SLACK) * 2);
@@ -669,8 +659,8 @@ static void test_embed_prefill(const uint16_t *table, CUdeviceptr dtab)
                                .V = VOCAB,
                                .T_max = T_max};
     launch(f_embed, &p, T_max, K_EMBED_THREADS);
-    uint16_t *got = xmalloc(((size_t)T_max * HID + SLACK) * 2),
-             *want = xmalloc((size_t)n * HID * 2);
+    uint16_t *got = test_malloc(((size_t)T_max * HID + SLACK) * 2),
+             *want = test_malloc((size_t)n * HID * 2);
     dget(got, dout, ((size_t)T_max * HID + SLACK) * 2);
     kref_embed(want, table, tok, n, HID, VOCAB);
     size_t bad = cmp_bits("out", got, want, (size_t)n * HID);
@@ -735,7 +725,7 @@ static void test_lm_head(const uint16_t *table, CUdeviceptr dtab)
 static void test_vocab(void)
 {
     size_t ne = (size_t)VOCAB * HID;
-    uint16_t *table = xmalloc(ne * 2);
+    uint16_t *table = test_malloc(ne * 2);
     rand_bf16(table, ne, 0.0f, 0.05f);
     CUdeviceptr dtab = dput(table, ne * 2);
     test_embed_prefill(table, dtab);

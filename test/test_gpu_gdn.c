@@ -82,16 +82,6 @@ struct run {
 
 /* ---- plumbing ------------------------------------------------------------------------------ */
 
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        printf("FAIL out of host memory (%zu bytes)\n", n);
-        exit(1);
-    }
-    return p;
-}
-
 #define dalloc(n) gpu_alloc(&g, (n))
 #define dput(h, n) gpu_put(&g, (h), (n))
 #define dget(h, d, n) gpu_get(&g, (h), (d), (n))
@@ -129,7 +119,7 @@ static float nrand(void) /* N(0, 1), Box-Muller */
 
 static uint16_t *rand_bf16(size_t n, float scale)
 {
-    uint16_t *d = xmalloc(n * 2);
+    uint16_t *d = test_malloc(n * 2);
     for (size_t i = 0; i < n; i++)
         d[i] = kref_f2bf(scale * urand());
     return d;
@@ -149,10 +139,10 @@ static void fix_init(struct fix *f, const struct shape *s, uint32_t T)
     f->name = s->name, f->T = T;
     f->cd = 2 * s->nk * s->dk + s->nv * s->dv, f->vd = s->nv * s->dv;
     f->d = (struct k_gdn_dims){s->nk, s->nv, s->dk, s->dv, f->cd, s->K, 0, 1e-6f};
-    f->conv_w = xmalloc((size_t)f->cd * s->K * 2);
+    f->conv_w = test_malloc((size_t)f->cd * s->K * 2);
     for (size_t i = 0; i < (size_t)f->cd * s->K; i++)
         f->conv_w[i] = kref_f2bf(0.3f * nrand());
-    f->dt_bias = xmalloc(s->nv * 2), f->a_log = xmalloc(s->nv * 4), f->norm_w = xmalloc(s->dv * 4);
+    f->dt_bias = test_malloc(s->nv * 2), f->a_log = test_malloc(s->nv * 4), f->norm_w = test_malloc(s->dv * 4);
     for (uint32_t h = 0; h < s->nv; h++) {
         f->dt_bias[h] = kref_f2bf(nrand());
         f->a_log[h] = logf(0.01f + 15.99f * (urand() + 1.0f) / 2.0f);
@@ -164,7 +154,7 @@ static void fix_init(struct fix *f, const struct shape *s, uint32_t T)
     f->b = rand_bf16((size_t)T * s->nv, 2.0f), f->a = rand_bf16((size_t)T * s->nv, 2.0f);
     f->win0 = rand_bf16((size_t)f->cd * (s->K - 1), 1.5f);
     size_t sn = (size_t)s->nv * s->dk * s->dv;
-    f->state0 = xmalloc(sn * 4);
+    f->state0 = test_malloc(sn * 4);
     for (size_t i = 0; i < sn; i++)
         f->state0[i] = 0.3f * nrand();
     f->d_conv_w = dput(f->conv_w, (size_t)f->cd * s->K * 2);
@@ -191,9 +181,9 @@ static size_t state_n(const struct fix *f)
 
 static void run_alloc(struct run *r, const struct fix *f, uint32_t n)
 {
-    r->u = xmalloc((size_t)n * f->cd * 2), r->out = xmalloc((size_t)n * f->vd * 2);
-    r->core = xmalloc((size_t)n * f->vd * 4), r->mag = xmalloc((size_t)n * f->vd * 4);
-    r->win = xmalloc(win_n(f) * 2), r->state = xmalloc(state_n(f) * 4);
+    r->u = test_malloc((size_t)n * f->cd * 2), r->out = test_malloc((size_t)n * f->vd * 2);
+    r->core = test_malloc((size_t)n * f->vd * 4), r->mag = test_malloc((size_t)n * f->vd * 4);
+    r->win = test_malloc(win_n(f) * 2), r->state = test_malloc(state_n(f) * 4);
 }
 
 static void run_free(struct run *r)
@@ -205,7 +195,7 @@ static void run_free(struct run *r)
  * per-token arrays of r are filled from row t0 on. */
 static void ref_segment(const struct fix *f, struct run *r, uint32_t t0, uint32_t n)
 {
-    uint16_t *u = r->u + (size_t)t0 * f->cd, *core_bf = xmalloc((size_t)n * f->vd * 2 + 2);
+    uint16_t *u = r->u + (size_t)t0 * f->cd, *core_bf = test_malloc((size_t)n * f->vd * 2 + 2);
     float *core = r->core + (size_t)t0 * f->vd;
     kref_gdn_conv(&f->d, f->qkv + (size_t)t0 * f->cd, f->conv_w, r->win, n, u);
     kref_gdn_recurrent(&f->d, u, f->b + (size_t)t0 * f->d.nv, f->a + (size_t)t0 * f->d.nv, f->a_log,
@@ -471,8 +461,8 @@ static void test_prefill(const struct fix *f, uint32_t T, int cached, uint32_t d
     size_t nu = (size_t)T_max * cd + SLACK, no = (size_t)T_max * vd + SLACK, eq = 0;
     CUdeviceptr du = dalloc(nu * 2), dout = dalloc(no * 2);
     dpoison(du, nu * 2), dpoison(dout, no * 2);
-    uint16_t *hu = xmalloc(nu * 2), *ho = xmalloc(no * 2), *hw = xmalloc(win_n(f) * 2);
-    float *hs = xmalloc(state_n(f) * 4);
+    uint16_t *hu = test_malloc(nu * 2), *ho = test_malloc(no * 2), *hw = test_malloc(win_n(f) * 2);
+    float *hs = test_malloc(state_n(f) * 4);
     if (!tag) {
         gpu_conv(f, &s, 0, T, T_max, du);
         dget(hu, du, nu * 2), dget(hw, s.win, win_n(f) * 2);
@@ -509,7 +499,7 @@ static void test_chunked_cpu(const struct fix *f, uint32_t T)
 {
     struct run r;
     ref_run(f, &r, T, 1);
-    float *st = xmalloc(state_n(f) * 4), *core = xmalloc((size_t)T * f->vd * 4);
+    float *st = test_malloc(state_n(f) * 4), *core = test_malloc((size_t)T * f->vd * 4);
     memcpy(st, f->state0, state_n(f) * 4);
     kref_gdn_chunked(&f->d, r.u, f->b, f->a, f->a_log, f->dt_bias, st, T, core);
     double ws, wc = 0;
@@ -534,7 +524,7 @@ static long gpu_steps(const struct fix *f, struct dev_seq *s, uint32_t P, uint32
 {
     size_t no = (size_t)f->vd + SLACK;
     CUdeviceptr d = dalloc(no * 2);
-    uint16_t *h = xmalloc(no * 2);
+    uint16_t *h = test_malloc(no * 2);
     long stray = -1;
     for (uint32_t i = 0; i < D; i++) {
         dpoison(d, no * 2);
@@ -562,12 +552,12 @@ static void test_decode(const struct fix *f, uint32_t P, uint32_t D, int cached)
     struct run rp, r; /* the reference after P tokens, and after P + D */
     ref_run(f, &rp, P, cached);
     ref_run(f, &r, P + D, cached);
-    uint16_t *zw = calloc(win_n(f), 2), *outp = xmalloc((size_t)(P + D) * f->vd * 2);
+    uint16_t *zw = calloc(win_n(f), 2), *outp = test_malloc((size_t)(P + D) * f->vd * 2);
     float *zs = calloc(state_n(f), 4);
-    uint16_t *outa = xmalloc((size_t)D * f->vd * 2), *outc = xmalloc((size_t)D * f->vd * 2);
-    uint16_t *wa = xmalloc(win_n(f) * 2), *wb = xmalloc(win_n(f) * 2), *wc = xmalloc(win_n(f) * 2);
-    float *sa = xmalloc(state_n(f) * 4), *sb = xmalloc(state_n(f) * 4),
-          *sc = xmalloc(state_n(f) * 4);
+    uint16_t *outa = test_malloc((size_t)D * f->vd * 2), *outc = test_malloc((size_t)D * f->vd * 2);
+    uint16_t *wa = test_malloc(win_n(f) * 2), *wb = test_malloc(win_n(f) * 2), *wc = test_malloc(win_n(f) * 2);
+    float *sa = test_malloc(state_n(f) * 4), *sb = test_malloc(state_n(f) * 4),
+          *sc = test_malloc(state_n(f) * 4);
     double w1, w2;
 
     struct dev_seq a, b, c;
@@ -611,7 +601,7 @@ static void test_decode(const struct fix *f, uint32_t P, uint32_t D, int cached)
     /* done: the step must not touch out, the state or the window */
     size_t no = (size_t)f->vd + SLACK;
     CUdeviceptr dout = dalloc(no * 2);
-    uint16_t *ho = xmalloc(no * 2);
+    uint16_t *ho = test_malloc(no * 2);
     dpoison(dout, no * 2);
     gpu_step(f, &c, P, dout, 1);
     dget(ho, dout, no * 2);
