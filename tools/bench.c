@@ -291,13 +291,13 @@ struct kern_total {
 };
 
 /* Per-kernel totals of one decode step, largest first: where the time of a token goes. */
-static void op_table(struct rt *r, const char *sched)
+static void op_table(struct rt *r, const char *sched, uint32_t reps)
 {
     static struct rt_op_time ops[4096];
     static struct kern_total tot[64];
     uint32_t n = 0, nk = 0;
     char err[RT_ERR_LEN];
-    if (rt_profile(r, sched, 9, ops, 4096, &n, err)) {
+    if (rt_profile(r, sched, reps, ops, 4096, &n, err)) {
         fprintf(stderr, "bench: profiling %s: %s\n", sched, err);
         return;
     }
@@ -319,12 +319,14 @@ static void op_table(struct rt *r, const char *sched)
                 struct kern_total x = tot[i];
                 tot[i] = tot[j], tot[j] = x;
             }
-    printf("\n%s, ops one by one (%u ops, %.0f us in all):\n%-24s %6s %10s %7s %10s %8s\n", sched, n,
-           sum, "kernel", "ops", "us", "share", "GB/s", "of copy");
-    for (uint32_t i = 0; i < nk && i < 14; i++) {
+    printf("\n%s, ops one by one (%u ops, %.0f us in all):\n%-24s %6s %10s %7s %10s %8s %8s %8s\n",
+           sched, n, sum, "kernel", "ops", "us", "share", "GB/s", "of copy", "TFLOP/s", "of GEMM");
+    for (uint32_t i = 0; i < nk && i < 16; i++) {
         double gbs = (double)tot[i].bytes / (tot[i].us * 1e-6) / 1e9;
-        printf("%-24s %6u %10.1f %6.1f%% %10.0f %7.0f%%\n", tot[i].kernel, tot[i].n, tot[i].us,
-               100 * tot[i].us / sum, gbs, 100 * gbs / copy_gbs);
+        double tfs = (double)tot[i].flops / (tot[i].us * 1e-6) / 1e12;
+        printf("%-24s %6u %10.1f %6.1f%% %10.0f %7.0f%% %8.1f %7.1f%%\n", tot[i].kernel, tot[i].n,
+               tot[i].us, 100 * tot[i].us / sum, gbs, 100 * gbs / copy_gbs, tfs,
+               gemm_tflops > 0 ? 100 * tfs / gemm_tflops : 0.0);
     }
 }
 
@@ -340,6 +342,8 @@ static uint64_t step_bytes(struct rt *r, const char *sched)
             b += ops[i].bytes;
     return b;
 }
+
+static int want_decode = 1, want_prefill = 1;
 
 static void bench_model(void)
 {
@@ -371,7 +375,7 @@ static void bench_model(void)
     uint64_t kv_per_tok = 2ull * 2 * in.model.num_kv_heads * in.model.head_dim *
                           model_count_layers(&in.model, MODEL_LAYER_FULL);
     uint32_t th = 256 < in.max_seq ? 256 : in.max_seq;
-    for (int i = 0; i < 3; i++) { /* decode at a filled context */
+    for (int i = 0; i < 3 && want_decode; i++) { /* decode at a filled context */
         model_tokens = 0;
         if (rt_generate(r, prompt, ctx[i], &greedy, model_count, NULL, &st, err))
             break;
@@ -384,7 +388,7 @@ static void bench_model(void)
             tps, "tok/s", notes[i]);
     }
     greedy.max_new = 1;
-    for (int i = 0; i < 3; i++) { /* prefill: first launch to the first sampled token */
+    for (int i = 0; i < 3 && want_prefill; i++) { /* prefill: first launch to the first sampled token */
         if (rt_generate(r, prompt, pre[i], &greedy, model_count, NULL, &st, err))
             break;
         double tps = pre[i] / (st.prefill_ms * 1e-3);
@@ -395,17 +399,30 @@ static void bench_model(void)
     }
     /* where the time of a long-context token goes */
     struct rt_sampling diag = {.max_new = 1u << 20, .top_p = 1.0f};
-    if (!rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 4000, NULL, err))
-        op_table(r, "decode_split");
+    if (want_decode && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 4000, NULL, err))
+        op_table(r, "decode_split", 9);
+    /* and of a full prefill chunk at position 2048 (each rep runs the chunk once more) */
+    if (want_prefill && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 2048, NULL, err))
+        op_table(r, "prefill_2048", 3);
     rt_close(r);
 }
 
 int main(int argc, char **argv)
 {
-    if (argc > 1) {
-        printf("usage: %s\n  runs the benchmarks (host always, device when there is one) and\n"
-               "  prints one table; run from the repository root after `make`.\n", argv[0]);
-        return strcmp(argv[1], "--help") && strcmp(argv[1], "-h") ? 2 : 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--decode"))
+            want_prefill = 0;
+        else if (!strcmp(argv[i], "--prefill"))
+            want_decode = 0;
+        else {
+            printf("usage: %s [--decode | --prefill]\n"
+                   "  runs the benchmarks (host always, device when there is one) and prints one\n"
+                   "  table; run from the repository root after `make`. --decode or --prefill\n"
+                   "  measures only that half of the model (decode tok/s and the decode op table,\n"
+                   "  or prefill tok/s and the op table of a 2048-token chunk).\n",
+                   argv[0]);
+            return strcmp(argv[i], "--help") && strcmp(argv[i], "-h") ? 2 : 0;
+        }
     }
     bench_crc();
     bench_json();
