@@ -57,6 +57,8 @@ PROG_BIN   := $(addprefix $(BUILD)/,$(notdir $(PROGS:.c=)))
 TEST_BIN   := $(TEST_SRC:test/%.c=$(BUILD)/test/%)
 FUZZ_BIN   := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/%)
 KERN_BIN   := $(KERN_ARCHS:%=$(BUILD)/kern/%.cubin) $(BUILD)/kern/compute_90.ptx
+TEST_KERN_SRC := $(wildcard test/kern/*.cu) kern/fill.cu
+TEST_KERN_BIN := $(KERN_ARCHS:%=$(BUILD)/kern/test/%.cubin)
 
 .PHONY: all test bench fuzz format clean gpu-plain demo
 all: $(BUILD)/libqrt.a $(PROG_BIN) $(KERN_BIN) $(TEST_KERN_BIN) $(TEST_BIN)
@@ -120,8 +122,6 @@ $(BUILD)/kern/sm_%.cubin: $(BUILD)/kern/all.cu
 
 # Test kernels (test/kern/*.cu, with the fill kernels rt uses for synthetic weights): images
 # for rt's own tests, which build plans around them.
-TEST_KERN_SRC := $(wildcard test/kern/*.cu) kern/fill.cu
-TEST_KERN_BIN := $(KERN_ARCHS:%=$(BUILD)/kern/test/%.cubin)
 $(BUILD)/kern/test/all.cu: $(TEST_KERN_SRC) Makefile
 	@mkdir -p $(@D)
 	@printf '#include "%s"\n' $(TEST_KERN_SRC) > $@.new

@@ -102,6 +102,7 @@ __device__ __forceinline__ void attn_rope_head(const uint16_t *x, const uint16_t
 
 extern "C" __global__ void __launch_bounds__(K_ATTN_ROPE_THREADS) k_attn_rope(struct k_attn_rope_params p)
 {
+    k_pdl_enter();
     __shared__ float s_cos[ATTN_MAX_HD / 2], s_sin[ATTN_MAX_HD / 2];
     __shared__ __align__(16) float s_x[ATTN_ROPE_WARPS][ATTN_MAX_HD];
     const struct k_step *st = k_step_of(p.step);
@@ -289,6 +290,7 @@ __device__ __forceinline__ uint32_t attn_piece(uint32_t L, uint32_t n_split)
 
 extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode(struct k_attn_decode_params p)
 {
+    k_pdl_enter();
     __shared__ struct attn_dec_smem sm;
     const struct k_step *st = k_step_of(p.step);
     if (st->done)
@@ -304,6 +306,7 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode(st
 
 extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode_split(struct k_attn_decode_params p)
 {
+    k_pdl_enter();
     __shared__ struct attn_dec_smem sm;
     const struct k_step *st = k_step_of(p.step);
     if (st->done)
@@ -324,6 +327,7 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode_sp
 /* o = sum_s w_s o_s / sum_s w_s with w_s = exp2(m_s - M) l_s, M the largest piece maximum */
 extern "C" __global__ void k_attn_decode_reduce(struct k_attn_decode_params p)
 {
+    k_pdl_enter();
     const struct k_step *st = k_step_of(p.step);
     if (st->done)
         return;

@@ -7,7 +7,8 @@
  *                 grid (T_max, or 1 with last_only), block K_NORM_THREADS: one CTA per row.
  *   k_gemv_bf16   y_s = W_s x for up to four matrices sharing x            (kern/gemv.h)
  *   k_gemv_i4     the same with K_LAYOUT_I4_ROWS weights and bf16 group scales
- *                 grid (sum of ceil(n_s / K_GEMV_ROWS)), block K_GEMV_THREADS: one warp per row.
+ *                 grid (sum of ceil(n_s / rows per CTA)), block K_GEMV_THREADS: one warp per
+ *                 bf16 row, K_GEMV_I4_RPW INT4 rows per warp (kern/gemv.h).
  *   k_dequant_i4  out = bf16(scale * (q - 8)) over a whole matrix            (kern/dequant.h)
  *                 grid (ceil(N*K / (K_DQ_THREADS*32))), block K_DQ_THREADS: 32 weights a thread.
  *   k_silu_mul    out = bf16(bf16(silu(gate)) * up)                          (kern/moe.h)
@@ -91,6 +92,7 @@ __device__ __forceinline__ uint32_t basic_live_rows(const struct k_step *st, uin
 
 extern "C" __global__ void __launch_bounds__(K_EMBED_THREADS) k_embed(struct k_embed_params p)
 {
+    k_pdl_enter();
     const struct k_step *st = k_step_of(p.step);
     uint32_t t = blockIdx.x;
     if (st->done || t >= basic_live_rows(st, p.T_max))
@@ -143,6 +145,7 @@ __device__ __forceinline__ uint4 basic_norm8(uint4 x, uint4 w, float r)
 
 extern "C" __global__ void __launch_bounds__(K_NORM_THREADS) k_rmsnorm(struct k_rmsnorm_params p)
 {
+    k_pdl_enter();
     __shared__ float scratch[32];
     const struct k_step *st = k_step_of(p.step);
     uint32_t rows = basic_live_rows(st, p.T_max);
@@ -179,23 +182,30 @@ struct gemv_row {
     const uint8_t *w; /* segment's weights */
     uint64_t y;       /* segment's output */
     uint64_t so;      /* INT4 scales offset */
-    uint32_t row;     /* row within the segment */
+    uint32_t row;     /* this warp's first row within the segment */
+    uint32_t n;       /* rows of the segment */
+    uint32_t seg;     /* segment index */
 };
 
-/* The row this warp computes: the segment is the last one whose first CTA is at or before
- * this CTA. Constant indices only, so the parameters are read in place (no local copy).
- * Returns 0 when the row is past the segment's end (the last CTA of a segment). */
-__device__ __forceinline__ int gemv_row_of(const struct k_gemv_params &p, struct gemv_row *r)
+/* The first row this warp computes (rows_per_cta per CTA, rows_per_warp per warp): the
+ * segment is the last one whose first CTA is at or before this CTA. Constant indices only, so
+ * the parameters are read in place (no local copy). Returns 0 when the row is past the
+ * segment's end (the last CTA of a segment). */
+__device__ __forceinline__ int gemv_row_of(const struct k_gemv_params &p, uint32_t rows_per_cta,
+                                           uint32_t rows_per_warp, struct gemv_row *r)
 {
     uint32_t b = blockIdx.x, first = p.seg[0].blocks, n = p.seg[0].n;
     r->w = (const uint8_t *)p.seg[0].w, r->y = p.seg[0].y, r->so = p.seg[0].scales_offset;
+    r->seg = 0;
 #pragma unroll
     for (int s = 1; s < K_GEMV_MAX_SEG; s++)
         if ((uint32_t)s < p.nseg && b >= p.seg[s].blocks) {
             first = p.seg[s].blocks, n = p.seg[s].n;
             r->w = (const uint8_t *)p.seg[s].w, r->y = p.seg[s].y, r->so = p.seg[s].scales_offset;
+            r->seg = (uint32_t)s;
         }
-    r->row = (b - first) * K_GEMV_ROWS + (threadIdx.x >> 5);
+    r->row = (b - first) * rows_per_cta + (threadIdx.x >> 5) * rows_per_warp;
+    r->n = n;
     return r->row < n;
 }
 
@@ -205,16 +215,23 @@ __device__ __forceinline__ int gemv_skip(const struct k_gemv_params &p)
     return st->done || ((p.flags & K_GEMV_LAST_ONLY) && !st->last_chunk);
 }
 
-/* lane 0 holds nothing special: every lane has the warp's sum; lane 0 stores it */
-__device__ __forceinline__ void gemv_store(const struct k_gemv_params &p, const struct gemv_row &r,
-                                           float acc)
+/* Row `row` of the segment gets acc, the warp's sum (every lane has it), stored by lane
+ * `owner`: with the conv epilogue that lane alone slides the channel's window. */
+__device__ __forceinline__ void gemv_store_row(const struct k_gemv_params &p, const struct gemv_row &r,
+                                               uint32_t row, float acc, uint32_t owner)
 {
-    acc = k_warp_sum(acc);
-    if ((threadIdx.x & 31) == 0) {
-        if (p.flags & K_GEMV_OUT_F32)
-            ((float *)r.y)[r.row] = acc;
+    if ((threadIdx.x & 31) == owner) {
+        if ((p.flags & K_GEMV_CONV) && r.seg == 0) {
+            const uint32_t K = p.conv_k;
+            if (K < 2 || K > 8)
+                __trap();
+            float u = k_gdn_conv1((const __nv_bfloat16 *)p.conv_w + (size_t)row * K,
+                                  (__nv_bfloat16 *)p.window + (size_t)row * (K - 1), K, k_f2bf(acc));
+            ((__nv_bfloat16 *)r.y)[row] = k_f2bf(u);
+        } else if (p.flags & K_GEMV_OUT_F32)
+            ((float *)r.y)[row] = acc;
         else
-            ((__nv_bfloat16 *)r.y)[r.row] = k_f2bf(acc);
+            ((__nv_bfloat16 *)r.y)[row] = k_f2bf(acc);
     }
 }
 
@@ -234,8 +251,9 @@ __device__ __forceinline__ float gemv_dot8(uint4 w, uint4 x, float acc)
 
 extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_bf16(struct k_gemv_params p)
 {
+    k_pdl_enter();
     struct gemv_row r;
-    if (gemv_skip(p) || !gemv_row_of(p, &r))
+    if (gemv_skip(p) || !gemv_row_of(p, K_GEMV_ROWS, 1, &r))
         return;
     const uint16_t *w = (const uint16_t *)r.w + (uint64_t)r.row * p.K;
     const uint16_t *x = (const uint16_t *)p.x;
@@ -254,7 +272,7 @@ extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_bf16(struct 
     }
     for (; k < p.K; k += step)
         acc = gemv_dot8(basic_ld_stream(w + k), basic_ld_ro(x + k), acc);
-    gemv_store(p, r, acc);
+    gemv_store_row(p, r, r.row, k_warp_sum(acc), 0);
 }
 
 /* ---- k_gemv_i4 ------------------------------------------------------------------------------- */
@@ -274,46 +292,78 @@ __device__ __forceinline__ float gemv_i4_dot8(uint32_t word, uint4 x, float acc)
     return acc;
 }
 
-/* scale * sum over the 32 weights of one 16-byte load (one group: group >= 32 divides K) */
-__device__ __forceinline__ float gemv_i4_dot32(uint4 q, const uint16_t *x, float scale, float acc)
+/* (q - 8) . x over the 32 weights of one 16-byte load and their 32 inputs */
+__device__ __forceinline__ float gemv_i4_dot32(uint4 q, const uint4 (&x)[4])
 {
     float g = 0.0f;
-    g = gemv_i4_dot8(q.x, basic_ld_ro(x), g);
-    g = gemv_i4_dot8(q.y, basic_ld_ro(x + 8), g);
-    g = gemv_i4_dot8(q.z, basic_ld_ro(x + 16), g);
-    g = gemv_i4_dot8(q.w, basic_ld_ro(x + 24), g);
-    return fmaf(scale, g, acc);
+    g = gemv_i4_dot8(q.x, x[0], g);
+    g = gemv_i4_dot8(q.y, x[1], g);
+    g = gemv_i4_dot8(q.z, x[2], g);
+    g = gemv_i4_dot8(q.w, x[3], g);
+    return g;
 }
 
+/* One warp, K_GEMV_I4_RPW rows: lane l takes 32-weight chunks l, l + 32, ... of every row, two
+ * chunks per trip with all rows' loads issued first (at K = 2048 a warp's 4 KiB are all in
+ * flight at once), and each x chunk is loaded once for all the rows. Per row and lane the
+ * chunks accumulate in order as fmaf(scale, chunk sum, acc), then a warp sum: the same
+ * arithmetic as one warp per row. */
 extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_i4(struct k_gemv_params p)
 {
+    k_pdl_enter();
     struct gemv_row r;
-    if (gemv_skip(p) || !gemv_row_of(p, &r))
+    if (gemv_skip(p) || !gemv_row_of(p, K_GEMV_I4_ROWS, K_GEMV_I4_RPW, &r))
         return;
     const uint32_t gs = __ffs(p.group) - 1; /* group is a power of two: k / group = k >> gs */
+    const uint32_t lane = threadIdx.x & 31, nch = p.K / 32, nr = min(r.n - r.row, (uint32_t)K_GEMV_I4_RPW);
     const uint8_t *w = r.w + (uint64_t)r.row * (p.K / 2);
     const uint16_t *sc = (const uint16_t *)(r.w + r.so) + (uint64_t)r.row * (p.K >> gs);
     const uint16_t *x = (const uint16_t *)p.x;
-    const uint32_t step = 32 * 32; /* a warp covers 1024 inputs per 16-byte load */
-    uint32_t k = (threadIdx.x & 31) * 32;
-    float acc = 0.0f;
-    for (; k + step < p.K; k += 2 * step) { /* two loads in flight */
-        uint4 q0 = basic_ld_stream(w + k / 2), q1 = basic_ld_stream(w + (k + step) / 2);
-        float s0 = k_bfbits2f(__ldg(sc + (k >> gs)));
-        float s1 = k_bfbits2f(__ldg(sc + ((k + step) >> gs)));
-        acc = gemv_i4_dot32(q0, x + k, s0, acc);
-        acc = gemv_i4_dot32(q1, x + k + step, s1, acc);
+    float acc[K_GEMV_I4_RPW];
+#pragma unroll
+    for (int i = 0; i < K_GEMV_I4_RPW; i++)
+        acc[i] = 0.0f;
+    for (uint32_t c = lane; c < nch; c += 64) {
+        const bool two = c + 32 < nch;
+        uint4 q[2][K_GEMV_I4_RPW];
+        float s[2][K_GEMV_I4_RPW];
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int i = 0; i < K_GEMV_I4_RPW; i++) {
+                const uint32_t cc = c + 32 * h;
+                q[h][i] = make_uint4(0, 0, 0, 0), s[h][i] = 0.0f;
+                if ((uint32_t)i < nr && (h == 0 || two)) {
+                    q[h][i] = basic_ld_stream(w + (uint64_t)i * (p.K / 2) + cc * 16);
+                    s[h][i] = k_bfbits2f(__ldg(sc + (uint64_t)i * (p.K >> gs) + ((cc * 32) >> gs)));
+                }
+            }
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            if (h == 1 && !two)
+                break;
+            uint4 xv[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                xv[j] = basic_ld_ro(x + (c + 32 * h) * 32 + 8 * j);
+#pragma unroll
+            for (int i = 0; i < K_GEMV_I4_RPW; i++)
+                acc[i] = fmaf(s[h][i], gemv_i4_dot32(q[h][i], xv), acc[i]);
+        }
     }
-    if (k < p.K)
-        acc = gemv_i4_dot32(basic_ld_stream(w + k / 2), x + k, k_bfbits2f(__ldg(sc + (k >> gs))),
-                            acc);
-    gemv_store(p, r, acc);
+#pragma unroll
+    for (int i = 0; i < K_GEMV_I4_RPW; i++) {
+        float v = k_warp_sum(acc[i]);
+        if ((uint32_t)i < nr)
+            gemv_store_row(p, r, r.row + i, v, i);
+    }
 }
 
 /* ---- k_dequant_i4 ---------------------------------------------------------------------------- */
 
 extern "C" __global__ void __launch_bounds__(K_DQ_THREADS) k_dequant_i4(struct k_dequant_params p)
 {
+    k_pdl_enter();
     uint64_t e = ((uint64_t)blockIdx.x * K_DQ_THREADS + threadIdx.x) * 32; /* first element */
     if (e >= (uint64_t)p.N * p.K)
         return;
@@ -355,6 +405,7 @@ __device__ __forceinline__ uint4 basic_silu_mul8(uint4 g, uint4 u)
 extern "C" __global__ void __launch_bounds__(BASIC_SILU_THREADS)
     k_silu_mul(struct k_silu_mul_params p)
 {
+    k_pdl_enter();
     const struct k_step *st = k_step_of(p.step);
     uint32_t t = blockIdx.x;
     if (t >= basic_live_rows(st, p.T_max))

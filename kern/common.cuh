@@ -63,6 +63,43 @@ __device__ __forceinline__ float k_block_max(float v, float *scratch)
 __device__ __forceinline__ float k_silu(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float k_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+/* F.silu(conv) with both bf16 roundings of PyTorch's fallback (MODEL.md §2.2) */
+__device__ __forceinline__ float k_gdn_conv_act(float acc) { return k_round_bf16(k_silu(k_round_bf16(acc))); }
+
+/* One decode step of the GDN causal conv for one channel (MODEL.md §2.2): the K taps summed
+ * in fp32 (fmaf, oldest first) over [window; x], rounded to bf16, SiLU, rounded again (the
+ * two bf16 ops of PyTorch's fallback); the window (K-1 previous inputs, oldest first) slides
+ * in place and takes x. The caller alone owns the channel. */
+__device__ __forceinline__ float k_gdn_conv1(const __nv_bfloat16 *wc, __nv_bfloat16 *win, uint32_t K,
+                                             __nv_bfloat16 x)
+{
+    float acc = 0.0f;
+    for (uint32_t j = 0; j + 1 < K; j++) {
+        __nv_bfloat16 h = win[j];
+        acc = fmaf(k_bf2f(wc[j]), k_bf2f(h), acc);
+        if (j > 0)
+            win[j - 1] = h;
+    }
+    acc = fmaf(k_bf2f(wc[K - 1]), k_bf2f(x), acc);
+    win[K - 2] = x;
+    return k_gdn_conv_act(acc);
+}
+
+/* Programmatic dependent launch (sm_90 and newer). rt launches decode kernels so that one may
+ * be scheduled before the kernel ahead of it has finished (rt/exec.c); every such kernel calls
+ * this first, before it touches global memory: griddepcontrol.wait returns once the kernels
+ * it depends on have completed and their writes are visible, so only the launch latency
+ * overlaps. launch_dependents then lets the next kernel be scheduled as soon as every CTA of
+ * this one is running. Without the launch attribute both are no-ops; older archs compile
+ * nothing. */
+__device__ __forceinline__ void k_pdl_enter()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 /* The step state, read once per kernel. Decode kernels return at once when it is done. */
 __device__ __forceinline__ const struct k_step *k_step_of(uint64_t p) { return (const struct k_step *)p; }
 

@@ -1,13 +1,12 @@
 /* gdn.h — Gated DeltaNet kernels (MODEL.md §2.2).
  *
- * k_gdn_step (decode, one token, fused): for each value head hv, with key head hk = hv / (nv/nk):
- *   conv: u = silu(sum_j Wc[c, j] * [window; x][j]) over the q, k, v channels the head reads,
- *         then the window slides (the CTA owning a channel writes it back);
+ * k_gdn_step (decode, one token, fused): for each value head hv, with key head hk = hv / (nv/nk),
+ *   from the post-conv q, k, v (the conv ran in the in_proj GEMV, kern/gemv.h K_GEMV_CONV):
  *   q, k l2-normed (eps 1e-6 inside the rsqrt, sum not mean), q *= dk^-0.5;
  *   g = -exp(A_log) * softplus(a + dt_bias), beta = sigmoid(b);
  *   S = e^g S; S += k (beta (v - S^T k))^T; o = S^T q   (fp32 state, one read, one write);
  *   out = w * rmsnorm(o) * silu(z)                     (gated RMSNorm, plain w).
- *   Launch: grid (nv), block K_GDN_THREADS.
+ *   Launch: grid (nv), block K_GDN_STEP_THREADS.
  *
  * k_gdn_conv (prefill): the causal conv + SiLU over the chunk, reading the window for the
  *   first K-1 taps and leaving the last K-1 inputs in it. Launch: grid (ceil(conv_dim / 128)),
@@ -23,6 +22,7 @@
 #include <stdint.h>
 
 #define K_GDN_THREADS 256
+#define K_GDN_STEP_THREADS 512
 #define K_GDN_CHUNK 64
 
 /* Dynamic shared memory of k_gdn_chunk with a value tile of dvt columns (a multiple of 4):
@@ -43,11 +43,9 @@ struct k_gdn_dims {
 };
 
 struct k_gdn_step_params {
-    uint64_t qkv;          /* (conv_dim) bf16 pre-conv projections of this token */
+    uint64_t u;            /* (conv_dim) bf16 post-conv, post-SiLU q | k | v of this token */
     uint64_t z;            /* (nv * dv) bf16 output gate */
     uint64_t b, a;         /* (nv) bf16 beta logits and decay inputs */
-    uint64_t conv_w;       /* (conv_dim, kernel) bf16 */
-    uint64_t window;       /* (conv_dim, kernel - 1) bf16 previous inputs, updated */
     uint64_t a_log;        /* (nv) f32 */
     uint64_t dt_bias;      /* (nv) bf16 */
     uint64_t norm_w;       /* (dv) f32 gated-norm weight */

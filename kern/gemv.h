@@ -5,9 +5,18 @@
  * (GDN in_proj_qkv, in_proj_z, in_proj_b, in_proj_a; attention q, k, v), cutting launches.
  * Segment s computes y_s[n] = sum_k W_s[n, k] x[k] for n < n_s; W_s is bf16 row-major
  * (k_gemv_bf16) or K_LAYOUT_I4_ROWS with bf16 group scales (k_gemv_i4); y is bf16, or fp32
- * with K_GEMV_OUT_F32 (logits). Launch: grid (sum over s of ceil(n_s / K_GEMV_ROWS)), block
- * K_GEMV_THREADS; a CTA computes K_GEMV_ROWS rows of one segment (one warp per row) and finds
- * its segment from the prefix sums of row blocks. Does nothing when step->done. */
+ * with K_GEMV_OUT_F32 (logits). Launch: grid (sum over s of ceil(n_s / rows per CTA)), block
+ * K_GEMV_THREADS; a CTA computes the rows of one segment and finds its segment from the
+ * prefix sums of row blocks: k_gemv_bf16 K_GEMV_ROWS rows (one warp per row: a bf16 row is
+ * 4 KiB, plenty of loads in flight), k_gemv_i4 K_GEMV_I4_ROWS (K_GEMV_I4_RPW rows per warp:
+ * an INT4 row is only 1 KiB at K = 2048, and one row per warp leaves too little in flight and
+ * reloads x for every row). Does nothing when step->done.
+ *
+ * K_GEMV_CONV (decode GDN in_proj): segment 0's rows are the conv channels of a Gated
+ * DeltaNet layer; each output y = bf16(W x) is fed through the causal conv and SiLU of its
+ * channel (kern/gdn.h: taps conv_w (n, conv_k), window (n, conv_k - 1) oldest first) and the
+ * post-activation value is stored instead; the warp that owns the channel slides its window.
+ * The step kernel then reads finished q, k, v and no two CTAs share a window. */
 #ifndef K_GEMV_H
 #define K_GEMV_H
 
@@ -15,9 +24,12 @@
 
 #define K_GEMV_MAX_SEG 4
 #define K_GEMV_THREADS 256
-#define K_GEMV_ROWS 8 /* one warp per row */
+#define K_GEMV_ROWS 8 /* bf16: one warp per row */
+#define K_GEMV_I4_RPW 4 /* INT4: rows per warp */
+#define K_GEMV_I4_ROWS (K_GEMV_I4_RPW * K_GEMV_THREADS / 32)
 #define K_GEMV_OUT_F32 1u   /* y is fp32 (logits) */
 #define K_GEMV_LAST_ONLY 2u /* run only when step->last_chunk (lm_head of a prefill chunk) */
+#define K_GEMV_CONV 4u      /* segment 0: GDN causal conv + SiLU epilogue, window updated */
 
 struct k_gemv_seg {
     uint64_t w;      /* (n, K) weights */
@@ -35,6 +47,10 @@ struct k_gemv_params {
     uint32_t K;
     uint32_t group;  /* INT4 group size, 0 for bf16 */
     uint32_t flags;  /* K_GEMV_* */
+    uint64_t conv_w; /* K_GEMV_CONV: (seg[0].n, conv_k) bf16 taps */
+    uint64_t window; /* K_GEMV_CONV: (seg[0].n, conv_k - 1) bf16 previous inputs, updated */
+    uint32_t conv_k; /* K_GEMV_CONV: taps, 2 .. 8 */
+    uint32_t pad;
 };
 
 #endif

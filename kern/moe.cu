@@ -197,6 +197,7 @@ __device__ __forceinline__ float2 moe_dot2(struct moe_row a, struct moe_row b, c
     float sa = 0.0f, sb = 0.0f;
     if constexpr (I4) {
         const uint8_t *qa = (const uint8_t *)a.w, *qb = (const uint8_t *)b.w;
+#pragma unroll 2 /* both chunks of a 2048-wide row in flight before either is used */
         for (uint32_t c = lane; c < K / 32; c += 32) {
             uint4 xv[4];
 #pragma unroll
@@ -266,6 +267,7 @@ __device__ __forceinline__ void moe_router_topk(float *p, uint32_t E, uint32_t k
 
 extern "C" __global__ void __launch_bounds__(K_ROUTER_THREADS) k_router(struct k_router_params p)
 {
+    k_pdl_enter();
     __shared__ float s_p[MOE_ROUTER_MAX_E];
     __shared__ float s_red[32];
     __shared__ float s_gate;
@@ -354,15 +356,89 @@ template <bool I4> __device__ __forceinline__ void moe_up(const struct k_moe_vec
 
 extern "C" __global__ void __launch_bounds__(K_MOE_THREADS) k_moe_up_bf16(struct k_moe_vec_params p)
 {
+    k_pdl_enter();
     moe_up<false>(p);
 }
 
 extern "C" __global__ void __launch_bounds__(K_MOE_THREADS) k_moe_up_i4(struct k_moe_vec_params p)
 {
+    k_pdl_enter();
     moe_up<true>(p);
 }
 
 /* ---- k_moe_down ---------------------------------------------------------------------------- */
+
+/* The INT4 down projection of one output row n with every segment's load in flight at once:
+ * segment s (expert slot s < k, the shared expert at s = k) goes to half-warp s % 2 in round
+ * s / 2, one 32-weight chunk per lane (I, S <= 512), so a row's 9 x 256 bytes are requested
+ * before any is used (the one-segment-at-a-time loop waits on each). Each half-warp finishes
+ * its dot product with the same xor tree as a whole warp over one chunk per lane, and lane 0
+ * accumulates the slots in order: the result is bit-identical to the general path. */
+#define MOE_DOWN_ROUNDS 5 /* up to 10 segments: k <= 9 routed experts + the shared one */
+
+__device__ __forceinline__ int moe_down_fast_ok(const struct k_moe_dims &d)
+{
+    return d.group >= 32 && d.I % 32 == 0 && d.I <= 512 && (d.S == 0 || (d.S % 32 == 0 && d.S <= 512)) &&
+           d.k + (d.S ? 1 : 0) <= 2 * MOE_DOWN_ROUNDS;
+}
+
+__device__ __forceinline__ void moe_down_i4_fast(const struct k_moe_vec_params &p, uint32_t n, uint32_t lane)
+{
+    const uint32_t k = p.d.k, H = p.d.H, I = p.d.I, S = p.d.S, wmax = max(I, S), g = p.d.group;
+    const uint32_t half = lane >> 4, hl = lane & 15, nseg = k + (S ? 1 : 0);
+    const int32_t *ids = (const int32_t *)p.ids;
+    const float *wts = (const float *)p.weights;
+    const uint16_t *act = (const uint16_t *)p.act;
+    uint4 q[MOE_DOWN_ROUNDS];
+    float sc[MOE_DOWN_ROUNDS];
+#pragma unroll
+    for (int j = 0; j < MOE_DOWN_ROUNDS; j++) {
+        const uint32_t s = 2 * j + half;
+        const bool sh = S && s == k;
+        q[j] = make_uint4(0, 0, 0, 0), sc[j] = 0.0f;
+        if (s < nseg && hl * 32 < (sh ? S : I)) {
+            struct moe_row r = sh ? moe_row_of<true>(p.sh_down, p.sh_down_scales, n, S, g)
+                                  : moe_row_of<true>(p.down, p.down_scales,
+                                                     (uint64_t)(uint32_t)ids[s] * H + n, I, g);
+            q[j] = moe_ld_stream((const uint8_t *)r.w + hl * 16);
+            sc[j] = k_bfbits2f(__ldg(r.scales + hl * 32 / g));
+        }
+    }
+    float acc = 0.0f, ys = 0.0f;
+#pragma unroll
+    for (int j = 0; j < MOE_DOWN_ROUNDS; j++) {
+        const uint32_t s = 2 * j + half;
+        float part = 0.0f;
+        if (s < nseg && hl * 32 < (S && s == k ? S : I)) {
+            uint4 xv[4];
+            const uint16_t *x = act + (uint64_t)s * wmax + hl * 32;
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                xv[i] = moe_ld_ro(x + 8 * i);
+            part = fmaf(sc[j], moe_i4_fma32(q[j], xv, 0.0f), 0.0f);
+        }
+        for (int o = 8; o > 0; o >>= 1)
+            part += __shfl_xor_sync(0xFFFFFFFFu, part, o);
+        const float other = __shfl_sync(0xFFFFFFFFu, part, 16);
+        if (lane == 0)
+            for (uint32_t h = 0; h < 2; h++) {
+                const uint32_t t = 2 * j + h;
+                const float y = k_round_bf16(h ? other : part);
+                if (t < k) /* routed = sum_k bf16(y_k * bf16(w_k)), fp32, in slot order */
+                    acc += k_round_bf16(y * k_round_bf16(wts[t]));
+                else if (t == k && S)
+                    ys = y;
+            }
+    }
+    if (lane)
+        return;
+    float out = k_round_bf16(acc);
+    if (S) { /* out = routed + bf16(sigmoid gate * bf16(shared down)) */
+        float gate = k_round_bf16(((const float *)p.shared_gate)[0]);
+        out = k_round_bf16(out + k_round_bf16(gate * ys));
+    }
+    ((__nv_bfloat16 *)p.out)[n] = k_f2bf(out);
+}
 
 template <bool I4> __device__ __forceinline__ void moe_down(const struct k_moe_vec_params &p)
 {
@@ -371,6 +447,10 @@ template <bool I4> __device__ __forceinline__ void moe_down(const struct k_moe_v
     const uint32_t lane = threadIdx.x & 31, n = blockIdx.x * K_MOE_ROWS + (threadIdx.x >> 5);
     if (st->done || n >= H)
         return;
+    if (I4 && moe_down_fast_ok(p.d)) {
+        moe_down_i4_fast(p, n, lane);
+        return;
+    }
     const int32_t *ids = (const int32_t *)p.ids;
     const float *wts = (const float *)p.weights;
     const uint16_t *act = (const uint16_t *)p.act;
@@ -396,11 +476,13 @@ template <bool I4> __device__ __forceinline__ void moe_down(const struct k_moe_v
 extern "C" __global__ void __launch_bounds__(K_MOE_THREADS)
     k_moe_down_bf16(struct k_moe_vec_params p)
 {
+    k_pdl_enter();
     moe_down<false>(p);
 }
 
 extern "C" __global__ void __launch_bounds__(K_MOE_THREADS) k_moe_down_i4(struct k_moe_vec_params p)
 {
+    k_pdl_enter();
     moe_down<true>(p);
 }
 

@@ -362,6 +362,7 @@ __device__ __forceinline__ void sample_tile(const uint32_t fk[SAMPLE_PER_THREAD]
 extern "C" __global__ void __launch_bounds__(SAMPLE_PART_THREADS)
     k_sample_part(struct k_sample_params p)
 {
+    k_pdl_enter();
     __shared__ struct sample_part_smem s;
     const struct k_step *st = k_step_of(p.step);
     if ((p.prefill ? !st->last_chunk : st->done) || blockIdx.x >= K_SAMPLE_PARTS)
@@ -558,6 +559,7 @@ __device__ __forceinline__ void sample_emit(const struct k_sample_params &p, con
 extern "C" __global__ void __launch_bounds__(SAMPLE_PICK_THREADS)
     k_sample_pick(struct k_sample_params p)
 {
+    k_pdl_enter();
     __shared__ struct sample_pick_smem s;
     if (threadIdx.x == 0)
         s.st = *(const struct k_step *)p.step;

@@ -85,12 +85,15 @@ static uint32_t rmsnorm(struct em *e, uint32_t x, int add, const char *w, int la
 /* One GEMV launch over up to four matrices sharing input x (decode). */
 struct gv { const char *w; uint32_t y; uint32_t n; uint64_t off; /* byte offset into y */ };
 
-static void gemv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, uint32_t nseg, int i4,
-                 uint32_t flags, const char *nm)
+/* The GDN causal conv fused into a GEMV's epilogue on segment 0 (K_GEMV_CONV) */
+struct gvconv { const char *w; uint32_t window; uint32_t taps; };
+
+static uint32_t gemv_conv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, uint32_t nseg,
+                          int i4, uint32_t flags, const struct gvconv *cv, const char *nm)
 {
     struct pb *b = e->b;
     struct k_gemv_params p = {.nseg = nseg, .K = K, .group = i4 ? e->b->fmt.group_size : 0,
-                              .flags = flags};
+                              .flags = flags | (cv ? K_GEMV_CONV : 0), .conv_k = cv ? cv->taps : 0};
     uint32_t blocks = 0;
     uint64_t bytes = 2ull * K, flops = 0;
     for (uint32_t i = 0; i < nseg; i++) {
@@ -98,9 +101,13 @@ static void gemv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, uint3
         p.seg[i].n = s[i].n;
         p.seg[i].blocks = blocks;
         p.seg[i].scales_offset = t->scales_offset;
-        blocks += CDIV(s[i].n, K_GEMV_ROWS);
+        blocks += CDIV(s[i].n, i4 ? K_GEMV_I4_ROWS : K_GEMV_ROWS);
         bytes += t->size + (uint64_t)s[i].n * ((flags & K_GEMV_OUT_F32) ? 4 : 2);
         flops += 2ull * s[i].n * K;
+    }
+    if (cv) { /* taps, and the window read and written */
+        bytes += (uint64_t)s[0].n * (2ull * cv->taps + 4ull * (cv->taps - 1));
+        flops += 2ull * s[0].n * cv->taps;
     }
     uint32_t grid[3] = {blocks, 1, 1};
     uint32_t op = pb_kernel_op(b, i4 ? "k_gemv_i4" : "k_gemv_bf16", &p, sizeof p, grid,
@@ -111,7 +118,18 @@ static void gemv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, uint3
     }
     REF(op, struct k_gemv_params, x, x);
     REF(op, struct k_gemv_params, step, e->sb->step);
+    if (cv) {
+        WREF(op, struct k_gemv_params, conv_w, cv->w);
+        REF(op, struct k_gemv_params, window, cv->window);
+    }
     pb_cost(b, op, bytes, flops);
+    return op;
+}
+
+static uint32_t gemv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, uint32_t nseg, int i4,
+                     uint32_t flags, const char *nm)
+{
+    return gemv_conv(e, x, K, s, nseg, i4, flags, NULL, nm);
 }
 
 /* y (T, N) = x (T, K) W^T through cuBLAS (prefill); INT4 weights are expanded first. */
@@ -166,30 +184,31 @@ static uint32_t gdn_decode(struct em *e, uint32_t l, uint32_t hn)
     snprintf(w[1], 96, "layers.%u.linear_attn.in_proj_z.weight", l);
     snprintf(w[2], 96, "layers.%u.linear_attn.in_proj_b.weight", l);
     snprintf(w[3], 96, "layers.%u.linear_attn.in_proj_a.weight", l);
-    uint32_t qkv = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * cd, "l%u.qkv", l);
+    uint32_t qkv = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * cd, "l%u.conv_out", l);
     uint32_t z = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * vd, "l%u.z", l);
     uint32_t bb = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * nv, "l%u.b", l);
     uint32_t aa = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * nv, "l%u.a", l);
     struct gv s[4] = {{w[0], qkv, cd, 0}, {w[1], z, vd, 0}, {w[2], bb, nv, 0}, {w[3], aa, nv, 0}};
+    /* the causal conv + SiLU of the q, k, v projections runs in the GEMV's epilogue, where
+     * one warp owns each channel and can slide its window (kern/gemv.h): the step kernel is
+     * then free to spread value heads over many CTAs */
+    char cw[96];
+    snprintf(cw, sizeof cw, "layers.%u.linear_attn.conv1d.weight", l);
+    struct gvconv cv = {cw, e->sb->window[l], c->conv_kernel};
     snprintf(nm, sizeof nm, "l%u.in_proj", l);
+    gemv_conv(e, hn, H, s, e->i4 ? 2 : 4, e->i4, 0, &cv, nm);
     if (e->i4) { /* b and a stay bf16: a launch of their own */
-        gemv(e, hn, H, s, 2, 1, 0, nm);
         snprintf(nm, sizeof nm, "l%u.in_proj_ba", l);
         gemv(e, hn, H, s + 2, 2, 0, 0, nm);
-    } else {
-        gemv(e, hn, H, s, 4, 0, 0, nm);
     }
     uint32_t o = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * vd, "l%u.gdn_out", l);
     struct k_gdn_step_params p = {.d = gdn_dims(e)};
     uint32_t grid[3] = {nv, 1, 1};
-    uint32_t op = pb_kernel_op(b, "k_gdn_step", &p, sizeof p, grid, K_GDN_THREADS, 0, "l%u.gdn_step", l);
-    REF(op, struct k_gdn_step_params, qkv, qkv);
+    uint32_t op = pb_kernel_op(b, "k_gdn_step", &p, sizeof p, grid, K_GDN_STEP_THREADS, 0, "l%u.gdn_step", l);
+    REF(op, struct k_gdn_step_params, u, qkv);
     REF(op, struct k_gdn_step_params, z, z);
     REF(op, struct k_gdn_step_params, b, bb);
     REF(op, struct k_gdn_step_params, a, aa);
-    snprintf(nm, sizeof nm, "layers.%u.linear_attn.conv1d.weight", l);
-    WREF(op, struct k_gdn_step_params, conv_w, nm);
-    REF(op, struct k_gdn_step_params, window, e->sb->window[l]);
     snprintf(nm, sizeof nm, "layers.%u.linear_attn.A_log", l);
     WREF(op, struct k_gdn_step_params, a_log, nm);
     snprintf(nm, sizeof nm, "layers.%u.linear_attn.dt_bias", l);
@@ -200,9 +219,7 @@ static uint32_t gdn_decode(struct em *e, uint32_t l, uint32_t hn)
     REF(op, struct k_gdn_step_params, out, o);
     REF(op, struct k_gdn_step_params, step, e->sb->step);
     uint64_t st = 4ull * nv * c->lin_k_head_dim * c->lin_v_head_dim;
-    pb_cost(b, op, 2 * st + 2ull * (cd + 2ull * vd + 2 * nv) + 4ull * cd * (c->conv_kernel - 1) +
-                       2ull * cd * c->conv_kernel,
-            6 * st / 4 + 2ull * cd * c->conv_kernel);
+    pb_cost(b, op, 2 * st + 2ull * (cd + 2ull * vd + 2 * nv), 6 * st / 4);
 
     uint32_t out = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * H, "l%u.mixer_out", l);
     snprintf(w[0], 96, "layers.%u.linear_attn.out_proj.weight", l);

@@ -99,6 +99,8 @@ int rt_cudrv_open(struct rt_cudrv *d, char *err)
     }
     d->cuFuncGetParamInfo = (CUresult(*)(CUfunction, size_t, size_t *, size_t *))dlsym(
         d->lib, "cuFuncGetParamInfo");
+    d->cuLaunchKernelEx = (CUresult(*)(const CUlaunchConfig *, CUfunction, void **, void **))dlsym(
+        d->lib, "cuLaunchKernelEx");
     install_shims(d);
     return 0;
 }

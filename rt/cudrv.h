@@ -69,6 +69,7 @@ struct rt_cudrv {
     CUresult (*cuGraphDestroy)(CUgraph);
     /* optional (newer drivers): NULL when absent */
     CUresult (*cuFuncGetParamInfo)(CUfunction, size_t, size_t *, size_t *);
+    CUresult (*cuLaunchKernelEx)(const CUlaunchConfig *, CUfunction, void **, void **);
 };
 
 /* Open libcuda.so.1 and resolve every entry point. Returns 0, or -1 with a message in err

@@ -22,7 +22,19 @@
 enum rt_status rt_launch_op(struct rt *r, const struct rt_op *o, char *err)
 {
     CUresult res = CUDA_SUCCESS;
-    if (o->kind == PLAN_OP_KERNEL) {
+    if (o->kind == PLAN_OP_KERNEL && o->pdl) {
+        /* programmatic dependent launch: the kernel may be scheduled while the one before it
+         * is still running; it waits (griddepcontrol.wait, kern/common.cuh) before touching
+         * memory, so only the launch latency overlaps, never the work */
+        void *args[] = {o->params};
+        CUlaunchAttribute at = {.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION};
+        at.value.programmaticStreamSerializationAllowed = 1;
+        CUlaunchConfig c = {.gridDimX = o->grid[0], .gridDimY = o->grid[1], .gridDimZ = o->grid[2],
+                            .blockDimX = o->block[0], .blockDimY = o->block[1],
+                            .blockDimZ = o->block[2], .sharedMemBytes = o->smem,
+                            .hStream = r->stream, .attrs = &at, .numAttrs = 1};
+        res = DRV(r, cuLaunchKernelEx(&c, o->fn, args, NULL));
+    } else if (o->kind == PLAN_OP_KERNEL) {
         void *args[] = {o->params};
         res = DRV(r, cuLaunchKernel(o->fn, o->grid[0], o->grid[1], o->grid[2], o->block[0],
                                     o->block[1], o->block[2], o->smem, r->stream, args, NULL));
@@ -63,13 +75,24 @@ static enum rt_status launch_ops(struct rt *r, uint32_t s, char *err)
     return RT_OK;
 }
 
-enum rt_status rt_build_graphs(struct rt *r, int no_graphs, char *err)
+enum rt_status rt_build_graphs(struct rt *r, int no_graphs, int no_pdl, char *err)
 {
     r->sched = calloc(r->p.num_schedules ? r->p.num_schedules : 1, sizeof *r->sched);
     if (!r->sched)
         return rt_fail(err, RT_ERR_NOMEM, "out of host memory");
     for (uint32_t s = 0; s < r->p.num_schedules; s++)
         plan_get_schedule(&r->p, s, &r->sched[s].s);
+    /* Decode kernels start with griddepcontrol.wait (kern/common.cuh: k_pdl_wait), so on sm_90
+     * and newer their launches may overlap the tail of the kernel before them: a decode step
+     * is ~400 small kernels, and the launch gaps are a large share of it (PERF.md). Only a
+     * kernel that follows a kernel: prefill schedules also hold cuBLAS GEMMs and launch
+     * plainly. */
+    int pdl = !no_pdl && r->info.sm >= 90 && r->d.cuLaunchKernelEx;
+    for (uint32_t s = 0; s < r->p.num_schedules && pdl; s++) {
+        struct rt_op *o = r->ops + r->sched[s].s.first_op;
+        for (uint32_t i = 1; r->sched[s].s.kind == PLAN_SCHED_DECODE && i < r->sched[s].s.op_count; i++)
+            o[i].pdl = o[i].kind == PLAN_OP_KERNEL && o[i - 1].kind == PLAN_OP_KERNEL;
+    }
     if (no_graphs)
         return RT_OK;
     for (uint32_t s = 0; s < r->p.num_schedules; s++) {

@@ -519,7 +519,7 @@ enum rt_status rt_load(struct rt *r, const struct rt_options *o, char *err)
     st = o->synthetic ? fill_weights(r, o->synthetic_seed, err) : load_weights_file(r, o, err);
     if (st || (st = relocate(r, err)) || (st = bind_buffers(r, err)))
         return st;
-    return rt_build_graphs(r, o->no_graphs, err);
+    return rt_build_graphs(r, o->no_graphs, o->no_pdl, err);
 }
 
 void rt_unload(struct rt *r)

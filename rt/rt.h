@@ -49,6 +49,8 @@ struct rt_options {
     uint64_t synthetic_seed;
     int device;                 /* CUDA device ordinal */
     int no_graphs;              /* launch ops one by one instead of replaying CUDA graphs */
+    int no_pdl;                 /* never overlap a decode kernel's launch with its predecessor
+                                 * (programmatic dependent launch, sm_90 and newer) */
     /* progress of long work (reading weights): stage name, bytes done, bytes total */
     void (*progress)(void *ctx, const char *stage, uint64_t done, uint64_t total);
     void *progress_ctx;

@@ -23,6 +23,7 @@ struct rt_op {
     uint32_t grid[3], block[3], smem;
     void *params;        /* relocated blob inside rt.blobs */
     uint32_t size;
+    int pdl;             /* launch with programmatic stream serialization (see rt_launch_op) */
 };
 
 struct rt_sched {
@@ -83,7 +84,7 @@ void rt_unload(struct rt *r);
 CUdeviceptr rt_buffer(const struct rt *r, const char *name, uint64_t *size);
 
 /* exec.c */
-enum rt_status rt_build_graphs(struct rt *r, int no_graphs, char *err);
+enum rt_status rt_build_graphs(struct rt *r, int no_graphs, int no_pdl, char *err);
 void rt_free_graphs(struct rt *r);
 enum rt_status rt_run_schedule(struct rt *r, uint32_t s, char *err);
 enum rt_status rt_launch_op(struct rt *r, const struct rt_op *o, char *err);

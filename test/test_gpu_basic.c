@@ -17,6 +17,11 @@
  *  - RMSNorm: 1e-5 relative plus half a bf16 ulp: the fp32 sum of squares, rsqrtf (2 ulp)
  *    and three products err by < 40 u ~ 2.4e-6, so 1e-5 leaves 4x margin and still catches any
  *    wrong rounding point (a bf16 rounding is 2e-3);
+ *  - GEMV with the GDN conv epilogue (K_GEMV_CONV): against the plain GEMV of the same launch
+ *    followed by the CPU conv (kref_gdn_conv): the conv input is the same bf16 value and the
+ *    taps sum in the same order, so only SiLU's expf may flip the last rounding (1 bf16 ulp,
+ *    on at most 1% of the channels); the window is a copy of inputs (bit-exact) and the other
+ *    segments are bit-equal to the plain launch;
  *  - SiLU·up: the device's expf may differ from the host's by a few fp32 ulps, which can flip
  *    the first bf16 rounding; the result must equal the reference computed from silu * (1 +
  *    r) for r in {0, -1e-6, +1e-6}.
@@ -35,6 +40,7 @@
 #include "../kern/step.h"
 #include "gpu.h"
 #include "ref/kref_basic.h"
+#include "ref/kref_gdn.h"
 
 #define HID           2048   /* hidden size */
 #define VOCAB         248320 /* vocabulary */
@@ -360,7 +366,8 @@ static unsigned gv_params(const struct gv *c, CUdeviceptr dx, const CUdeviceptr 
                                         .scales_offset = c->i4 ? c->q[s]->so : 0,
                                         .n = c->n[s],
                                         .blocks = blocks};
-        blocks += (c->n[s] + K_GEMV_ROWS - 1) / K_GEMV_ROWS;
+        uint32_t rows = c->i4 ? K_GEMV_I4_ROWS : K_GEMV_ROWS; /* per CTA, as plan/sched.c */
+        blocks += (c->n[s] + rows - 1) / rows;
     }
     return blocks;
 }
@@ -505,6 +512,93 @@ static void test_gemv_i4(const char *name, uint32_t K, uint32_t group, uint32_t 
         i4m_free(&m[s]);
 }
 
+/* K_GEMV_CONV: segment 0 (n[0] conv channels of `taps` taps) through the decode conv epilogue;
+ * see the tolerance at the top. Then the same launch with step->done: nothing written, the
+ * window untouched. */
+static void test_gemv_conv(const char *name, int i4, uint32_t K, uint32_t group, const uint32_t *n,
+                           uint32_t taps)
+{
+    struct gv c = {.name = name, .i4 = i4, .K = K, .group = group, .nseg = 2};
+    struct i4m m[2];
+    uint16_t *w[2] = {NULL, NULL};
+    for (uint32_t s = 0; s < 2; s++) {
+        c.n[s] = n[s];
+        if (i4) {
+            i4m_new(&m[s], n[s], K, group, 1);
+            c.q[s] = &m[s];
+        } else {
+            w[s] = test_malloc((size_t)n[s] * K * 2);
+            rand_bf16(w[s], (size_t)n[s] * K, 0.0f, 0.05f);
+            c.w16[s] = w[s], c.dw[s] = dput(w[s], (size_t)n[s] * K * 2);
+        }
+    }
+    const uint32_t n0 = n[0], wn = n0 * (taps - 1);
+    uint16_t *x = test_malloc((size_t)K * 2), *cw = test_malloc((size_t)n0 * taps * 2);
+    uint16_t *win = test_malloc((size_t)wn * 2), *win_ref = test_malloc((size_t)wn * 2);
+    uint16_t *plain[2], *got[2], *want = test_malloc((size_t)n0 * 2), *win_got = test_malloc((size_t)wn * 2);
+    rand_bf16(x, K, 0.0f, 1.0f);
+    rand_bf16(cw, (size_t)n0 * taps, 0.0f, 0.3f);
+    rand_bf16(win, wn, 0.0f, 1.0f);
+    CUdeviceptr dx = dput(x, (size_t)K * 2), dcw = dput(cw, (size_t)n0 * taps * 2), dy[2];
+    CUdeviceptr dwin = dput(win, (size_t)wn * 2);
+    for (uint32_t s = 0; s < 2; s++) {
+        dy[s] = dalloc((n[s] + SLACK) * 2);
+        plain[s] = test_malloc((n[s] + SLACK) * 2), got[s] = test_malloc((n[s] + SLACK) * 2);
+    }
+    set_step(1, 0, 1, 0);
+    gv_launch(&c, dx, dy); /* plain */
+    for (uint32_t s = 0; s < 2; s++)
+        dget(plain[s], dy[s], (n[s] + SLACK) * 2);
+    for (uint32_t done = 0; done < 2; done++) {
+        struct k_gemv_params p;
+        unsigned grid = gv_params(&c, dx, dy, &p);
+        p.flags |= K_GEMV_CONV, p.conv_w = dcw, p.window = dwin, p.conv_k = taps;
+        for (uint32_t s = 0; s < 2; s++)
+            dpoison(dy[s], (n[s] + SLACK) * 2);
+        set_step(1, done, 1, 0);
+        launch(i4 ? f_gemv_i4 : f_gemv_bf16, &p, grid, K_GEMV_THREADS);
+        for (uint32_t s = 0; s < 2; s++)
+            dget(got[s], dy[s], (n[s] + SLACK) * 2);
+        dget(win_got, dwin, (size_t)wn * 2);
+        if (done) {
+            long stray = stray16(got[0], 0, n0 + SLACK), stray1 = stray16(got[1], 0, n[1] + SLACK);
+            CHECK(stray < 0 && stray1 < 0 && !memcmp(win_got, win_ref, (size_t)wn * 2),
+                  "%s with step->done: writes nothing (stray %ld, %ld), window unchanged", name,
+                  stray, stray1);
+            break;
+        }
+        memcpy(win_ref, win, (size_t)wn * 2);
+        struct k_gdn_dims d = {.conv_dim = n0, .kernel = taps, .T_max = 1};
+        kref_gdn_conv(&d, plain[0], cw, win_ref, 1, want);
+        size_t off = 0, far = 0;
+        for (uint32_t i = 0; i < n0; i++) {
+            int a = (int16_t)got[0][i], b = (int16_t)want[i];
+            int dist = (a < 0 ? -32768 - a : a) - (b < 0 ? -32768 - b : b);
+            off += dist != 0, far += dist > 1 || dist < -1;
+        }
+        long stray = stray16(got[0], n0, n0 + SLACK);
+        size_t wbad = 0;
+        for (uint32_t i = 0; i < wn; i++)
+            wbad += win_got[i] != win_ref[i];
+        CHECK(far == 0 && off * 100 <= n0 && stray < 0 && wbad == 0 &&
+                  !memcmp(got[1], plain[1], (n[1] + SLACK) * 2),
+              "%s: %u conv outputs within 1 bf16 ulp of GEMV + CPU conv (%zu off by 1, %zu "
+              "further), window bit-exact (%zu off), segment 1 equal to the plain launch, nothing "
+              "past n (stray %ld)",
+              name, n0, off, far, wbad, stray);
+        memcpy(win_ref, win_got, (size_t)wn * 2);
+    }
+    for (uint32_t s = 0; s < 2; s++) {
+        dfree(dy[s]), free(plain[s]), free(got[s]);
+        if (i4)
+            i4m_free(&m[s]);
+        else
+            free(w[s]), dfree(c.dw[s]);
+    }
+    dfree(dx), dfree(dcw), dfree(dwin);
+    free(x), free(cw), free(win), free(win_ref), free(want), free(win_got);
+}
+
 static void test_gemvs(void)
 {
     static const uint32_t gdn[] = {8192, 4096, 32, 32}, attn[] = {8192, 512, 512}, out[] = {2048};
@@ -524,6 +618,12 @@ static void test_gemvs(void)
     test_gemv_i4("k_gemv_i4 group 32 K=2048 -> 8192+4096+32+32", 2048, 32, 4, gdn);
     test_gemv_i4("k_gemv_i4 group 32 K=96 -> 20+5+1000+1 (tails, partial CTAs)", 96, 32, 4, odd);
     test_gemv_i4("k_gemv_i4 group 64 K=1088 -> 20+5+1000+1 (tails)", 1088, 64, 4, odd);
+    static const uint32_t conv_full[] = {8192, 4096}, conv_odd[] = {1003, 37};
+    test_gemv_conv("k_gemv_i4 + conv group 128 K=2048 -> 8192+4096 (GDN in_proj, 4 taps)", 1, 2048,
+                   128, conv_full, 4);
+    test_gemv_conv("k_gemv_bf16 + conv K=2048 -> 8192+4096 (4 taps)", 0, 2048, 0, conv_full, 4);
+    test_gemv_conv("k_gemv_bf16 + conv K=264 -> 1003+37 (3 taps, partial CTAs)", 0, 264, 0, conv_odd, 3);
+    test_gemv_conv("k_gemv_i4 + conv group 32 K=96 -> 1003+37 (8 taps)", 1, 96, 32, conv_odd, 8);
 }
 
 /* ---- k_rmsnorm ------------------------------------------------------------------------------- */

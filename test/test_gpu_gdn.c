@@ -400,20 +400,27 @@ static void gpu_chunk(const struct fix *f, struct dev_seq *s, const uint16_t *u,
     dfree(z), dfree(b), dfree(a);
 }
 
-/* k_gdn_step for token t of the sequence; out gets (vd) bf16 (+ SLACK, poisoned first). */
+/* One decode token t of the sequence: the conv of that token (k_gdn_conv over one row, the
+ * math the decode in_proj GEMV's epilogue runs, K_GEMV_CONV), then k_gdn_step; out gets (vd)
+ * bf16 (+ SLACK, poisoned first). */
 static void gpu_step(const struct fix *f, struct dev_seq *s, uint32_t t, CUdeviceptr out,
                      uint32_t done)
 {
+    CUdeviceptr u = dalloc((size_t)f->cd * 2);
+    dpoison(u, (size_t)f->cd * 2);
     CUdeviceptr qkv = dput(f->qkv + (size_t)t * f->cd, (size_t)f->cd * 2);
+    struct k_gdn_conv_params pc = {
+        .qkv = qkv, .conv_w = f->d_conv_w, .window = s->win, .out = u, .step = d_step, .d = f->d};
+    pc.d.T_max = 1;
+    set_step(1, done);
+    launch(f_conv, &pc, (f->cd + 127) / 128, 128, 0);
     CUdeviceptr z = dput(f->z + (size_t)t * f->vd, (size_t)f->vd * 2);
     CUdeviceptr b = dput(f->b + (size_t)t * f->d.nv, f->d.nv * 2);
     CUdeviceptr a = dput(f->a + (size_t)t * f->d.nv, f->d.nv * 2);
-    struct k_gdn_step_params p = {.qkv = qkv,
+    struct k_gdn_step_params p = {.u = u,
                                   .z = z,
                                   .b = b,
                                   .a = a,
-                                  .conv_w = f->d_conv_w,
-                                  .window = s->win,
                                   .a_log = f->d_a_log,
                                   .dt_bias = f->d_dt_bias,
                                   .norm_w = f->d_norm_w,
@@ -422,9 +429,8 @@ static void gpu_step(const struct fix *f, struct dev_seq *s, uint32_t t, CUdevic
                                   .step = d_step,
                                   .d = f->d};
     p.d.T_max = 1;
-    set_step(1, done);
-    launch(f_step, &p, f->d.nv, K_GDN_THREADS, 0);
-    dfree(qkv), dfree(z), dfree(b), dfree(a);
+    launch(f_step, &p, f->d.nv, K_GDN_STEP_THREADS, 0);
+    dfree(qkv), dfree(u), dfree(z), dfree(b), dfree(a);
 }
 
 /* GPU prefill of rows [t0, t0 + n) (conv then chunk, through the device u buffer) into the host
@@ -666,12 +672,10 @@ static void report_speed(const struct shape *sh)
                                     .out = out,
                                     .step = d_step,
                                     .d = f.d};
-    struct k_gdn_step_params ps = {.qkv = qkv,
+    struct k_gdn_step_params ps = {.u = u,
                                    .z = z,
                                    .b = b,
                                    .a = a,
-                                   .conv_w = f.d_conv_w,
-                                   .window = s.win,
                                    .a_log = f.d_a_log,
                                    .dt_bias = f.d_dt_bias,
                                    .norm_w = f.d_norm_w,
@@ -686,7 +690,7 @@ static void report_speed(const struct shape *sh)
     double tc = time_us(f_conv, &pc, (f.cd + 127) / 128, 128, 0, 10);
     double tk = time_us(f_chunk, &pk, f.d.nv, K_GDN_THREADS, smem, 5);
     set_step(1, 0);
-    double ts = time_us(f_step, &ps, f.d.nv, K_GDN_THREADS, 0, 50);
+    double ts = time_us(f_step, &ps, f.d.nv, K_GDN_STEP_THREADS, 0, 50);
     double C = C_CHUNK, dk = sh->dk, dv = sh->dv, st = 4.0 * state_n(&f);
     double flops = f.d.nv * ceil(T / C) * (2 * C * C * dk * 2 + 2 * C * dk * dv * 4);
     printf(

@@ -343,7 +343,7 @@ static uint64_t step_bytes(struct rt *r, const char *sched)
     return b;
 }
 
-static int want_decode = 1, want_prefill = 1;
+static int want_decode = 1, want_prefill = 1, no_pdl;
 
 static void bench_model(void)
 {
@@ -353,7 +353,8 @@ static void bench_model(void)
         return;
     }
     struct rt *r = NULL;
-    struct rt_options o = {.plan_path = "build/benchdata/plan.bin", .synthetic = 1, .synthetic_seed = 5};
+    struct rt_options o = {.plan_path = "build/benchdata/plan.bin", .synthetic = 1, .synthetic_seed = 5,
+                            .no_pdl = no_pdl};
     if (rt_open(&r, &o, err)) {
         fprintf(stderr, "bench: %s\n", err);
         add("model", 0, "-", "skipped: the default plan does not load");
@@ -414,12 +415,15 @@ int main(int argc, char **argv)
             want_prefill = 0;
         else if (!strcmp(argv[i], "--prefill"))
             want_decode = 0;
+        else if (!strcmp(argv[i], "--no-pdl"))
+            no_pdl = 1;
         else {
-            printf("usage: %s [--decode | --prefill]\n"
+            printf("usage: %s [--decode | --prefill] [--no-pdl]\n"
                    "  runs the benchmarks (host always, device when there is one) and prints one\n"
                    "  table; run from the repository root after `make`. --decode or --prefill\n"
                    "  measures only that half of the model (decode tok/s and the decode op table,\n"
-                   "  or prefill tok/s and the op table of a 2048-token chunk).\n",
+                   "  or prefill tok/s and the op table of a 2048-token chunk). --no-pdl launches\n"
+                   "  decode kernels without programmatic dependent launch (for comparison).\n",
                    argv[0]);
             return strcmp(argv[i], "--help") && strcmp(argv[i], "-h") ? 2 : 0;
         }
