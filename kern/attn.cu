@@ -324,24 +324,35 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode_sp
     }
 }
 
-/* o = sum_s w_s o_s / sum_s w_s with w_s = exp2(m_s - M) l_s, M the largest piece maximum */
+/* o = sum_s w_s o_s / sum_s w_s with w_s = exp2(m_s - M) l_s, M the largest piece maximum.
+ * The pieces' (m, l) pairs are read once into shared memory by as many threads (the loads in
+ * flight together, not one per loop trip), and each thread's o_s loads are unrolled. */
+#define ATTN_REDUCE_MAX 1024 /* pieces the shared table holds (planner: --splits <= 1024) */
 extern "C" __global__ void k_attn_decode_reduce(struct k_attn_decode_params p)
 {
+    __shared__ float2 s_ml[ATTN_REDUCE_MAX];
+    __shared__ float s_red[32];
     k_pdl_enter();
     const struct k_step *st = k_step_of(p.step);
     if (st->done)
         return;
     uint32_t L = attn_filled(st, p.d), c = attn_piece(L, p.n_split), used = (L + c - 1) / c;
     uint32_t n = blockIdx.x, nh = p.d.n_heads, hd = p.d.head_dim, i = threadIdx.x;
-    if (i >= hd)
-        return;
+    if (used > ATTN_REDUCE_MAX || blockDim.x != K_ATTN_REDUCE_THREADS(hd))
+        __trap();
     const float *ml = (const float *)p.part_ml, *po = (const float *)p.part_o;
     float M = -INFINITY;
-    for (uint32_t s = 0; s < used; s++)
-        M = fmaxf(M, ml[((uint64_t)s * nh + n) * 2]);
+    for (uint32_t s = i; s < used; s += blockDim.x) {
+        s_ml[s] = *(const float2 *)(ml + ((uint64_t)s * nh + n) * 2);
+        M = fmaxf(M, s_ml[s].x);
+    }
+    M = k_block_max(M, s_red); /* ends with a barrier: s_ml is complete */
+    if (i >= hd)
+        return;
     float num = 0.0f, den = 0.0f;
+#pragma unroll 8
     for (uint32_t s = 0; s < used; s++) {
-        float2 e = *(const float2 *)(ml + ((uint64_t)s * nh + n) * 2);
+        float2 e = s_ml[s];
         float w = exp2f(e.x - M) * e.y;
         num = fmaf(w, po[((uint64_t)s * nh + n) * hd + i], num);
         den += w;

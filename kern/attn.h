@@ -10,7 +10,8 @@
  *   the running max and sum of exponents. Bounded by L, never by max_seq. Launch: grid
  *   (n_split, n_kv), block K_ATTN_THREADS.
  * k_attn_decode_reduce: combines the pieces with log-sum-exp weights, multiplies by
- *   sigmoid(gate), writes bf16 (n_heads * head_dim). Launch: grid (n_heads), block head_dim.
+ *   sigmoid(gate), writes bf16 (n_heads * head_dim). Launch: grid (n_heads), block
+ *   K_ATTN_REDUCE_THREADS(head_dim) (head_dim rounded up to whole warps).
  * k_attn_decode: the single-pass alternative for short contexts (one CTA per kv head walks
  *   the whole filled length). Launch: grid (n_kv), block K_ATTN_THREADS.
  * k_attn_prefill: causal flash attention over the cached prefix plus the chunk, query heads
@@ -23,6 +24,7 @@
 
 #define K_ATTN_ROPE_THREADS 256
 #define K_ATTN_THREADS 256
+#define K_ATTN_REDUCE_THREADS(hd) (((hd) + 31u) / 32u * 32u)
 #define K_ATTN_BM 64
 
 struct k_attn_dims {

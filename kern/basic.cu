@@ -44,16 +44,6 @@
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-/* 16 bytes of weights, streamed: read once, kept out of L1 */
-__device__ __forceinline__ uint4 basic_ld_stream(const void *p)
-{
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
-
 __device__ __forceinline__ uint4 basic_ld_ro(const void *p)
 {
     return __ldg((const uint4 *)p);
@@ -102,7 +92,7 @@ extern "C" __global__ void __launch_bounds__(K_EMBED_THREADS) k_embed(struct k_e
     const uint16_t *row = (const uint16_t *)p.table + (uint64_t)(uint32_t)tok * p.H;
     int valid = tok >= 0 && (uint32_t)tok < p.V;
     for (uint32_t k = threadIdx.x * 8; k < p.H; k += K_EMBED_THREADS * 8)
-        *(uint4 *)(out + k) = valid ? basic_ld_stream(row + k) : make_uint4(0, 0, 0, 0);
+        *(uint4 *)(out + k) = valid ? k_ld_stream(row + k) : make_uint4(0, 0, 0, 0);
 }
 
 /* ---- k_rmsnorm ------------------------------------------------------------------------------ */
@@ -251,27 +241,35 @@ __device__ __forceinline__ float gemv_dot8(uint4 w, uint4 x, float acc)
 
 extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_bf16(struct k_gemv_params p)
 {
-    k_pdl_enter();
     struct gemv_row r;
-    if (gemv_skip(p) || !gemv_row_of(p, K_GEMV_ROWS, 1, &r))
+    if (!gemv_row_of(p, K_GEMV_ROWS, 1, &r))
         return;
     const uint16_t *w = (const uint16_t *)r.w + (uint64_t)r.row * p.K;
     const uint16_t *x = (const uint16_t *)p.x;
     const uint32_t step = 32 * 8; /* a warp covers 256 inputs per 16-byte load */
     uint32_t k = (threadIdx.x & 31) * 8;
     float acc = 0.0f;
-    /* BASIC_GEMV_UNROLL loads issued before any use, for memory-level parallelism */
-    for (; k + (BASIC_GEMV_UNROLL - 1) * step < p.K; k += BASIC_GEMV_UNROLL * step) {
-        uint4 wv[BASIC_GEMV_UNROLL];
+    /* BASIC_GEMV_UNROLL loads issued before any use, for memory-level parallelism; the first
+     * batch before the wait for the kernel ahead (weights: see k_pdl_enter) */
+    uint4 wv[BASIC_GEMV_UNROLL];
+    const bool first = k + (BASIC_GEMV_UNROLL - 1) * step < p.K;
 #pragma unroll
-        for (int u = 0; u < BASIC_GEMV_UNROLL; u++)
-            wv[u] = basic_ld_stream(w + k + u * step);
+    for (int u = 0; u < BASIC_GEMV_UNROLL; u++)
+        wv[u] = first ? k_ld_stream(w + k + u * step) : make_uint4(0, 0, 0, 0);
+    k_pdl_enter();
+    if (gemv_skip(p))
+        return;
+    for (; k + (BASIC_GEMV_UNROLL - 1) * step < p.K; k += BASIC_GEMV_UNROLL * step) {
+        if (k != (threadIdx.x & 31) * 8)
+#pragma unroll
+            for (int u = 0; u < BASIC_GEMV_UNROLL; u++)
+                wv[u] = k_ld_stream(w + k + u * step);
 #pragma unroll
         for (int u = 0; u < BASIC_GEMV_UNROLL; u++)
             acc = gemv_dot8(wv[u], basic_ld_ro(x + k + u * step), acc);
     }
     for (; k < p.K; k += step)
-        acc = gemv_dot8(basic_ld_stream(w + k), basic_ld_ro(x + k), acc);
+        acc = gemv_dot8(k_ld_stream(w + k), basic_ld_ro(x + k), acc);
     gemv_store_row(p, r, r.row, k_warp_sum(acc), 0);
 }
 
@@ -334,7 +332,7 @@ extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_i4(struct k_
                 const uint32_t cc = c + 32 * h;
                 q[h][i] = make_uint4(0, 0, 0, 0), s[h][i] = 0.0f;
                 if ((uint32_t)i < nr && (h == 0 || two)) {
-                    q[h][i] = basic_ld_stream(w + (uint64_t)i * (p.K / 2) + cc * 16);
+                    q[h][i] = k_ld_stream(w + (uint64_t)i * (p.K / 2) + cc * 16);
                     s[h][i] = k_bfbits2f(__ldg(sc + (uint64_t)i * (p.K >> gs) + ((cc * 32) >> gs)));
                 }
             }
@@ -359,6 +357,75 @@ extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_i4(struct k_
     }
 }
 
+/* ---- k_gemv_i4_g128 ----------------------------------------------------------------------- */
+
+#define GEMV_G128_WARPS (K_GEMV_G128_THREADS / 32)
+#define GEMV_G128_ROUND 4 /* groups a warp has in flight */
+
+extern "C" __global__ void __launch_bounds__(K_GEMV_G128_THREADS) k_gemv_i4_g128(struct k_gemv_params p)
+{
+    __shared__ __align__(16) uint16_t xs[K_GEMV_G128_MAXK];
+    __shared__ float red[GEMV_G128_WARPS][16];
+    struct gemv_row r;
+    if (!gemv_row_of(p, K_GEMV_G128_ROWS, 0, &r)) /* the CTA's 16 rows */
+        return;
+    if (blockDim.x != K_GEMV_G128_THREADS || !K_GEMV_G128_OK(p.group, p.K))
+        __trap();
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const uint32_t nch = p.K / 128, nr = min(r.n - r.row, (uint32_t)K_GEMV_G128_ROWS);
+    const uint32_t ra = r.row + min(g, nr - 1), rb = r.row + min(g + 8, nr - 1); /* past n: any live row */
+    const uint8_t *wa = r.w + (uint64_t)ra * (p.K / 2) + 16 * t, *wb = r.w + (uint64_t)rb * (p.K / 2) + 16 * t;
+    const uint16_t *sca = (const uint16_t *)(r.w + r.so) + (uint64_t)ra * nch;
+    const uint16_t *scb = (const uint16_t *)(r.w + r.so) + (uint64_t)rb * nch;
+    uint4 qa[GEMV_G128_ROUND], qb[GEMV_G128_ROUND];
+    float sa[GEMV_G128_ROUND], sb[GEMV_G128_ROUND];
+    /* this warp's groups c0, c0 + W, ... : GEMV_G128_ROUND at a time, the first round's loads
+     * issued before x is staged */
+    auto load = [&](uint32_t c0) {
+#pragma unroll
+        for (int i = 0; i < GEMV_G128_ROUND; i++) {
+            const uint32_t c = c0 + GEMV_G128_WARPS * i;
+            qa[i] = qb[i] = make_uint4(0, 0, 0, 0), sa[i] = sb[i] = 0.0f;
+            if (c < nch) {
+                qa[i] = k_ld_stream(wa + 64ull * c), qb[i] = k_ld_stream(wb + 64ull * c);
+                sa[i] = k_bfbits2f(__ldg(sca + c)), sb[i] = k_bfbits2f(__ldg(scb + c));
+            }
+        }
+    };
+    load(warp); /* weights: before the wait for the kernel ahead (see k_pdl_enter) */
+    k_pdl_enter();
+    if (gemv_skip(p))
+        return;
+    for (uint32_t k = threadIdx.x * 8; k < p.K; k += K_GEMV_G128_THREADS * 8)
+        *(uint4 *)(xs + k) = basic_ld_ro((const uint16_t *)p.x + k);
+    __syncthreads();
+    float acc_a = 0.0f, acc_b = 0.0f; /* rows g, g + 8 (column 0: lanes t = 0) */
+    for (uint32_t c0 = warp; c0 < nch; c0 += GEMV_G128_WARPS * GEMV_G128_ROUND) {
+        if (c0 != warp)
+            load(c0);
+#pragma unroll
+        for (int i = 0; i < GEMV_G128_ROUND; i++) {
+            const uint32_t c = c0 + GEMV_G128_WARPS * i;
+            if (c >= nch)
+                break;
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            k_i4_g128_mma(d, qa[i], qb[i], xs + 128 * c + 32 * t);
+            acc_a = fmaf(sa[i], d[0], acc_a);
+            acc_b = fmaf(sb[i], d[2], acc_b);
+        }
+    }
+    if (t == 0)
+        red[warp][g] = acc_a, red[warp][g + 8] = acc_b;
+    __syncthreads();
+    if (warp == 0 && lane < nr) {
+        float v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < GEMV_G128_WARPS; w++) /* fixed order: deterministic */
+            v += red[w][lane];
+        gemv_store_row(p, r, r.row + lane, v, lane);
+    }
+}
+
 /* ---- k_dequant_i4 ---------------------------------------------------------------------------- */
 
 extern "C" __global__ void __launch_bounds__(K_DQ_THREADS) k_dequant_i4(struct k_dequant_params p)
@@ -373,7 +440,7 @@ extern "C" __global__ void __launch_bounds__(K_DQ_THREADS) k_dequant_i4(struct k
     const uint32_t gs = __ffs(p.group) - 1; /* group is a power of two */
     float s = k_bfbits2f(
         __ldg((const uint16_t *)(w + p.scales_offset) + row * (p.K >> gs) + (col >> gs)));
-    uint4 q = basic_ld_stream(w + e / 2);
+    uint4 q = k_ld_stream(w + e / 2);
     uint4 *out = (uint4 *)((uint16_t *)p.out + e);
 #pragma unroll
     for (int j = 0; j < 4; j++) { /* word j: elements 8j .. 8j+7 */

@@ -63,6 +63,63 @@ __device__ __forceinline__ float k_block_max(float v, float *scratch)
 __device__ __forceinline__ float k_silu(float x) { return x / (1.0f + expf(-x)); }
 __device__ __forceinline__ float k_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+/* ---- INT4 group-128 rows on tensor cores (decode GEMV and MoE vec-mat) --------------------- */
+
+/* 16 bytes read once per launch, kept out of L1 (weights) */
+__device__ __forceinline__ uint4 k_ld_stream(const void *p)
+{
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+/* d += A B, m16n8k16, bf16 inputs, fp32 accumulators (PTX ISA fragments: lane = 4 g + t holds
+ * A rows g, g + 8 at k slots 2t, 2t + 1 (a0 row g, a1 row g + 8) and 2t + 8, 2t + 9 (a2, a3);
+ * B k slots 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1) of column g; D rows g (d0, d1) and g + 8
+ * (d2, d3), columns 2t, 2t + 1). */
+__device__ __forceinline__ void k_mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                           uint32_t a3, uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+                 "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* Pair i (elements 2i, 2i + 1: nibbles i and i + 4, kern/quant.h) of a nibble word as bf16x2
+ * q - 8, exact: OR-ing 0x4300 makes the bf16 128 + q, and 136 is subtracted in bf16x2. */
+__device__ __forceinline__ uint32_t k_i4_bf16x2(uint32_t w, int i)
+{
+    uint32_t v = ((w >> (4 * i)) & 0x000F000Fu) | 0x43004300u, c = 0x43084308u; /* 136, 136 */
+    __nv_bfloat162 r = __hsub2(*reinterpret_cast<__nv_bfloat162 *>(&v),
+                               *reinterpret_cast<__nv_bfloat162 *>(&c));
+    return *reinterpret_cast<uint32_t *>(&r);
+}
+
+/* One 128-input group of 16 INT4 rows against x, d (zeroed by the caller) += the group's
+ * unscaled sums. The K order inside the MMAs is free as long as A and B agree: lane (g, t)
+ * brings 16 bytes of rows g (qa) and g + 8 (qb) covering inputs [32 t, 32 t + 32) of the group,
+ * and its 16 nibble pairs p (word p / 4, pair p % 4: inputs 32 t + 2 p, + 1) feed MMA p / 2 at
+ * k slot 2t (p even) or 2t + 8 (p odd); B takes x at the same inputs, x32 = the group's x +
+ * 32 t (16-byte aligned, shared memory). Every column of B holds the same x, so column 0 of D
+ * (d0, d2 of lanes t = 0) has rows g and g + 8. */
+__device__ __forceinline__ void k_i4_g128_mma(float (&d)[4], uint4 qa, uint4 qb, const uint16_t *x32)
+{
+    const uint4 *xv = (const uint4 *)x32;
+    const uint4 x0 = xv[0], x1 = xv[1], x2 = xv[2], x3 = xv[3];
+    const uint32_t xw[16] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w,
+                             x2.x, x2.y, x2.z, x2.w, x3.x, x3.y, x3.z, x3.w};
+    const uint32_t wa[4] = {qa.x, qa.y, qa.z, qa.w}, wb[4] = {qb.x, qb.y, qb.z, qb.w};
+#pragma unroll
+    for (int m = 0; m < 8; m++) {
+        const int w = m / 2, i0 = (2 * m) % 4, i1 = (2 * m + 1) % 4;
+        k_mma16816(d, k_i4_bf16x2(wa[w], i0), k_i4_bf16x2(wb[w], i0), k_i4_bf16x2(wa[w], i1),
+                   k_i4_bf16x2(wb[w], i1), xw[2 * m], xw[2 * m + 1]);
+    }
+}
+
 /* F.silu(conv) with both bf16 roundings of PyTorch's fallback (MODEL.md §2.2) */
 __device__ __forceinline__ float k_gdn_conv_act(float acc) { return k_round_bf16(k_silu(k_round_bf16(acc))); }
 
@@ -91,7 +148,14 @@ __device__ __forceinline__ float k_gdn_conv1(const __nv_bfloat16 *wc, __nv_bfloa
  * it depends on have completed and their writes are visible, so only the launch latency
  * overlaps. launch_dependents then lets the next kernel be scheduled as soon as every CTA of
  * this one is running. Without the launch attribute both are no-ops; older archs compile
- * nothing. */
+ * nothing.
+ *
+ * Because every kernel waits before it triggers, a kernel that has started knows that every
+ * kernel before the one right ahead of it has completed. So it may read, before its wait,
+ * memory the kernel right ahead of it does not write: weights, and state last written two or
+ * more kernels back (the GDN state, the router's expert ids two launches before the MoE down
+ * projection). Decode kernels issue those loads first, and their latency hides under the tail
+ * of the kernel ahead. */
 __device__ __forceinline__ void k_pdl_enter()
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

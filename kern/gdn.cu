@@ -179,7 +179,10 @@ __device__ void gdn_step_head(const struct k_gdn_step_params &p, struct gdn_step
     const uint32_t tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     float *S = (float *)p.state + (size_t)hv * dk * dv;
     float s[GDN_STEP_RPT][GDN_STEP_CPT];
-    gdn_step_load(s, S, dk, dv, 0);
+    gdn_step_load(s, S, dk, dv, 0); /* before the wait: the kernel ahead never writes the state */
+    k_pdl_enter();
+    if (k_step_of(p.step)->done)
+        return;
     /* q, k of the key head and v of this head, post-conv (the in_proj GEMV ran the conv) */
     const __nv_bfloat16 *u = (const __nv_bfloat16 *)p.u;
     for (uint32_t i = tid; i < 2 * dk + dv; i += blockDim.x) {
@@ -262,15 +265,11 @@ __device__ void gdn_step_head(const struct k_gdn_step_params &p, struct gdn_step
 
 extern "C" __global__ void __launch_bounds__(K_GDN_STEP_THREADS) k_gdn_step(struct k_gdn_step_params p)
 {
-    k_pdl_enter();
     __shared__ struct gdn_step_smem sm;
-    const struct k_step *st = k_step_of(p.step);
-    if (st->done)
-        return;
     if (blockDim.x != K_GDN_STEP_THREADS || p.d.dk > GDN_STEP_ROWS || p.d.dv > GDN_STEP_COLS ||
         p.d.nk == 0 || p.d.nv % p.d.nk)
         __trap();
     if (blockIdx.x >= p.d.nv)
         return;
-    gdn_step_head(p, sm);
+    gdn_step_head(p, sm); /* waits for the kernel ahead after issuing the state loads */
 }

@@ -10,7 +10,18 @@
  * prefix sums of row blocks: k_gemv_bf16 K_GEMV_ROWS rows (one warp per row: a bf16 row is
  * 4 KiB, plenty of loads in flight), k_gemv_i4 K_GEMV_I4_ROWS (K_GEMV_I4_RPW rows per warp:
  * an INT4 row is only 1 KiB at K = 2048, and one row per warp leaves too little in flight and
- * reloads x for every row). Does nothing when step->done.
+ * reloads x for every row), k_gemv_i4_g128 K_GEMV_G128_ROWS (below). Does nothing when
+ * step->done.
+ *
+ * k_gemv_i4_g128 (INT4 with group 128, K a multiple of 128 up to K_GEMV_G128_MAXK; the planner
+ * picks it for those): the same product on tensor cores. Dequantizing a nibble pair to bf16
+ * (q - 8) takes three integer/bf16x2 operations, against nine to bring it to fp32 for a CUDA-
+ * core FMA, and the FMAs were what bounded the CUDA-core kernel. A CTA of K_GEMV_G128_THREADS
+ * computes 16 rows (one m16n8k16 row tile) with the K range split over its warps; x is staged
+ * in shared memory once. Each 128-input group accumulates in fp32 in the MMA, then scale *
+ * group sum is added (scales are exact in fp32, so the result is a GEMV over the dequantized
+ * matrix up to fp32 summation order). Launch: grid (sum over s of ceil(n_s / 16)), block
+ * K_GEMV_G128_THREADS.
  *
  * K_GEMV_CONV (decode GDN in_proj): segment 0's rows are the conv channels of a Gated
  * DeltaNet layer; each output y = bf16(W x) is fed through the causal conv and SiLU of its
@@ -27,6 +38,11 @@
 #define K_GEMV_ROWS 8 /* bf16: one warp per row */
 #define K_GEMV_I4_RPW 4 /* INT4: rows per warp */
 #define K_GEMV_I4_ROWS (K_GEMV_I4_RPW * K_GEMV_THREADS / 32)
+#define K_GEMV_G128_ROWS 16
+#define K_GEMV_G128_THREADS 128
+#define K_GEMV_G128_MAXK 8192
+/* the kernel plan/sched.c launches for an INT4 GEMV */
+#define K_GEMV_G128_OK(group, K) ((group) == 128 && (K) % 128 == 0 && (K) <= K_GEMV_G128_MAXK)
 #define K_GEMV_OUT_F32 1u   /* y is fp32 (logits) */
 #define K_GEMV_LAST_ONLY 2u /* run only when step->last_chunk (lm_head of a prefill chunk) */
 #define K_GEMV_CONV 4u      /* segment 0: GDN causal conv + SiLU epilogue, window updated */

@@ -486,4 +486,199 @@ extern "C" __global__ void __launch_bounds__(K_MOE_THREADS) k_moe_down_i4(struct
     moe_down<true>(p);
 }
 
+/* ---- k_moe_up_g128, k_moe_down_g128 (INT4 group 128, tensor cores) ----------------------- */
+
+#define MOE_G128_WARPS (K_MOE_G128_THREADS / 32)
+#define MOE_G128_ROUND 4 /* groups a warp has in flight per row pair */
+
+/* Rows a, b of a CTA's 16-row tile for lane (g, t): weights from the lane's 16 bytes of each
+ * group, scales per group. */
+struct moe_g128_pair {
+    const uint8_t *wa, *wb;
+    const uint16_t *sa, *sb;
+};
+
+/* Warp `warp`'s share (groups warp, warp + W, ...) of a row pair against xs (shared memory,
+ * nch groups); lanes t = 0 get the scaled sums of rows a and b. The first round of loads is
+ * issued by the caller's moe_g128_load before it stages xs. */
+struct moe_g128_acc {
+    uint4 qa[MOE_G128_ROUND], qb[MOE_G128_ROUND];
+    float sa[MOE_G128_ROUND], sb[MOE_G128_ROUND];
+    float a, b;
+};
+
+__device__ __forceinline__ void moe_g128_load(struct moe_g128_acc &A, const struct moe_g128_pair &r,
+                                              uint32_t c0, uint32_t nch)
+{
+#pragma unroll
+    for (int i = 0; i < MOE_G128_ROUND; i++) {
+        const uint32_t c = c0 + MOE_G128_WARPS * i;
+        A.qa[i] = A.qb[i] = make_uint4(0, 0, 0, 0), A.sa[i] = A.sb[i] = 0.0f;
+        if (c < nch) {
+            A.qa[i] = k_ld_stream(r.wa + 64ull * c), A.qb[i] = k_ld_stream(r.wb + 64ull * c);
+            A.sa[i] = k_bfbits2f(__ldg(r.sa + c)), A.sb[i] = k_bfbits2f(__ldg(r.sb + c));
+        }
+    }
+}
+
+__device__ __forceinline__ void moe_g128_run(struct moe_g128_acc &A, const struct moe_g128_pair &r,
+                                             const uint16_t *xs, uint32_t nch, uint32_t warp, uint32_t t)
+{
+    A.a = A.b = 0.0f;
+    for (uint32_t c0 = warp; c0 < nch; c0 += MOE_G128_WARPS * MOE_G128_ROUND) {
+        if (c0 != warp)
+            moe_g128_load(A, r, c0, nch);
+#pragma unroll
+        for (int i = 0; i < MOE_G128_ROUND; i++) {
+            const uint32_t c = c0 + MOE_G128_WARPS * i;
+            if (c >= nch)
+                break;
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            k_i4_g128_mma(d, A.qa[i], A.qb[i], xs + 128 * c + 32 * t);
+            A.a = fmaf(A.sa[i], d[0], A.a), A.b = fmaf(A.sb[i], d[2], A.b);
+        }
+    }
+}
+
+/* Row r of an INT4 (rows, K) matrix for lane t: its 16 bytes of group 0, its group scales. */
+__device__ __forceinline__ void moe_g128_row(uint64_t base, uint64_t scales_offset, uint64_t r, uint32_t K,
+                                             uint32_t t, const uint8_t **w, const uint16_t **sc)
+{
+    *w = (const uint8_t *)base + r * (K / 2) + 16 * t;
+    *sc = (const uint16_t *)(base + scales_offset) + r * (K / 128);
+}
+
+extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_up_g128(struct k_moe_vec_params p)
+{
+    k_pdl_enter();
+    __shared__ __align__(16) uint16_t xs[K_MOE_G128_MAXH];
+    __shared__ float red[MOE_G128_WARPS][16];
+    const struct k_step *st = k_step_of(p.step);
+    const uint32_t k = p.d.k, H = p.d.H, I = p.d.I, S = p.d.S, wmax = max(I, S);
+    const uint32_t s = blockIdx.x, i0 = blockIdx.y * K_MOE_G128_UP_ROWS;
+    const bool shared = s == k;
+    const uint32_t width = shared ? S : I;
+    if (st->done || s > k || i0 >= width)
+        return;
+    if (blockDim.x != K_MOE_G128_THREADS || !K_MOE_G128_OK(p.d))
+        __trap();
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const uint32_t i = min(i0 + g, width - 1), nch = H / 128; /* past the width: any live row */
+    struct moe_g128_pair r;
+    if (shared) {
+        moe_g128_row(p.sh_gate, p.sh_gate_scales, i, H, t, &r.wa, &r.sa);
+        moe_g128_row(p.sh_up, p.sh_up_scales, i, H, t, &r.wb, &r.sb);
+    } else {
+        const uint64_t e = (uint32_t)((const int32_t *)p.ids)[s];
+        moe_g128_row(p.gate_up, p.gate_up_scales, e * 2 * I + i, H, t, &r.wa, &r.sa);
+        moe_g128_row(p.gate_up, p.gate_up_scales, e * 2 * I + I + i, H, t, &r.wb, &r.sb);
+    }
+    struct moe_g128_acc A;
+    moe_g128_load(A, r, warp, nch);
+    for (uint32_t j = threadIdx.x * 8; j < H; j += K_MOE_G128_THREADS * 8)
+        *(uint4 *)(xs + j) = moe_ld_ro((const uint16_t *)p.h + j);
+    __syncthreads();
+    moe_g128_run(A, r, xs, nch, warp, t);
+    if (t == 0)
+        red[warp][g] = A.a, red[warp][g + 8] = A.b;
+    __syncthreads();
+    if (warp == 0 && lane < K_MOE_G128_UP_ROWS && i0 + lane < width) {
+        float gate = 0.0f, up = 0.0f;
+#pragma unroll
+        for (int w = 0; w < MOE_G128_WARPS; w++) /* fixed order: deterministic */
+            gate += red[w][lane], up += red[w][lane + 8];
+        /* act_fn(gate) * up on bf16 tensors: gate, up, silu and the product each round */
+        float a = k_round_bf16(k_silu(k_round_bf16(gate))) * k_round_bf16(up);
+        ((__nv_bfloat16 *)p.act)[(uint64_t)s * wmax + i0 + lane] = k_f2bf(a);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_down_g128(struct k_moe_vec_params p)
+{
+    __shared__ __align__(16) uint16_t xs[K_MOE_G128_MAXACT];
+    __shared__ float red[MOE_G128_WARPS][K_MOE_G128_MAXSEG][16];
+    const uint32_t k = p.d.k, H = p.d.H, I = p.d.I, S = p.d.S, wmax = max(I, S);
+    const uint32_t n0 = blockIdx.x * K_MOE_G128_DOWN_ROWS, nseg = k + (S ? 1 : 0);
+    if (n0 >= H)
+        return;
+    if (blockDim.x != K_MOE_G128_THREADS || !K_MOE_G128_OK(p.d))
+        __trap();
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const uint32_t na = min(n0 + g, H - 1), nb = min(n0 + g + 8, H - 1);
+    const int32_t *ids = (const int32_t *)p.ids;
+    float acc_a[K_MOE_G128_MAXSEG], acc_b[K_MOE_G128_MAXSEG];
+    /* rounds: group c0 = warp, warp + W, ... of every slot in flight together (one round at
+     * I = 512). The first round is issued before the wait for the kernel ahead (k_moe_up,
+     * which writes act): the ids come from k_router, the launch before it, which has
+     * completed by then (kern/common.cuh, k_pdl_enter); with step->done it wrote nothing. */
+    for (uint32_t c0 = warp; c0 < wmax / 128; c0 += MOE_G128_WARPS) {
+        uint4 qa[K_MOE_G128_MAXSEG], qb[K_MOE_G128_MAXSEG];
+        float sa[K_MOE_G128_MAXSEG], sb[K_MOE_G128_MAXSEG];
+#pragma unroll
+        for (int s = 0; s < K_MOE_G128_MAXSEG; s++) {
+            const bool sh = S && (uint32_t)s == k;
+            const uint32_t K = sh ? S : I;
+            qa[s] = qb[s] = make_uint4(0, 0, 0, 0), sa[s] = sb[s] = 0.0f;
+            if (c0 == warp)
+                acc_a[s] = acc_b[s] = 0.0f;
+            if ((uint32_t)s >= nseg || c0 >= K / 128)
+                continue;
+            const uint8_t *wa, *wb;
+            const uint16_t *sca, *scb;
+            const uint64_t base = sh ? p.sh_down : p.down, so = sh ? p.sh_down_scales : p.down_scales;
+            /* before the wait the ids may not be this step's (step->done: k_router skipped;
+             * the overlay buffer holds another op's bytes): clamp so the loads stay in bounds */
+            const uint32_t e = (uint32_t)ids[s];
+            const uint64_t r0 = sh ? 0 : (uint64_t)(e < p.d.E ? e : 0) * H;
+            moe_g128_row(base, so, r0 + na, K, t, &wa, &sca);
+            moe_g128_row(base, so, r0 + nb, K, t, &wb, &scb);
+            qa[s] = k_ld_stream(wa + 64ull * c0), qb[s] = k_ld_stream(wb + 64ull * c0);
+            sa[s] = k_bfbits2f(__ldg(sca + c0)), sb[s] = k_bfbits2f(__ldg(scb + c0));
+        }
+        if (c0 == warp) {
+            k_pdl_enter();
+            if (k_step_of(p.step)->done) /* uniform: every thread returns */
+                return;
+            for (uint32_t j = threadIdx.x * 8; j < (k + 1) * wmax; j += K_MOE_G128_THREADS * 8)
+                *(uint4 *)(xs + j) = moe_ld_ro((const uint16_t *)p.act + j);
+            __syncthreads(); /* every warp has a first trip: K_MOE_G128_OK wants wmax >= 128 W */
+        }
+#pragma unroll
+        for (int s = 0; s < K_MOE_G128_MAXSEG; s++) {
+            const uint32_t K = S && (uint32_t)s == k ? S : I;
+            if ((uint32_t)s >= nseg || c0 >= K / 128)
+                continue;
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            k_i4_g128_mma(d, qa[s], qb[s], xs + (uint64_t)s * wmax + 128 * c0 + 32 * t);
+            acc_a[s] = fmaf(sa[s], d[0], acc_a[s]), acc_b[s] = fmaf(sb[s], d[2], acc_b[s]);
+        }
+    }
+#pragma unroll
+    for (int s = 0; s < K_MOE_G128_MAXSEG; s++)
+        if ((uint32_t)s < nseg && t == 0)
+            red[warp][s][g] = acc_a[s], red[warp][s][g + 8] = acc_b[s];
+    __syncthreads();
+    if (warp || lane >= K_MOE_G128_DOWN_ROWS || n0 + lane >= H)
+        return;
+    const float *wts = (const float *)p.weights;
+    float acc = 0.0f, ys = 0.0f;
+    for (uint32_t s = 0; s < nseg; s++) {
+        float y = 0.0f;
+#pragma unroll
+        for (int w = 0; w < MOE_G128_WARPS; w++) /* fixed order: deterministic */
+            y += red[w][s][lane];
+        y = k_round_bf16(y);
+        if (s < k) /* routed = sum_k bf16(y_k * bf16(w_k)), fp32, in slot order */
+            acc += k_round_bf16(y * k_round_bf16(wts[s]));
+        else
+            ys = y;
+    }
+    float out = k_round_bf16(acc);
+    if (S) { /* out = routed + bf16(sigmoid gate * bf16(shared down)) */
+        float gate = k_round_bf16(((const float *)p.shared_gate)[0]);
+        out = k_round_bf16(out + k_round_bf16(gate * ys));
+    }
+    ((__nv_bfloat16 *)p.out)[n0 + lane] = k_f2bf(out);
+}
+
 #endif /* K_MOE_CU */

@@ -34,6 +34,28 @@
 #define K_ROUTER_THREADS 256
 #define K_MOE_THREADS 256
 #define K_MOE_ROWS 8
+
+/* Decode with INT4 group-128 experts (the planner's choice when K_MOE_G128_OK): the same two
+ * steps on tensor cores (kern/common.cuh k_i4_g128_mma), block K_MOE_G128_THREADS.
+ * k_moe_up_g128: grid (k + 1, ceil(max(I, S) / K_MOE_G128_UP_ROWS)): a CTA takes 8 gate rows
+ *   and the 8 matching up rows of one slot (one 16-row MMA tile), its warps splitting H.
+ * k_moe_down_g128: grid (ceil(H / K_MOE_G128_DOWN_ROWS)): a CTA takes 16 output rows of every
+ *   slot's down matrix, warp w the groups w, w + 4, ... of each, every slot's loads in flight
+ *   together; the slots' sums are then combined in slot order as in k_moe_down. It reads the
+ *   ids before its programmatic-launch wait (kern/common.cuh): the kernel right ahead of it
+ *   (k_moe_up) must not be the one that writes them. */
+#define K_MOE_G128_THREADS 128
+#define K_MOE_G128_UP_ROWS 8
+#define K_MOE_G128_DOWN_ROWS 16
+#define K_MOE_G128_MAXH 8192     /* hidden sizes the up kernel stages in shared memory */
+#define K_MOE_G128_MAXSEG 10     /* slots: k routed + the shared expert */
+#define K_MOE_G128_MAXACT 8192   /* (k + 1) * max(I, S) activations staged by the down kernel */
+#define K_MOE_G128_OK(d)                                                                           \
+    ((d).group == 128 && (d).H % 128 == 0 && (d).H <= K_MOE_G128_MAXH && (d).I % 128 == 0 &&       \
+     ((d).S == 0 || (d).S % 128 == 0) && (d).k + 1 <= K_MOE_G128_MAXSEG &&                         \
+     ((d).k + 1) * ((d).I > (d).S ? (d).I : (d).S) <= K_MOE_G128_MAXACT &&                         \
+     ((d).I > (d).S ? (d).I : (d).S) >= 128 * K_MOE_G128_THREADS / 32)
+
 #define K_MOE_BM 64        /* rows per expert block in the batched GEMMs */
 #define K_MOE_BN 128
 #define K_MOE_SENTINEL 0xFFFFFFFFu

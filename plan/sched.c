@@ -101,7 +101,7 @@ static uint32_t gemv_conv(struct em *e, uint32_t x, uint32_t K, const struct gv 
         p.seg[i].n = s[i].n;
         p.seg[i].blocks = blocks;
         p.seg[i].scales_offset = t->scales_offset;
-        blocks += CDIV(s[i].n, i4 ? K_GEMV_I4_ROWS : K_GEMV_ROWS);
+        blocks += CDIV(s[i].n, !i4 ? K_GEMV_ROWS : K_GEMV_G128_OK(p.group, K) ? K_GEMV_G128_ROWS : K_GEMV_I4_ROWS);
         bytes += t->size + (uint64_t)s[i].n * ((flags & K_GEMV_OUT_F32) ? 4 : 2);
         flops += 2ull * s[i].n * K;
     }
@@ -110,8 +110,9 @@ static uint32_t gemv_conv(struct em *e, uint32_t x, uint32_t K, const struct gv 
         flops += 2ull * s[0].n * cv->taps;
     }
     uint32_t grid[3] = {blocks, 1, 1};
-    uint32_t op = pb_kernel_op(b, i4 ? "k_gemv_i4" : "k_gemv_bf16", &p, sizeof p, grid,
-                               K_GEMV_THREADS, 0, "%s", nm);
+    int g128 = i4 && K_GEMV_G128_OK(p.group, K);
+    uint32_t op = pb_kernel_op(b, !i4 ? "k_gemv_bf16" : g128 ? "k_gemv_i4_g128" : "k_gemv_i4", &p, sizeof p,
+                               grid, g128 ? K_GEMV_G128_THREADS : K_GEMV_THREADS, 0, "%s", nm);
     for (uint32_t i = 0; i < nseg; i++) {
         pb_ref_weight(b, op, offsetof(struct k_gemv_params, seg[0].w) + i * sizeof p.seg[0], s[i].w, 0);
         pb_ref_buf(b, op, offsetof(struct k_gemv_params, seg[0].y) + i * sizeof p.seg[0], s[i].y, s[i].off);
@@ -360,7 +361,7 @@ static uint32_t attn_decode_core(struct em *e, uint32_t l, uint32_t q, uint32_t 
     REF(op, struct k_attn_decode_params, part_ml, e->sb->part_ml);
     pb_cost(b, op, kv_bytes + 2ull * qd + part, flops);
     grid[0] = c->num_heads, grid[1] = 1;
-    op = pb_kernel_op(b, "k_attn_decode_reduce", &p, sizeof p, grid, c->head_dim, 0,
+    op = pb_kernel_op(b, "k_attn_decode_reduce", &p, sizeof p, grid, K_ATTN_REDUCE_THREADS(c->head_dim), 0,
                       "l%u.attn_reduce", l);
     REF(op, struct k_attn_decode_params, qg, qg);
     REF(op, struct k_attn_decode_params, part_o, e->sb->part_o);
@@ -505,16 +506,18 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn)
         p.sh_up_scales = pb_weight(b, suw)->scales_offset;
         p.sh_down_scales = pb_weight(b, sdw)->scales_offset;
     }
-    const char *sfx = e->i4 ? "i4" : "bf16";
+    /* INT4 group 128: the tensor-core pair (kern/moe.h) */
+    const int g128 = e->i4 && K_MOE_G128_OK(p.d);
+    const char *sfx = g128 ? "g128" : e->i4 ? "i4" : "bf16";
     char kname[32];
     uint64_t per_expert_up = wsize(e, gu) / c->num_experts, per_expert_dn = wsize(e, dn) / c->num_experts;
     uint64_t sh_up = S ? wsize(e, sgw) + wsize(e, suw) : 0, sh_dn = S ? wsize(e, sdw) : 0;
     for (int down = 0; down < 2; down++) {
-        uint32_t grid[3] = {down ? CDIV(H, K_MOE_ROWS) : k + (S ? 1 : 0),
-                            down ? 1 : CDIV(wmax, K_MOE_ROWS), 1};
+        uint32_t rows = g128 ? (down ? K_MOE_G128_DOWN_ROWS : K_MOE_G128_UP_ROWS) : K_MOE_ROWS;
+        uint32_t grid[3] = {down ? CDIV(H, rows) : k + (S ? 1 : 0), down ? 1 : CDIV(wmax, rows), 1};
         snprintf(kname, sizeof kname, down ? "k_moe_down_%s" : "k_moe_up_%s", sfx);
-        uint32_t op = pb_kernel_op(b, kname, &p, sizeof p, grid, K_MOE_THREADS, 0, "l%u.%s", l,
-                                   down ? "moe_down" : "moe_up");
+        uint32_t op = pb_kernel_op(b, kname, &p, sizeof p, grid, g128 ? K_MOE_G128_THREADS : K_MOE_THREADS,
+                                   0, "l%u.%s", l, down ? "moe_down" : "moe_up");
         REF(op, struct k_moe_vec_params, h, hn);
         WREF(op, struct k_moe_vec_params, gate_up, gu);
         WREF(op, struct k_moe_vec_params, down, dn);

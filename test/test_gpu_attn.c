@@ -209,7 +209,7 @@ static int run_split(struct bufs *b, const struct cfg *c, uint32_t L, uint32_t n
     launch(f_split, &p, n_split, c->nkv, K_ATTN_THREADS);
     float *po = malloc(4 * npo), *ml = malloc(4 * nml);
     down(po, b->part_o, 4 * npo), down(ml, b->part_ml, 4 * nml);
-    launch(f_red, &p, c->nh, 1, c->hd);
+    launch(f_red, &p, c->nh, 1, K_ATTN_REDUCE_THREADS(c->hd));
     down(got, b->out, 2 * nq);
     uint32_t piece = (L + n_split - 1) / n_split, used = (L + piece - 1) / piece;
     int ok = 1;
@@ -280,7 +280,7 @@ static void test_decode_done(const struct cfg *c, struct bufs *b)
                                      .step = b->step, .d = dims_of(c, 1), .n_split = n_split};
     launch(f_dec, &p, c->nkv, 1, K_ATTN_THREADS);
     launch(f_split, &p, n_split, c->nkv, K_ATTN_THREADS);
-    launch(f_red, &p, c->nh, 1, c->hd);
+    launch(f_red, &p, c->nh, 1, K_ATTN_REDUCE_THREADS(c->hd));
     int ok = untouched(b->out, 2 * nq) && untouched(b->part_o, 4 * n_split * nq) &&
              untouched(b->part_ml, 8 * n_split * c->nh);
     CHECK(ok, "k_attn_decode, _split, _reduce %s: a done step writes nothing", c->name);
@@ -379,7 +379,7 @@ static void timings(const struct cfg *c, struct bufs *b)
         set_step(b, Ls[i] - 1, 1, 0);
         float ts = time_us(f_dec, &p, c->nkv, 1, K_ATTN_THREADS);
         float tp = time_us(f_split, &p, 64, c->nkv, K_ATTN_THREADS);
-        float tr = time_us(f_red, &p, c->nh, 1, c->hd);
+        float tr = time_us(f_red, &p, c->nh, 1, K_ATTN_REDUCE_THREADS(c->hd));
         printf("# time %s L=%u: single %.1f us, split(64) %.1f us + reduce %.1f us (K+V %.2f MB)\n",
                c->name, Ls[i], ts, tp, tr, 4.0 * c->nkv * Ls[i] * c->hd / 1e6);
     }

@@ -12,8 +12,10 @@
  *  - GEMV: the device sums in fp32 in its own order and rounds once. With the products exact
  *    (bf16 x bf16 and (q - 8) x bf16 fit fp32), recursive summation of m terms errs by at most
  *    about m u sum|w x| (u = 2^-24); a lane sums K/32 terms, then 32-term groups, scales, and
- *    a 5-level warp tree, so GEMV_TERMS(K) = K/32 + 40 bounds m. bf16 outputs may then
- *    differ by half a bf16 ulp (the one rounding), fp32 outputs by the sum bound alone;
+ *    a 5-level warp tree; the group-128 INT4 kernel (k_gemv_i4_g128, tensor cores) sums 128
+ *    products inside the MMAs, then one term per group and four warp partials: GEMV_TERMS(K)
+ *    = K/32 + 168 bounds m for both. bf16 outputs may then differ by half a bf16 ulp (the one
+ *    rounding), fp32 outputs by the sum bound alone;
  *  - RMSNorm: 1e-5 relative plus half a bf16 ulp: the fp32 sum of squares, rsqrtf (2 ulp)
  *    and three products err by < 40 u ~ 2.4e-6, so 1e-5 leaves 4x margin and still catches any
  *    wrong rounding point (a bf16 rounding is 2e-3);
@@ -50,11 +52,11 @@
 #define TIME_REPS     20 /* launches timed for the bandwidth line */
 #define NORM_REL      1e-5
 #define SILU_REL      1e-6
-#define GEMV_TERMS(K) ((double)(K) / 32 + 40)
+#define GEMV_TERMS(K) ((double)(K) / 32 + 168)
 #define U32           (1.0 / 16777216.0) /* fp32 unit roundoff 2^-24 */
 
 static struct gpu g;
-static CUfunction f_embed, f_norm, f_gemv_bf16, f_gemv_i4, f_dequant, f_silu;
+static CUfunction f_embed, f_norm, f_gemv_bf16, f_gemv_i4, f_gemv_g128, f_dequant, f_silu;
 static CUdeviceptr d_step;
 static unsigned long long rng = 0xBA51C;
 
@@ -366,10 +368,19 @@ static unsigned gv_params(const struct gv *c, CUdeviceptr dx, const CUdeviceptr 
                                         .scales_offset = c->i4 ? c->q[s]->so : 0,
                                         .n = c->n[s],
                                         .blocks = blocks};
-        uint32_t rows = c->i4 ? K_GEMV_I4_ROWS : K_GEMV_ROWS; /* per CTA, as plan/sched.c */
+        /* rows per CTA, as plan/sched.c */
+        uint32_t rows = !c->i4 ? K_GEMV_ROWS : K_GEMV_G128_OK(c->group, c->K) ? K_GEMV_G128_ROWS : K_GEMV_I4_ROWS;
         blocks += (c->n[s] + rows - 1) / rows;
     }
     return blocks;
+}
+
+/* The kernel and block plan/sched.c picks for c. */
+static CUfunction gv_kernel(const struct gv *c, unsigned *block)
+{
+    int g128 = c->i4 && K_GEMV_G128_OK(c->group, c->K);
+    *block = g128 ? K_GEMV_G128_THREADS : K_GEMV_THREADS;
+    return !c->i4 ? f_gemv_bf16 : g128 ? f_gemv_g128 : f_gemv_i4;
 }
 
 /* Poison the outputs, launch once. */
@@ -380,7 +391,9 @@ static void gv_launch(const struct gv *c, CUdeviceptr dx, const CUdeviceptr *dy)
     unsigned grid = gv_params(c, dx, dy, &p);
     for (uint32_t s = 0; s < c->nseg; s++)
         dpoison(dy[s], (c->n[s] + SLACK) * es);
-    launch(c->i4 ? f_gemv_i4 : f_gemv_bf16, &p, grid, K_GEMV_THREADS);
+    unsigned block;
+    CUfunction f = gv_kernel(c, &block);
+    launch(f, &p, grid, block);
 }
 
 /* Information, not a check: the launch's time and the bandwidth it implies (weights smaller
@@ -400,11 +413,12 @@ static void gv_time(const struct gv *c, CUdeviceptr dx, const CUdeviceptr *dy)
     float ms = 0;
     CU(&g, cuEventCreate(&e0, 0));
     CU(&g, cuEventCreate(&e1, 0));
-    CUfunction f = c->i4 ? f_gemv_i4 : f_gemv_bf16;
-    CU(&g, cuLaunchKernel(f, grid, 1, 1, K_GEMV_THREADS, 1, 1, 0, NULL, args, NULL));
+    unsigned block;
+    CUfunction f = gv_kernel(c, &block);
+    CU(&g, cuLaunchKernel(f, grid, 1, 1, block, 1, 1, 0, NULL, args, NULL));
     CU(&g, cuEventRecord(e0, NULL));
     for (int i = 0; i < TIME_REPS; i++)
-        CU(&g, cuLaunchKernel(f, grid, 1, 1, K_GEMV_THREADS, 1, 1, 0, NULL, args, NULL));
+        CU(&g, cuLaunchKernel(f, grid, 1, 1, block, 1, 1, 0, NULL, args, NULL));
     CU(&g, cuEventRecord(e1, NULL));
     CU(&g, cuEventSynchronize(e1));
     CU(&g, cuEventElapsedTime(&ms, e0, e1));
@@ -556,7 +570,9 @@ static void test_gemv_conv(const char *name, int i4, uint32_t K, uint32_t group,
         for (uint32_t s = 0; s < 2; s++)
             dpoison(dy[s], (n[s] + SLACK) * 2);
         set_step(1, done, 1, 0);
-        launch(i4 ? f_gemv_i4 : f_gemv_bf16, &p, grid, K_GEMV_THREADS);
+        unsigned block;
+        CUfunction f = gv_kernel(&c, &block);
+        launch(f, &p, grid, block);
         for (uint32_t s = 0; s < 2; s++)
             dget(got[s], dy[s], (n[s] + SLACK) * 2);
         dget(win_got, dwin, (size_t)wn * 2);
@@ -618,6 +634,9 @@ static void test_gemvs(void)
     test_gemv_i4("k_gemv_i4 group 32 K=2048 -> 8192+4096+32+32", 2048, 32, 4, gdn);
     test_gemv_i4("k_gemv_i4 group 32 K=96 -> 20+5+1000+1 (tails, partial CTAs)", 96, 32, 4, odd);
     test_gemv_i4("k_gemv_i4 group 64 K=1088 -> 20+5+1000+1 (tails)", 1088, 64, 4, odd);
+    static const uint32_t wide[] = {1000};
+    test_gemv_i4("k_gemv_i4_g128 K=2176 -> 20+5+1000+1 (tails, 17 groups)", 2176, 128, 4, odd);
+    test_gemv_i4("k_gemv_i4_g128 K=8192 -> 1000 (4 rounds of groups a warp)", 8192, 128, 1, wide);
     static const uint32_t conv_full[] = {8192, 4096}, conv_odd[] = {1003, 37};
     test_gemv_conv("k_gemv_i4 + conv group 128 K=2048 -> 8192+4096 (GDN in_proj, 4 taps)", 1, 2048,
                    128, conv_full, 4);
@@ -844,6 +863,7 @@ int main(void)
     CU(&g, cuModuleGetFunction(&f_norm, m, "k_rmsnorm"));
     CU(&g, cuModuleGetFunction(&f_gemv_bf16, m, "k_gemv_bf16"));
     CU(&g, cuModuleGetFunction(&f_gemv_i4, m, "k_gemv_i4"));
+    CU(&g, cuModuleGetFunction(&f_gemv_g128, m, "k_gemv_i4_g128"));
     CU(&g, cuModuleGetFunction(&f_dequant, m, "k_dequant_i4"));
     CU(&g, cuModuleGetFunction(&f_silu, m, "k_silu_mul"));
     d_step = dalloc(sizeof(struct k_step));

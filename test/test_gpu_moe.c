@@ -52,6 +52,7 @@ static const struct shape shapes[] = {
 
 struct kerns {
     CUfunction router, up, down, align, gemm_up, gemm_down, combine;
+    int g128; /* decode runs k_moe_up_g128 / k_moe_down_g128 (the planner's choice: K_MOE_G128_OK) */
 };
 
 /* one shape: host values, device weights, the reference over the chunks' live tokens */
@@ -385,6 +386,21 @@ static struct k_moe_vec_params vec_params(const struct model *M, const struct de
 }
 
 /* mean time of reps launches, in microseconds */
+/* The decode launch plan/sched.c makes: up (down = 0) or down, kernel, grid and block. */
+struct dec_launch {
+    CUfunction f;
+    unsigned gx, gy, block;
+};
+
+static struct dec_launch dec_of(const struct kerns *K, const struct model *M, int down)
+{
+    const struct shape *s = M->s;
+    unsigned rows = K->g128 ? (down ? K_MOE_G128_DOWN_ROWS : K_MOE_G128_UP_ROWS) : K_MOE_ROWS;
+    struct dec_launch l = {down ? K->down : K->up, down ? CDIV(s->H, rows) : s->k + (s->S ? 1 : 0),
+                           down ? 1 : CDIV(M->wmax, rows), K->g128 ? K_MOE_G128_THREADS : K_MOE_THREADS};
+    return l;
+}
+
 static double time_us(struct gpu *g, CUfunction f, void *params, unsigned gx, unsigned gy,
                       unsigned block)
 {
@@ -424,7 +440,8 @@ static void test_decode(struct gpu *g, const struct kerns *K, const struct model
     CHECK(ok, "%s decode k_router: ids exact, weights and gate (%s)", s->name, note);
 
     struct k_moe_vec_params p = vec_params(M, &b);
-    launch(g, K->up, &p, k + (S ? 1 : 0), CDIV(wmax, K_MOE_ROWS), K_MOE_THREADS);
+    const struct dec_launch lu = dec_of(K, M, 0), ld = dec_of(K, M, 1);
+    launch(g, lu.f, &p, lu.gx, lu.gy, lu.block);
     uint16_t *act = dget(g, b.act, 2ull * na);
     float *want = calloc(na > H ? na : H, sizeof(float));
     uint8_t *mask = calloc(na > H ? na : H, 1);
@@ -436,7 +453,7 @@ static void test_decode(struct gpu *g, const struct kerns *K, const struct model
           note);
 
     /* down against the reference fed the device's act, ids, weights and gate */
-    launch(g, K->down, &p, CDIV(H, K_MOE_ROWS), 1, K_MOE_THREADS);
+    launch(g, ld.f, &p, ld.gx, ld.gy, ld.block);
     uint16_t *out = dget(g, b.out, 2ull * H);
     int32_t *ids = dget(g, b.ids, 4ull * k);
     float *wts = dget(g, b.wts, 4ull * k), *sg = dget(g, b.sg, 4);
@@ -464,8 +481,8 @@ static void test_decode(struct gpu *g, const struct kerns *K, const struct model
         dec_out[i] = kref_bf2f(out[i]);
 
     if (H >= 2048) { /* informational; the same experts every repeat, so L2-warm: an upper bound */
-        double tu = time_us(g, K->up, &p, k + (S ? 1 : 0), CDIV(wmax, K_MOE_ROWS), K_MOE_THREADS);
-        double td = time_us(g, K->down, &p, CDIV(H, K_MOE_ROWS), 1, K_MOE_THREADS);
+        double tu = time_us(g, lu.f, &p, lu.gx, lu.gy, lu.block);
+        double td = time_us(g, ld.f, &p, ld.gx, ld.gy, ld.block);
         double bu = mat_bytes(s, (double)k * 2 * I + 2.0 * S, H),
                bd = mat_bytes(s, (double)H, (double)k * I + S);
         printf(
@@ -675,8 +692,9 @@ static void test_done_flag(struct gpu *g, const struct kerns *K, const struct mo
     struct k_router_params rp = router_params(M, db.ids, db.wts, db.sg, db.step, 1);
     launch(g, K->router, &rp, 1, 1, K_ROUTER_THREADS);
     struct k_moe_vec_params vp = vec_params(M, &db);
-    launch(g, K->up, &vp, k + (s->S ? 1 : 0), CDIV(wmax, K_MOE_ROWS), K_MOE_THREADS);
-    launch(g, K->down, &vp, CDIV(s->H, K_MOE_ROWS), 1, K_MOE_THREADS);
+    const struct dec_launch lu = dec_of(K, M, 0), ld = dec_of(K, M, 1);
+    launch(g, lu.f, &vp, lu.gx, lu.gy, lu.block);
+    launch(g, ld.f, &vp, ld.gx, ld.gy, ld.block);
     struct k_moe_dims d = M->d;
     d.T_max = T, d.max_blocks = mb;
     rp = router_params(M, pb.ids, pb.wts, pb.sg, pb.step, T);
@@ -762,6 +780,12 @@ int main(void)
         CU(&g, cuModuleGetFunction(&K.combine, m, "k_moe_combine"));
         kern_get(&g, m, &K.up, "k_moe_up", s->group);
         kern_get(&g, m, &K.down, "k_moe_down", s->group);
+        const struct k_moe_dims dd = {.H = s->H, .E = s->E, .k = s->k, .I = s->I, .S = s->S, .group = s->group};
+        K.g128 = K_MOE_G128_OK(dd);
+        if (K.g128) {
+            CU(&g, cuModuleGetFunction(&K.up, m, "k_moe_up_g128"));
+            CU(&g, cuModuleGetFunction(&K.down, m, "k_moe_down_g128"));
+        }
         kern_get(&g, m, &K.gemm_up, "k_moe_gemm_up", s->group);
         kern_get(&g, m, &K.gemm_down, "k_moe_gemm_down", s->group);
         struct model M;

@@ -125,8 +125,9 @@ static void check_ops_named(void)
     }
     const char *need[] = {"k_attn_decode_split", "k_attn_decode_reduce", "k_attn_decode",
                           "k_attn_prefill",      "k_gdn_step",           "k_gdn_chunk",
-                          "k_router",            "k_moe_align",          "k_moe_up_i4",
-                          "k_moe_down_i4",       "k_moe_gemm_up_i4",     "k_moe_gemm_down_i4",
+                          "k_router",            "k_moe_align",          "k_moe_up_g128",
+                          "k_moe_down_g128",     "k_moe_gemm_up_i4",     "k_moe_gemm_down_i4",
+                          "k_gemv_i4_g128",
                           "k_sample_pick",       "k_embed",              "k_rmsnorm"};
     int all = 1;
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
