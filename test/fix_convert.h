@@ -249,9 +249,16 @@ static inline void fx_ckpt_dir(char *out, size_t cap, const char *dir, const cha
 static inline int fx_convert(const char *in, const char *out, const char *fmt, uint32_t threads,
                              char *err)
 {
-    struct wt_conv_opts o = {
-        .in_dir = in, .out = out, .threads = threads, .fmt = {0, 0, PLAN_QUANT_BF16}};
-    if (wt_format_parse(fmt, &o.fmt.quant, &o.fmt.group_size)) {
+    /* fmt as --quant; a "+lm" suffix also puts lm_head in INT4 (--lm-head int4) */
+    char q[32];
+    const char *plus = strstr(fmt, "+lm");
+    size_t n = plus ? (size_t)(plus - fmt) : strlen(fmt);
+    snprintf(q, sizeof q, "%.*s", (int)(n < sizeof q ? n : sizeof q - 1), fmt);
+    struct wt_conv_opts o = {.in_dir = in,
+                             .out = out,
+                             .threads = threads,
+                             .fmt = {0, 0, plus ? PLAN_QUANT_INT4 : PLAN_QUANT_BF16}};
+    if (wt_format_parse(q, &o.fmt.quant, &o.fmt.group_size)) {
         snprintf(err, WT_CONV_ERR_LEN, "bad format %s", fmt);
         return -1;
     }

@@ -14,6 +14,10 @@
  * the same as tiny-a (same weights); tiny-8l int4:32 0.0356 / 94.3%, int4:64 0.0390 / 92.6%.
  * (For scale: transformers' own bf16 run is 0.0055-0.006 from its f32 run on tiny-a.) The
  * bounds, INT4_REL_L2 = 0.06 and INT4_TOP1 = 88%, leave about 1.5x margin on the worst case.
+ * With lm_head in INT4 as well (--lm-head int4, "+lm" below) the error roughly quadruples:
+ * tiny-a int4:32 0.0901 / 84.9%, int4:64 0.0992 / 83.5%; tiny-8l int4:64 0.1028 / 82.6%; the
+ * bounds INT4_LM_REL_L2 = 0.15 and INT4_LM_TOP1 = 78% keep the same margin. That is the price
+ * of the faster decode an INT4 lm_head buys (README, "Performance").
  * Models whose widths the group does not divide (tiny-b: expert width 48; tiny-odd: hidden
  * 80) are refused with a message naming the first such tensor.
  *
@@ -27,6 +31,8 @@
 #define TOL_F32     1e-5
 #define INT4_REL_L2 0.06 /* INT4 image vs bf16 image, all logits of a model (worst seen 0.039) */
 #define INT4_TOP1   0.88 /* share of positions whose argmax agrees (worst seen 92.6%) */
+#define INT4_LM_REL_L2 0.15 /* the same with lm_head in INT4 too (worst seen 0.103) */
+#define INT4_LM_TOP1   0.78 /* (worst seen 82.6%) */
 
 static char scratch[] = "/tmp/qrt_convert_XXXXXX";
 
@@ -113,10 +119,12 @@ static void check_int4(const char *label, const char *dir, const char *fmt, cons
     double e = rel_l2(l, ref, pos * V);
     for (size_t p = 0; p < pos; p++)
         agree += argmax(l + p * V, V) == argmax(ref + p * V, V);
-    CHECK(e <= INT4_REL_L2 && (double)agree / (double)pos >= INT4_TOP1,
+    const int lm = strstr(fmt, "+lm") != NULL;
+    const double bound = lm ? INT4_LM_REL_L2 : INT4_REL_L2, top1 = lm ? INT4_LM_TOP1 : INT4_TOP1;
+    CHECK(e <= bound && (double)agree / (double)pos >= top1,
           "%s %s vs bf16 image over %zu positions: rel L2 %.4f (bound %.2f), top-1 agreement "
           "%.1f%% (bound %.0f%%)",
-          label, fmt, pos, e, INT4_REL_L2, 100.0 * (double)agree / (double)pos, 100.0 * INT4_TOP1);
+          label, fmt, pos, e, bound, 100.0 * (double)agree / (double)pos, 100.0 * top1);
     free(l);
 }
 
@@ -130,6 +138,8 @@ static void fixtures(void)
     float *af = check_bf16("tiny-a-fused", FX_FIXTURES "/tiny-a-fused", &g, &c);
     check_int4("tiny-a", FX_FIXTURES "/tiny-a", "int4:32", a, &g, &c);
     check_int4("tiny-a", FX_FIXTURES "/tiny-a", "int4:64", a, &g, &c);
+    check_int4("tiny-a", FX_FIXTURES "/tiny-a", "int4:32+lm", a, &g, &c);
+    check_int4("tiny-a", FX_FIXTURES "/tiny-a", "int4:64+lm", a, &g, &c);
     check_int4("tiny-a-fused", FX_FIXTURES "/tiny-a-fused", "int4:32", af, &g, &c);
     free(a);
     free(af);
@@ -175,6 +185,7 @@ static void mkmodels(void)
         if (i == 1) {
             check_int4(names[i], dir, "int4:32", l, &g, &c);
             check_int4(names[i], dir, "int4:64", l, &g, &c);
+            check_int4(names[i], dir, "int4:64+lm", l, &g, &c);
         }
         free(l);
         golden_free(&g);
