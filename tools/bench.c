@@ -398,6 +398,25 @@ static void bench_model(void)
         add(i == 0 ? "prefill tok/s at 128" : i == 1 ? "prefill tok/s at 1341" : "prefill tok/s at 4096",
             tps, "tok/s", notes[3 + i]);
     }
+    /* the same model with lm_head in INT4 (planner and converter --lm-head int4): decode at 4096 */
+    if (want_decode &&
+        !system("build/planner -q --max-seq 8192 --lm-head int4 -o build/benchdata/plan-lm4.bin")) {
+        struct rt *r4 = NULL;
+        struct rt_options o4 = o;
+        o4.plan_path = "build/benchdata/plan-lm4.bin";
+        greedy.max_new = 64;
+        if (!rt_open(&r4, &o4, err) && !rt_generate(r4, prompt, 4096, &greedy, model_count, NULL, &st, err)) {
+            static char note[64];
+            double tps = (st.new_tokens - 1) / (st.decode_ms * 1e-3);
+            uint64_t b = step_bytes(r4, "decode_split") - kv_per_tok * (in.max_seq - 4096);
+            double roof = copy_gbs * 1e9 / (double)b;
+            snprintf(note, 64, "%.1f%% of the %.0f tok/s roofline", 100 * tps / roof, roof);
+            add("decode 4096, INT4 lm_head", tps, "tok/s", note);
+        } else {
+            fprintf(stderr, "bench: INT4 lm_head plan: %s\n", err);
+        }
+        rt_close(r4);
+    }
     /* where the time of a long-context token goes */
     struct rt_sampling diag = {.max_new = 1u << 20, .top_p = 1.0f};
     if (want_decode && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 4000, NULL, err))
