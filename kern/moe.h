@@ -17,12 +17,20 @@
  *   K_MOE_BM, sorted pair ids (t * k + slot, padding = K_MOE_SENTINEL), the expert of every
  *   row block and the number of used blocks; all on the device, no host round trip.
  *   Launch: grid (1), block 1024.
- * k_moe_gemm_up: per row block of one expert, gather the tokens' h rows, gu = h W_gu^T (a tiled
- *   fp32-accumulating GEMM for now; tensor cores are the prefill-speed work), act =
- *   silu(gate) * up, into rows of the sorted order. Blocks past the used
- *   count exit at once. Launch: grid (max_blocks, ceil(I / K_MOE_BN)), block K_MOE_THREADS.
+ * k_moe_gemm_up: per row block of one expert, gather the tokens' h rows, gu = h W_gu^T on
+ *   tensor cores (bf16 mma, fp32 accumulation, INT4 expanded in registers), act =
+ *   silu(gate) * up, into rows of the sorted order. Blocks past the used count exit at once.
+ *   Launch: grid (max_blocks, ceil(I / K_MOE_TC_BN_UP)), block K_MOE_TC_THREADS, dynamic
+ *   shared memory K_MOE_TC_SMEM(i4, 1, H, group); only where K_MOE_TC_OK(i4, H, I) and
+ *   K_MOE_TC_FITS(d).
  * k_moe_gemm_down: y = act W_down^T times the pair's routing weight, written to the pair's
- *   slot (T, k, H) bf16. Launch: grid (max_blocks, ceil(H / K_MOE_BN)), block K_MOE_THREADS.
+ *   slot (T, k, H) bf16. Launch: grid (max_blocks, ceil(H / K_MOE_TC_BN_DOWN)), block
+ *   K_MOE_TC_THREADS, smem K_MOE_TC_SMEM(i4, 0, I, group); where K_MOE_TC_OK(i4, I, H) and
+ *   K_MOE_TC_FITS(d).
+ * k_moe_gemm_{up,down}_{bf16,i4}_simt: the same contracts as CUDA-core tiles, for any shape
+ *   (odd test models, or when the tensor-core tile's shared memory does not fit). Launch: grid
+ *   (max_blocks, ceil(N / K_MOE_BN)) with N = I (up) or H (down), block K_MOE_THREADS, no
+ *   dynamic shared memory.
  * k_moe_combine: out[t] = sum over slots y[t, s] (fp32, one rounding) + shared[t] * gate[t].
  *   Launch: grid (T_max), block 256. The shared expert itself runs as GEMMs, with
  * k_silu_mul: out = silu(gate) * up between them. Launch: grid (T_max), block 256. */
@@ -57,8 +65,41 @@
      ((d).I > (d).S ? (d).I : (d).S) >= 128 * K_MOE_G128_THREADS / 32)
 
 #define K_MOE_BM 64        /* rows per expert block in the batched GEMMs */
-#define K_MOE_BN 128
+#define K_MOE_BN 128       /* output columns per CTA of the CUDA-core (_simt) GEMMs */
 #define K_MOE_SENTINEL 0xFFFFFFFFu
+
+/* The tensor-core expert GEMMs (kern/moe_prefill.cu). A CTA of K_MOE_TC_WARPS warps owns the
+ * K_MOE_BM rows of a block and K_MOE_TC_ROWS weight rows, K_MOE_TC_WROWS per warp: up, the gate
+ * and up rows of K_MOE_TC_BN_UP act columns; down, K_MOE_TC_ROWS output columns, K_MOE_TC_NT_DOWN
+ * such tiles one after another. K is staged in 64 (INT4) or 32 (bf16) inputs per stage,
+ * K_MOE_TC_STAGES stages deep; INT4 tiles also keep the CTA's bf16 group scales. */
+#define K_MOE_TC_WARPS 4
+#define K_MOE_TC_WROWS 32
+#define K_MOE_TC_CTAS 2 /* resident CTAs per SM the register budget is cut for */
+#define K_MOE_TC_STAGES 4
+#define K_MOE_TC_NT_DOWN 4
+#define K_MOE_TC_THREADS (32 * K_MOE_TC_WARPS)
+#define K_MOE_TC_ROWS (K_MOE_TC_WARPS * K_MOE_TC_WROWS)
+#define K_MOE_TC_BN_UP (K_MOE_TC_ROWS / 2)
+#define K_MOE_TC_BN_DOWN (K_MOE_TC_ROWS * K_MOE_TC_NT_DOWN)
+/* Shapes the tensor-core kernels take (K inputs, N output columns): 16-byte row copies need
+ * K % 8 == 0 (INT4: K is a multiple of the group, so of 32), outputs are written in pairs. */
+#define K_MOE_TC_OK(i4, K, N) (((K) % ((i4) ? 32u : 8u)) == 0 && (N) % 2 == 0 && (K) > 0)
+/* and whose token rows (T_max * H and max_blocks * BM * I elements) have 32-bit offsets */
+#define K_MOE_TC_FITS(d)                                                                           \
+    ((uint64_t)(d).T_max * (d).H < (1ull << 32) &&                                                 \
+     (uint64_t)(d).max_blocks * K_MOE_BM * (d).I < (1ull << 32))
+/* Dynamic shared memory of a launch: the stages (64 token rows and the weight rows), the rows'
+ * pair ids and routing weights, and for INT4 the scales of the CTA's weight rows over all of K
+ * (up: gate and up rows as two ranges; each range may start up to 15 bytes early to keep
+ * 16-byte copies aligned). */
+#define K_MOE_TC_STAGE(i4)                                                                         \
+    ((i4) ? 64u * 128u + K_MOE_TC_ROWS * 32u : 64u * 64u + K_MOE_TC_ROWS * 64u)
+#define K_MOE_TC_SMEM(i4, up, K, group)                                                            \
+    (K_MOE_TC_STAGES * K_MOE_TC_STAGE(i4) + 512u +                                                 \
+     ((i4) && (group) ? ((up) ? 2u * (K_MOE_TC_ROWS * ((K) / (group)) + 16u)                       \
+                              : (K_MOE_TC_NT_DOWN * K_MOE_TC_ROWS * 2u * ((K) / (group)) + 16u))   \
+                      : 0u))
 
 struct k_moe_dims {
     uint32_t H, E, k;      /* hidden, experts, experts per token */

@@ -15,25 +15,76 @@
  *                     n0..n0+BN-1, gate and up = bf16(x_t . W_e[row]) and
  *                     act[b * BM + r, n] = bf16(bf16(silu(gate)) * up), padding rows included
  *                     (they are zero). act is (max_blocks * BM, I) bf16 in the sorted order.
- *                     grid (max_blocks, ceil(I / K_MOE_BN)), block K_MOE_THREADS.
  *   k_moe_gemm_down_bf16/i4
  *                     y[pair, n] = bf16(bf16(act[b * BM + r] . down_e[n]) * bf16(w[pair])) into
  *                     y (T_max, k, H) bf16 at the pair's (token, slot); padding rows skipped.
- *                     grid (max_blocks, ceil(H / K_MOE_BN)), block K_MOE_THREADS.
  *   k_moe_combine     out[t] = bf16(sum_s y[t, s]) (fp32 sum in slot order, one rounding, the
  *                     grouped_mm convention), then + bf16(bf16(gate[t]) * shared[t]) as bf16
  *                     ops when shared != 0. grid (T_max), block 256 (any multiple of 32).
  *
- * The GEMMs are plain fp32-accumulating SIMT tiles: a CTA computes BM = 64 rows by BN = 128
- * columns (gate and up side by side for the up GEMM, 256 weight rows), staging BK = 32 inputs
- * of A and B as fp32 in shared memory (k-major, conflict-free); a thread owns 4 rows by 8
- * columns strided by 16. INT4 weights are expanded to scale * (q - 8) exactly in fp32, so the
- * result equals a GEMM over the dequantized matrix up to summation order. Blocks past
+ * The GEMMs come in two builds with one contract (launch shapes in kern/moe.h). Blocks past
  * *n_blocks exit at once, so the grid can be sized for the largest chunk.
  *
+ * Tensor cores (k_moe_gemm_*_{bf16,i4}), for K % 8 == 0 and even N (K_MOE_TC_OK): a CTA of
+ * K_MOE_TC_WARPS warps takes the BM = 64 rows of one block against K_MOE_TC_ROWS weight rows,
+ * warp w all 64 rows against K_MOE_TC_WROWS = 32 of them. The MMA (mma.m16n8k16, bf16 in,
+ * fp32 accumulators) runs transposed, D = W X^T: the weights are the 16 x 16 A operand (two
+ * m16 tiles per warp, expanded from INT4 in registers once and used for all 8 n8 tiles of
+ * tokens), the token rows the 16 x 8 B operand. For the up GEMM warp w's 32 rows are the gate
+ * rows (m16 tile 0) and the up rows (tile 1) of the same 16 act columns, so SiLU * up happens
+ * in registers; the down GEMM runs K_MOE_TC_NT_DOWN column tiles one after the other in one
+ * CTA, the copy pipeline running on across the tile boundary (K = I is short: a CTA per tile
+ * would spend a large share of its life filling the pipeline). Two CTAs share an SM
+ * (K_MOE_TC_CTAS), so one computes while the other waits at its barrier or fills its pipeline.
+ *
+ *   Staging: cp.async copies of 16 bytes, K_MOE_TC_STAGES stages deep, one barrier per stage.
+ *   A stage holds BK inputs (INT4: 64, bf16: 32) of the 64 token rows (gathered rows of x for
+ *   up, act rows for down) and of the weight rows, the INT4 nibbles as stored. Rows that are
+ *   padding or columns past N are not copied: their stale values reach only outputs that are
+ *   not written. Inputs past K are zero-filled (a zero token input cancels any weight).
+ *
+ *   The k order inside a 32-input chunk is permuted, the same way for both operands, so that
+ *   each is one wide shared-memory load with no register moves: lane (g, t) (g = lane / 4,
+ *   t = lane % 4) takes inputs 8t..8t+7 of the chunk, as one 32-bit INT4 word of weight rows g
+ *   and g + 8 (ldmatrix.x4 hands lane t word t of a 16-byte row, for the four 8-row groups of
+ *   the warp at once) and as one 16-byte load of token row g of each n8 tile. mma step s (0, 1)
+ *   then uses inputs 8t + 4s + {0, 1} in place of its k = 2t + {0, 1} and 8t + 4s + {2, 3} in
+ *   place of 2t + 8 + {0, 1}: a bijection on the 16 inputs of the step, the same for both
+ *   operands, so the sums are those of the plain order. A nibble word holds elements
+ *   [0 2 4 6 1 3 5 7], so (word >> 4p) & 0x000F000F is elements 2p, 2p + 1 as the two halves
+ *   of a register; OR-ing the bf16 exponent of 128 (one lop3) and one bf16x2 FMA (x * 1 - 136)
+ *   give (q - 8) exactly. Step 0 runs over all tiles before step 1, so no mma waits on the one
+ *   before it. bf16 weights are read as 16-byte loads of rows g and g + 8 the same way.
+ *
+ *   INT4 scales: the MMA runs on (q - 8), exact in bf16, into a per-group accumulator (the
+ *   first mma of a group starts it from zero); at the end of each group (32, 64 or 128
+ *   inputs) acc += scale * group_acc in fp32. The result is the GEMM over the dequantized
+ *   weights up to fp32 summation order, as in the CUDA-core build. The CTA's scales for all
+ *   of K are copied once, with the first stage.
+ *
+ *   Outputs: lane (g, t) holds column g (and g + 8) for tokens 2t, 2t + 1 of an n8 tile; one
+ *   shuffle with lane ^ 4 (column g ^ 1) turns that into two adjacent columns of one token,
+ *   stored as one bf16x2.
+ *
+ *   Shared-memory layouts (bank conflicts): an INT4-stage token row is 128 bytes and odd rows
+ *   swap their halves, so the 8 lanes of a quarter warp (rows g, g + 1, four 16-byte units)
+ *   hit all 32 banks; a bf16-stage token row and a bf16 weight row are 64 bytes (two rows per
+ *   128-byte line: already conflict-free); an INT4 weight row is 32 bytes and rows 4..7 of
+ *   every 8 swap their two units, so the 8 rows of one ldmatrix matrix hit all 32 banks.
+ *
+ *   Row blocks hold their pairs first (k_moe_align), so n8 tiles of tokens past the block's
+ *   last pair are skipped (the kernel instantiates the loop for 1..8 live tiles): an expert's
+ *   padding costs at most 7 rows of work instead of 63.
+ *
+ * CUDA cores (k_moe_gemm_*_simt), any shape: plain fp32-accumulating SIMT tiles: a CTA
+ * computes BM = 64 rows by BN = 128 columns (gate and up side by side for the up GEMM, 256
+ * weight rows), staging BK = 32 inputs of A and B as fp32 in shared memory (k-major,
+ * conflict-free); a thread owns 4 rows by 8 columns strided by 16. INT4 weights are expanded
+ * to scale * (q - 8) exactly in fp32.
+ *
  * bf16 rows are read 16 bytes at a time when K is a multiple of 8 (planner's servable()),
- * element by element otherwise. Rows: a chunk has step->n_tokens live tokens; every kernel
- * returns at once when step->done is set. */
+ * element by element otherwise (CUDA-core build). Rows: a chunk has step->n_tokens live
+ * tokens; every kernel returns at once when step->done is set. */
 #include "moe.cu" /* helpers: loads, bf16 lanes, INT4 pairs, live rows (include-guarded) */
 
 #define MOE_BK          32 /* inputs per shared-memory stage */
@@ -116,7 +167,500 @@ extern "C" __global__ void __launch_bounds__(1024) k_moe_align(struct k_moe_alig
     }
 }
 
-/* ---- the batched expert GEMMs --------------------------------------------------------------- */
+/* ---- the tensor-core expert GEMMs ------------------------------------------------------------ */
+
+/* Geometry of one build: W warps, each all K_MOE_BM rows of the block against WR (16 or 32)
+ * weight rows, so MW = WR / 16 m16 tiles of weights per warp; stages of BK inputs. X is the
+ * stage's token rows (BM of them, XU 16-byte units each), WT its weight rows (ROWS, WU units);
+ * X_CP and W_CP are the 16-byte copies each thread queues per stage. */
+template <bool I4, int W, int WR> struct moe_tc_geom {
+    static constexpr uint32_t THREADS = 32 * W, ROWS = W * WR, MW = WR / 16;
+    static constexpr uint32_t BK = I4 ? 64 : 32;
+    static constexpr uint32_t XU = BK / 8, WU = I4 ? BK / 32 : BK / 8;
+    static constexpr uint32_t X_BYTES = K_MOE_BM * XU * 16, W_BYTES = ROWS * WU * 16;
+    static constexpr uint32_t STAGE = X_BYTES + W_BYTES;
+    static constexpr uint32_t X_CP = K_MOE_BM * XU / THREADS, W_CP = ROWS * WU / THREADS;
+    static_assert((WR == 16 || WR == 32) && X_CP >= 1 && X_CP <= 4 && W_CP >= 1 && W_CP <= 4,
+                  "tile shape");
+};
+static_assert(moe_tc_geom<true, K_MOE_TC_WARPS, K_MOE_TC_WROWS>::STAGE == K_MOE_TC_STAGE(1) &&
+                  moe_tc_geom<false, K_MOE_TC_WARPS, K_MOE_TC_WROWS>::STAGE == K_MOE_TC_STAGE(0) &&
+                  K_MOE_BM == 64,
+              "K_MOE_TC_SMEM in kern/moe.h");
+
+#define MOE_TC_AUX 512 /* bytes after the stages: the rows' pair ids and routing weights */
+
+/* byte offset of 16-byte unit u of token row r / weight row j inside a stage (the swizzles of
+ * the file-top comment) */
+template <bool I4> __device__ __forceinline__ uint32_t moe_tc_xoff(uint32_t r, uint32_t u)
+{
+    return I4 ? r * 128 + ((u ^ ((r & 1) << 2)) << 4) : r * 64 + (u << 4);
+}
+template <bool I4> __device__ __forceinline__ uint32_t moe_tc_woff(uint32_t j, uint32_t u)
+{
+    return I4 ? j * 32 + ((u ^ ((j >> 2) & 1)) << 4) : j * 64 + (u << 4);
+}
+
+/* 16 bytes global -> shared; the bytes past `bytes` (0..16) are zero-filled */
+__device__ __forceinline__ void moe_cp16(uint32_t dst, const void *src, uint32_t bytes)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(bytes));
+}
+__device__ __forceinline__ void moe_cp_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N> __device__ __forceinline__ void moe_cp_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ uint4 moe_lds16(uint32_t a)
+{
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"(a));
+    return v;
+}
+
+/* N = 2 or 4 8 x 8 b16 matrices: lanes 8j..8j+7 address the rows of matrix j; lane (g, t)
+ * gets word t of row g of each */
+template <int N> __device__ __forceinline__ void moe_ldsm(uint32_t (&r)[N], uint32_t a)
+{
+    if constexpr (N == 4)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+                     : "=r"(r[0]), "=r"(r[1])
+                     : "r"(a));
+}
+
+/* d (+)= a (16 x 16, row) . b (16 x 8, col), bf16 in, fp32 accumulate; ZERO: d = a . b */
+template <bool ZERO>
+__device__ __forceinline__ void moe_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                        uint32_t b1)
+{
+    if constexpr (ZERO)
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+            "{%4, %5, %6, %7}, {%8, %9}, {%10, %10, %10, %10};\n"
+            : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.0f));
+    else
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+            "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Elements 2p, 2p + 1 of an INT4 word as bf16x2 (q - 8): (w >> 4p) & 0x000F000F | bf16 128
+ * in one lop3 is 128 + q, then x * 1 - 136 in one bf16x2 FMA (exact: small integers). */
+__device__ __forceinline__ uint32_t moe_i4_bf2(uint32_t w, int p)
+{
+    uint32_t v, r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n"
+        : "=r"(v)
+        : "r"(w >> (4 * p)), "n"(0x000F000F), "r"(0x43004300u));
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0x3F803F80u), "r"(0xC308C308u));
+    return r;
+}
+
+/* What a CTA sets up once: its block, columns, the source rows of the copies this thread
+ * issues, and the element offsets of its scale ranges in shared memory. */
+struct moe_tc_ctx {
+    uint32_t smem;       /* shared address of the dynamic shared memory */
+    uint32_t blk, n0;    /* row block; first output column (up: act column) */
+    uint32_t K, N, nk;   /* inputs, output columns, stages per column tile */
+    uint32_t KG, group;  /* INT4: groups per row, group size */
+    uint32_t sc_off[2];  /* INT4: element offset of scale ranges 0 and 1 (up: gate, up) */
+    const uint16_t *xb;  /* token rows: up, x; down, act */
+    uint32_t x[4];       /* element offsets of this thread's copies' rows (~0u: padding) */
+    const uint8_t *w[4]; /* weight rows of its copies in column tile 0 (null: past N) */
+    uint32_t wc[4];      /* their output columns in tile 0 */
+};
+
+/* Queue the copies of stage `kt` of column tile `tile` into the stage at shared address st. */
+template <bool I4, int W, int WR, int NT>
+__device__ __forceinline__ void moe_tc_load(const struct moe_tc_ctx &c, uint32_t st, uint32_t tile,
+                                            uint32_t kt)
+{
+    using G = moe_tc_geom<I4, W, WR>;
+    const uint32_t tid = threadIdx.x, k0 = kt * G::BK;
+#pragma unroll
+    for (uint32_t i = 0; i < G::X_CP; i++) {
+        const uint32_t idx = tid + i * G::THREADS, r = idx / G::XU, u = idx % G::XU;
+        const uint32_t k = k0 + 8 * u;
+        if (c.x[i] != ~0u)
+            moe_cp16(st + moe_tc_xoff<I4>(r, u), c.xb + c.x[i] + (k < c.K ? k : 0),
+                     k < c.K ? 16 : 0);
+    }
+    const uint64_t row_bytes = I4 ? c.K / 2 : 2ull * c.K;
+#pragma unroll
+    for (uint32_t i = 0; i < G::W_CP; i++) {
+        const uint32_t idx = tid + i * G::THREADS, j = idx / G::WU, u = idx % G::WU;
+        const uint32_t k = I4 ? k0 + 32 * u : k0 + 8 * u;
+        if (c.w[i] && c.wc[i] + tile * G::ROWS < c.N) {
+            const uint8_t *row = c.w[i] + (NT > 1 ? tile * G::ROWS * row_bytes : 0);
+            moe_cp16(st + G::X_BYTES + moe_tc_woff<I4>(j, u),
+                     k < c.K ? row + (I4 ? k / 2 : 2ull * k) : row, k < c.K ? 16 : 0);
+        }
+    }
+}
+
+/* One 32-input chunk into the warp's tiles for the NX live n8 tiles of tokens: per tile one
+ * 16-byte load of token row 8 n + g gives the B operands of both mma steps. Step 0 runs over
+ * every tile before step 1, so an accumulator's two mma are NX * MW apart, not back to back. */
+template <bool I4, bool ZERO, int MW, int NX>
+__device__ __forceinline__ void moe_tc_chunk(float (&d)[MW][NX][4], const uint32_t (&a)[MW][2][4],
+                                             uint32_t xs, uint32_t h)
+{
+    const uint32_t lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    uint4 b[NX];
+#pragma unroll
+    for (int n = 0; n < NX; n++)
+        b[n] = moe_lds16(xs + moe_tc_xoff<I4>(8 * n + g, 4 * h + t));
+#pragma unroll
+    for (int n = 0; n < NX; n++)
+#pragma unroll
+        for (int m = 0; m < MW; m++)
+            moe_mma<ZERO>(d[m][n], a[m][0], b[n].x, b[n].y);
+#pragma unroll
+    for (int n = 0; n < NX; n++)
+#pragma unroll
+        for (int m = 0; m < MW; m++)
+            moe_mma<false>(d[m][n], a[m][1], b[n].z, b[n].w);
+}
+
+/* acc += scale * gacc for group gi. Lane (g, t) holds weight rows 16 m + g (c0, c1) and
+ * 16 m + g + 8 (c2, c3) of the warp's WR. */
+template <bool UP, int W, int WR, int NX>
+__device__ __forceinline__ void
+moe_tc_scale(float (&acc)[WR / 16][NX][4], const float (&gacc)[WR / 16][NX][4],
+             const struct moe_tc_ctx &c, const uint16_t *sc, uint32_t gi, uint32_t tile)
+{
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2;
+#pragma unroll
+    for (int m = 0; m < WR / 16; m++)
+#pragma unroll
+        for (int hr = 0; hr < 2; hr++) {
+            /* up: the warp's first WR/2 rows are gate rows of its WR/2 act columns, the
+             * others the up rows of the same columns */
+            const uint32_t r = 16 * m + 8 * hr + g, range = UP ? r / (WR / 2) : 0;
+            const uint32_t col =
+                UP ? warp * (WR / 2) + r % (WR / 2) : tile * (W * WR) + warp * WR + r;
+            const float s = k_bfbits2f(sc[c.sc_off[range] + col * c.KG + gi]);
+#pragma unroll
+            for (int n = 0; n < NX; n++) {
+                acc[m][n][2 * hr] = fmaf(s, gacc[m][n][2 * hr], acc[m][n][2 * hr]);
+                acc[m][n][2 * hr + 1] = fmaf(s, gacc[m][n][2 * hr + 1], acc[m][n][2 * hr + 1]);
+            }
+        }
+}
+
+/* One INT4 stage (inputs k0..k0+63, two 32-input chunks). */
+template <bool UP, int W, int WR, int NX>
+__device__ __forceinline__ void moe_tc_stage_i4(float (&acc)[WR / 16][NX][4],
+                                                float (&gacc)[WR / 16][NX][4],
+                                                const struct moe_tc_ctx &c, uint32_t st,
+                                                const uint16_t *sc, uint32_t k0, uint32_t tile)
+{
+    using G = moe_tc_geom<true, W, WR>;
+    constexpr int MW = WR / 16;
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    /* word t of weight rows 8 j + g of the warp (matrix j = rows 8 j .. 8 j + 7), both chunks
+     * up front (a chunk past K reads zero-filled words and is skipped below) */
+    uint32_t wq[2][2 * MW];
+#pragma unroll
+    for (uint32_t h = 0; h < 2; h++)
+        moe_ldsm<2 * MW>(wq[h], st + G::X_BYTES + moe_tc_woff<true>(WR * warp + lane % WR, h));
+#pragma unroll
+    for (uint32_t h = 0; h < 2; h++) {
+        const uint32_t kc = k0 + 32 * h;
+        if (kc >= c.K) /* K % 64 == 32: the last stage holds one chunk */
+            break;
+        uint32_t a[MW][2][4];
+#pragma unroll
+        for (int m = 0; m < MW; m++)
+#pragma unroll
+            for (int s = 0; s < 2; s++) {
+                a[m][s][0] = moe_i4_bf2(wq[h][2 * m], 2 * s);
+                a[m][s][1] = moe_i4_bf2(wq[h][2 * m + 1], 2 * s);
+                a[m][s][2] = moe_i4_bf2(wq[h][2 * m], 2 * s + 1);
+                a[m][s][3] = moe_i4_bf2(wq[h][2 * m + 1], 2 * s + 1);
+            }
+        if ((kc & (c.group - 1)) == 0) /* a group starts: its accumulator from zero */
+            moe_tc_chunk<true, true, MW, NX>(gacc, a, st, h);
+        else
+            moe_tc_chunk<true, false, MW, NX>(gacc, a, st, h);
+        if (((kc + 32) & (c.group - 1)) == 0) /* and ends */
+            moe_tc_scale<UP, W, WR, NX>(acc, gacc, c, sc, kc / c.group, tile);
+    }
+}
+
+/* One bf16 stage (inputs k0..k0+31, one chunk); weight rows 16 m + g (+8) as 16-byte loads. */
+template <int W, int WR, int NX>
+__device__ __forceinline__ void moe_tc_stage_bf16(float (&acc)[WR / 16][NX][4], uint32_t st)
+{
+    using G = moe_tc_geom<false, W, WR>;
+    constexpr int MW = WR / 16;
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    uint32_t a[MW][2][4];
+#pragma unroll
+    for (int m = 0; m < MW; m++) {
+        const uint4 lo = moe_lds16(st + G::X_BYTES + moe_tc_woff<false>(WR * warp + 16 * m + g, t));
+        const uint4 hi =
+            moe_lds16(st + G::X_BYTES + moe_tc_woff<false>(WR * warp + 16 * m + g + 8, t));
+        const uint32_t v[2][4] = {{lo.x, hi.x, lo.y, hi.y}, {lo.z, hi.z, lo.w, hi.w}};
+#pragma unroll
+        for (int s = 0; s < 2; s++)
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+                a[m][s][q] = v[s][q];
+    }
+    moe_tc_chunk<false, false, MW, NX>(acc, a, st, 0);
+}
+
+/* Lane (g, t) holds v0, v1 at tokens 8 n + 2t, 8 n + 2t + 1 of column c (c's parity that of
+ * g); with lane ^ 4 (column c ^ 1) it makes a column pair: even g gets token 8 n + 2t, odd g
+ * token 8 n + 2t + 1, as (lo, hi) = columns (c & ~1, c | 1). All lanes must call it. */
+__device__ __forceinline__ __nv_bfloat162 moe_tc_pair(float v0, float v1, uint32_t g)
+{
+    const float recv = __shfl_xor_sync(0xFFFFFFFFu, g & 1 ? v0 : v1, 4);
+    return g & 1 ? __floats2bfloat162_rn(recv, v1) : __floats2bfloat162_rn(v0, recv);
+}
+
+/* The outputs of column tile `tile`: up, act of the block's rows (zero for padding rows and
+ * for the n8 tiles past NX); down, y of the live rows. */
+template <bool UP, int W, int WR, int NX>
+__device__ __forceinline__ void moe_tc_store(const struct k_moe_gemm_params &p,
+                                             const struct moe_tc_ctx &c,
+                                             const float (&acc)[WR / 16][NX][4],
+                                             const uint32_t *pair, const float *wt, uint32_t tile)
+{
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    __nv_bfloat162 *y = (__nv_bfloat162 *)p.y; /* N is even: column pairs are 4-byte aligned */
+    if constexpr (UP) {
+        /* gate and up of act column col: WR 32, rows g (+8) of m tile 0 and of m tile 1;
+         * WR 16, rows g and g + 8 of the one m tile */
+        constexpr int CG = WR == 32 ? 2 : 1;
+#pragma unroll
+        for (int n = 0; n < K_MOE_BM / 8; n++)
+#pragma unroll
+            for (int cg = 0; cg < CG; cg++) {
+                const uint32_t col = c.n0 + warp * (WR / 2) + 8 * cg + g;
+                float v[2] = {0.0f, 0.0f};
+                if (n < NX) {
+                    const int nn = n < NX ? n : 0;
+#pragma unroll
+                    for (int q = 0; q < 2; q++) { /* act_fn(gate) * up on bf16 tensors */
+                        const float gate = WR == 32 ? acc[0][nn][2 * cg + q] : acc[0][nn][q];
+                        const float up =
+                            WR == 32 ? acc[WR / 16 - 1][nn][2 * cg + q] : acc[0][nn][2 + q];
+                        v[q] = k_round_bf16(k_silu(k_round_bf16(gate))) * k_round_bf16(up);
+                    }
+                }
+                const __nv_bfloat162 o = moe_tc_pair(v[0], v[1], g);
+                const uint32_t r = 8 * n + 2 * t + (g & 1), cc = col & ~1u;
+                if (cc < c.N) {
+                    const bool live = n < NX && pair[r] != K_MOE_SENTINEL;
+                    y[(((uint64_t)c.blk * K_MOE_BM + r) * c.N + cc) / 2] =
+                        live ? o : __floats2bfloat162_rn(0.0f, 0.0f);
+                }
+            }
+    } else {
+#pragma unroll
+        for (int n = 0; n < NX; n++) {
+            const uint32_t r0 = 8 * n + 2 * t, r = r0 + (g & 1), pr = pair[r];
+            const float w0 = wt[r0], w1 = wt[r0 + 1]; /* y_k * routing_weights.to(bf16) */
+#pragma unroll
+            for (int m = 0; m < WR / 16; m++)
+#pragma unroll
+                for (int hr = 0; hr < 2; hr++) {
+                    const uint32_t col = c.n0 + tile * (W * WR) + warp * WR + 16 * m + 8 * hr + g;
+                    const __nv_bfloat162 o =
+                        moe_tc_pair(k_round_bf16(acc[m][n][2 * hr]) * w0,
+                                    k_round_bf16(acc[m][n][2 * hr + 1]) * w1, g);
+                    const uint32_t cc = col & ~1u;
+                    if (pr != K_MOE_SENTINEL && cc < c.N)
+                        y[((uint64_t)pr * c.N + cc) / 2] = o;
+                }
+        }
+    }
+}
+
+/* The pipelined main loop over NT column tiles of nk stages each, for NX live n8 tiles. */
+template <bool I4, bool UP, int W, int WR, int NT, int STAGES, int NX>
+__device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
+                                            const struct moe_tc_ctx &c, const uint8_t *sm)
+{
+    using G = moe_tc_geom<I4, W, WR>;
+    const uint32_t *pair = (const uint32_t *)(sm + STAGES * G::STAGE);
+    const float *wt = (const float *)(pair + K_MOE_BM);
+    const uint16_t *sc = (const uint16_t *)(sm + STAGES * G::STAGE + MOE_TC_AUX);
+    float acc[WR / 16][NX][4] = {}, gacc[I4 ? WR / 16 : 1][I4 ? NX : 1][4];
+    const uint32_t n_it = NT * c.nk;
+    uint32_t ld_tile = 0, ld_kt = 0; /* the next stage to queue */
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < (int)n_it) {
+            moe_tc_load<I4, W, WR, NT>(c, c.smem + s * G::STAGE, ld_tile, ld_kt);
+            if (++ld_kt == c.nk)
+                ld_kt = 0, ld_tile++;
+        }
+        moe_cp_commit(); /* empty groups keep the wait count uniform */
+    }
+    uint32_t tile = 0, kt = 0;
+    for (uint32_t it = 0; it < n_it; it++) {
+        moe_cp_wait<STAGES - 2>(); /* stage it has landed (this thread's copies) */
+        __syncthreads();           /* everyone's; and stage it - 1 is free to refill */
+        if (it + STAGES - 1 < n_it) {
+            moe_tc_load<I4, W, WR, NT>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE, ld_tile,
+                                       ld_kt);
+            if (++ld_kt == c.nk)
+                ld_kt = 0, ld_tile++;
+        }
+        moe_cp_commit();
+        const uint32_t st = c.smem + it % STAGES * G::STAGE;
+        if constexpr (I4)
+            moe_tc_stage_i4<UP, W, WR, NX>(acc, gacc, c, st, sc, kt * G::BK, tile);
+        else
+            moe_tc_stage_bf16<W, WR, NX>(acc, st);
+        if (++kt == c.nk) {
+            moe_tc_store<UP, W, WR, NX>(p, c, acc, pair, wt, tile);
+#pragma unroll
+            for (int m = 0; m < WR / 16; m++)
+#pragma unroll
+                for (int n = 0; n < NX; n++)
+#pragma unroll
+                    for (int q = 0; q < 4; q++)
+                        acc[m][n][q] = 0.0f;
+            kt = 0, tile++;
+        }
+    }
+}
+
+/* Copy `bytes` of scales starting at global address a into shared memory at dst, from a's
+ * 16-byte boundary down (the scale region starts 16-byte aligned, so that stays inside the
+ * tensor); returns the element offset of a's first scale from dst. */
+template <int THREADS>
+__device__ __forceinline__ uint32_t moe_tc_load_scales(uint32_t dst, const uint8_t *a,
+                                                       uint32_t bytes)
+{
+    const uint8_t *a16 = (const uint8_t *)((uintptr_t)a & ~(uintptr_t)15);
+    const uint32_t lead = (uint32_t)(a - a16), total = lead + bytes;
+    for (uint32_t o = threadIdx.x * 16; o < total; o += THREADS * 16)
+        moe_cp16(dst + o, a16 + o, total - o < 16 ? total - o : 16);
+    return lead / 2;
+}
+
+template <bool I4, bool UP, int W, int WR, int NT, int STAGES>
+__device__ __forceinline__ void moe_tc_gemm(const struct k_moe_gemm_params &p)
+{
+    using G = moe_tc_geom<I4, W, WR>;
+    extern __shared__ __align__(16) uint8_t moe_tc_smem[];
+    const struct k_step *st = k_step_of(p.step);
+    const uint32_t blk = blockIdx.x, tid = threadIdx.x;
+    if (st->done || blk >= *(const uint32_t *)p.n_blocks)
+        return;
+    const uint32_t k = p.d.k, H = p.d.H, I = p.d.I, N = UP ? I : H, K = UP ? H : I;
+    if (!K_MOE_TC_OK(I4, K, N) || !K_MOE_TC_FITS(p.d)) /* the planner launches _simt for these */
+        return;
+    const uint32_t e = ((const uint32_t *)p.block_expert)[blk];
+    uint32_t *pair = (uint32_t *)(moe_tc_smem + STAGES * G::STAGE);
+    float *wt = (float *)(pair + K_MOE_BM);
+    if (tid < K_MOE_BM) {
+        const uint32_t pr = ((const uint32_t *)p.sorted)[(uint64_t)blk * K_MOE_BM + tid];
+        pair[tid] = pr;
+        if (!UP) /* y_k * routing_weights.to(bf16) */
+            wt[tid] = pr != K_MOE_SENTINEL ? k_round_bf16(((const float *)p.weights)[pr]) : 0.0f;
+    }
+    /* the block's pairs come first (k_moe_align): live rows are 0..live-1 */
+    const uint32_t live = __syncthreads_count(tid < K_MOE_BM && pair[tid] != K_MOE_SENTINEL);
+
+    struct moe_tc_ctx c;
+    c.smem = (uint32_t)__cvta_generic_to_shared(moe_tc_smem);
+    c.xb = (const uint16_t *)p.x;
+    c.blk = blk, c.K = K, c.N = N, c.nk = (K + G::BK - 1) / G::BK;
+    c.n0 = blockIdx.y * (UP ? G::ROWS / 2 : G::ROWS * NT);
+    c.group = I4 ? p.d.group : 0, c.KG = I4 ? K / p.d.group : 0;
+#pragma unroll
+    for (uint32_t i = 0; i < 4; i++) {
+        const uint32_t r = (tid + i * G::THREADS) / G::XU % K_MOE_BM, pr = pair[r];
+        /* 32-bit offsets: T_max * H and max_blocks * BM * I elements (K_MOE_TC_FITS) */
+        c.x[i] = i < G::X_CP && pr != K_MOE_SENTINEL ? (UP ? pr / k * H : (blk * K_MOE_BM + r) * I)
+                                                     : ~0u;
+    }
+    const uint64_t row_bytes = I4 ? K / 2 : 2ull * K;
+#pragma unroll
+    for (uint32_t i = 0; i < 4; i++) {
+        const uint32_t j = (tid + i * G::THREADS) / G::WU, r = j % WR;
+        /* up: warp w's rows are the gate then the up rows of act columns
+         * n0 + w WR/2 .. n0 + (w + 1) WR/2 - 1 */
+        const uint32_t n = UP ? c.n0 + (j / WR) * (WR / 2) + r % (WR / 2) : c.n0 + j;
+        const uint64_t row =
+            UP ? (uint64_t)e * 2 * I + (r >= WR / 2 ? I : 0) + n : (uint64_t)e * H + n;
+        c.wc[i] = n;
+        c.w[i] = i < G::W_CP && n < N ? (const uint8_t *)p.w + row * row_bytes : nullptr;
+    }
+    if (live == 0) { /* no pairs (k_moe_align makes no such block): up writes its zero rows */
+        const float zero[WR / 16][1][4] = {};
+        if (UP)
+            moe_tc_store<UP, W, WR, 1>(p, c, zero, pair, wt, 0);
+        return;
+    }
+    if constexpr (I4) { /* every scale of the CTA's weight rows, in the first copy group */
+        const uint32_t base = c.smem + STAGES * G::STAGE + MOE_TC_AUX;
+        const uint8_t *sc = (const uint8_t *)p.w + p.scales_offset;
+        const uint32_t rb = 2 * c.KG; /* scale bytes per row */
+        if (UP) {
+            const uint32_t rows = N - c.n0 < G::ROWS / 2 ? N - c.n0 : G::ROWS / 2;
+            const uint64_t r0 = (uint64_t)e * 2 * I + c.n0;
+            c.sc_off[0] = moe_tc_load_scales<G::THREADS>(base, sc + r0 * rb, rows * rb);
+            const uint32_t second = G::ROWS / 2 * rb + 16; /* range 1's shared offset */
+            c.sc_off[1] = second / 2 + moe_tc_load_scales<G::THREADS>(
+                                           base + second, sc + (r0 + I) * rb, rows * rb);
+        } else {
+            const uint32_t rows = N - c.n0 < G::ROWS * NT ? N - c.n0 : G::ROWS * NT;
+            c.sc_off[0] =
+                moe_tc_load_scales<G::THREADS>(base, sc + ((uint64_t)e * H + c.n0) * rb, rows * rb);
+            c.sc_off[1] = 0;
+        }
+    }
+    switch ((live + 7) / 8) {
+#define MOE_TC_CASE(NX)                                                                            \
+    case NX:                                                                                       \
+        moe_tc_main<I4, UP, W, WR, NT, STAGES, NX>(p, c, moe_tc_smem);                             \
+        break;
+        MOE_TC_CASE(1)
+        MOE_TC_CASE(2)
+        MOE_TC_CASE(3)
+        MOE_TC_CASE(4)
+        MOE_TC_CASE(5)
+        MOE_TC_CASE(6)
+        MOE_TC_CASE(7)
+    default:
+        moe_tc_main<I4, UP, W, WR, NT, STAGES, 8>(p, c, moe_tc_smem);
+        break;
+#undef MOE_TC_CASE
+    }
+}
+
+#define MOE_TC_KERNEL(name, I4, UP, NT)                                                            \
+    extern "C" __global__ void __launch_bounds__(K_MOE_TC_THREADS, K_MOE_TC_CTAS)                  \
+        name(struct k_moe_gemm_params p)                                                           \
+    {                                                                                              \
+        moe_tc_gemm<I4, UP, K_MOE_TC_WARPS, K_MOE_TC_WROWS, NT, K_MOE_TC_STAGES>(p);               \
+    }
+MOE_TC_KERNEL(k_moe_gemm_up_bf16, false, true, 1)
+MOE_TC_KERNEL(k_moe_gemm_up_i4, true, true, 1)
+MOE_TC_KERNEL(k_moe_gemm_down_bf16, false, false, K_MOE_TC_NT_DOWN)
+MOE_TC_KERNEL(k_moe_gemm_down_i4, true, false, K_MOE_TC_NT_DOWN)
+#undef MOE_TC_KERNEL
+
+/* ---- the CUDA-core expert GEMMs (_simt) ---------------------------------------------------- */
 
 struct __align__(16) moe_gemm_smem
 {
@@ -303,25 +847,25 @@ __device__ __forceinline__ void moe_gemm(const struct k_moe_gemm_params &p)
 }
 
 extern "C" __global__ void __launch_bounds__(K_MOE_THREADS)
-    k_moe_gemm_up_bf16(struct k_moe_gemm_params p)
+    k_moe_gemm_up_bf16_simt(struct k_moe_gemm_params p)
 {
     moe_gemm<false, true>(p);
 }
 
 extern "C" __global__ void __launch_bounds__(K_MOE_THREADS)
-    k_moe_gemm_up_i4(struct k_moe_gemm_params p)
+    k_moe_gemm_up_i4_simt(struct k_moe_gemm_params p)
 {
     moe_gemm<true, true>(p);
 }
 
 extern "C" __global__ void __launch_bounds__(K_MOE_THREADS)
-    k_moe_gemm_down_bf16(struct k_moe_gemm_params p)
+    k_moe_gemm_down_bf16_simt(struct k_moe_gemm_params p)
 {
     moe_gemm<false, false>(p);
 }
 
 extern "C" __global__ void __launch_bounds__(K_MOE_THREADS)
-    k_moe_gemm_down_i4(struct k_moe_gemm_params p)
+    k_moe_gemm_down_i4_simt(struct k_moe_gemm_params p)
 {
     moe_gemm<true, false>(p);
 }

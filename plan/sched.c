@@ -547,13 +547,19 @@ static void moe_gemm(struct em *e, uint32_t l, int down, uint32_t x, uint32_t y,
 {
     struct pb *b = e->b;
     const struct model_config *c = e->c;
-    char w[96], kname[32];
+    char w[96], kname[40];
     snprintf(w, sizeof w, down ? "layers.%u.mlp.experts.down_proj" : "layers.%u.mlp.experts.gate_up_proj", l);
-    snprintf(kname, sizeof kname, down ? "k_moe_gemm_down_%s" : "k_moe_gemm_up_%s", e->i4 ? "i4" : "bf16");
     struct k_moe_gemm_params p = {.d = moe_dims(e), .scales_offset = pb_weight(b, w)->scales_offset};
-    uint32_t grid[3] = {e->sb->max_blocks, CDIV(down ? c->hidden_size : c->moe_inter, K_MOE_BN), 1};
-    uint32_t op = pb_kernel_op(b, kname, &p, sizeof p, grid, K_MOE_THREADS, 0, "l%u.%s", l,
-                               down ? "moe_gemm_down" : "moe_gemm_up");
+    /* tensor cores where the shape and the targets' shared memory allow, else the _simt build */
+    uint32_t K = down ? c->moe_inter : c->hidden_size, N = down ? c->hidden_size : c->moe_inter;
+    uint32_t smem = K_MOE_TC_SMEM(e->i4, !down, K, p.d.group);
+    int tc = K_MOE_TC_OK(e->i4, K, N) && K_MOE_TC_FITS(p.d) && smem <= b->smem_limit;
+    snprintf(kname, sizeof kname, "k_moe_gemm_%s_%s%s", down ? "down" : "up", e->i4 ? "i4" : "bf16",
+             tc ? "" : "_simt");
+    uint32_t grid[3] = {e->sb->max_blocks,
+                        CDIV(N, tc ? (down ? K_MOE_TC_BN_DOWN : K_MOE_TC_BN_UP) : K_MOE_BN), 1};
+    uint32_t op = pb_kernel_op(b, kname, &p, sizeof p, grid, tc ? K_MOE_TC_THREADS : K_MOE_THREADS,
+                               tc ? smem : 0, "l%u.%s", l, down ? "moe_gemm_down" : "moe_gemm_up");
     REF(op, struct k_moe_gemm_params, x, x);
     WREF(op, struct k_moe_gemm_params, w, w);
     REF(op, struct k_moe_gemm_params, sorted, e->sb->sorted);

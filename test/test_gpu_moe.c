@@ -6,7 +6,11 @@
  * I 36, S 24) in bf16 (rows that are not a multiple of 8: the element-load fallbacks). Per
  * shape the reference runs the whole block once over the tokens the chunks use, keeping its
  * intermediates; decode uses token 0, prefill chunks of T = 1, 5, 64, 300 use the first
- * n_tokens < T tokens (all of T = 1).
+ * n_tokens < T tokens (all of T = 1). The prefill expert GEMMs are checked in both builds:
+ * the CUDA-core one (_simt) on every shape, then the tensor-core one where the shape takes it
+ * (the planner's choice; odd's down GEMM stays on CUDA cores). At full size with INT4 g128,
+ * T = 4096 and 1341 tokens routed at random check sampled outputs of the tensor-core GEMMs
+ * and time both builds (test_timing).
  *
  * Inputs are fresh per shape: expert weights uniform in +-0.06 (std 0.035), bf16 or packed to
  * K_LAYOUT_I4_ROWS by the CPU packer (the reference then uses the dequantized values). The
@@ -51,9 +55,12 @@ static const struct shape shapes[] = {
 };
 
 struct kerns {
-    CUfunction router, up, down, align, gemm_up, gemm_down, combine;
+    CUfunction router, up, down, align, combine;
     int g128; /* decode runs k_moe_up_g128 / k_moe_down_g128 (the planner's choice: K_MOE_G128_OK) */
+    CUfunction gemm[2][2]; /* [down][tc]: the CUDA-core (_simt) and the tensor-core builds */
 };
+
+static int smem_optin; /* the device's opt-in shared memory per block */
 
 /* one shape: host values, device weights, the reference over the chunks' live tokens */
 struct model {
@@ -402,7 +409,7 @@ static struct dec_launch dec_of(const struct kerns *K, const struct model *M, in
 }
 
 static double time_us(struct gpu *g, CUfunction f, void *params, unsigned gx, unsigned gy,
-                      unsigned block)
+                      unsigned block, unsigned smem)
 {
     CUevent a, b;
     float ms = 0;
@@ -410,10 +417,10 @@ static double time_us(struct gpu *g, CUfunction f, void *params, unsigned gx, un
     CU(g, cuEventCreate(&a, 0));
     CU(g, cuEventCreate(&b, 0));
     void *args[] = {params};
-    CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, 0, NULL, args, NULL)); /* warm */
+    CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL)); /* warm */
     CU(g, cuEventRecord(a, NULL));
     for (int i = 0; i < reps; i++)
-        CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, 0, NULL, args, NULL));
+        CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL));
     CU(g, cuEventRecord(b, NULL));
     CU(g, cuEventSynchronize(b));
     CU(g, cuEventElapsedTime(&ms, a, b));
@@ -481,8 +488,8 @@ static void test_decode(struct gpu *g, const struct kerns *K, const struct model
         dec_out[i] = kref_bf2f(out[i]);
 
     if (H >= 2048) { /* informational; the same experts every repeat, so L2-warm: an upper bound */
-        double tu = time_us(g, lu.f, &p, lu.gx, lu.gy, lu.block);
-        double td = time_us(g, ld.f, &p, ld.gx, ld.gy, ld.block);
+        double tu = time_us(g, lu.f, &p, lu.gx, lu.gy, lu.block, 0);
+        double td = time_us(g, ld.f, &p, ld.gx, ld.gy, ld.block, 0);
         double bu = mat_bytes(s, (double)k * 2 * I + 2.0 * S, H),
                bd = mat_bytes(s, (double)H, (double)k * I + S);
         printf(
@@ -540,6 +547,47 @@ static struct k_moe_gemm_params gemm_params(const struct model *M, const struct 
                                       .y = down ? b->y : b->act,
                                       .step = b->step,
                                       .d = *d};
+}
+
+/* One build of one expert GEMM as the planner launches it: the tensor-core kernel when asked
+ * for and the shape takes it (K_MOE_TC_OK, its shared memory within the device's), else the
+ * CUDA-core one. */
+struct glaunch {
+    CUfunction f;
+    unsigned gy, block, smem;
+    int tc;
+    char name[40];
+};
+
+static struct glaunch gemm_launch(const struct kerns *K, const struct shape *s, int down, int tc)
+{
+    const uint32_t i4 = s->group != 0, Kd = down ? s->I : s->H, N = down ? s->H : s->I;
+    const unsigned smem = K_MOE_TC_SMEM(i4, !down, Kd, s->group);
+    struct glaunch l;
+    l.tc = tc && K_MOE_TC_OK(i4, Kd, N) && (int)smem <= smem_optin;
+    l.f = K->gemm[down][l.tc];
+    l.gy = CDIV(N, l.tc ? (down ? K_MOE_TC_BN_DOWN : K_MOE_TC_BN_UP) : K_MOE_BN);
+    l.block = l.tc ? K_MOE_TC_THREADS : K_MOE_THREADS;
+    l.smem = l.tc ? smem : 0;
+    snprintf(l.name, sizeof l.name, "k_moe_gemm_%s_%s%s", down ? "down" : "up", i4 ? "i4" : "bf16",
+             l.tc ? "" : "_simt");
+    return l;
+}
+
+static void gemm_run(struct gpu *g, const struct glaunch *l, void *params, unsigned gx)
+{
+    if (l->smem > 48 * 1024)
+        CU(g, cuFuncSetAttribute(l->f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int)l->smem));
+    void *args[] = {params};
+    CU(g, cuLaunchKernel(l->f, gx, l->gy, 1, l->block, 1, 1, l->smem, NULL, args, NULL));
+    CU(g, cuCtxSynchronize());
+}
+
+static double gemm_time(struct gpu *g, const struct glaunch *l, void *params, unsigned gx)
+{
+    gemm_run(g, l, params, gx); /* sets the shared-memory attribute */
+    return time_us(g, l->f, params, gx, l->gy, l->block, l->smem);
 }
 
 /* Every (token, slot) pair of the n live tokens exactly once, in a block of its expert;
@@ -608,32 +656,45 @@ static void test_prefill(struct gpu *g, const struct kerns *K, const struct mode
     if (!ok || nblk > mb)
         goto out;
 
-    /* gemm_up: the rows of the sorted order, padding rows zero, nothing past n_blocks */
-    struct k_moe_gemm_params gp = gemm_params(M, &b, &d, 0);
-    launch(g, K->gemm_up, &gp, mb, CDIV(I, K_MOE_BN), K_MOE_THREADS);
+    /* gemm_up: the rows of the sorted order, padding rows zero, nothing past n_blocks; then
+     * gemm_down fed that act. The CUDA-core build, then the planner's pick where it differs. */
     size_t na = (size_t)mb * K_MOE_BM * I, ny = (size_t)T * k * H;
-    uint16_t *act = dget(g, b.act, 2 * na);
     float *want = calloc(na > ny ? na : ny, sizeof(float));
     uint8_t *mask = calloc(na > ny ? na : ny, 1);
-    for (size_t r = 0; r < (size_t)nblk * K_MOE_BM; r++)
-        for (uint32_t i = 0; i < I; i++) {
-            mask[r * I + i] = 1;
-            if (sorted[r] != K_MOE_SENTINEL)
+    uint16_t *act = NULL, *y = NULL;
+    for (int tc = 0; tc < 2; tc++) {
+        struct glaunch lu = gemm_launch(K, s, 0, tc), ld = gemm_launch(K, s, 1, tc);
+        if (tc && !lu.tc && !ld.tc)
+            break;
+        free(act), free(y);
+        CU(g, cuMemsetD8(b.act, POISON, 2 * na));
+        CU(g, cuMemsetD8(b.y, POISON, 2 * ny));
+        struct k_moe_gemm_params gp = gemm_params(M, &b, &d, 0);
+        gemm_run(g, &lu, &gp, mb);
+        act = dget(g, b.act, 2 * na);
+        memset(mask, 0, na);
+        for (size_t r = 0; r < (size_t)nblk * K_MOE_BM; r++)
+            for (uint32_t i = 0; i < I; i++) {
+                mask[r * I + i] = 1;
                 want[r * I + i] =
-                    M->tr.act[((size_t)sorted[r] / k * (k + 1) + sorted[r] % k) * wmax + i];
-        }
-    ok = compare("act", BF16, act, want, mask, na, POISON, R_CHAIN, A_CHAIN, note);
-    CHECK(ok, "%s prefill T=%u k_moe_gemm_up: sorted act vs the reference (%s)", s->name, T, note);
+                    sorted[r] == K_MOE_SENTINEL
+                        ? 0.0f
+                        : M->tr.act[((size_t)sorted[r] / k * (k + 1) + sorted[r] % k) * wmax + i];
+            }
+        ok = compare("act", BF16, act, want, mask, na, POISON, R_CHAIN, A_CHAIN, note);
+        CHECK(ok, "%s prefill T=%u %s: sorted act vs the reference (%s)", s->name, T, lu.name,
+              note);
 
-    gp = gemm_params(M, &b, &d, 1);
-    launch(g, K->gemm_down, &gp, mb, CDIV(H, K_MOE_BN), K_MOE_THREADS);
-    uint16_t *y = dget(g, b.y, 2 * ny);
-    memset(mask, 0, ny);
-    for (size_t i = 0; i < (size_t)n * k * H; i++)
-        mask[i] = 1, want[i] = M->tr.y[i];
-    ok = compare("y", BF16, y, want, mask, ny, POISON, R_CHAIN, A_CHAIN, note);
-    CHECK(ok, "%s prefill T=%u k_moe_gemm_down: weighted y vs the reference (%s)", s->name, T,
-          note);
+        gp = gemm_params(M, &b, &d, 1);
+        gemm_run(g, &ld, &gp, mb);
+        y = dget(g, b.y, 2 * ny);
+        memset(mask, 0, ny);
+        for (size_t i = 0; i < (size_t)n * k * H; i++)
+            mask[i] = 1, want[i] = M->tr.y[i];
+        ok = compare("y", BF16, y, want, mask, ny, POISON, R_CHAIN, A_CHAIN, note);
+        CHECK(ok, "%s prefill T=%u %s (after %s): weighted y vs the reference (%s)", s->name, T,
+              ld.name, lu.name, note);
+    }
 
     /* combine, with the reference's shared expert output standing in for the dense GEMMs */
     uint16_t *shb = malloc(2ull * T * H);
@@ -663,17 +724,6 @@ static void test_prefill(struct gpu *g, const struct kerns *K, const struct mode
     if (T == T_ALL) {
         ok = compare("out", BF16, out, dec_out, mask, H, POISON, R_CHAIN, A_CHAIN, note);
         CHECK(ok, "%s prefill token 0 agrees with decode (%s)", s->name, note);
-    }
-    if (T == T_ALL && H >= 2048) { /* informational: achieved FLOP rate of the expert GEMMs */
-        gp = gemm_params(M, &b, &d, 0);
-        double tu = time_us(g, K->gemm_up, &gp, mb, CDIV(I, K_MOE_BN), K_MOE_THREADS);
-        gp = gemm_params(M, &b, &d, 1);
-        double td = time_us(g, K->gemm_down, &gp, mb, CDIV(H, K_MOE_BN), K_MOE_THREADS);
-        double f = 2.0 * n * k * H * I;
-        printf(
-            "# %s prefill %u tokens: k_moe_gemm_up %.0f us (%.1f TFLOP/s), k_moe_gemm_down %.0f us "
-            "(%.1f TFLOP/s)\n",
-            s->name, n, tu, 2 * f / tu / 1e6, td, f / td / 1e6);
     }
     free(act), free(want), free(mask), free(y), free(shb), free(out), free(sg), free(yf), free(shf);
 out:
@@ -708,10 +758,13 @@ static void test_done_flag(struct gpu *g, const struct kerns *K, const struct mo
     gb.nblk = dalloc(g, 4, 0);
     CU(g, cuMemcpyHtoD(gb.nblk, &one, 4));
     CU(g, cuMemcpyHtoD(gb.bexp, &zero, 4));
-    struct k_moe_gemm_params gp = gemm_params(M, &gb, &d, 0);
-    launch(g, K->gemm_up, &gp, mb, CDIV(s->I, K_MOE_BN), K_MOE_THREADS);
-    gp = gemm_params(M, &gb, &d, 1);
-    launch(g, K->gemm_down, &gp, mb, CDIV(s->H, K_MOE_BN), K_MOE_THREADS);
+    for (int tc = 0; tc < 2; tc++) { /* both builds */
+        struct glaunch lu = gemm_launch(K, s, 0, tc), ld = gemm_launch(K, s, 1, tc);
+        struct k_moe_gemm_params gp = gemm_params(M, &gb, &d, 0);
+        gemm_run(g, &lu, &gp, mb);
+        gp = gemm_params(M, &gb, &d, 1);
+        gemm_run(g, &ld, &gp, mb);
+    }
     struct k_moe_combine_params cp = {pb.y, pb.sh, pb.sg, pb.out, pb.step, d};
     launch(g, K->combine, &cp, T, 1, 256);
     struct {
@@ -747,6 +800,132 @@ static void test_done_flag(struct gpu *g, const struct kerns *K, const struct mo
     CHECK(!bad, "%s step->done: no kernel of the block writes (mask 0x%02x)", s->name, bad);
 }
 
+/* got vs want over a list: |d| <= rtol * |want| + atol * rms(want); note as compare() */
+static int compare_list(const char *what, const float *got, const float *want, size_t n,
+                        double rtol, double atol, char *note)
+{
+    double ss = 0, worst = 0, worst_ratio = 0;
+    size_t bad = 0, inexact = 0;
+    for (size_t i = 0; i < n; i++)
+        ss += (double)want[i] * want[i];
+    double abs_tol = atol * sqrt(n ? ss / n : 0);
+    for (size_t i = 0; i < n; i++) {
+        double dd = fabs((double)got[i] - want[i]), tol = rtol * fabs(want[i]) + abs_tol;
+        inexact += dd != 0 || got[i] != got[i];
+        worst = dd > worst ? dd : worst;
+        worst_ratio = tol > 0 && dd / tol > worst_ratio ? dd / tol : worst_ratio;
+        if (!(dd <= tol) && bad++ < 4)
+            printf("#   %s sample %zu: got %.7g, want %.7g\n", what, i, (double)got[i],
+                   (double)want[i]);
+    }
+    snprintf(note, 160, "worst |d| %.3g (%.2f of tol), %zu of %zu differ, %zu bad", worst,
+             worst_ratio, inexact, n, bad);
+    return bad == 0;
+}
+
+#define N_SAMPLES 4096
+
+/* The expert GEMMs at full size: T tokens routed at random (k distinct experts per token,
+ * weights uniform in (0, 1]), x uniform bf16 in [-1, 1), the shape's weights. The tensor-core
+ * outputs are checked on N_SAMPLES random (pair, column) elements against the reference (act:
+ * the chain tolerance, a bf16 rounding of gate or up may land on the other side; y: fed the
+ * device's act, one op); then both builds are timed (the same experts every repeat, but the
+ * 400 MB of INT4 experts do not fit in L2). FLOP counts are the useful ones, 2 T k H 2I (up)
+ * and 2 T k H I (down): padding rows are overhead. */
+static void test_timing(struct gpu *g, const struct kerns *K, const struct model *M, uint32_t T)
+{
+    const struct shape *s = M->s;
+    const uint32_t H = s->H, E = s->E, k = s->k, I = s->I, np = T * k;
+    const uint32_t mb = CDIV(np, K_MOE_BM) + E;
+    struct k_moe_dims d = M->d;
+    d.T_max = T, d.max_blocks = mb;
+    unsigned long long r = 0x71A1ull + T;
+    int32_t *ids = malloc(4ull * np);
+    float *wts = malloc(4ull * np);
+    uint32_t *perm = malloc(4ull * E);
+    for (uint32_t e = 0; e < E; e++)
+        perm[e] = e;
+    for (uint32_t t = 0; t < T; t++)
+        for (uint32_t j = 0; j < k; j++) { /* a partial Fisher-Yates shuffle: distinct experts */
+            uint32_t q = j + (uint32_t)(test_rand(&r) % (E - j)), v = perm[q];
+            perm[q] = perm[j], perm[j] = v;
+            ids[t * k + j] = (int32_t)v;
+            wts[t * k + j] = (float)((test_rand(&r) >> 40) + 1) * 0x1p-24f;
+        }
+    float *x = rand_bf16((size_t)T * H, 1.0f, &r);
+    struct pre_bufs b = {.ids = dalloc(g, 4ull * np, 0),
+                         .wts = dalloc(g, 4ull * np, 0),
+                         .counts = dalloc(g, 4ull * E, 0),
+                         .sorted = dalloc(g, 4ull * mb * K_MOE_BM, 0),
+                         .bexp = dalloc(g, 4ull * mb, 0),
+                         .nblk = dalloc(g, 4, 0),
+                         .act = dalloc(g, 2ull * mb * K_MOE_BM * I, POISON),
+                         .y = dalloc(g, 2ull * np * H, POISON),
+                         .step = step_new(g, T, 0)};
+    CU(g, cuMemcpyHtoD(b.ids, ids, 4ull * np));
+    CU(g, cuMemcpyHtoD(b.wts, wts, 4ull * np));
+    CUdeviceptr x_d = upload_bf16(g, x, (size_t)T * H);
+    struct k_moe_align_params ap = {b.ids, b.counts, b.sorted, b.bexp, b.nblk, b.step, d};
+    launch(g, K->align, &ap, 1, 1, 1024);
+    uint32_t nblk, *sorted = dget(g, b.sorted, 4ull * mb * K_MOE_BM);
+    CU(g, cuMemcpyDtoH(&nblk, b.nblk, 4));
+
+    struct glaunch lu = gemm_launch(K, s, 0, 1), ld = gemm_launch(K, s, 1, 1);
+    struct glaunch su = gemm_launch(K, s, 0, 0), sd = gemm_launch(K, s, 1, 0);
+    struct k_moe_gemm_params pu = gemm_params(M, &b, &d, 0), pd = gemm_params(M, &b, &d, 1);
+    pu.x = x_d;
+    gemm_run(g, &lu, &pu, mb);
+    gemm_run(g, &ld, &pd, mb);
+    uint16_t *act = dget(g, b.act, 2ull * mb * K_MOE_BM * I), *y = dget(g, b.y, 2ull * np * H);
+
+    /* samples: pair -> its row in the sorted order, a random column */
+    uint32_t *row_of = malloc(4ull * np);
+    for (uint32_t i = 0; i < nblk * K_MOE_BM; i++)
+        if (sorted[i] != K_MOE_SENTINEL && sorted[i] < np)
+            row_of[sorted[i]] = i;
+    float *got = malloc(sizeof(float) * 2 * N_SAMPLES), *want = got + N_SAMPLES;
+    float *actf = malloc(sizeof(float) * I);
+    char note[160];
+    for (int down = 0; down < 2; down++) {
+        for (uint32_t i = 0; i < N_SAMPLES; i++) {
+            uint32_t pr = (uint32_t)(test_rand(&r) % np), e = (uint32_t)ids[pr];
+            uint32_t row = row_of[pr], c = (uint32_t)(test_rand(&r) % (down ? H : I));
+            if (!down) {
+                const float *gw = M->gu + ((uint64_t)e * 2 * I + c) * H;
+                kref_moe_up(x + (uint64_t)(pr / k) * H, gw, gw + (uint64_t)I * H, 1, H, &want[i]);
+                got[i] = kref_bf2f(act[(uint64_t)row * I + c]);
+            } else {
+                for (uint32_t j = 0; j < I; j++)
+                    actf[j] = kref_bf2f(act[(uint64_t)row * I + j]);
+                kref_moe_down(actf, M->dn + ((uint64_t)e * H + c) * I, I, 1, wts[pr], &want[i]);
+                got[i] = kref_bf2f(y[(uint64_t)pr * H + c]);
+            }
+        }
+        int ok = down ? compare_list("y", got, want, N_SAMPLES, R_OP, A_OP, note)
+                      : compare_list("act", got, want, N_SAMPLES, R_CHAIN, A_CHAIN, note);
+        CHECK(ok,
+              "%s T=%u random routing, %u blocks: %s, %u sampled outputs vs the reference%s (%s)",
+              s->name, T, nblk, down ? ld.name : lu.name, N_SAMPLES,
+              down ? " fed the device's act" : "", note);
+    }
+
+    double tu = gemm_time(g, &lu, &pu, mb), td = gemm_time(g, &ld, &pd, mb);
+    double tsu = gemm_time(g, &su, &pu, mb), tsd = gemm_time(g, &sd, &pd, mb);
+    const double fu = 4.0 * np * H * I, fd = 2.0 * np * H * I;
+    CHECK(tu < tsu && td < tsd,
+          "%s T=%u timing: %s %.0f us = %.1f TFLOP/s, %s %.0f us = %.1f TFLOP/s, together %.1f "
+          "TFLOP/s (CUDA-core build: %.0f us = %.1f, %.0f us = %.1f, together %.1f)",
+          s->name, T, lu.name, tu, fu / tu / 1e6, ld.name, td, fd / td / 1e6,
+          (fu + fd) / (tu + td) / 1e6, tsu, fu / tsu / 1e6, tsd, fd / tsd / 1e6,
+          (fu + fd) / (tsu + tsd) / 1e6);
+
+    CUdeviceptr dd[] = {b.ids, b.wts, b.counts, b.sorted, b.bexp, b.nblk, b.act, b.y, b.step, x_d};
+    for (size_t i = 0; i < sizeof dd / sizeof dd[0]; i++)
+        CU(g, cuMemFree(dd[i]));
+    free(ids), free(wts), free(perm), free(x), free(sorted), free(act), free(y), free(row_of);
+    free(got), free(actf);
+}
+
 static void run_shape(struct gpu *g, const struct kerns *K, const struct model *M)
 {
     float *dec_out = malloc(sizeof(float) * M->s->H);
@@ -754,6 +933,10 @@ static void run_shape(struct gpu *g, const struct kerns *K, const struct model *
     for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++)
         test_prefill(g, K, M, Ts[i], dec_out);
     test_done_flag(g, K, M);
+    if (M->s->group == 128 && M->s->H >= 2048) {
+        test_timing(g, K, M, 4096);
+        test_timing(g, K, M, 1341);
+    }
     free(dec_out);
 }
 
@@ -771,6 +954,8 @@ int main(void)
     if (gpu_open(&g))
         return test_skip("no CUDA device");
     CUmodule m = gpu_module(&g);
+    CU(&g, cuDeviceGetAttribute(&smem_optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                                g.dev));
     check_packer();
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const struct shape *s = &shapes[i];
@@ -786,8 +971,13 @@ int main(void)
             CU(&g, cuModuleGetFunction(&K.up, m, "k_moe_up_g128"));
             CU(&g, cuModuleGetFunction(&K.down, m, "k_moe_down_g128"));
         }
-        kern_get(&g, m, &K.gemm_up, "k_moe_gemm_up", s->group);
-        kern_get(&g, m, &K.gemm_down, "k_moe_gemm_down", s->group);
+        kern_get(&g, m, &K.gemm[0][1], "k_moe_gemm_up", s->group);
+        kern_get(&g, m, &K.gemm[1][1], "k_moe_gemm_down", s->group);
+        char nm[64];
+        snprintf(nm, sizeof nm, "k_moe_gemm_up_%s_simt", s->group ? "i4" : "bf16");
+        CU(&g, cuModuleGetFunction(&K.gemm[0][0], m, nm));
+        snprintf(nm, sizeof nm, "k_moe_gemm_down_%s_simt", s->group ? "i4" : "bf16");
+        CU(&g, cuModuleGetFunction(&K.gemm[1][0], m, nm));
         struct model M;
         model_init(&g, &M, s, 0x5EED0000ull + i);
         run_shape(&g, &K, &M);
