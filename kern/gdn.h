@@ -12,10 +12,16 @@
  *   first K-1 taps and leaving the last K-1 inputs in it. Launch: grid (ceil(conv_dim / 128)),
  *   block 128.
  * k_gdn_chunk (prefill): the chunked delta rule, chunks of K_GDN_CHUNK tokens in WY/UT form
- *   (MODEL.md §2.2), continuing from and updating the cached state S; q/k l2 norms and the
- *   gates are computed inside; the gated RMSNorm with z is fused at the end. Launch: grid
- *   (nv), block K_GDN_THREADS, dynamic shared memory K_GDN_CHUNK_SMEM(dk, min(dv, 128)) capped
- *   at the device's opt-in limit (the kernel takes the widest value tile that fits). */
+ *   (MODEL.md §2.2) on tensor cores, continuing from and updating the cached state S; q/k l2
+ *   norms and the gates are computed inside. Launch: grid (nv, dv / K_GDN_CHUNK_TC_DVT), one
+ *   CTA per 32 value columns of a head, block K_GDN_CHUNK_TC_THREADS, dynamic shared memory
+ *   K_GDN_CHUNK_TC_SMEM(dk); heads with K_GDN_CHUNK_TC_OK(dk, dv) only. It writes the core
+ *   output; k_gdn_gnorm (grid (ceil(T_max nv / 8)), block K_GDN_GNORM_THREADS, the same
+ *   parameters) then applies the gated RMSNorm with z in place, as it needs whole rows.
+ * k_gdn_chunk_fma (prefill): the same on CUDA cores for any head size, the gated RMSNorm fused
+ *   at the end. Launch: grid (nv), block K_GDN_THREADS, dynamic shared memory
+ *   K_GDN_CHUNK_SMEM(dk, min(dv, 128)) capped at the device's opt-in limit (the kernel takes
+ *   the widest value tile that fits). */
 #ifndef K_GDN_H
 #define K_GDN_H
 
@@ -25,13 +31,26 @@
 #define K_GDN_STEP_THREADS 512
 #define K_GDN_CHUNK 64
 
-/* Dynamic shared memory of k_gdn_chunk with a value tile of dvt columns (a multiple of 4):
+/* Dynamic shared memory of k_gdn_chunk_fma with a value tile of dvt columns (a multiple of 4):
  * fixed Q (C, dk), K (C, dk + 4), Tm (C, 72), L/Attn (C, C), 4 row scalars (C); per value
  * column a U row (C) and an S column (dk); 4-byte floats. 200704 bytes at dk = dv = 128. */
 #define K_GDN_CHUNK_SMEM(dk, dvt)                                                                  \
     (4u * (K_GDN_CHUNK * (2u * (dk) + 4u) + K_GDN_CHUNK * 72u + K_GDN_CHUNK * K_GDN_CHUNK +        \
            4u * K_GDN_CHUNK) +                                                                     \
      4u * (K_GDN_CHUNK + (dk)) * (dvt))
+
+/* k_gdn_chunk: value columns per CTA, threads, the head sizes it takes (mma tiles of 16 key
+ * dims, 32-column value tiles), and its dynamic shared memory: raw q, k rows (C, dk + 8) and
+ * v (C, 40) bf16, each double-buffered; L/Tm and Attn (C, 72) fp32; 3 bf16 parts of the
+ * state (dk, 40) and of X / V' (C, 40); 6 row scalars (C) fp32. 164352 bytes at dk = 128,
+ * which fits every target from sm_80 up. */
+#define K_GDN_CHUNK_TC_DVT 32
+#define K_GDN_CHUNK_TC_THREADS 256
+#define K_GDN_GNORM_THREADS 256
+#define K_GDN_CHUNK_TC_OK(dk, dv) ((dk) % 16 == 0 && (dk) >= 16 && (dk) <= 128 && (dv) % 32 == 0)
+#define K_GDN_CHUNK_TC_SMEM(dk)                                                                    \
+    (2u * (2u * K_GDN_CHUNK * ((dk) + 8u) * 2u + K_GDN_CHUNK * 40u * 2u) +                         \
+     2u * K_GDN_CHUNK * 72u * 4u + 3u * ((dk) + K_GDN_CHUNK) * 40u * 2u + 6u * K_GDN_CHUNK * 4u)
 
 struct k_gdn_dims {
     uint32_t nk, nv;       /* key heads, value heads */

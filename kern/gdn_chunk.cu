@@ -1,6 +1,8 @@
-/* gdn_chunk.cu — k_gdn_chunk: the prefill gated delta rule in chunked WY/UT form (kern/gdn.h,
+/* gdn_chunk.cu — k_gdn_chunk_fma: the prefill gated delta rule in chunked WY/UT form (kern/gdn.h,
  * MODEL.md §2.2), continuing from and updating the cached fp32 state, with the q/k l2 norms,
- * the gates and the gated RMSNorm with z fused in.
+ * the gates and the gated RMSNorm with z fused in, on CUDA cores for any head size: the
+ * planner runs it where the tensor-core k_gdn_chunk (gdn_chunk_tc.cu) cannot take the heads
+ * (K_GDN_CHUNK_TC_OK) or its shared memory does not fit a target.
  *
  * Launch: grid (nv), one CTA per value head walking its chunks of C = 64 tokens in order;
  * block K_GDN_THREADS (256); dynamic shared memory K_GDN_CHUNK_SMEM(dk, DVT) (kern/gdn.h):
@@ -429,7 +431,7 @@ __device__ void gdn_ck_gnorm(const struct k_gdn_chunk_params &p, uint32_t t0, ui
 /* One CTA per SM fits the shared memory anyway; saying so lets ptxas keep the 8 x 8 tiles of
  * gdn_ck_state in registers (it would otherwise aim at two CTAs, 128 registers, and spill). */
 extern "C" __global__ void __launch_bounds__(K_GDN_THREADS, 1)
-    k_gdn_chunk(struct k_gdn_chunk_params p)
+    k_gdn_chunk_fma(struct k_gdn_chunk_params p)
 {
     extern __shared__ float4 gdn_ck_dsmem[];
     const struct k_step *st = k_step_of(p.step);

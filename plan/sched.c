@@ -260,13 +260,24 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
 
     uint32_t o = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * vd, "l%u.gdn_out", l);
     struct k_gdn_chunk_params kp = {.d = d};
-    grid[0] = nv;
-    /* the widest value tile (up to 128 columns) the smallest target's shared memory holds;
-     * the kernel reads the size it is given and tiles the value dimension to fit */
-    uint32_t dvt = c->lin_v_head_dim < 128 ? c->lin_v_head_dim : 128;
-    uint32_t smem = K_GDN_CHUNK_SMEM(c->lin_k_head_dim, dvt);
-    smem = smem < b->smem_limit ? smem : b->smem_limit;
-    op = pb_kernel_op(b, "k_gdn_chunk", &kp, sizeof kp, grid, K_GDN_THREADS, smem, "l%u.gdn_chunk", l);
+    /* the tensor-core kernel, one CTA per 32 value columns of a head, where it takes the head
+     * sizes and its shared memory fits every target; else the CUDA-core one with the widest
+     * value tile (up to 128 columns) the smallest target holds (it reads the size it is given
+     * and tiles the value dimension to fit) */
+    int tc = K_GDN_CHUNK_TC_OK(c->lin_k_head_dim, c->lin_v_head_dim) &&
+             K_GDN_CHUNK_TC_SMEM(c->lin_k_head_dim) <= b->smem_limit;
+    if (tc) {
+        grid[0] = nv, grid[1] = c->lin_v_head_dim / K_GDN_CHUNK_TC_DVT;
+        op = pb_kernel_op(b, "k_gdn_chunk", &kp, sizeof kp, grid, K_GDN_CHUNK_TC_THREADS,
+                          K_GDN_CHUNK_TC_SMEM(c->lin_k_head_dim), "l%u.gdn_chunk", l);
+    } else {
+        grid[0] = nv;
+        uint32_t dvt = c->lin_v_head_dim < 128 ? c->lin_v_head_dim : 128;
+        uint32_t smem = K_GDN_CHUNK_SMEM(c->lin_k_head_dim, dvt);
+        smem = smem < b->smem_limit ? smem : b->smem_limit;
+        op = pb_kernel_op(b, "k_gdn_chunk_fma", &kp, sizeof kp, grid, K_GDN_THREADS, smem,
+                          "l%u.gdn_chunk", l);
+    }
     REF(op, struct k_gdn_chunk_params, u, u);
     REF(op, struct k_gdn_chunk_params, z, z);
     REF(op, struct k_gdn_chunk_params, b, bb);
@@ -284,6 +295,17 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
     uint64_t dk = c->lin_k_head_dim, dv = c->lin_v_head_dim, C = K_GDN_CHUNK;
     uint64_t flops = (uint64_t)nv * CDIV(T, C) * (2 * C * C * dk * 2 + 2 * C * dk * dv * 4);
     pb_cost(b, op, 2ull * T * (cd + 2ull * vd + 2 * nv) + 8ull * nv * dk * dv, flops);
+    if (tc) { /* the gated RMSNorm over whole rows, in place: o and z read, o written */
+        uint32_t g3[3] = {(uint32_t)CDIV((uint64_t)T * nv, K_GDN_GNORM_THREADS / 32), 1, 1};
+        op = pb_kernel_op(b, "k_gdn_gnorm", &kp, sizeof kp, g3, K_GDN_GNORM_THREADS, 0,
+                          "l%u.gdn_gnorm", l);
+        REF(op, struct k_gdn_chunk_params, z, z);
+        snprintf(w, sizeof w, "layers.%u.linear_attn.norm.weight", l);
+        WREF(op, struct k_gdn_chunk_params, norm_w, w);
+        REF(op, struct k_gdn_chunk_params, out, o);
+        REF(op, struct k_gdn_chunk_params, step, e->sb->step);
+        pb_cost(b, op, 6ull * T * vd + 4 * dv, 8ull * T * vd);
+    }
     snprintf(w, sizeof w, "layers.%u.linear_attn.out_proj.weight", l);
     snprintf(nm, sizeof nm, "l%u.out_proj", l);
     return gemm(e, o, w, H, vd, nm);

@@ -1,15 +1,18 @@
-/* test_gpu_gdn.c — the Gated DeltaNet kernels (kern/gdn.cu, kern/gdn_chunk.cu) against the CPU
+/* test_gpu_gdn.c — the Gated DeltaNet kernels (kern/gdn.cu, kern/gdn_chunk*.cu) against the CPU
  * recurrent reference (test/ref/kref_gdn.c), at three shapes:
  *   full    nk 16, nv 32, dk = dv = 128, conv_dim 8192, K 4   (Qwen3.5-35B-A3B)
  *   tiny-a  nk 2, nv 4, dk = dv = 32, K 4
  *   odd     nk 3, nv 6, dk 20, dv 28, K 3                    (the conv's generic-K path)
- * Prefill (k_gdn_conv, then k_gdn_chunk) runs T = 1, 5, 63, 64, 65, 130, 300 tokens from a zero
- * state and window (a fresh sequence) and from a random cached one; decode (k_gdn_step)
- * continues a GPU prefill and must match both the reference and one longer prefill, and runs
- * once more from the reference's own state, where the tolerance is tight. Every launch uses
- * the planner's grid and block, fresh random inputs at the fixture scales (conv taps N(0, 0.3),
- * A_log = log U(0.01, 16), dt_bias N(0, 1), norm weight N(1, 0.1)), outputs poisoned with 0xFF
- * (a bf16/f32 NaN) and input rows past n_tokens poisoned too, so a stray read or write shows.
+ * Prefill (k_gdn_conv, then the chunked rule) runs T = 1, 5, 63, 64, 65, 130, 300 tokens from a
+ * zero state and window (a fresh sequence) and from a random cached one, through the
+ * tensor-core k_gdn_chunk + k_gdn_gnorm where they take the heads (full, tiny-a) and through
+ * k_gdn_chunk_fma at every shape; k_gdn_chunk must also give the same bits twice. Decode
+ * (k_gdn_step) continues a GPU prefill and must match both the reference and one longer
+ * prefill, and runs once more from the reference's own state, where the tolerance is tight.
+ * Every launch uses the planner's grid and block, fresh random inputs at the fixture scales
+ * (conv taps N(0, 0.3), A_log = log U(0.01, 16), dt_bias N(0, 1), norm weight N(1, 0.1)),
+ * outputs poisoned with 0xFF (a bf16/f32 NaN) and input rows past n_tokens poisoned too, so a
+ * stray read or write shows. Full size also prints the speed of each kernel (# lines).
  *
  * Tolerances, and why:
  *  - conv: the device sums the taps in the reference's order with fmaf (products of bf16 are
@@ -21,7 +24,8 @@
  *    bits of a strong decay; a triangular solve); on the CPU (kref_gdn_chunked, checked here
  *    too) the two differ by up to 8e-6 of the head's largest |S| at these shapes, so the chunk
  *    kernel must be within STATE_CHUNK = 5e-5 of it. The decode step runs the recurrence
- *    itself: STATE_STEP = 2e-6.
+ *    itself: STATE_STEP = 2e-6. k_gdn_chunk's tensor-core products carry 24 bits of each fp32
+ *    operand (three bf16 parts), so it is held to the same fp32 tolerances.
  *  - outputs: an output o_j = sum_i S[i, j] q_i can be much smaller than its terms, so its
  *    fp32 error is measured against mag_j = sum_i |S[i, j] q_i| (from the reference): the
  *    chunked form lands within 1.5e-5 mag_j of the recurrence on the CPU (E_CHUNK = 2e-4),
@@ -46,10 +50,10 @@
 #define E_CHUNK     2e-4
 #define E_STEP      2e-5
 #define C_CHUNK     K_GDN_CHUNK
-#define DVT_MAX     128 /* the widest value tile of k_gdn_chunk */
+#define DVT_MAX     128 /* the widest value tile of k_gdn_chunk_fma */
 
 static struct gpu g;
-static CUfunction f_conv, f_step, f_chunk;
+static CUfunction f_conv, f_step, f_chunk, f_fma, f_gnorm;
 static CUdeviceptr d_step;
 static int smem_optin;
 static unsigned long long rng = 0x6D4E7;
@@ -106,6 +110,14 @@ static void launch(CUfunction f, void *params, unsigned grid, unsigned block, un
     CU(&g, cuCtxSynchronize());
 }
 
+static void launch_xy(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block,
+                      unsigned smem)
+{
+    void *args[] = {params};
+    CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL));
+    CU(&g, cuCtxSynchronize());
+}
+
 /* uniform in (-1, 1), never exactly zero */
 static float urand(void)
 {
@@ -125,10 +137,21 @@ static uint16_t *rand_bf16(size_t n, float scale)
     return d;
 }
 
-/* Dynamic shared memory of k_gdn_chunk for a value tile of dvt columns (kern/gdn.h). */
+/* Dynamic shared memory of k_gdn_chunk_fma for a value tile of dvt columns (kern/gdn.h). */
 static unsigned chunk_smem(uint32_t dk, uint32_t dvt)
 {
     return K_GDN_CHUNK_SMEM(dk, dvt);
+}
+
+/* The planner's choice (plan/sched.c): k_gdn_chunk where it takes the heads, as the value tile
+ * 0; else k_gdn_chunk_fma with the widest tile. */
+static int tc_takes(const struct k_gdn_dims *d)
+{
+    return K_GDN_CHUNK_TC_OK(d->dk, d->dv) && (int)K_GDN_CHUNK_TC_SMEM(d->dk) <= smem_optin;
+}
+static uint32_t plan_dvt(const struct k_gdn_dims *d)
+{
+    return tc_takes(d) ? 0 : d->dv < DVT_MAX ? d->dv : DVT_MAX;
 }
 
 /* ---- fixtures and the reference --------------------------------------------------------- */
@@ -369,9 +392,10 @@ static void gpu_conv(const struct fix *f, struct dev_seq *s, uint32_t t0, uint32
     dfree(qkv);
 }
 
-/* k_gdn_chunk over rows [t0, t0 + n) of post-conv u (host rows t0.., or the device buffer du
- * when non-zero) into out (T_max + SLACK rows of vd, poisoned first), with a value tile of dvt
- * columns' worth of shared memory. */
+/* The chunked rule over rows [t0, t0 + n) of post-conv u (host rows t0.., or the device buffer du
+ * when non-zero) into out (T_max + SLACK rows of vd, poisoned first): k_gdn_chunk then
+ * k_gdn_gnorm when dvt is 0, else k_gdn_chunk_fma with a value tile of dvt columns' worth of
+ * shared memory. */
 static void gpu_chunk(const struct fix *f, struct dev_seq *s, const uint16_t *u, CUdeviceptr du,
                       uint32_t t0, uint32_t n, uint32_t T_max, CUdeviceptr out, uint32_t dvt)
 {
@@ -391,10 +415,19 @@ static void gpu_chunk(const struct fix *f, struct dev_seq *s, const uint16_t *u,
                                    .step = d_step,
                                    .d = f->d};
     p.d.T_max = T_max;
-    unsigned smem = chunk_smem(f->d.dk, dvt);
-    CU(&g, cuFuncSetAttribute(f_chunk, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem));
     set_step(n, 0);
-    launch(f_chunk, &p, f->d.nv, K_GDN_THREADS, smem);
+    if (!dvt) {
+        unsigned smem = K_GDN_CHUNK_TC_SMEM(f->d.dk), rows = K_GDN_GNORM_THREADS / 32;
+        CU(&g,
+           cuFuncSetAttribute(f_chunk, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem));
+        launch_xy(f_chunk, &p, f->d.nv, f->d.dv / K_GDN_CHUNK_TC_DVT, K_GDN_CHUNK_TC_THREADS, smem);
+        launch_xy(f_gnorm, &p, (T_max * f->d.nv + rows - 1) / rows, 1, K_GDN_GNORM_THREADS, 0);
+    } else {
+        unsigned smem = chunk_smem(f->d.dk, dvt);
+        CU(&g,
+           cuFuncSetAttribute(f_fma, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem));
+        launch(f_fma, &p, f->d.nv, K_GDN_THREADS, smem);
+    }
     if (!du)
         dfree(uu);
     dfree(z), dfree(b), dfree(a);
@@ -443,7 +476,7 @@ static void gpu_prefill(const struct fix *f, struct dev_seq *s, uint32_t t0, uin
     dpoison(du, (size_t)T_max * f->cd * 2);
     dpoison(dout, (size_t)T_max * f->vd * 2);
     gpu_conv(f, s, t0, n, T_max, du);
-    gpu_chunk(f, s, NULL, du, t0, n, T_max, dout, f->d.dv < DVT_MAX ? f->d.dv : DVT_MAX);
+    gpu_chunk(f, s, NULL, du, t0, n, T_max, dout, plan_dvt(&f->d));
     dget(out, dout, (size_t)n * f->vd * 2);
     dfree(du), dfree(dout);
 }
@@ -451,8 +484,8 @@ static void gpu_prefill(const struct fix *f, struct dev_seq *s, uint32_t t0, uin
 /* ---- prefill -------------------------------------------------------------------------------- */
 
 /* Prefill of T tokens from a zero (fresh sequence) or the cached start: k_gdn_conv against the
- * reference conv, then k_gdn_chunk on the reference's post-conv rows against the recurrence.
- * dvt: the value tile the shared memory is sized for. */
+ * reference conv (when tag is NULL), then the chunked rule on the reference's post-conv rows
+ * against the recurrence. dvt: 0 for k_gdn_chunk, else k_gdn_chunk_fma's value tile. */
 static void test_prefill(const struct fix *f, uint32_t T, int cached, uint32_t dvt, const char *tag)
 {
     const char *start = cached ? "cached" : "zero";
@@ -491,13 +524,40 @@ static void test_prefill(const struct fix *f, uint32_t T, int cached, uint32_t d
     size_t sbad = cmp_state("state", f, hs, r.state, STATE_CHUNK, &ws);
     long stray = stray16(ho, (size_t)T * vd, no);
     CHECK(!obad && !sbad && stray < 0,
-          "k_gdn_chunk %s T=%u %s%s: outputs vs the recurrence (%zu off, worst %.2f of allowed), "
+          "%s %s T=%u %s%s: outputs vs the recurrence (%zu off, worst %.2f of allowed), "
           "state (%zu off, worst %.2f), rows past n untouched (first stray %ld)",
-          f->name, T, start, tag ? tag : "", obad, wo, sbad, ws, stray);
+          dvt ? "k_gdn_chunk_fma" : "k_gdn_chunk", f->name, T, start, tag ? tag : "", obad, wo,
+          sbad, ws, stray);
 
     seq_free(&s), dfree(du), dfree(dout);
     free(hu), free(ho), free(hw), free(hs), free(zw), free(zs);
     run_free(&r);
+}
+
+/* k_gdn_chunk twice on the same input from the cached start: the same bits, out and state. */
+static void test_same_bits(const struct fix *f, uint32_t T)
+{
+    uint32_t T_max = T + 5;
+    size_t no = (size_t)T_max * f->vd, sn = state_n(f);
+    uint16_t *u = test_malloc((size_t)T * f->cd * 2), *o1 = test_malloc(no * 2),
+             *o2 = test_malloc(no * 2);
+    float *s1 = test_malloc(sn * 4), *s2 = test_malloc(sn * 4);
+    memcpy(u, f->qkv, (size_t)T * f->cd * 2); /* any bf16 rows will do as post-conv input */
+    CUdeviceptr dout = dalloc(no * 2);
+    for (int i = 0; i < 2; i++) {
+        struct dev_seq s;
+        seq_put(f, &s, f->win0, f->state0);
+        dpoison(dout, no * 2);
+        gpu_chunk(f, &s, u, 0, 0, T, T_max, dout, 0);
+        dget(i ? o2 : o1, dout, no * 2), dget(i ? s2 : s1, s.state, sn * 4);
+        seq_free(&s);
+    }
+    int same = !memcmp(o1, o2, no * 2) && !memcmp(s1, s2, sn * 4);
+    CHECK(same,
+          "k_gdn_chunk %s T=%u: two runs on the same input give the same bits (out and state)",
+          f->name, T);
+    dfree(dout);
+    free(u), free(o1), free(o2), free(s1), free(s2);
 }
 
 /* The chunked form itself, on the CPU, meets the tolerances asked of k_gdn_chunk. */
@@ -684,20 +744,86 @@ static void report_speed(const struct shape *sh)
                                    .step = d_step,
                                    .d = f.d};
     pc.d.T_max = pk.d.T_max = T, ps.d.T_max = 1;
-    unsigned smem = chunk_smem(sh->dk, sh->dv < DVT_MAX ? sh->dv : DVT_MAX);
-    CU(&g, cuFuncSetAttribute(f_chunk, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem));
     set_step(T, 0);
     double tc = time_us(f_conv, &pc, (f.cd + 127) / 128, 128, 0, 10);
-    double tk = time_us(f_chunk, &pk, f.d.nv, K_GDN_THREADS, smem, 5);
     set_step(1, 0);
     double ts = time_us(f_step, &ps, f.d.nv, K_GDN_STEP_THREADS, 0, 50);
-    double C = C_CHUNK, dk = sh->dk, dv = sh->dv, st = 4.0 * state_n(&f);
+    double st = 4.0 * state_n(&f);
+    printf("# speed %s: k_gdn_conv T=%u %.1f us (%.0f GB/s), k_gdn_step %.2f us (%.0f GB/s of state "
+           "read + written)\n",
+           sh->name, T, tc, 4.0 * T * f.cd / tc / 1e3, ts, 2 * st / ts / 1e3);
+    seq_free(&s), dfree(qkv), dfree(u), dfree(z), dfree(out), dfree(b), dfree(a);
+    fix_free(&f);
+}
+
+/* Mean time of reps launches (after one to warm up) of the chunked rule over T tokens on a 2-d
+ * grid, each continuing from the state the last one left (non-zero from the start). */
+static double time_xy_us(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block,
+                         unsigned smem, int reps)
+{
+    CUevent e0, e1;
+    float ms = 0;
+    void *args[] = {params};
+    CU(&g, cuEventCreate(&e0, 0));
+    CU(&g, cuEventCreate(&e1, 0));
+    CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL));
+    CU(&g, cuEventRecord(e0, NULL));
+    for (int i = 0; i < reps; i++)
+        CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL));
+    CU(&g, cuEventRecord(e1, NULL));
+    CU(&g, cuEventSynchronize(e1));
+    CU(&g, cuEventElapsedTime(&ms, e0, e1));
+    CU(&g, cuEventDestroy(e0));
+    CU(&g, cuEventDestroy(e1));
+    return 1000.0 * ms / reps;
+}
+
+/* The chunked rule at full size over one chunk of T tokens from a non-zero state: k_gdn_chunk
+ * + k_gdn_gnorm (what the planner runs) and k_gdn_chunk_fma, as time and as TFLOP/s of the
+ * planner's count (plan/sched.c: the useful FLOPs; the tensor cores run about 3x that, the
+ * split operands). */
+static void report_chunk_speed(const struct shape *sh, uint32_t T)
+{
+    struct fix f;
+    fix_init(&f, sh, T);
+    struct dev_seq s;
+    seq_put(&f, &s, f.win0, f.state0);
+    CUdeviceptr u = dput(f.qkv, (size_t)T * f.cd * 2); /* random bf16 rows as post-conv input */
+    CUdeviceptr z = dput(f.z, (size_t)T * f.vd * 2), out = dalloc((size_t)T * f.vd * 2);
+    CUdeviceptr b = dput(f.b, (size_t)T * f.d.nv * 2), a = dput(f.a, (size_t)T * f.d.nv * 2);
+    struct k_gdn_chunk_params pk = {.u = u,
+                                    .z = z,
+                                    .b = b,
+                                    .a = a,
+                                    .a_log = f.d_a_log,
+                                    .dt_bias = f.d_dt_bias,
+                                    .norm_w = f.d_norm_w,
+                                    .state = s.state,
+                                    .out = out,
+                                    .step = d_step,
+                                    .d = f.d};
+    pk.d.T_max = T;
+    set_step(T, 0);
+    unsigned sm_tc = K_GDN_CHUNK_TC_SMEM(sh->dk),
+             sm_fma = chunk_smem(sh->dk, sh->dv < DVT_MAX ? sh->dv : DVT_MAX);
+    unsigned rows = K_GDN_GNORM_THREADS / 32, reps = T > 512 ? 5 : 20;
+    CU(&g,
+       cuFuncSetAttribute(f_chunk, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)sm_tc));
+    CU(&g, cuFuncSetAttribute(f_fma, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)sm_fma));
+    double tk = time_xy_us(f_chunk, &pk, f.d.nv, f.d.dv / K_GDN_CHUNK_TC_DVT,
+                           K_GDN_CHUNK_TC_THREADS, sm_tc, reps);
+    double tn =
+        time_xy_us(f_gnorm, &pk, (T * f.d.nv + rows - 1) / rows, 1, K_GDN_GNORM_THREADS, 0, reps);
+    double tf = time_xy_us(f_fma, &pk, f.d.nv, 1, K_GDN_THREADS, sm_fma, T > 512 ? 2 : 5);
+    double C = C_CHUNK, dk = sh->dk, dv = sh->dv;
     double flops = f.d.nv * ceil(T / C) * (2 * C * C * dk * 2 + 2 * C * dk * dv * 4);
     printf(
-        "# speed %s: k_gdn_conv T=%u %.1f us (%.0f GB/s), k_gdn_chunk T=%u %.1f us (%.2f TFLOP/s "
-        "planner count), k_gdn_step %.2f us (%.0f GB/s of state read + written)\n",
-        sh->name, T, tc, 4.0 * T * f.cd / tc / 1e3, T, tk, flops / tk / 1e6, ts, 2 * st / ts / 1e3);
-    seq_free(&s), dfree(qkv), dfree(u), dfree(z), dfree(out), dfree(b), dfree(a);
+        "# speed %s T=%u from a cached state: k_gdn_chunk %.1f us (%.2f TFLOP/s planner count) + "
+        "k_gdn_gnorm %.1f us (%.0f GB/s) = %.1f us; k_gdn_chunk_fma (norm fused) %.1f us "
+        "(%.2f TFLOP/s): %.1fx\n",
+        sh->name, T, tk, flops / tk / 1e6, tn, 6.0 * T * f.vd / tn / 1e3, tk + tn, tf,
+        flops / tf / 1e6, tf / (tk + tn));
+    seq_free(&s), dfree(u), dfree(z), dfree(out), dfree(b), dfree(a);
     fix_free(&f);
 }
 
@@ -712,15 +838,17 @@ int main(void)
     CU(&g, cuModuleGetFunction(&f_conv, m, "k_gdn_conv"));
     CU(&g, cuModuleGetFunction(&f_step, m, "k_gdn_step"));
     CU(&g, cuModuleGetFunction(&f_chunk, m, "k_gdn_chunk"));
+    CU(&g, cuModuleGetFunction(&f_fma, m, "k_gdn_chunk_fma"));
+    CU(&g, cuModuleGetFunction(&f_gnorm, m, "k_gdn_gnorm"));
     CU(&g, cuDeviceGetAttribute(&smem_optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
                                 g.dev));
     d_step = dalloc(sizeof(struct k_step));
 
-    unsigned full = chunk_smem(128, 128);
-    CHECK((int)full <= smem_optin,
-          "k_gdn_chunk at dk = dv = 128 takes %u bytes of shared memory "
-          "(one value tile); the device allows %d",
-          full, smem_optin);
+    unsigned full = chunk_smem(128, 128), tc = K_GDN_CHUNK_TC_SMEM(128);
+    CHECK((int)full <= smem_optin && (int)tc <= smem_optin,
+          "at dk = dv = 128 k_gdn_chunk takes %u bytes of shared memory, k_gdn_chunk_fma %u (one "
+          "value tile); the device allows %d",
+          tc, full, smem_optin);
 
     static const struct shape shapes[] = {
         {"full", 16, 32, 128, 128, 4},
@@ -733,17 +861,25 @@ int main(void)
         struct fix f;
         fix_init(&f, sh, 310);
         uint32_t dvt = sh->dv < DVT_MAX ? sh->dv : DVT_MAX;
+        int tc_ok = tc_takes(&f.d);
         for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++)
-            for (int cached = 0; cached < 2; cached++)
-                test_prefill(&f, Ts[ti], cached, dvt, NULL);
+            for (int cached = 0; cached < 2; cached++) {
+                if (tc_ok)
+                    test_prefill(&f, Ts[ti], cached, 0, NULL);
+                test_prefill(&f, Ts[ti], cached, dvt, tc_ok ? "" : NULL);
+            }
         /* narrower shared memory: the value columns run as several tiles, the last one short */
         test_prefill(&f, 130, 1, sh->dv > 64 ? 64 : 12, ", value tiles of a smaller smem");
+        if (tc_ok)
+            test_same_bits(&f, 300);
         test_chunked_cpu(&f, si == 0 ? 65 : 130);
         test_decode(&f, 70, 6, 1);
         test_decode(&f, 2, 3, 0);
         fix_free(&f);
     }
     report_speed(&shapes[0]);
+    report_chunk_speed(&shapes[0], 128);
+    report_chunk_speed(&shapes[0], 2048);
     dfree(d_step);
     CU(&g, cuModuleUnload(m));
     gpu_close(&g);
