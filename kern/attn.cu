@@ -102,18 +102,21 @@ __device__ __forceinline__ void attn_rope_head(const uint16_t *x, const uint16_t
 
 extern "C" __global__ void __launch_bounds__(K_ATTN_ROPE_THREADS) k_attn_rope(struct k_attn_rope_params p)
 {
-    k_pdl_enter();
     __shared__ float s_cos[ATTN_MAX_HD / 2], s_sin[ATTN_MAX_HD / 2];
     __shared__ __align__(16) float s_x[ATTN_ROPE_WARPS][ATTN_MAX_HD];
     const struct k_step *st = k_step_of(p.step);
     const struct k_attn_dims d = p.d;
+    /* the cos/sin table (double-precision math, the slow part) before the wait for the kernel
+     * ahead: it needs only the position, which the previous step's sampling wrote long
+     * before (kern/common.cuh, k_pdl_enter) */
     uint32_t t = blockIdx.x, P = st->pos + t;
+    attn_rope_table(s_cos, s_sin, d.rotary_dim, d.rope_theta, P);
+    __syncthreads();
+    k_pdl_enter();
     /* a done decode step appends nothing; a position past the cache is never written */
     if (st->done || t >= attn_live_rows(st, d.T_max) || P >= d.max_seq)
         return;
     uint32_t hd = d.head_dim, nh = d.n_heads, nkv = d.n_kv, warp = threadIdx.x >> 5;
-    attn_rope_table(s_cos, s_sin, d.rotary_dim, d.rope_theta, P);
-    __syncthreads();
 
     const uint16_t *qg = (const uint16_t *)p.qg + (uint64_t)t * nh * 2 * hd;
     const uint16_t *k = (const uint16_t *)p.k + (uint64_t)t * nkv * hd;

@@ -135,8 +135,13 @@ __device__ __forceinline__ uint4 basic_norm8(uint4 x, uint4 w, float r)
 
 extern "C" __global__ void __launch_bounds__(K_NORM_THREADS) k_rmsnorm(struct k_rmsnorm_params p)
 {
-    k_pdl_enter();
     __shared__ float scratch[32];
+    /* rows of at most K_NORM_THREADS * 8 (2048 at full size): one 16-byte slice a thread, kept
+     * in registers, and the norm weights loaded before the wait for the kernel ahead */
+    const uint32_t k0 = threadIdx.x * 8;
+    const bool one = p.H <= K_NORM_THREADS * 8, mine = one && k0 < p.H;
+    const uint4 wv = mine ? basic_ld_ro((const uint16_t *)p.w + k0) : make_uint4(0, 0, 0, 0);
+    k_pdl_enter();
     const struct k_step *st = k_step_of(p.step);
     uint32_t rows = basic_live_rows(st, p.T_max);
     /* last_only: the final norm of a prefill chunk, only the last token goes on to lm_head */
@@ -146,6 +151,18 @@ extern "C" __global__ void __launch_bounds__(K_NORM_THREADS) k_rmsnorm(struct k_
     uint16_t *x = (uint16_t *)p.x + (uint64_t)t * p.H;
     const uint16_t *add = p.add ? (const uint16_t *)p.add + (uint64_t)t * p.H : NULL;
     uint16_t *out = (uint16_t *)p.out + (p.last_only ? 0 : (uint64_t)t * p.H);
+    if (one) { /* the same arithmetic as the two passes below */
+        uint4 v = mine ? *(const uint4 *)(x + k0) : make_uint4(0, 0, 0, 0);
+        if (add && mine) {
+            v = basic_add8(v, basic_ld_ro(add + k0));
+            *(uint4 *)(x + k0) = v;
+        }
+        float ss = k_block_sum(mine ? basic_sumsq8(v, 0.0f) : 0.0f, scratch);
+        float r = rsqrtf(ss / (float)p.H + p.eps);
+        if (mine)
+            *(uint4 *)(out + k0) = basic_norm8(v, wv, r);
+        return;
+    }
 
     /* pass 1: the residual add (written back: it is the stream), sum of squares */
     float ss = 0.0f;

@@ -248,7 +248,7 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
     struct k_gdn_dims d = gdn_dims(e);
     uint32_t u = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * cd, "l%u.conv_out", l);
     struct k_gdn_conv_params cp = {.d = d};
-    uint32_t grid[3] = {CDIV(cd, 128), 1, 1};
+    uint32_t grid[3] = {K_GDN_CONV_GRID(cd, T), 1, 1};
     uint32_t op = pb_kernel_op(b, "k_gdn_conv", &cp, sizeof cp, grid, 128, 0, "l%u.gdn_conv", l);
     REF(op, struct k_gdn_conv_params, qkv, qkv);
     snprintf(w, sizeof w, "layers.%u.linear_attn.conv1d.weight", l);

@@ -388,7 +388,7 @@ static void gpu_conv(const struct fix *f, struct dev_seq *s, uint32_t t0, uint32
                                   .d = f->d};
     p.d.T_max = T_max;
     set_step(n, 0);
-    launch(f_conv, &p, (f->cd + 127) / 128, 128, 0);
+    launch(f_conv, &p, K_GDN_CONV_GRID(f->cd, T_max), 128, 0);
     dfree(qkv);
 }
 
@@ -446,7 +446,7 @@ static void gpu_step(const struct fix *f, struct dev_seq *s, uint32_t t, CUdevic
         .qkv = qkv, .conv_w = f->d_conv_w, .window = s->win, .out = u, .step = d_step, .d = f->d};
     pc.d.T_max = 1;
     set_step(1, done);
-    launch(f_conv, &pc, (f->cd + 127) / 128, 128, 0);
+    launch(f_conv, &pc, K_GDN_CONV_GRID(f->cd, 1), 128, 0);
     CUdeviceptr z = dput(f->z + (size_t)t * f->vd, (size_t)f->vd * 2);
     CUdeviceptr b = dput(f->b + (size_t)t * f->d.nv, f->d.nv * 2);
     CUdeviceptr a = dput(f->a + (size_t)t * f->d.nv, f->d.nv * 2);
@@ -745,7 +745,7 @@ static void report_speed(const struct shape *sh)
                                    .d = f.d};
     pc.d.T_max = pk.d.T_max = T, ps.d.T_max = 1;
     set_step(T, 0);
-    double tc = time_us(f_conv, &pc, (f.cd + 127) / 128, 128, 0, 10);
+    double tc = time_us(f_conv, &pc, K_GDN_CONV_GRID(f.cd, T), 128, 0, 10);
     set_step(1, 0);
     double ts = time_us(f_step, &ps, f.d.nv, K_GDN_STEP_THREADS, 0, 50);
     double st = 4.0 * state_n(&f);
