@@ -486,11 +486,6 @@ static void router_with(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uin
             2ull * e->T * E1 * c->hidden_size);
 }
 
-static void router(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uint32_t wts, uint32_t sg)
-{
-    router_with(e, l, hn, ids, wts, sg, -1);
-}
-
 /* the decode vec-mat path: 8 experts + shared in two launches */
 static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn)
 {
@@ -603,7 +598,25 @@ static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
     uint32_t ids = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_I32, 4ull * T * k, "l%u.topk_ids", l);
     uint32_t wts = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T * k, "l%u.topk_w", l);
     uint32_t sg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T, "l%u.shared_gate", l);
-    router(e, l, hn, ids, wts, sg);
+    /* the router's fp32 logits (T, E + 1) from cuBLAS, the shared gate's in the last column:
+     * a router CTA reading the whole 1 MiB router for its own token took 7% of a prefill chunk */
+    uint32_t E = c->num_experts;
+    uint32_t lg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T * (E + 1), "l%u.router_logits", l);
+    for (int sh = 0; sh < (S ? 2 : 1); sh++) {
+        char w[96];
+        snprintf(w, sizeof w, sh ? "layers.%u.mlp.shared_expert_gate.weight" : "layers.%u.mlp.gate.weight", l);
+        uint32_t m = sh ? 1 : E;
+        struct plan_gemm g = {.m = m, .n = T, .k = H, .lda = H, .ldb = H, .ldc = E + 1, .trans_a = 1,
+                              .trans_b = 0, .dtype_ab = PLAN_DTYPE_BF16, .dtype_c = PLAN_DTYPE_F32,
+                              .alpha = 1.0f, .beta = 0.0f};
+        uint32_t op = pb_runtime_op(b, PLAN_OP_GEMM, &g, sizeof g, "l%u.%s", l,
+                                    sh ? "shared_gate_logits" : "router_logits");
+        WREF(op, struct plan_gemm, a, w);
+        REF(op, struct plan_gemm, b, hn);
+        pb_ref_buf(b, op, offsetof(struct plan_gemm, c), lg, sh ? 4ull * E : 0);
+        pb_cost(b, op, 2ull * m * H + 2ull * T * H + 4ull * T * m, 2ull * T * m * H);
+    }
+    router_with(e, l, hn, ids, wts, sg, (int32_t)lg);
 
     struct k_moe_align_params ap = {.d = moe_dims(e)};
     uint32_t op = pb_kernel_op(b, "k_moe_align", &ap, sizeof ap, one, 1024, 0, "l%u.moe_align", l);
