@@ -376,8 +376,8 @@ extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_i4(struct k_
 
 /* ---- k_gemv_i4_g128 ----------------------------------------------------------------------- */
 
-#define GEMV_G128_WARPS (K_GEMV_G128_THREADS / 32)
-#define GEMV_G128_ROUND 4 /* groups a warp has in flight */
+#define GEMV_G128_WARPS K_G128_WARPS
+static_assert(K_GEMV_G128_THREADS == 32 * K_G128_WARPS, "k_g128_run splits groups over 4 warps");
 
 extern "C" __global__ void __launch_bounds__(K_GEMV_G128_THREADS) k_gemv_i4_g128(struct k_gemv_params p)
 {
@@ -391,48 +391,20 @@ extern "C" __global__ void __launch_bounds__(K_GEMV_G128_THREADS) k_gemv_i4_g128
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t nch = p.K / 128, nr = min(r.n - r.row, (uint32_t)K_GEMV_G128_ROWS);
     const uint32_t ra = r.row + min(g, nr - 1), rb = r.row + min(g + 8, nr - 1); /* past n: any live row */
-    const uint8_t *wa = r.w + (uint64_t)ra * (p.K / 2) + 16 * t, *wb = r.w + (uint64_t)rb * (p.K / 2) + 16 * t;
-    const uint16_t *sca = (const uint16_t *)(r.w + r.so) + (uint64_t)ra * nch;
-    const uint16_t *scb = (const uint16_t *)(r.w + r.so) + (uint64_t)rb * nch;
-    uint4 qa[GEMV_G128_ROUND], qb[GEMV_G128_ROUND];
-    float sa[GEMV_G128_ROUND], sb[GEMV_G128_ROUND];
-    /* this warp's groups c0, c0 + W, ... : GEMV_G128_ROUND at a time, the first round's loads
-     * issued before x is staged */
-    auto load = [&](uint32_t c0) {
-#pragma unroll
-        for (int i = 0; i < GEMV_G128_ROUND; i++) {
-            const uint32_t c = c0 + GEMV_G128_WARPS * i;
-            qa[i] = qb[i] = make_uint4(0, 0, 0, 0), sa[i] = sb[i] = 0.0f;
-            if (c < nch) {
-                qa[i] = k_ld_stream(wa + 64ull * c), qb[i] = k_ld_stream(wb + 64ull * c);
-                sa[i] = k_bfbits2f(__ldg(sca + c)), sb[i] = k_bfbits2f(__ldg(scb + c));
-            }
-        }
-    };
-    load(warp); /* weights: before the wait for the kernel ahead (see k_pdl_enter) */
+    const struct k_g128_pair pr = {r.w + (uint64_t)ra * (p.K / 2) + 16 * t, r.w + (uint64_t)rb * (p.K / 2) + 16 * t,
+                                   (const uint16_t *)(r.w + r.so) + (uint64_t)ra * nch,
+                                   (const uint16_t *)(r.w + r.so) + (uint64_t)rb * nch};
+    struct k_g128_acc A;
+    k_g128_load(A, pr, warp, nch); /* weights: before the wait for the kernel ahead (see k_pdl_enter) */
     k_pdl_enter();
     if (gemv_skip(p))
         return;
     for (uint32_t k = threadIdx.x * 8; k < p.K; k += K_GEMV_G128_THREADS * 8)
         *(uint4 *)(xs + k) = basic_ld_ro((const uint16_t *)p.x + k);
     __syncthreads();
-    float acc_a = 0.0f, acc_b = 0.0f; /* rows g, g + 8 (column 0: lanes t = 0) */
-    for (uint32_t c0 = warp; c0 < nch; c0 += GEMV_G128_WARPS * GEMV_G128_ROUND) {
-        if (c0 != warp)
-            load(c0);
-#pragma unroll
-        for (int i = 0; i < GEMV_G128_ROUND; i++) {
-            const uint32_t c = c0 + GEMV_G128_WARPS * i;
-            if (c >= nch)
-                break;
-            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            k_i4_g128_mma(d, qa[i], qb[i], xs + 128 * c + 32 * t);
-            acc_a = fmaf(sa[i], d[0], acc_a);
-            acc_b = fmaf(sb[i], d[2], acc_b);
-        }
-    }
+    k_g128_run(A, pr, xs, nch, warp, t); /* rows g, g + 8 in A.a, A.b (column 0: lanes t = 0) */
     if (t == 0)
-        red[warp][g] = acc_a, red[warp][g + 8] = acc_b;
+        red[warp][g] = A.a, red[warp][g + 8] = A.b;
     __syncthreads();
     if (warp == 0 && lane < nr) {
         float v = 0.0f;

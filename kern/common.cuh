@@ -120,6 +120,58 @@ __device__ __forceinline__ void k_i4_g128_mma(float (&d)[4], uint4 qa, uint4 qb,
     }
 }
 
+#define K_G128_WARPS 4 /* warps of a k_g128_run CTA, splitting the groups */
+#define K_G128_ROUND 4 /* groups a warp has in flight per row pair */
+
+/* Rows a, b of a CTA's 16-row tile for lane (g, t): weights from the lane's 16 bytes of each
+ * group, scales per group (INT4 group-128 GEMV and MoE vec-mat). */
+struct k_g128_pair {
+    const uint8_t *wa, *wb;
+    const uint16_t *sa, *sb;
+};
+
+/* Warp `warp`'s share (groups warp, warp + W, ...) of a row pair against xs (shared memory,
+ * nch groups); lanes t = 0 get the scaled sums of rows a and b. The first round of loads is
+ * issued by the caller's k_g128_load before it stages xs. */
+struct k_g128_acc {
+    uint4 qa[K_G128_ROUND], qb[K_G128_ROUND];
+    float sa[K_G128_ROUND], sb[K_G128_ROUND];
+    float a, b;
+};
+
+__device__ __forceinline__ void k_g128_load(struct k_g128_acc &A, const struct k_g128_pair &r,
+                                              uint32_t c0, uint32_t nch)
+{
+#pragma unroll
+    for (int i = 0; i < K_G128_ROUND; i++) {
+        const uint32_t c = c0 + K_G128_WARPS * i;
+        A.qa[i] = A.qb[i] = make_uint4(0, 0, 0, 0), A.sa[i] = A.sb[i] = 0.0f;
+        if (c < nch) {
+            A.qa[i] = k_ld_stream(r.wa + 64ull * c), A.qb[i] = k_ld_stream(r.wb + 64ull * c);
+            A.sa[i] = k_bfbits2f(__ldg(r.sa + c)), A.sb[i] = k_bfbits2f(__ldg(r.sb + c));
+        }
+    }
+}
+
+__device__ __forceinline__ void k_g128_run(struct k_g128_acc &A, const struct k_g128_pair &r,
+                                             const uint16_t *xs, uint32_t nch, uint32_t warp, uint32_t t)
+{
+    A.a = A.b = 0.0f;
+    for (uint32_t c0 = warp; c0 < nch; c0 += K_G128_WARPS * K_G128_ROUND) {
+        if (c0 != warp)
+            k_g128_load(A, r, c0, nch);
+#pragma unroll
+        for (int i = 0; i < K_G128_ROUND; i++) {
+            const uint32_t c = c0 + K_G128_WARPS * i;
+            if (c >= nch)
+                break;
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            k_i4_g128_mma(d, A.qa[i], A.qb[i], xs + 128 * c + 32 * t);
+            A.a = fmaf(A.sa[i], d[0], A.a), A.b = fmaf(A.sb[i], d[2], A.b);
+        }
+    }
+}
+
 /* F.silu(conv) with both bf16 roundings of PyTorch's fallback (MODEL.md §2.2) */
 __device__ __forceinline__ float k_gdn_conv_act(float acc) { return k_round_bf16(k_silu(k_round_bf16(acc))); }
 

@@ -48,16 +48,6 @@
 
 /* ---- loads and bf16 lanes ------------------------------------------------------------------- */
 
-/* 16 bytes of weights, streamed: read once per launch, kept out of L1 */
-__device__ __forceinline__ uint4 moe_ld_stream(const void *p)
-{
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
-
 __device__ __forceinline__ uint4 moe_ld_ro(const void *p)
 {
     return __ldg((const uint4 *)p);
@@ -154,7 +144,7 @@ __device__ __forceinline__ float moe_dot_bf16(const uint16_t *w, const uint16_t 
     if (K % 8 == 0 && moe_aligned16(w) && moe_aligned16(x)) {
 #pragma unroll 2
         for (uint32_t j = lane * 8; j < K; j += 256)
-            acc = moe_fma8(moe_ld_stream(w + j), moe_ld_ro(x + j), acc);
+            acc = moe_fma8(k_ld_stream(w + j), moe_ld_ro(x + j), acc);
     } else {
         for (uint32_t j = lane; j < K; j += 32)
             acc = fmaf(k_bfbits2f(w[j]), k_bfbits2f(x[j]), acc);
@@ -174,7 +164,7 @@ __device__ __forceinline__ float moe_dot_i4(struct moe_row r, const uint16_t *x,
         for (int j = 0; j < 4; j++)
             xv[j] = moe_ld_ro(x + c * 32 + j * 8);
         float s = k_bfbits2f(__ldg(r.scales + c * 32 / group));
-        acc = fmaf(s, moe_i4_fma32(moe_ld_stream(q + c * 16), xv, 0.0f), acc);
+        acc = fmaf(s, moe_i4_fma32(k_ld_stream(q + c * 16), xv, 0.0f), acc);
     }
     return k_warp_sum(acc);
 }
@@ -203,7 +193,7 @@ __device__ __forceinline__ float2 moe_dot2(struct moe_row a, struct moe_row b, c
 #pragma unroll
             for (int j = 0; j < 4; j++)
                 xv[j] = moe_ld_ro(x + c * 32 + j * 8);
-            uint4 wa = moe_ld_stream(qa + c * 16), wb = moe_ld_stream(qb + c * 16);
+            uint4 wa = k_ld_stream(qa + c * 16), wb = k_ld_stream(qb + c * 16);
             uint32_t gi = c * 32 / group;
             sa = fmaf(k_bfbits2f(__ldg(a.scales + gi)), moe_i4_fma32(wa, xv, 0.0f), sa);
             sb = fmaf(k_bfbits2f(__ldg(b.scales + gi)), moe_i4_fma32(wb, xv, 0.0f), sb);
@@ -215,8 +205,8 @@ __device__ __forceinline__ float2 moe_dot2(struct moe_row a, struct moe_row b, c
 #pragma unroll 2
         for (uint32_t j = lane * 8; j < K; j += 256) {
             uint4 xv = moe_ld_ro(x + j);
-            sa = moe_fma8(moe_ld_stream(wa + j), xv, sa);
-            sb = moe_fma8(moe_ld_stream(wb + j), xv, sb);
+            sa = moe_fma8(k_ld_stream(wa + j), xv, sa);
+            sb = moe_fma8(k_ld_stream(wb + j), xv, sb);
         }
         return make_float2(k_warp_sum(sa), k_warp_sum(sb));
     }
@@ -400,7 +390,7 @@ __device__ __forceinline__ void moe_down_i4_fast(const struct k_moe_vec_params &
             struct moe_row r = sh ? moe_row_of<true>(p.sh_down, p.sh_down_scales, n, S, g)
                                   : moe_row_of<true>(p.down, p.down_scales,
                                                      (uint64_t)(uint32_t)ids[s] * H + n, I, g);
-            q[j] = moe_ld_stream((const uint8_t *)r.w + hl * 16);
+            q[j] = k_ld_stream((const uint8_t *)r.w + hl * 16);
             sc[j] = k_bfbits2f(__ldg(r.scales + hl * 32 / g));
         }
     }
@@ -488,57 +478,8 @@ extern "C" __global__ void __launch_bounds__(K_MOE_THREADS) k_moe_down_i4(struct
 
 /* ---- k_moe_up_g128, k_moe_down_g128 (INT4 group 128, tensor cores) ----------------------- */
 
-#define MOE_G128_WARPS (K_MOE_G128_THREADS / 32)
-#define MOE_G128_ROUND 4 /* groups a warp has in flight per row pair */
-
-/* Rows a, b of a CTA's 16-row tile for lane (g, t): weights from the lane's 16 bytes of each
- * group, scales per group. */
-struct moe_g128_pair {
-    const uint8_t *wa, *wb;
-    const uint16_t *sa, *sb;
-};
-
-/* Warp `warp`'s share (groups warp, warp + W, ...) of a row pair against xs (shared memory,
- * nch groups); lanes t = 0 get the scaled sums of rows a and b. The first round of loads is
- * issued by the caller's moe_g128_load before it stages xs. */
-struct moe_g128_acc {
-    uint4 qa[MOE_G128_ROUND], qb[MOE_G128_ROUND];
-    float sa[MOE_G128_ROUND], sb[MOE_G128_ROUND];
-    float a, b;
-};
-
-__device__ __forceinline__ void moe_g128_load(struct moe_g128_acc &A, const struct moe_g128_pair &r,
-                                              uint32_t c0, uint32_t nch)
-{
-#pragma unroll
-    for (int i = 0; i < MOE_G128_ROUND; i++) {
-        const uint32_t c = c0 + MOE_G128_WARPS * i;
-        A.qa[i] = A.qb[i] = make_uint4(0, 0, 0, 0), A.sa[i] = A.sb[i] = 0.0f;
-        if (c < nch) {
-            A.qa[i] = k_ld_stream(r.wa + 64ull * c), A.qb[i] = k_ld_stream(r.wb + 64ull * c);
-            A.sa[i] = k_bfbits2f(__ldg(r.sa + c)), A.sb[i] = k_bfbits2f(__ldg(r.sb + c));
-        }
-    }
-}
-
-__device__ __forceinline__ void moe_g128_run(struct moe_g128_acc &A, const struct moe_g128_pair &r,
-                                             const uint16_t *xs, uint32_t nch, uint32_t warp, uint32_t t)
-{
-    A.a = A.b = 0.0f;
-    for (uint32_t c0 = warp; c0 < nch; c0 += MOE_G128_WARPS * MOE_G128_ROUND) {
-        if (c0 != warp)
-            moe_g128_load(A, r, c0, nch);
-#pragma unroll
-        for (int i = 0; i < MOE_G128_ROUND; i++) {
-            const uint32_t c = c0 + MOE_G128_WARPS * i;
-            if (c >= nch)
-                break;
-            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            k_i4_g128_mma(d, A.qa[i], A.qb[i], xs + 128 * c + 32 * t);
-            A.a = fmaf(A.sa[i], d[0], A.a), A.b = fmaf(A.sb[i], d[2], A.b);
-        }
-    }
-}
+#define MOE_G128_WARPS K_G128_WARPS
+static_assert(K_MOE_G128_THREADS == 32 * K_G128_WARPS, "k_g128_run splits groups over 4 warps");
 
 /* Row r of an INT4 (rows, K) matrix for lane t: its 16 bytes of group 0, its group scales. */
 __device__ __forceinline__ void moe_g128_row(uint64_t base, uint64_t scales_offset, uint64_t r, uint32_t K,
@@ -564,7 +505,7 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_up_g128(s
         __trap();
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t i = min(i0 + g, width - 1), nch = H / 128; /* past the width: any live row */
-    struct moe_g128_pair r;
+    struct k_g128_pair r;
     if (shared) {
         moe_g128_row(p.sh_gate, p.sh_gate_scales, i, H, t, &r.wa, &r.sa);
         moe_g128_row(p.sh_up, p.sh_up_scales, i, H, t, &r.wb, &r.sb);
@@ -573,12 +514,12 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_up_g128(s
         moe_g128_row(p.gate_up, p.gate_up_scales, e * 2 * I + i, H, t, &r.wa, &r.sa);
         moe_g128_row(p.gate_up, p.gate_up_scales, e * 2 * I + I + i, H, t, &r.wb, &r.sb);
     }
-    struct moe_g128_acc A;
-    moe_g128_load(A, r, warp, nch);
+    struct k_g128_acc A;
+    k_g128_load(A, r, warp, nch);
     for (uint32_t j = threadIdx.x * 8; j < H; j += K_MOE_G128_THREADS * 8)
         *(uint4 *)(xs + j) = moe_ld_ro((const uint16_t *)p.h + j);
     __syncthreads();
-    moe_g128_run(A, r, xs, nch, warp, t);
+    k_g128_run(A, r, xs, nch, warp, t);
     if (t == 0)
         red[warp][g] = A.a, red[warp][g + 8] = A.b;
     __syncthreads();

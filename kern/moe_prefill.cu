@@ -714,7 +714,7 @@ __device__ __forceinline__ void moe_load_i4(float (*t)[2 * K_MOE_BN], uint32_t c
             t[j][col] = 0.0f;
         return;
     }
-    uint4 v = moe_ld_stream((const uint8_t *)row.w + k0 / 2);
+    uint4 v = k_ld_stream((const uint8_t *)row.w + k0 / 2);
     float s = k_bfbits2f(__ldg(row.scales + k0 / group));
     const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
