@@ -16,7 +16,10 @@
  *   the whole filled length). Launch: grid (n_kv), block K_ATTN_THREADS.
  * k_attn_prefill: causal flash attention over the cached prefix plus the chunk, query heads
  *   of one kv head folded into the M dimension (pack GQA), fp32 softmax statistics, output
- *   gate fused. Launch: grid (ceil(T_max * group / K_ATTN_BM), n_kv), block K_ATTN_THREADS. */
+ *   gate fused. Launch: grid (ceil(T_max * group / K_ATTN_BM), n_kv), block K_ATTN_THREADS.
+ * k_attn_prefill_tc: the same contract on tensor cores (mma.sync bf16, FlashAttention-2
+ *   style), for head_dim with K_ATTN_TC_OK. Launch: grid (ceil(T_max * group / K_ATTN_TC_BM),
+ *   n_kv), block K_ATTN_TC_THREADS, K_ATTN_TC_SMEM(head_dim) bytes of dynamic shared memory. */
 #ifndef K_ATTN_H
 #define K_ATTN_H
 
@@ -26,6 +29,16 @@
 #define K_ATTN_THREADS 256
 #define K_ATTN_REDUCE_THREADS(hd) (((hd) + 31u) / 32u * 32u)
 #define K_ATTN_BM 64
+
+/* k_attn_prefill_tc: 8 warps of 16 packed query rows each, keys in tiles of 32; shared memory
+ * holds the CTA's q rows and two stages of K and V tiles, rows padded to a multiple of 64
+ * elements (the swizzle permutes 16-byte chunks within groups of 8) */
+#define K_ATTN_TC_THREADS 256
+#define K_ATTN_TC_BM 128
+#define K_ATTN_TC_BN 32
+#define K_ATTN_TC_OK(hd) ((hd) % 8 == 0 && (hd) >= 8 && (hd) <= 256)
+#define K_ATTN_TC_LD(hd) (((hd) + 63u) / 64u * 64u)
+#define K_ATTN_TC_SMEM(hd) ((K_ATTN_TC_BM + 4u * K_ATTN_TC_BN) * K_ATTN_TC_LD(hd) * 2u)
 
 struct k_attn_dims {
     uint32_t n_heads, n_kv, head_dim, rotary_dim;

@@ -1,26 +1,58 @@
-/* attn_prefill.cu — k_attn_prefill: causal gated attention of a prefill chunk over the cached
- * prefix plus the chunk itself (MODEL.md §2.3, DESIGN.md §6).
+/* attn_prefill.cu — causal gated attention of a prefill chunk over the cached prefix plus the
+ * chunk itself (MODEL.md §2.3, DESIGN.md §6): k_attn_prefill on CUDA cores, k_attn_prefill_tc
+ * on tensor cores. Both compute the same thing with the same rounding points.
  *
  * Query t of the chunk (position pos + t, pos = step->pos) attends to keys 0..pos + t of the
  * cache, which k_attn_rope has already extended with the chunk. Pack GQA: the `group` query
  * heads of kv head kvh are folded into the M dimension, packed row R = t * group + g, so a CTA
- * of K_ATTN_BM rows shares every K/V tile among all of its heads and tokens.
- *
- * Launch: grid (ceil(T_max * group / K_ATTN_BM), n_kv), block K_ATTN_THREADS (8 warps). Warp w
- * owns packed rows R0 + 8w .. R0 + 8w + 7 (attn_core.cuh: lane i holds dims [8i, 8i + 8) of q
- * and of the accumulator). The CTA streams keys 0..kend-1 (kend = pos + its last token + 1)
- * through shared memory in tiles of ATTN_PF_TILE keys, K and V double-buffered with cp.async
- * (2 x 2 x 16 x 256 bf16 = 32 KiB static): the next tile loads while the warps compute the
- * current one. A warp skips the tiles past its own rows' last key; keys of a tile past kend are
- * zero-filled, keys past a row's own position are masked to -inf.
+ * shares every K/V tile among all of its heads and tokens.
  *
  * Rows t >= step->n_tokens are neither computed nor written; a CTA without live rows exits.
  * Output: out[t, n*hd + c] = bf16(bf16(o) * bf16(sigmoid(gate))) with the gate read from the
- * qg half of the query projection. Softmax statistics are fp32 and the probabilities stay
- * fp32 (the flash formulation; PyTorch eager would round them to bf16 before P·V).
+ * qg half of the query projection. Softmax statistics are fp32 and the probabilities keep fp32
+ * precision in P·V (the flash formulation; PyTorch eager would round them to bf16 first).
  *
- * This is a CUDA-core kernel: per key and lane 64 FMAs for the scores, 64 for P·V, about
- * 12 shuffles. Tensor-core (mma/wgmma) tiles are the next step for long chunks. */
+ * k_attn_prefill (CUDA cores). Launch: grid (ceil(T_max * group / K_ATTN_BM), n_kv), block
+ * K_ATTN_THREADS (8 warps). Warp w owns packed rows R0 + 8w .. R0 + 8w + 7 (attn_core.cuh:
+ * lane i holds dims [8i, 8i + 8) of q and of the accumulator). The CTA streams keys
+ * 0..kend-1 (kend = pos + its last token + 1) through shared memory in tiles of ATTN_PF_TILE
+ * keys, K and V double-buffered with cp.async (2 x 2 x 16 x 256 bf16 = 32 KiB static): the
+ * next tile loads while the warps compute the current one. A warp skips the tiles past its
+ * own rows' last key; keys of a tile past kend are zero-filled, keys past a row's own position
+ * are masked to -inf. Per key and lane: 64 FMAs for the scores, 64 for P·V, about 12
+ * shuffles. It serves every head_dim (a multiple of 8, at most 256) and needs no opt-in
+ * shared memory: the fallback where k_attn_prefill_tc does not fit.
+ *
+ * k_attn_prefill_tc (tensor cores, FlashAttention-2 style). Launch: grid (ceil(T_max * group
+ * / K_ATTN_TC_BM), n_kv), block K_ATTN_TC_THREADS (8 warps), K_ATTN_TC_SMEM(hd) bytes of
+ * dynamic shared memory (128 KiB at head_dim 256). CTA x takes the packed rows of block
+ * gridDim.x - 1 - x, so the CTAs with the longest key ranges start first. Warp w owns packed
+ * rows R0 + 16w .. R0 + 16w + 15 as the M = 16 of mma.m16n8k16 (bf16 in, fp32 accumulate).
+ *   Shared memory: the CTA's 128 q rows (loaded once), then K and V tiles of K_ATTN_TC_BN = 32
+ *   keys in two stages, cp.async double-buffered as in k_attn_prefill. Rows are hd bf16 padded
+ *   to ld = K_ATTN_TC_LD(hd) elements; 16-byte chunk c of row r is stored at chunk c ^ (r % 8),
+ *   so the 8 row addresses of every ldmatrix phase hit 8 different bank groups. Chunks past
+ *   hd / 8 up to the next multiple of 16 dims are zero-filled, so head_dim needs only be a
+ *   multiple of 8: the padded dims add zero to q.k, and their output columns are not stored.
+ *   S = q k^T: per 16 dims, one ldmatrix.x4 of q (the A fragment) and one of K per 16 keys
+ *   (non-transposed: K rows are B's columns); a warp's S is 16 x 32 fp32 in 16 registers.
+ *   Softmax: online, per query row (a lane holds rows g and g + 8 of its 4-lane quad), in log2
+ *   units with the scale folded into one FMA before exp2: p = exp2(s * scale * log2e - m).
+ *   Only diagonal tiles (some key past some row's position) are masked; tiles past the warp's
+ *   last key are skipped. The rescale of O by exp2(m_old - m_new) is skipped when no row of
+ *   the warp raised its max.
+ *   O += P V: the S accumulator registers are already P's A-fragment layout (C rows g, g + 8,
+ *   columns 2t, 2t + 1 = A rows g, g + 8, k slots 2t, 2t + 1, two n-tiles per 16-key k-step).
+ *   The reference keeps P in fp32 (test/ref/kref_attn.c); P rounded once to bf16 would move a
+ *   third of the outputs off the reference's bf16 value (4% by more than 2 ulps: the output
+ *   is a weighted mean of many V rows and cancels), so P is split as p = hi + lo, hi = bf16(p), lo =
+ *   bf16(p - hi) (relative error 2^-17), and each V fragment (ldmatrix.x4.trans: V rows are
+ *   keys) feeds two MMAs. That is 3 MMA passes instead of 2, but the extra one reuses the V
+ *   fragment, so it costs tensor-core time only, not shared-memory bandwidth.
+ *   O is 16 x 256 fp32 per warp (128 registers a lane). At the end it is divided by the row
+ *   sum (fp32 sum of the unrounded p), rounded to bf16 into the warp's own q rows of shared
+ *   memory, and read back as 16-byte row chunks for the gate (attn_gate8) and coalesced
+ *   stores. */
 #include "attn_core.cuh"
 
 #define ATTN_PF_TILE 16 /* keys per stage */
@@ -164,4 +196,275 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_prefill(s
         __syncthreads(); /* the stage is refilled by the next iteration */
     }
     attn_pf_store(p, a, R0w, n_live, sm.pb[warp]);
+}
+
+/* ---- k_attn_prefill_tc ------------------------------------------------------------------------ */
+
+#define ATTN_TC_WARPS (K_ATTN_TC_THREADS / 32)
+#define ATTN_TC_NT (K_ATTN_TC_BN / 8)      /* 8-key n-tiles of S per key tile */
+#define ATTN_TC_KS (ATTN_MAX_HD / 16)      /* 16-dim steps of q.k, 16-dim pairs of O, at hd 256 */
+
+#if K_ATTN_TC_BM != ATTN_TC_WARPS * 16 || K_ATTN_TC_BN % 16 != 0
+#error "k_attn_prefill_tc: 16 query rows per warp, key tiles of whole 16-key k-steps"
+#endif
+
+__device__ __forceinline__ uint32_t attn_tc_sa(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* Four 8 x 8 bf16 matrices; lane l gives the address of row l % 8 of matrix l / 8 and gets
+ * row l / 4, elements 2 (l % 4), + 1 of each (.trans: column l / 4, rows 2 (l % 4), + 1). */
+__device__ __forceinline__ void attn_tc_ldsm(uint32_t (&r)[4], uint32_t addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+__device__ __forceinline__ void attn_tc_ldsm_t(uint32_t (&r)[4], uint32_t addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+/* Byte offset within a row of the stored 16-byte chunk 2s + b, for a lane whose row r has
+ * x = b ^ (r % 8): chunk c lives at c ^ (r % 8), and for c = 2s + b the low three bits are
+ * 2 (s % 4) ^ b, so the lane part x is fixed and s only adds constants. */
+__device__ __forceinline__ uint32_t attn_tc_chunk(uint32_t x, int s)
+{
+    return ((((uint32_t)s >> 2) << 3) | (x ^ (((uint32_t)s & 3) << 1))) << 4;
+}
+
+/* Two probabilities as bf16x2 hi + lo (element x in the low half): hi = bf16(p), lo =
+ * bf16(p - hi); p - hi is exact in fp32, so hi + lo is p to a relative 2^-17. */
+__device__ __forceinline__ void attn_tc_split(float x, float y, uint32_t &hi, uint32_t &lo)
+{
+    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    float2 hf = __bfloat1622float2(h);
+    __nv_bfloat162 l = __floats2bfloat162_rn(x - hf.x, y - hf.y);
+    hi = *reinterpret_cast<uint32_t *>(&h);
+    lo = *reinterpret_cast<uint32_t *>(&l);
+}
+
+/* Queue keys [kb, kb + K_ATTN_TC_BN) of K and V into one stage (swizzled rows of ld
+ * elements): zeros for keys past kend and for the dims past hd up to hdp. */
+__device__ __forceinline__ void attn_tc_load_kv(uint16_t *ks, uint16_t *vs, const uint16_t *K,
+                                                const uint16_t *V, uint32_t kb, uint32_t kend,
+                                                uint32_t hd, uint32_t hdp, uint32_t ld)
+{
+    uint32_t cpr = hdp / 8, cv = hd / 8, n = K_ATTN_TC_BN * cpr;
+#pragma unroll 4
+    for (uint32_t i = threadIdx.x; i < n; i += K_ATTN_TC_THREADS) {
+        uint32_t j = i / cpr, c = i - j * cpr, key = kb + j;
+        bool ok = key < kend && c < cv;
+        uint64_t off = ok ? (uint64_t)key * hd + c * 8 : 0;
+        uint32_t at = j * ld + ((c ^ (j & 7)) << 3);
+        attn_cp16(ks + at, K + off, ok);
+        attn_cp16(vs + at, V + off, ok);
+    }
+}
+
+/* Queue the CTA's K_ATTN_TC_BM packed q rows from R0 (zeros past the live rows and past hd). */
+__device__ __forceinline__ void attn_tc_load_q(uint16_t *qs, const struct k_attn_prefill_params &p,
+                                               uint32_t R0, uint32_t n_live, uint32_t hd, uint32_t hdp,
+                                               uint32_t ld)
+{
+    const struct k_attn_dims &d = p.d;
+    uint32_t group = d.n_heads / d.n_kv, cpr = hdp / 8, cv = hd / 8, n = K_ATTN_TC_BM * cpr;
+    const uint16_t *q = (const uint16_t *)p.q;
+    for (uint32_t i = threadIdx.x; i < n; i += K_ATTN_TC_THREADS) {
+        uint32_t r = i / cpr, c = i - r * cpr, R = R0 + r, t = R / group;
+        bool ok = t < n_live && c < cv;
+        uint64_t head = (uint64_t)t * d.n_heads + blockIdx.y * group + (R - t * group);
+        attn_cp16(qs + r * ld + ((c ^ (r & 7)) << 3), q + (ok ? head * hd + c * 8 : 0), ok);
+    }
+}
+
+/* The kernel body; FULL: head_dim 256, every size a constant. */
+template <bool FULL>
+__device__ __forceinline__ void attn_tc_run(const struct k_attn_prefill_params &p, uint16_t *sm)
+{
+    const struct k_step *st = k_step_of(p.step);
+    const struct k_attn_dims &d = p.d;
+    const uint32_t hd = FULL ? 256 : d.head_dim;
+    const uint32_t hdp = FULL ? 256 : (d.head_dim + 15) & ~15u; /* dims the MMAs cover */
+    const uint32_t ld = FULL ? 256 : K_ATTN_TC_LD(d.head_dim);  /* shared row stride */
+    uint32_t n_live = attn_live_rows(st, d.T_max), pos = st->pos;
+    uint32_t group = d.n_heads / d.n_kv, kvh = blockIdx.y;
+    uint32_t R0 = (gridDim.x - 1 - blockIdx.x) * K_ATTN_TC_BM;
+    if (R0 / group >= n_live)
+        return; /* the whole CTA: no live rows */
+    uint32_t t_last = min(n_live - 1, (R0 + K_ATTN_TC_BM - 1) / group);
+    uint32_t kend = min(pos + t_last + 1, d.max_seq);
+    uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    uint32_t R0w = R0 + warp * 16;
+    bool live = R0w / group < n_live; /* warp-uniform: a warp past the chunk only loads */
+    /* last key of rows g and g + 8, and of the warp's first and last rows */
+    uint32_t lim0 = min(pos + (R0w + g) / group, kend - 1);
+    uint32_t lim1 = min(pos + (R0w + g + 8) / group, kend - 1);
+    uint32_t wmin = min(pos + R0w / group, kend - 1), wmax = min(pos + (R0w + 15) / group, kend - 1);
+
+    uint16_t *qs = sm;                             /* (BM, ld) */
+    uint16_t *ks = qs + K_ATTN_TC_BM * ld;         /* (2, BN, ld) */
+    uint16_t *vs = ks + 2 * K_ATTN_TC_BN * ld;     /* (2, BN, ld) */
+    const uint32_t stage_b = K_ATTN_TC_BN * ld * 2; /* bytes per stage */
+    /* ldmatrix lane addresses (rows) and chunk parts: q and V take row l % 8 + (l & 8) and
+     * chunk bit l / 16 (A: rows 0-7 / 8-15 at k 0-7, then k 8-15; V^T: keys 0-7 / 8-15 of
+     * dims 0-7, then dims 8-15); K takes row l % 8 + 8 (l / 16) and chunk bit (l / 8) % 2
+     * (b0, b1 of keys 0-7, then of keys 8-15). */
+    uint32_t sw = lane & 7;
+    uint32_t qa = attn_tc_sa(qs) + (warp * 16 + sw + (lane & 8)) * ld * 2, qx = (lane >> 4) ^ sw;
+    uint32_t ka = attn_tc_sa(ks) + (sw + ((lane >> 4) << 3)) * ld * 2, kx = ((lane >> 3) & 1) ^ sw;
+    uint32_t va = attn_tc_sa(vs) + (sw + (lane & 8)) * ld * 2, vx = (lane >> 4) ^ sw;
+
+    const uint16_t *K = (const uint16_t *)p.k_cache + (uint64_t)kvh * d.max_seq * hd;
+    const uint16_t *V = (const uint16_t *)p.v_cache + (uint64_t)kvh * d.max_seq * hd;
+    float o[2 * ATTN_TC_KS][4]; /* n-tile j: rows g (0, 1) and g + 8 (2, 3), dims 8j + 2 t4, + 1 */
+#pragma unroll
+    for (int j = 0; j < 2 * ATTN_TC_KS; j++)
+        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY; /* running max of rows g, g + 8 (log2 units) */
+    float l0 = 0.0f, l1 = 0.0f;           /* this lane's share of their sums of exponents */
+    const float sl2 = d.scale * ATTN_LOG2E;
+    uint32_t n_tiles = (kend + K_ATTN_TC_BN - 1) / K_ATTN_TC_BN;
+
+    attn_tc_load_q(qs, p, R0, n_live, hd, hdp, ld);
+    attn_tc_load_kv(ks, vs, K, V, 0, kend, hd, hdp, ld);
+    attn_cp_commit();
+#pragma unroll 1
+    for (uint32_t it = 0; it < n_tiles; it++) {
+        uint32_t nb = ((it + 1) & 1) * K_ATTN_TC_BN * ld;
+        if (it + 1 < n_tiles)
+            attn_tc_load_kv(ks + nb, vs + nb, K, V, (it + 1) * K_ATTN_TC_BN, kend, hd, hdp, ld);
+        attn_cp_commit(); /* possibly empty: keeps the group count for wait_group 1 */
+        attn_cp_wait_prev();
+        __syncthreads();
+        uint32_t kb = it * K_ATTN_TC_BN, so = (it & 1) * stage_b;
+        if (live && kb <= wmax) {
+            /* S = q K^T over the tile's 32 keys */
+            float s[ATTN_TC_NT][4];
+#pragma unroll
+            for (int j = 0; j < ATTN_TC_NT; j++)
+                s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < ATTN_TC_KS; kk++) {
+                if (!FULL && (uint32_t)kk * 16 >= hdp)
+                    break;
+                uint32_t a[4], b[4];
+                attn_tc_ldsm(a, qa + attn_tc_chunk(qx, kk));
+#pragma unroll
+                for (int np = 0; np < ATTN_TC_NT / 2; np++) {
+                    attn_tc_ldsm(b, ka + so + np * 16 * ld * 2 + attn_tc_chunk(kx, kk));
+                    k_mma16816(s[2 * np], a[0], a[1], a[2], a[3], b[0], b[1]);
+                    k_mma16816(s[2 * np + 1], a[0], a[1], a[2], a[3], b[2], b[3]);
+                }
+            }
+            /* causal mask on diagonal tiles: key kb + 8j + 2 t4 + e against the row's limit */
+            if (kb + K_ATTN_TC_BN - 1 > wmin) {
+#pragma unroll
+                for (int j = 0; j < ATTN_TC_NT; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        if (kb + 8 * j + 2 * t4 + (e & 1) > (e < 2 ? lim0 : lim1))
+                            s[j][e] = -INFINITY;
+            }
+            /* online softmax: the quad's 4 lanes hold a row's 32 scores */
+            float x0 = -INFINITY, x1 = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < ATTN_TC_NT; j++) {
+                x0 = fmaxf(x0, fmaxf(s[j][0], s[j][1]));
+                x1 = fmaxf(x1, fmaxf(s[j][2], s[j][3]));
+            }
+            x0 = fmaxf(x0, __shfl_xor_sync(ATTN_FULL, x0, 1));
+            x1 = fmaxf(x1, __shfl_xor_sync(ATTN_FULL, x1, 1));
+            x0 = fmaxf(x0, __shfl_xor_sync(ATTN_FULL, x0, 2));
+            x1 = fmaxf(x1, __shfl_xor_sync(ATTN_FULL, x1, 2));
+            float n0 = fmaxf(m0, x0 * sl2), n1 = fmaxf(m1, x1 * sl2);
+            float c0 = m0 == n0 ? 1.0f : exp2f(m0 - n0); /* m = -inf, n finite: 0 */
+            float c1 = m1 == n1 ? 1.0f : exp2f(m1 - n1);
+            m0 = n0, m1 = n1;
+            float b0 = n0 == -INFINITY ? 0.0f : n0, b1 = n1 == -INFINITY ? 0.0f : n1; /* no NaN */
+            float r0 = 0.0f, r1 = 0.0f;
+#pragma unroll
+            for (int j = 0; j < ATTN_TC_NT; j++) {
+                s[j][0] = exp2f(fmaf(s[j][0], sl2, -b0));
+                s[j][1] = exp2f(fmaf(s[j][1], sl2, -b0));
+                s[j][2] = exp2f(fmaf(s[j][2], sl2, -b1));
+                s[j][3] = exp2f(fmaf(s[j][3], sl2, -b1));
+                r0 += s[j][0] + s[j][1];
+                r1 += s[j][2] + s[j][3];
+            }
+            l0 = fmaf(l0, c0, r0);
+            l1 = fmaf(l1, c1, r1);
+            if (__any_sync(ATTN_FULL, c0 != 1.0f || c1 != 1.0f)) {
+#pragma unroll
+                for (int j = 0; j < 2 * ATTN_TC_KS; j++) {
+                    o[j][0] *= c0, o[j][1] *= c0;
+                    o[j][2] *= c1, o[j][3] *= c1;
+                }
+            }
+            /* O += P V, P = hi + lo; k-step kq covers keys 16 kq .. 16 kq + 15 of the tile */
+#pragma unroll
+            for (int kq = 0; kq < ATTN_TC_NT / 2; kq++) {
+                uint32_t ph[4], pl[4];
+                attn_tc_split(s[2 * kq][0], s[2 * kq][1], ph[0], pl[0]);
+                attn_tc_split(s[2 * kq][2], s[2 * kq][3], ph[1], pl[1]);
+                attn_tc_split(s[2 * kq + 1][0], s[2 * kq + 1][1], ph[2], pl[2]);
+                attn_tc_split(s[2 * kq + 1][2], s[2 * kq + 1][3], ph[3], pl[3]);
+#pragma unroll
+                for (int dp = 0; dp < ATTN_TC_KS; dp++) {
+                    if (!FULL && (uint32_t)dp * 16 >= hdp)
+                        break;
+                    uint32_t b[4];
+                    attn_tc_ldsm_t(b, va + so + kq * 16 * ld * 2 + attn_tc_chunk(vx, dp));
+                    k_mma16816(o[2 * dp], ph[0], ph[1], ph[2], ph[3], b[0], b[1]);
+                    k_mma16816(o[2 * dp + 1], ph[0], ph[1], ph[2], ph[3], b[2], b[3]);
+                    k_mma16816(o[2 * dp], pl[0], pl[1], pl[2], pl[3], b[0], b[1]);
+                    k_mma16816(o[2 * dp + 1], pl[0], pl[1], pl[2], pl[3], b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads(); /* the stage is refilled by the next iteration */
+    }
+    if (!live)
+        return;
+
+    /* normalise, round to bf16 into the warp's own q rows (free since the last barrier) */
+    l0 += __shfl_xor_sync(ATTN_FULL, l0, 1);
+    l1 += __shfl_xor_sync(ATTN_FULL, l1, 1);
+    l0 += __shfl_xor_sync(ATTN_FULL, l0, 2);
+    l1 += __shfl_xor_sync(ATTN_FULL, l1, 2);
+    float i0 = 1.0f / l0, i1 = 1.0f / l1;
+    uint16_t *ow = qs + warp * 16 * ld;
+#pragma unroll
+    for (int j = 0; j < 2 * ATTN_TC_KS; j++) {
+        if (!FULL && (uint32_t)j * 8 >= hdp)
+            break;
+        uint32_t at = (((uint32_t)j ^ g) << 3) + 2 * t4; /* rows g and g + 8: same swizzle */
+        __nv_bfloat162 h0 = __floats2bfloat162_rn(o[j][0] * i0, o[j][1] * i0);
+        __nv_bfloat162 h1 = __floats2bfloat162_rn(o[j][2] * i1, o[j][3] * i1);
+        *reinterpret_cast<__nv_bfloat162 *>(ow + g * ld + at) = h0;
+        *reinterpret_cast<__nv_bfloat162 *>(ow + (g + 8) * ld + at) = h1;
+    }
+    __syncwarp();
+    /* gate and store: 16-byte chunks of whole rows, consecutive lanes on consecutive chunks */
+    uint32_t cv = hd / 8;
+    for (uint32_t i = lane; i < 16 * cv; i += 32) {
+        uint32_t r = i / cv, c = i - r * cv, R = R0w + r, t = R / group;
+        if (t >= n_live)
+            continue;
+        float of[8];
+        attn_unpack(*(const uint4 *)(ow + r * ld + ((c ^ (r & 7)) << 3)), of);
+        uint64_t row = (uint64_t)t * d.n_heads + kvh * group + (R - t * group);
+        const uint16_t *gp = (const uint16_t *)p.qg + row * 2 * hd + hd + c * 8;
+        *(uint4 *)((uint16_t *)p.out + row * hd + c * 8) = attn_gate8(of, __ldg((const uint4 *)gp));
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(K_ATTN_TC_THREADS, 1) k_attn_prefill_tc(struct k_attn_prefill_params p)
+{
+    extern __shared__ __align__(16) uint16_t attn_tc_smem[];
+    if (p.d.head_dim == 256)
+        attn_tc_run<true>(p, attn_tc_smem);
+    else
+        attn_tc_run<false>(p, attn_tc_smem);
 }

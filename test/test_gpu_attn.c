@@ -8,8 +8,11 @@
  *   decode: L = 1, 7, 255, 256, 257, 1000 (and 4096 at full size), single pass and split-K
  *     (n_split 64 and 7) + reduce, each against the reference and split against single; one
  *     case with large scores (running-max stability); done leaves everything untouched.
- *   k_attn_prefill: T = 1, 5, 64, 65, 300 over a cached prefix of 0 and 100 tokens (with 100,
- *     the bucket is 3 rows larger than the chunk), and rope -> prefill chained on the device.
+ *   k_attn_prefill and k_attn_prefill_tc, each: T = 1, 5, 64, 65, 300 over a cached prefix of
+ *     0 and 100 tokens (with 100, the bucket is 3 rows larger than the chunk), and rope ->
+ *     prefill chained on the device; at full size also a 2048-token chunk after a 2048-token
+ *     prefix, its first, middle and last rows against the reference (the timing's inputs).
+ *     k_attn_prefill_tc runs where the device's opt-in shared memory holds K_ATTN_TC_SMEM.
  * Inputs are fresh test_rand() values; every output buffer is poisoned (0xFF) before each
  * launch and every element is checked: the expected ones against the reference, the rest for
  * the poison. Cache rows past the filled length hold the poison too (bf16 NaN), so a kernel
@@ -23,7 +26,10 @@
  * probabilities in fp32 as the reference does, so before the final bf16 roundings the two
  * differ by ~1e-6 relative; after bf16(o) and the bf16 gate product that is at most 2 ulps of
  * the result (a rounding flip of o and of the product) plus 1e-5 absolute for outputs that
- * cancel to near zero; at least 99% must be bit-exact. */
+ * cancel to near zero; at least 99% must be bit-exact. k_attn_prefill_tc feeds P to the
+ * tensor cores as bf16 hi + lo (p to 2^-17 relative): in a CPU emulation of the T = 300,
+ * prefix 100 cases that leaves 99.8% bit-exact and none past the tolerance (a single bf16 P
+ * would leave 66% exact and 4% past it), so the same tolerance holds. */
 #include <math.h>
 #include <string.h>
 
@@ -48,7 +54,8 @@ struct bufs {
 };
 
 static struct gpu g;
-static CUfunction f_rope, f_dec, f_split, f_red, f_pre;
+static CUfunction f_rope, f_dec, f_split, f_red, f_pre, f_pre_tc;
+static int smem_optin; /* the device's opt-in shared memory per block */
 static unsigned long long rng = 0x5EED;
 
 /* ---- host helpers ------------------------------------------------------------------------- */
@@ -121,11 +128,17 @@ static void set_step(struct bufs *b, uint32_t pos, uint32_t n_tokens, uint32_t d
     up(b->step, &st, sizeof st);
 }
 
-static void launch(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block)
+static void launch_smem(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block,
+                        unsigned smem)
 {
     void *args[] = {params};
-    CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, 0, NULL, args, NULL));
+    CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL));
     CU(&g, cuCtxSynchronize());
+}
+
+static void launch(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block)
+{
+    launch_smem(f, params, gx, gy, block, 0);
 }
 
 static struct k_attn_dims dims_of(const struct cfg *c, uint32_t T_max)
@@ -288,14 +301,33 @@ static void test_decode_done(const struct cfg *c, struct bufs *b)
 
 /* ---- prefill ------------------------------------------------------------------------------ */
 
-static void run_prefill(const struct cfg *c, struct bufs *b, uint32_t T_max, uint16_t *got)
+/* the two prefill kernels: 0 k_attn_prefill, 1 k_attn_prefill_tc */
+static const char *const pre_name[2] = {"k_attn_prefill", "k_attn_prefill_tc"};
+
+/* whether k_attn_prefill_tc takes this shape on this device */
+static int tc_takes(const struct cfg *c)
+{
+    return K_ATTN_TC_OK(c->hd) && (int)K_ATTN_TC_SMEM(c->hd) <= smem_optin;
+}
+
+/* Launch prefill kernel `tc` over a bucket of T_max rows with the planner's launch shape. */
+static void launch_prefill(const struct cfg *c, struct k_attn_prefill_params *p, uint32_t T_max, int tc)
+{
+    uint32_t group = c->nh / c->nkv;
+    if (tc)
+        launch_smem(f_pre_tc, p, (T_max * group + K_ATTN_TC_BM - 1) / K_ATTN_TC_BM, c->nkv,
+                    K_ATTN_TC_THREADS, K_ATTN_TC_SMEM(c->hd));
+    else
+        launch(f_pre, p, (T_max * group + K_ATTN_BM - 1) / K_ATTN_BM, c->nkv, K_ATTN_THREADS);
+}
+
+static void run_prefill(const struct cfg *c, struct bufs *b, uint32_t T_max, uint16_t *got, int tc)
 {
     size_t nq = (size_t)T_max * c->nh * c->hd;
     poison(b->out, 2 * nq);
     struct k_attn_prefill_params p = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
                                       .out = b->out, .step = b->step, .d = dims_of(c, T_max)};
-    uint32_t group = c->nh / c->nkv;
-    launch(f_pre, &p, (T_max * group + K_ATTN_BM - 1) / K_ATTN_BM, c->nkv, K_ATTN_THREADS);
+    launch_prefill(c, &p, T_max, tc);
     down(got, b->out, 2 * nq);
 }
 
@@ -309,16 +341,18 @@ static void test_prefill(const struct cfg *c, struct bufs *b, uint32_t T, uint32
     up(b->q, q, 2 * nq), up(b->qg, qg, 4 * nq);
     up(b->kc, kc, 2 * b->cache_elems), up(b->vc, vc, 2 * b->cache_elems);
     set_step(b, prefix, T, 0);
-    run_prefill(c, b, T_max, got);
     struct kref_attn_dims rd = rdims_of(c);
     kref_attn(&rd, q, qg, kc, vc, T, prefix, want);
-    CHECK(cmp_attn("out", got, want, nq), "k_attn_prefill %s T=%u (bucket %u) prefix=%u matches the "
-          "reference, rows past T untouched", c->name, T, T_max, prefix);
+    for (int tc = 0; tc < 1 + tc_takes(c); tc++) {
+        run_prefill(c, b, T_max, got, tc);
+        CHECK(cmp_attn("out", got, want, nq), "%s %s T=%u (bucket %u) prefix=%u matches the "
+              "reference, rows past T untouched", pre_name[tc], c->name, T, T_max, prefix);
+    }
     free(q), free(qg), free(kc), free(vc), free(want), free(got);
 }
 
-/* k_attn_rope then k_attn_prefill on the device: the reference attends over the q and caches
- * the device wrote, so this checks that the two kernels agree on every layout. */
+/* k_attn_rope then each prefill kernel on the device: the reference attends over the q and
+ * caches the device wrote, so this checks that rope and prefill agree on every layout. */
 static void test_chain(const struct cfg *c, struct bufs *b, uint32_t T, uint32_t prefix)
 {
     uint32_t hd = c->hd, nh = c->nh, nkv = c->nkv;
@@ -335,28 +369,31 @@ static void test_chain(const struct cfg *c, struct bufs *b, uint32_t T, uint32_t
                                     .q_out = b->q, .k_cache = b->kc, .v_cache = b->vc, .step = b->step,
                                     .d = dims_of(c, T)};
     launch(f_rope, &rp, T, 1, K_ATTN_ROPE_THREADS);
-    run_prefill(c, b, T, got);
     down(q, b->q, 2 * nq), down(kc, b->kc, 2 * ncache), down(vc, b->vc, 2 * ncache);
     struct kref_attn_dims rd = rdims_of(c);
     kref_attn(&rd, q, qg, kc, vc, T, prefix, want);
-    CHECK(cmp_attn("out", got, want, nq), "k_attn_rope -> k_attn_prefill %s T=%u prefix=%u: the "
-          "prefill reads what rope wrote", c->name, T, prefix);
+    for (int tc = 0; tc < 1 + tc_takes(c); tc++) {
+        run_prefill(c, b, T, got, tc);
+        CHECK(cmp_attn("out", got, want, nq), "k_attn_rope -> %s %s T=%u prefix=%u: the prefill "
+              "reads what rope wrote", pre_name[tc], c->name, T, prefix);
+    }
     free(qg), free(k), free(v), free(qn), free(kn), free(kc), free(vc), free(q), free(want), free(got);
 }
 
 /* ---- timing (informational) ------------------------------------------------------------------ */
 
-static float time_us(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block)
+static float time_us(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block,
+                     unsigned smem)
 {
     CUevent e0, e1;
     void *args[] = {params};
     float ms = 0;
     CU(&g, cuEventCreate(&e0, 0));
     CU(&g, cuEventCreate(&e1, 0));
-    CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, 0, NULL, args, NULL)); /* warm-up */
+    CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL)); /* warm-up */
     CU(&g, cuEventRecord(e0, NULL));
     for (int i = 0; i < 20; i++)
-        CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, 0, NULL, args, NULL));
+        CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL));
     CU(&g, cuEventRecord(e1, NULL));
     CU(&g, cuEventSynchronize(e1));
     CU(&g, cuEventElapsedTime(&ms, e0, e1));
@@ -365,10 +402,18 @@ static float time_us(CUfunction f, void *params, unsigned gx, unsigned gy, unsig
     return ms * 1000.0f / 20;
 }
 
+static float time_prefill(const struct cfg *c, struct k_attn_prefill_params *p, uint32_t T_max, int tc)
+{
+    uint32_t group = c->nh / c->nkv;
+    if (tc)
+        return time_us(f_pre_tc, p, (T_max * group + K_ATTN_TC_BM - 1) / K_ATTN_TC_BM, c->nkv,
+                       K_ATTN_TC_THREADS, K_ATTN_TC_SMEM(c->hd));
+    return time_us(f_pre, p, (T_max * group + K_ATTN_BM - 1) / K_ATTN_BM, c->nkv, K_ATTN_THREADS, 0);
+}
+
 /* full size only; inputs are whatever the last test left (finite in the ranges used) */
 static void timings(const struct cfg *c, struct bufs *b)
 {
-    uint32_t group = c->nh / c->nkv;
     uint16_t *kc = rand_cache(c, c->max_seq, 2.0f), *vc = rand_cache(c, c->max_seq, 1.0f);
     up(b->kc, kc, 2 * b->cache_elems), up(b->vc, vc, 2 * b->cache_elems);
     struct k_attn_decode_params p = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
@@ -377,19 +422,72 @@ static void timings(const struct cfg *c, struct bufs *b)
     const uint32_t Ls[] = {256, 4096};
     for (int i = 0; i < 2; i++) {
         set_step(b, Ls[i] - 1, 1, 0);
-        float ts = time_us(f_dec, &p, c->nkv, 1, K_ATTN_THREADS);
-        float tp = time_us(f_split, &p, 64, c->nkv, K_ATTN_THREADS);
-        float tr = time_us(f_red, &p, c->nh, 1, K_ATTN_REDUCE_THREADS(c->hd));
+        float ts = time_us(f_dec, &p, c->nkv, 1, K_ATTN_THREADS, 0);
+        float tp = time_us(f_split, &p, 64, c->nkv, K_ATTN_THREADS, 0);
+        float tr = time_us(f_red, &p, c->nh, 1, K_ATTN_REDUCE_THREADS(c->hd), 0);
         printf("# time %s L=%u: single %.1f us, split(64) %.1f us + reduce %.1f us (K+V %.2f MB)\n",
                c->name, Ls[i], ts, tp, tr, 4.0 * c->nkv * Ls[i] * c->hd / 1e6);
     }
     set_step(b, 100, 300, 0);
     struct k_attn_prefill_params pp = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
                                        .out = b->out, .step = b->step, .d = dims_of(c, 300)};
-    float t = time_us(f_pre, &pp, (300 * group + K_ATTN_BM - 1) / K_ATTN_BM, c->nkv, K_ATTN_THREADS);
     double fl = 4.0 * c->nh * c->hd * 300 * (100 + 150.5);
-    printf("# time %s prefill T=300 prefix=100: %.1f us (%.2f TFLOP/s)\n", c->name, t, fl / t / 1e6);
+    for (int tc = 0; tc < 1 + tc_takes(c); tc++) {
+        float t = time_prefill(c, &pp, 300, tc);
+        printf("# time %s %s T=300 prefix=100: %.1f us (%.2f TFLOP/s)\n", pre_name[tc], c->name, t,
+               fl / t / 1e6);
+    }
     free(kc), free(vc);
+}
+
+/* The full-size prefill shapes: a 2048-token chunk after a 2048-token prefix (the planner's
+ * largest chunk, at the end of a 4096 context) and 4096 tokens from position 0, timed for both
+ * kernels. For the first, rows at the start, middle and end of the chunk of each kernel's
+ * output are checked against the reference (all of it would take minutes on the CPU). */
+static void prefill_full(const struct cfg *c, struct bufs *b)
+{
+    const uint32_t Tn = 4096, nspot = 4, spot[3] = {0, 1022, 2044};
+    size_t nrow = (size_t)c->nh * c->hd, nq = Tn * nrow;
+    uint16_t *q = rand_bf16(nq, 2.0f), *qg = rand_bf16(2 * nq, 4.0f);
+    uint16_t *kc = rand_cache(c, c->max_seq, 2.0f), *vc = rand_cache(c, c->max_seq, 1.0f);
+    uint16_t *got = malloc(2 * nq), *want = malloc(2 * 3 * nspot * nrow);
+    CUdeviceptr dq = gpu_alloc(&g, 2 * nq), dqg = gpu_alloc(&g, 4 * nq), dout = gpu_alloc(&g, 2 * nq);
+    up(dq, q, 2 * nq), up(dqg, qg, 4 * nq);
+    up(b->kc, kc, 2 * b->cache_elems), up(b->vc, vc, 2 * b->cache_elems);
+    const uint32_t Ts[2] = {2048, 4096}, prefixes[2] = {2048, 0};
+    for (int i = 0; i < 2 && Ts[i] + prefixes[i] <= c->max_seq; i++) {
+        uint32_t T = Ts[i], prefix = prefixes[i];
+        set_step(b, prefix, T, 0);
+        struct k_attn_prefill_params pp = {.q = dq, .qg = dqg, .k_cache = b->kc, .v_cache = b->vc,
+                                           .out = dout, .step = b->step, .d = dims_of(c, T)};
+        struct kref_attn_dims rd = rdims_of(c);
+        if (i == 0)
+            for (int s = 0; s < 3; s++)
+                kref_attn(&rd, q + spot[s] * nrow, qg + 2 * spot[s] * nrow, kc, vc, nspot,
+                          prefix + spot[s], want + s * nspot * nrow);
+        float us[2] = {0, 0};
+        for (int tc = 0; tc < 1 + tc_takes(c); tc++) {
+            if (i == 0) {
+                poison(dout, 2 * T * nrow);
+                launch_prefill(c, &pp, T, tc);
+                down(got, dout, 2 * T * nrow);
+                int ok = 1;
+                for (int s = 0; s < 3; s++)
+                    ok &= cmp_attn("out", got + spot[s] * nrow, want + s * nspot * nrow, nspot * nrow);
+                CHECK(ok, "%s %s T=%u prefix=%u: rows %u.., %u.., %u.. (%u each) match the reference",
+                      pre_name[tc], c->name, T, prefix, spot[0], spot[1], spot[2], nspot);
+            }
+            us[tc] = time_prefill(c, &pp, T, tc);
+        }
+        double fl = 4.0 * c->nh * c->hd * T * (prefix + (T + 1) / 2.0);
+        printf("# time %s prefill T=%u prefix=%u (%.1f GFLOP): k_attn_prefill %.1f us (%.1f TFLOP/s), "
+               "k_attn_prefill_tc %.1f us (%.1f TFLOP/s)\n", c->name, T, prefix, fl / 1e9, us[0],
+               fl / us[0] / 1e6, us[1], us[1] > 0 ? fl / us[1] / 1e6 : 0.0);
+    }
+    CU(&g, cuMemFree(dq));
+    CU(&g, cuMemFree(dqg));
+    CU(&g, cuMemFree(dout));
+    free(q), free(qg), free(kc), free(vc), free(got), free(want);
 }
 
 /* ---- main --------------------------------------------------------------------------------- */
@@ -443,8 +541,10 @@ static void test_cfg(const struct cfg *c, int full)
         test_prefill(c, &b, Ts[i], 100);
     }
     test_chain(c, &b, 65, 100);
-    if (full)
+    if (full) {
         timings(c, &b);
+        prefill_full(c, &b);
+    }
     free_bufs(&b);
 }
 
@@ -458,6 +558,14 @@ int main(void)
     CU(&g, cuModuleGetFunction(&f_split, m, "k_attn_decode_split"));
     CU(&g, cuModuleGetFunction(&f_red, m, "k_attn_decode_reduce"));
     CU(&g, cuModuleGetFunction(&f_pre, m, "k_attn_prefill"));
+    CU(&g, cuModuleGetFunction(&f_pre_tc, m, "k_attn_prefill_tc"));
+    CU(&g, cuDeviceGetAttribute(&smem_optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                                g.dev));
+    /* the largest shape's need, or all the device has: tc_takes() leaves out what does not fit */
+    int tc_smem = (int)K_ATTN_TC_SMEM(256) < smem_optin ? (int)K_ATTN_TC_SMEM(256) : smem_optin;
+    CU(&g, cuFuncSetAttribute(f_pre_tc, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, tc_smem));
+    printf("# k_attn_prefill_tc: %d bytes of opt-in shared memory per block, %u at head_dim 256\n",
+           smem_optin, K_ATTN_TC_SMEM(256));
     const struct cfg cfgs[] = {
         {"full", 16, 2, 256, 64, 4096, 1e7f},
         {"tiny-a", 4, 2, 64, 16, 1024, 1e4f},
