@@ -39,9 +39,13 @@ FUZZFLAGS  := -std=c11 -O1 -g -D_GNU_SOURCE -I. -isystem $(CUDA_HOME)/include \
 # (L4, RTX 40xx), sm_90a (H100/H200: wgmma) — plus compute_90 PTX that newer GPUs JIT. The
 # planner embeds the images of the archs a plan targets; one module per arch holds every kernel.
 KERN_ARCHS := sm_80 sm_86 sm_87 sm_89 sm_90a
-# -lineinfo: compute-sanitizer (tools/gpu-check) then names the source line of a hazard; it
-# adds line tables to the images and leaves the generated code as it is.
-NVCCFLAGS  := -std=c++17 -O3 -I. -lineinfo -Xptxas -warn-spills -Werror all-warnings
+NVCCFLAGS  := -std=c++17 -O3 -I. -Xptxas -warn-spills -Werror all-warnings
+# KERN_LINEINFO=1: line tables in the images, so compute-sanitizer names the source line of a
+# hazard (tools/gpu-check rebuilds them so for its sanitizer runs). The code is the same; the
+# images are about 3x larger, so plans are built without them.
+ifeq ($(KERN_LINEINFO),1)
+NVCCFLAGS  += -lineinfo
+endif
 
 # ---- sources -----------------------------------------------------------------------------
 PROGS      := plan/planner.c tools/plandump.c tools/qcfg.c tools/bench.c tools/mkcorpus.c \
