@@ -16,7 +16,7 @@
  * k_gemv_i4_g128 (INT4 with group 128, K a multiple of 128 up to K_GEMV_G128_MAXK; the planner
  * picks it for those): the same product on tensor cores. Dequantizing a nibble pair to bf16
  * (q - 8) takes three integer/bf16x2 operations, against nine to bring it to fp32 for a CUDA-
- * core FMA, and the FMAs were what bounded the CUDA-core kernel. A CTA of K_GEMV_G128_THREADS
+ * core FMA, so a warp issues far fewer instructions per weight. A CTA of K_GEMV_G128_THREADS
  * computes 16 rows (one m16n8k16 row tile) with the K range split over its warps; x is staged
  * in shared memory once. Each 128-input group accumulates in fp32 in the MMA, then scale *
  * group sum is added (scales are exact in fp32, so the result is a GEMV over the dequantized
