@@ -176,6 +176,27 @@ static struct k_gdn_dims gdn_dims(struct em *e)
                                c->rms_norm_eps};
 }
 
+/* The references the decode step and the chunked prefill share (their parameter structs name
+ * the same fields): post-conv q|k|v, z, b, a, the layer's gate and norm weights, the state, the
+ * output and the step. Uses op, l, z, bb, aa, o and e of the caller. */
+#define GDN_REFS(type, ubuf)                                                                       \
+    do {                                                                                           \
+        char gw_[96];                                                                              \
+        REF(op, type, u, ubuf);                                                                    \
+        REF(op, type, z, z);                                                                       \
+        REF(op, type, b, bb);                                                                      \
+        REF(op, type, a, aa);                                                                      \
+        snprintf(gw_, sizeof gw_, "layers.%u.linear_attn.A_log", l);                               \
+        WREF(op, type, a_log, gw_);                                                                \
+        snprintf(gw_, sizeof gw_, "layers.%u.linear_attn.dt_bias", l);                             \
+        WREF(op, type, dt_bias, gw_);                                                              \
+        snprintf(gw_, sizeof gw_, "layers.%u.linear_attn.norm.weight", l);                         \
+        WREF(op, type, norm_w, gw_);                                                               \
+        REF(op, type, state, e->sb->state[l]);                                                     \
+        REF(op, type, out, o);                                                                     \
+        REF(op, type, step, e->sb->step);                                                          \
+    } while (0)
+
 static uint32_t gdn_decode(struct em *e, uint32_t l, uint32_t hn)
 {
     struct pb *b = e->b;
@@ -208,19 +229,7 @@ static uint32_t gdn_decode(struct em *e, uint32_t l, uint32_t hn)
     struct k_gdn_step_params p = {.d = gdn_dims(e)};
     uint32_t grid[3] = {nv, 1, 1};
     uint32_t op = pb_kernel_op(b, "k_gdn_step", &p, sizeof p, grid, K_GDN_STEP_THREADS, 0, "l%u.gdn_step", l);
-    REF(op, struct k_gdn_step_params, u, qkv);
-    REF(op, struct k_gdn_step_params, z, z);
-    REF(op, struct k_gdn_step_params, b, bb);
-    REF(op, struct k_gdn_step_params, a, aa);
-    snprintf(nm, sizeof nm, "layers.%u.linear_attn.A_log", l);
-    WREF(op, struct k_gdn_step_params, a_log, nm);
-    snprintf(nm, sizeof nm, "layers.%u.linear_attn.dt_bias", l);
-    WREF(op, struct k_gdn_step_params, dt_bias, nm);
-    snprintf(nm, sizeof nm, "layers.%u.linear_attn.norm.weight", l);
-    WREF(op, struct k_gdn_step_params, norm_w, nm);
-    REF(op, struct k_gdn_step_params, state, e->sb->state[l]);
-    REF(op, struct k_gdn_step_params, out, o);
-    REF(op, struct k_gdn_step_params, step, e->sb->step);
+    GDN_REFS(struct k_gdn_step_params, qkv);
     uint64_t st = 4ull * nv * c->lin_k_head_dim * c->lin_v_head_dim;
     pb_cost(b, op, 2 * st + 2ull * (cd + 2ull * vd + 2 * nv), 6 * st / 4);
 
@@ -284,19 +293,7 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
         op = pb_kernel_op(b, "k_gdn_chunk_fma", &kp, sizeof kp, grid, K_GDN_THREADS, smem,
                           "l%u.gdn_chunk", l);
     }
-    REF(op, struct k_gdn_chunk_params, u, u);
-    REF(op, struct k_gdn_chunk_params, z, z);
-    REF(op, struct k_gdn_chunk_params, b, bb);
-    REF(op, struct k_gdn_chunk_params, a, aa);
-    snprintf(w, sizeof w, "layers.%u.linear_attn.A_log", l);
-    WREF(op, struct k_gdn_chunk_params, a_log, w);
-    snprintf(w, sizeof w, "layers.%u.linear_attn.dt_bias", l);
-    WREF(op, struct k_gdn_chunk_params, dt_bias, w);
-    snprintf(w, sizeof w, "layers.%u.linear_attn.norm.weight", l);
-    WREF(op, struct k_gdn_chunk_params, norm_w, w);
-    REF(op, struct k_gdn_chunk_params, state, e->sb->state[l]);
-    REF(op, struct k_gdn_chunk_params, out, o);
-    REF(op, struct k_gdn_chunk_params, step, e->sb->step);
+    GDN_REFS(struct k_gdn_chunk_params, u);
     /* per chunk of 64 and head: ~4 products of 64 x 128 x 128 plus the 64 x 64 ones */
     uint64_t dk = c->lin_k_head_dim, dv = c->lin_v_head_dim, C = K_GDN_CHUNK;
     uint64_t flops = (uint64_t)nv * CDIV(T, C) * (2 * C * C * dk * 2 + 2 * C * dk * dv * 4);
