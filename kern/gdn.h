@@ -45,15 +45,15 @@
 /* k_gdn_chunk: value columns per CTA, threads, the head sizes it takes (mma tiles of 16 key
  * dims, 32-column value tiles), and its dynamic shared memory: raw q, k rows (C, dk + 8) and
  * v (C, 40) bf16, each double-buffered; L/Tm and Attn (C, 72) fp32; 3 bf16 parts of the
- * state (dk, 40) and of X / V' (C, 40); 6 row scalars (C) fp32. 164352 bytes at dk = 128,
- * which fits every target from sm_80 up. */
+ * state (dk, 40) and of X / V' (C, 40); 6 row scalars (C) fp32; the solve's mbarrier (16).
+ * 164368 bytes at dk = 128, which fits every target from sm_80 up. */
 #define K_GDN_CHUNK_TC_DVT 32
 #define K_GDN_CHUNK_TC_THREADS 256
 #define K_GDN_GNORM_THREADS 256
 #define K_GDN_CHUNK_TC_OK(dk, dv) ((dk) % 16 == 0 && (dk) >= 16 && (dk) <= 128 && (dv) % 32 == 0)
 #define K_GDN_CHUNK_TC_SMEM(dk)                                                                    \
     (2u * (2u * K_GDN_CHUNK * ((dk) + 8u) * 2u + K_GDN_CHUNK * 40u * 2u) +                         \
-     2u * K_GDN_CHUNK * 72u * 4u + 3u * ((dk) + K_GDN_CHUNK) * 40u * 2u + 6u * K_GDN_CHUNK * 4u)
+     2u * K_GDN_CHUNK * 72u * 4u + 3u * ((dk) + K_GDN_CHUNK) * 40u * 2u + 6u * K_GDN_CHUNK * 4u + 16u)
 
 struct k_gdn_dims {
     uint32_t nk, nv;       /* key heads, value heads */

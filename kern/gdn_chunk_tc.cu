@@ -8,7 +8,7 @@
  * and walks the chunks of C = 64 tokens in order; the dv / 32 CTAs of a head each recompute
  * the chunk's L, Tm and Attn (about a sixth of their MMAs at dk = 128) instead of waiting on
  * each other. Block K_GDN_CHUNK_TC_THREADS (256, 8 warps); dynamic shared memory
- * K_GDN_CHUNK_TC_SMEM(dk) (164352 bytes at dk = 128: under the 163 KiB of sm_80). Needs dk a
+ * K_GDN_CHUNK_TC_SMEM(dk) (164368 bytes at dk = 128: under the 163 KiB of sm_80). Needs dk a
  * multiple of 16 up to 128 and dv a multiple of 32 (K_GDN_CHUNK_TC_OK). Then k_gdn_gnorm
  * rewrites `out` in place: out = bf16(w * bf16(o * rsqrt(mean(o^2) + eps)) * silu(z)) over
  * each row of dv, one warp a row, grid (ceil(T_max nv / 8)), block K_GDN_GNORM_THREADS.
@@ -73,6 +73,7 @@ struct gdn_tc_lay {
     float *lt, *at;              /* L / Tm, Attn */
     __nv_bfloat16 *sp, *xv, *vv; /* parts: state, X / V', V'' (in lt) */
     float *rq, *rk, *beta, *gam, *eg, *dl;
+    uint64_t *mb; /* the solve's barrier among warps 0-3 (gdn_tc_bar4) */
 };
 
 /* The raw rows of buffer b (computed, not indexed, so the layout stays in registers) */
@@ -107,6 +108,7 @@ __device__ __forceinline__ void gdn_tc_layout(struct gdn_tc_lay *L, char *base, 
     base += GDN_TC_NS * vt;
     L->rq = (float *)base, L->rk = L->rq + C, L->beta = L->rk + C;
     L->gam = L->beta + C, L->eg = L->gam + C, L->dl = L->eg + C;
+    L->mb = (uint64_t *)(L->dl + C);
 }
 
 /* ---- tensor-core and copy primitives (sm_80 and newer) -------------------------------------- */
@@ -159,9 +161,30 @@ __device__ __forceinline__ void gdn_tc_cp16(void *dst, const void *src, bool ok)
                  "r"(ok ? 16 : 0));
 }
 
-__device__ __forceinline__ void gdn_tc_bar(int id, int n)
+/* The barrier of warps 0-3 in the solve, while warps 4-7 run P3: an mbarrier that expects
+ * their 128 arrivals and flips phase when the last lands; each thread waits on the phase its
+ * own arrival returned. A named barrier (bar.sync 1, 128) orders the same, but
+ * compute-sanitizer 2025.3 racecheck reports hazards across the __syncthreads() that follows a
+ * named barrier, where a 30-line kernel reproduces it with no
+ * wrong value read in 10^6 CTA rounds; the sanitizer follows the mbarrier. */
+__device__ __forceinline__ void gdn_tc_bar4(uint64_t *mb)
 {
-    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+    const uint32_t a = gdn_tc_sa(mb);
+    uint64_t st;
+    asm volatile("mbarrier.arrive.shared::cta.b64 %0, [%1];\n" : "=l"(st) : "r"(a) : "memory");
+#if __CUDA_ARCH__ >= 900
+#define GDN_TC_MB_WAIT "mbarrier.try_wait.shared::cta.b64" /* may suspend the thread */
+#else
+#define GDN_TC_MB_WAIT "mbarrier.test_wait.shared::cta.b64" /* sm_80-89: a poll */
+#endif
+    asm volatile("{\n"
+                 ".reg .pred p;\n"
+                 "GDN_TC_BAR4_%=:\n" GDN_TC_MB_WAIT " p, [%0], %1;\n"
+                 "@!p bra GDN_TC_BAR4_%=;\n"
+                 "}\n" ::"r"(a),
+                 "l"(st)
+                 : "memory");
+#undef GDN_TC_MB_WAIT
 }
 
 /* The pair (x, y) as NS bf16x2 parts, x = sum of the low halves, y of the high ones: each part
@@ -368,7 +391,7 @@ __device__ __forceinline__ void gdn_tc_lower(const struct gdn_tc_lay &L, int buf
 
 /* ---- P2: Tm = (I + L)^-1 --------------------------------------------------------------------- */
 
-/* In place in lt, by the 128 threads of warps 0-3 (named barrier 1). Tm is block lower
+/* In place in lt, by the 128 threads of warps 0-3 (gdn_tc_bar4). Tm is block lower
  * triangular like L: Tm_pp = (I + L_pp)^-1 =: D_p for the 16 x 16 diagonal blocks, and with
  * T_lo, T_hi the inverses of the two 32 x 32 diagonal halves,
  *   T_10 = -D_1 L_10 D_0,  T_32 = -D_3 L_32 D_2,  T_(hi,lo) = -T_hi L_(hi,lo) T_lo.
@@ -391,14 +414,14 @@ __device__ __forceinline__ void gdn_tc_solve(const struct gdn_tc_lay &L)
                 s = fmaf(blk[i * LD + m], x[m], s);
             x[i] = i == c ? 1.0f : (i < c ? 0.0f : -s);
         }
-        gdn_tc_bar(1, 128);
+        gdn_tc_bar4(L.mb);
 #pragma unroll
         for (int i = 0; i < 16; i++)
             blk[i * LD + c] = x[i];
     } else {
-        gdn_tc_bar(1, 128);
+        gdn_tc_bar4(L.mb);
     }
-    gdn_tc_bar(1, 128);
+    gdn_tc_bar4(L.mb);
     { /* level 1: p = 0, 2; thread: row i of the 16 x 16 block, columns j0 .. j0 + 3 */
         const int p = 2 * (tid >> 6), i = (tid >> 2) & 15, j0 = 4 * (tid & 3);
         const float *lr = lt + (16 * (p + 1) + i) * LD + 16 * p, *d = lt + 16 * p * LD + 16 * p;
@@ -411,7 +434,7 @@ __device__ __forceinline__ void gdn_tc_solve(const struct gdn_tc_lay &L)
         }
         float *mp = lt + 16 * p * LD + 16 * (p + 1); /* block (p, p+1) */
         *(float4 *)(mp + i * LD + j0) = m;
-        gdn_tc_bar(1, 128);
+        gdn_tc_bar4(L.mb);
         const float *dr = lt + (16 * (p + 1) + i) * LD + 16 * (p + 1);
         float4 s = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         for (int k = 0; k <= i; k++) { /* -D_(p+1) M */
@@ -422,7 +445,7 @@ __device__ __forceinline__ void gdn_tc_solve(const struct gdn_tc_lay &L)
         }
         *(float4 *)(lt + (16 * (p + 1) + i) * LD + 16 * p + j0) =
             make_float4(-s.x, -s.y, -s.z, -s.w);
-        gdn_tc_bar(1, 128);
+        gdn_tc_bar4(L.mb);
     }
     { /* level 2: thread: row i of the 32 x 32 block, columns j0 .. j0 + 7 */
         const int i = tid >> 2, j0 = 8 * (tid & 3);
@@ -439,7 +462,7 @@ __device__ __forceinline__ void gdn_tc_solve(const struct gdn_tc_lay &L)
         float *mp = lt + 32;
         *(float4 *)(mp + i * LD + j0) = make_float4(m[0], m[1], m[2], m[3]);
         *(float4 *)(mp + i * LD + j0 + 4) = make_float4(m[4], m[5], m[6], m[7]);
-        gdn_tc_bar(1, 128);
+        gdn_tc_bar4(L.mb);
         const float *tr = lt + (32 + i) * LD + 32;
         float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
         for (int k = 0; k <= i; k++) { /* -T_hi M */
@@ -707,6 +730,8 @@ template <int NS> __device__ __forceinline__ void gdn_tc_run(const struct k_gdn_
         return;
     struct gdn_tc_lay L;
     gdn_tc_layout(&L, (char *)gdn_tc_dsmem, p.d.dk);
+    if (tid == 0) /* made visible by the loop's first __syncthreads() */
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 128;\n" ::"r"(gdn_tc_sa(L.mb)) : "memory");
 
     /* the state (warps 0-3) and its parts; the first chunk's rows and gates on their way */
     float s[2][4][4] = {}, o[4][4];

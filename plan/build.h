@@ -56,6 +56,8 @@ struct pb {
     uint32_t split_threshold; /* decode uses split-K when the filled length exceeds this */
     uint32_t n_split;         /* split-K pieces */
     uint32_t smem_limit;      /* opt-in shared memory per block on every target arch (bytes) */
+    int gdn_chunk_fma;        /* prefill GDN on the CUDA-core chunk kernel even where the
+                                 tensor-core one takes the heads (tests compare the two) */
 
     struct pb_buf *bufs; uint32_t nbufs, capbufs;
     struct pb_op *ops; uint32_t nops, capops;

@@ -166,8 +166,6 @@ static uint32_t gemm(struct em *e, uint32_t x, const char *w, uint32_t N, uint32
 
 /* ---- Gated DeltaNet ---------------------------------------------------------------------- */
 
-#define GDN_CHUNK_TC_PLANNED 0 /* see gdn_prefill */
-
 static struct k_gdn_dims gdn_dims(struct em *e)
 {
     const struct model_config *c = e->c;
@@ -274,12 +272,9 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
     /* the tensor-core kernel, one CTA per 32 value columns of a head, where it takes the head
      * sizes and its shared memory fits every target; else the CUDA-core one with the widest
      * value tile (up to 128 columns) the smallest target holds (it reads the size it is given
-     * and tiles the value dimension to fit). The tensor-core kernel is not planned for now
-     * (GDN_CHUNK_TC_PLANNED): compute-sanitizer racecheck reports shared-memory hazards in it,
-     * and with it one decode row of tiny-8l after a 63-token prompt lands 2.5x transformers'
-     * worst error in test_gpu_e2e, against 1.04x with the CUDA-core kernel. Its own tests
-     * (test_gpu_gdn) pass; it comes back once the hazard is found. */
-    int tc = GDN_CHUNK_TC_PLANNED && K_GDN_CHUNK_TC_OK(c->lin_k_head_dim, c->lin_v_head_dim) &&
+     * and tiles the value dimension to fit). b->gdn_chunk_fma forces the CUDA-core kernel
+     * (test_gpu_e2e compares the two). */
+    int tc = !b->gdn_chunk_fma && K_GDN_CHUNK_TC_OK(c->lin_k_head_dim, c->lin_v_head_dim) &&
              K_GDN_CHUNK_TC_SMEM(c->lin_k_head_dim) <= b->smem_limit;
     if (tc) {
         grid[0] = nv, grid[1] = c->lin_v_head_dim / K_GDN_CHUNK_TC_DVT;

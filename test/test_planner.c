@@ -124,7 +124,7 @@ static void check_ops_named(void)
         return;
     }
     const char *need[] = {"k_attn_decode_split", "k_attn_decode_reduce", "k_attn_decode",
-                          "k_attn_prefill_tc",   "k_gdn_step",           "k_gdn_chunk_fma",
+                          "k_attn_prefill_tc",   "k_gdn_step",           "k_gdn_chunk", "k_gdn_gnorm",
                           "k_router",            "k_moe_align",          "k_moe_up_g128",
                           "k_moe_down_g128",     "k_moe_gemm_up_i4",     "k_moe_gemm_down_i4",
                           "k_gemv_i4_g128",
