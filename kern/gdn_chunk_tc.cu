@@ -165,8 +165,9 @@ __device__ __forceinline__ void gdn_tc_cp16(void *dst, const void *src, bool ok)
  * their 128 arrivals and flips phase when the last lands; each thread waits on the phase its
  * own arrival returned. A named barrier (bar.sync 1, 128) orders the same, but
  * compute-sanitizer 2025.3 racecheck reports hazards across the __syncthreads() that follows a
- * named barrier, where a 30-line kernel reproduces it with no
- * wrong value read in 10^6 CTA rounds; the sanitizer follows the mbarrier. */
+ * named barrier, where tools/racecheck-named-barrier.cu reproduces
+ * it with no wrong value read in 10^6 CTA rounds; the sanitizer follows the mbarrier. The
+ * chunk takes the same time either way (354 us a layer at T = 2048, test_gpu_gdn). */
 __device__ __forceinline__ void gdn_tc_bar4(uint64_t *mb)
 {
     const uint32_t a = gdn_tc_sa(mb);
