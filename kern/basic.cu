@@ -379,7 +379,7 @@ extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_i4(struct k_
 #define GEMV_G128_WARPS K_G128_WARPS
 static_assert(K_GEMV_G128_THREADS == 32 * K_G128_WARPS, "k_g128_run splits groups over 4 warps");
 
-extern "C" __global__ void __launch_bounds__(K_GEMV_G128_THREADS) k_gemv_i4_g128(struct k_gemv_params p)
+extern "C" __global__ void __launch_bounds__(K_GEMV_G128_THREADS, K_GEMV_G128_CTAS) k_gemv_i4_g128(struct k_gemv_params p)
 {
     __shared__ __align__(16) uint16_t xs[K_GEMV_G128_MAXK];
     __shared__ float red[GEMV_G128_WARPS][16];

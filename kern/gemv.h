@@ -40,6 +40,9 @@
 #define K_GEMV_I4_ROWS (K_GEMV_I4_RPW * K_GEMV_THREADS / 32)
 #define K_GEMV_G128_ROWS 16
 #define K_GEMV_G128_THREADS 128
+/* resident CTAs per SM the register budget is cut for (at most 80 registers a thread): a GDN
+ * in_proj's 768 CTAs then fit one wave on a 132-SM part instead of 1.16 */
+#define K_GEMV_G128_CTAS 6
 #define K_GEMV_G128_MAXK 8192
 /* the kernel plan/sched.c launches for an INT4 GEMV */
 #define K_GEMV_G128_OK(group, K) ((group) == 128 && (K) % 128 == 0 && (K) <= K_GEMV_G128_MAXK)

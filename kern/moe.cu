@@ -5,8 +5,10 @@
  *                     the float32 model's expert choice more often, the one it is judged by);
  *                     p = softmax(fp32 logits); top-k by p, descending, ties to the lower id;
  *                     weights = p_sel / sum(p_sel) in fp32; shared_gate = sigmoid(logit) fp32.
- *                     grid (T_max), block K_ROUTER_THREADS: one CTA per token, one warp per
- *                     logit row, the top-k in warp 0 (k rounds of a warp argmax).
+ *                     grid (T_max), block K_ROUTER_THREADS: one CTA per token. With logits
+ *                     from a GEMV (what plans do) and E <= 256, warp 0 alone: softmax and
+ *                     k rounds of a warp argmax from registers; else one warp per logit row
+ *                     and the top-k in warp 0 from shared memory.
  *   k_moe_up_bf16/i4  slot s < k: expert ids[s]; slot k: the shared expert (when S > 0).
  *                     act[s, i] = bf16(bf16(silu(bf16(gate_i . h))) * bf16(up_i . h))
  *                     grid (k + (S > 0), ceil(max(I, S) / K_MOE_ROWS)), block K_MOE_THREADS:
@@ -45,6 +47,7 @@
 #include "quant.h"
 
 #define MOE_ROUTER_MAX_E 1024
+#define MOE_ROUTER_WARP_E 256 /* experts the one-warp router (moe_router_warp) holds in registers */
 
 /* ---- loads and bf16 lanes ------------------------------------------------------------------- */
 
@@ -255,6 +258,68 @@ __device__ __forceinline__ void moe_router_topk(float *p, uint32_t E, uint32_t k
     }
 }
 
+/* Warp 0, logits made by a GEMV: softmax, top-k and renormalisation from registers (lane l
+ * holds experts l, l + 32, ...), with the selection and ties of moe_router_topk and no block
+ * barrier: the block-wide form took ~9 us a token, this one a few. */
+__device__ __forceinline__ void moe_router_warp(const struct k_router_params &p, uint32_t t, uint32_t lane)
+{
+    constexpr int PL = MOE_ROUTER_WARP_E / 32;
+    const uint32_t E = p.d.E, k = p.d.k;
+    const float *lg = (const float *)p.logits + (uint64_t)t * (E + 1);
+    float v[PL];
+    float mx = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < PL; j++) {
+        const uint32_t e = lane + 32 * j;
+        v[j] = e < E ? lg[e] : -INFINITY;
+        mx = fmaxf(mx, v[j]);
+    }
+    mx = k_warp_max(mx); /* p = softmax(float32(logits)) */
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < PL; j++) {
+        const uint32_t e = lane + 32 * j;
+        v[j] = e < E ? expf(v[j] - mx) : 0.0f;
+        sum += v[j];
+    }
+    sum = k_warp_sum(sum);
+#pragma unroll
+    for (int j = 0; j < PL; j++)
+        v[j] = lane + 32 * j < E ? v[j] / sum : -2.0f; /* past E: below any probability */
+    float mine = 0.0f;
+    uint32_t mine_id = 0;
+    for (uint32_t r = 0; r < k; r++) {
+        float best = -2.0f;
+        uint32_t bi = 0xFFFFFFFFu;
+#pragma unroll
+        for (int j = 0; j < PL; j++) /* ascending ids: strict > keeps the lower */
+            if (v[j] > best)
+                best = v[j], bi = lane + 32 * j;
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xFFFFFFFFu, best, o);
+            uint32_t oi = __shfl_xor_sync(0xFFFFFFFFu, bi, o);
+            if (ov > best || (ov == best && oi < bi))
+                best = ov, bi = oi;
+        }
+        if (lane == r)
+            mine = best, mine_id = bi;
+        if ((bi & 31) == lane) /* the owner takes it out */
+#pragma unroll
+            for (int j = 0; j < PL; j++)
+                if (bi == lane + 32 * j)
+                    v[j] = -1.0f;
+    }
+    /* routing_weights /= routing_weights.sum(dim=-1, keepdim=True), fp32 */
+    float ws = k_warp_sum(lane < k ? mine : 0.0f);
+    if (lane < k) {
+        ((int32_t *)p.ids)[(uint64_t)t * k + lane] = (int32_t)mine_id;
+        ((float *)p.weights)[(uint64_t)t * k + lane] = mine / ws;
+    }
+    /* sigmoid(h @ shared_expert_gate^T): the logit is a bf16 matmul output */
+    if (lane == 0 && p.shared_gate)
+        ((float *)p.shared_gate)[t] = p.w_shared ? k_sigmoid(lg[E]) : 0.0f;
+}
+
 extern "C" __global__ void __launch_bounds__(K_ROUTER_THREADS) k_router(struct k_router_params p)
 {
     k_pdl_enter();
@@ -267,6 +332,11 @@ extern "C" __global__ void __launch_bounds__(K_ROUTER_THREADS) k_router(struct k
         return;
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     const uint16_t *h = (const uint16_t *)p.h + (uint64_t)t * H;
+    if (p.logits && E <= MOE_ROUTER_WARP_E) {
+        if (warp == 0)
+            moe_router_warp(p, t, lane);
+        return;
+    }
 
     /* logits = h @ gate.weight^T in fp32 (not rounded: see the top of the file), or read from
      * the GEMV that made them */

@@ -52,6 +52,7 @@ static const struct shape shapes[] = {
     {"full-bf16", 2048, 256, 8, 512, 512, 0}, {"full-i4g128", 2048, 256, 8, 512, 512, 128},
     {"tiny-bf16", 128, 8, 2, 64, 64, 0},      {"tiny-i4g32", 128, 8, 2, 64, 64, 32},
     {"tiny-noshared", 128, 8, 2, 64, 0, 0},   {"odd-bf16", 80, 5, 3, 36, 24, 0},
+    {"wide-router", 128, 320, 4, 64, 64, 0}, /* E > 256: k_router's block form */
 };
 
 struct kerns {
@@ -343,6 +344,37 @@ static int check_router(struct gpu *g, const struct model *M, CUdeviceptr ids_d,
     return ok;
 }
 
+/* The path plans take: k_router reading the (T, E + 1) fp32 logits a GEMV made (the shared
+ * gate's in the last column), here computed on the host (exact in fp32 by the test's design);
+ * the outputs are poisoned first and must come out as from the in-kernel dot products. */
+static int check_router_logits(struct gpu *g, const struct kerns *K, const struct model *M,
+                               CUdeviceptr ids, CUdeviceptr wts, CUdeviceptr sg, CUdeviceptr step,
+                               uint32_t T, uint32_t n, char *note)
+{
+    const uint32_t E = M->s->E, H = M->s->H, k = M->s->k;
+    float *lg = calloc((size_t)T * (E + 1), sizeof(float));
+    for (uint32_t t = 0; t < T; t++)
+        for (uint32_t e = 0; e <= E; e++) {
+            const float *w = e < E ? M->router + (size_t)e * H : M->sgw;
+            double acc = 0;
+            for (uint32_t j = 0; e < E || M->s->S ? j < H : 0; j++)
+                acc += (double)M->h[(size_t)t * H + j] * w[j];
+            lg[(size_t)t * (E + 1) + e] = (float)acc;
+        }
+    CUdeviceptr lg_d = dalloc(g, 4ull * T * (E + 1), 0);
+    CU(g, cuMemcpyHtoD(lg_d, lg, 4ull * T * (E + 1)));
+    CU(g, cuMemsetD8(ids, (unsigned char)POISON, 4ull * T * k));
+    CU(g, cuMemsetD8(wts, (unsigned char)POISON, 4ull * T * k));
+    CU(g, cuMemsetD8(sg, (unsigned char)POISON, 4ull * T));
+    struct k_router_params rp = router_params(M, ids, wts, sg, step, T);
+    rp.logits = lg_d;
+    launch(g, K->router, &rp, T, 1, K_ROUTER_THREADS);
+    int ok = check_router(g, M, ids, wts, sg, T, n, note);
+    CU(g, cuMemFree(lg_d));
+    free(lg);
+    return ok;
+}
+
 /* ---- decode ------------------------------------------------------------------------------------
  */
 
@@ -445,6 +477,8 @@ static void test_decode(struct gpu *g, const struct kerns *K, const struct model
     launch(g, K->router, &rp, 1, 1, K_ROUTER_THREADS);
     int ok = check_router(g, M, b.ids, b.wts, b.sg, 1, 1, note);
     CHECK(ok, "%s decode k_router: ids exact, weights and gate (%s)", s->name, note);
+    ok = check_router_logits(g, K, M, b.ids, b.wts, b.sg, b.step, 1, 1, note);
+    CHECK(ok, "%s decode k_router from GEMV logits: ids exact, weights and gate (%s)", s->name, note);
 
     struct k_moe_vec_params p = vec_params(M, &b);
     const struct dec_launch lu = dec_of(K, M, 0), ld = dec_of(K, M, 1);
@@ -644,6 +678,8 @@ static void test_prefill(struct gpu *g, const struct kerns *K, const struct mode
     launch(g, K->router, &rp, T, 1, K_ROUTER_THREADS);
     int ok = check_router(g, M, b.ids, b.wts, b.sg, T, n, note);
     CHECK(ok, "%s prefill T=%u n=%u k_router (%s)", s->name, T, n, note);
+    ok = check_router_logits(g, K, M, b.ids, b.wts, b.sg, b.step, T, n, note);
+    CHECK(ok, "%s prefill T=%u n=%u k_router from GEMV logits (%s)", s->name, T, n, note);
 
     struct k_moe_align_params ap = {b.ids, b.counts, b.sorted, b.bexp, b.nblk, b.step, d};
     launch(g, K->align, &ap, 1, 1, 1024);
