@@ -147,8 +147,35 @@ struct gdn_step_smem {
     float part[GDN_STEP_WARPS][GDN_STEP_PASS]; /* per-warp partial column sums of a pass */
     float x[GDN_STEP_COLS];                   /* delta, then the core output (bf16-rounded) */
     float red[32];
+    float ba[GDN_STEP_WARPS][2]; /* per-warp partial b, a dot products (w_b != 0) */
     float beta, g, rq, rk;
 };
+
+/* Warp sums of this thread's share of w_b[hv] . h and w_a[hv] . h into sm.ba (16-byte slices,
+ * fp32). Everything it reads is written two launches back or never: it runs before the wait. */
+__device__ __forceinline__ void gdn_step_ba(const struct k_gdn_step_params &p, struct gdn_step_smem &sm,
+                                            uint32_t hv)
+{
+    const uint32_t H = p.H, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const uint16_t *h = (const uint16_t *)p.h, *wb = (const uint16_t *)p.w_b + (size_t)hv * H,
+                   *wa = (const uint16_t *)p.w_a + (size_t)hv * H;
+    float sb = 0.0f, sa = 0.0f;
+    for (uint32_t k = threadIdx.x * 8; k < H; k += blockDim.x * 8) {
+        const uint4 x = __ldg((const uint4 *)(h + k)), b = __ldg((const uint4 *)(wb + k)),
+                    a = __ldg((const uint4 *)(wa + k));
+        const uint32_t xw[4] = {x.x, x.y, x.z, x.w}, bw[4] = {b.x, b.y, b.z, b.w},
+                       aw[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const float x0 = k_bfbits2f(xw[i] & 0xFFFF), x1 = k_bfbits2f(xw[i] >> 16);
+            sb = fmaf(k_bfbits2f(bw[i] & 0xFFFF), x0, fmaf(k_bfbits2f(bw[i] >> 16), x1, sb));
+            sa = fmaf(k_bfbits2f(aw[i] & 0xFFFF), x0, fmaf(k_bfbits2f(aw[i] >> 16), x1, sa));
+        }
+    }
+    sb = k_warp_sum(sb), sa = k_warp_sum(sa);
+    if (lane == 0)
+        sm.ba[warp][0] = sb, sm.ba[warp][1] = sa;
+}
 
 /* Column sums of the warps' partials in part, in warp order (deterministic): x[c0 + c] =
  * f(c0 + c, sum) for the pass's columns. */
@@ -191,6 +218,8 @@ __device__ void gdn_step_head(const struct k_gdn_step_params &p, struct gdn_step
     float *S = (float *)p.state + (size_t)hv * dk * dv;
     float s[GDN_STEP_RPT][GDN_STEP_CPT];
     gdn_step_load(s, S, dk, dv, 0); /* before the wait: the kernel ahead never writes the state */
+    if (p.w_b)
+        gdn_step_ba(p, sm, hv);
     k_pdl_enter();
     if (k_step_of(p.step)->done)
         return;
@@ -204,10 +233,17 @@ __device__ void gdn_step_head(const struct k_gdn_step_params &p, struct gdn_step
         else
             sm.v[i - 2 * dk] = k_bf2f(u[2 * nk * dk + hv * dv + (i - 2 * dk)]);
     }
-    if (tid == 0)
+    if (tid == 0 && !p.w_b)
         gdn_gates(((const __nv_bfloat16 *)p.b)[hv], ((const __nv_bfloat16 *)p.a)[hv],
                   ((const float *)p.a_log)[hv], ((const __nv_bfloat16 *)p.dt_bias)[hv], &sm.beta, &sm.g);
     __syncthreads();
+    if (tid == 0 && p.w_b) { /* the warps' partial dot products, in warp order */
+        float b = 0.0f, a = 0.0f;
+        for (uint32_t w = 0; w < GDN_STEP_WARPS; w++)
+            b += sm.ba[w][0], a += sm.ba[w][1];
+        gdn_gates(__float2bfloat16(b), __float2bfloat16(a), ((const float *)p.a_log)[hv],
+                  ((const __nv_bfloat16 *)p.dt_bias)[hv], &sm.beta, &sm.g);
+    }
     if (warp < 2) { /* warp 0: sum q^2, warp 1: sum k^2 */
         const float *x = warp ? sm.k : sm.q;
         float a = 0.0f;
@@ -278,7 +314,7 @@ extern "C" __global__ void __launch_bounds__(K_GDN_STEP_THREADS) k_gdn_step(stru
 {
     __shared__ struct gdn_step_smem sm;
     if (blockDim.x != K_GDN_STEP_THREADS || p.d.dk > GDN_STEP_ROWS || p.d.dv > GDN_STEP_COLS ||
-        p.d.nk == 0 || p.d.nv % p.d.nk)
+        p.d.nk == 0 || p.d.nv % p.d.nk || (p.w_b && (p.H % 8 || !p.w_a || !p.h)))
         __trap();
     if (blockIdx.x >= p.d.nv)
         return;

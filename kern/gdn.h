@@ -74,6 +74,12 @@ struct k_gdn_step_params {
     uint64_t state;        /* (nv, dk, dv) f32 recurrent state, updated */
     uint64_t out;          /* (nv * dv) bf16 */
     uint64_t step;         /* struct k_step */
+    /* with w_b != 0 the step makes b and a itself, bf16(w_b[hv] . h) and bf16(w_a[hv] . h),
+     * as the GEMV that otherwise fills the buffers above would (the planner does so for INT4
+     * in_proj, whose bf16 b and a rows would need a launch of their own) */
+    uint64_t h;            /* (H) bf16 normed layer input */
+    uint64_t w_b, w_a;     /* (nv, H) bf16 in_proj_b, in_proj_a, or 0 */
+    uint32_t H, pad_;
     struct k_gdn_dims d;
 };
 

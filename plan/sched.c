@@ -175,15 +175,13 @@ static struct k_gdn_dims gdn_dims(struct em *e)
 }
 
 /* The references the decode step and the chunked prefill share (their parameter structs name
- * the same fields): post-conv q|k|v, z, b, a, the layer's gate and norm weights, the state, the
- * output and the step. Uses op, l, z, bb, aa, o and e of the caller. */
+ * the same fields): post-conv q|k|v, z, the layer's gate and norm weights, the state, the
+ * output and the step. Uses op, l, z, o and e of the caller. */
 #define GDN_REFS(type, ubuf)                                                                       \
     do {                                                                                           \
         char gw_[96];                                                                              \
         REF(op, type, u, ubuf);                                                                    \
         REF(op, type, z, z);                                                                       \
-        REF(op, type, b, bb);                                                                      \
-        REF(op, type, a, aa);                                                                      \
         snprintf(gw_, sizeof gw_, "layers.%u.linear_attn.A_log", l);                               \
         WREF(op, type, a_log, gw_);                                                                \
         snprintf(gw_, sizeof gw_, "layers.%u.linear_attn.dt_bias", l);                             \
@@ -208,8 +206,14 @@ static uint32_t gdn_decode(struct em *e, uint32_t l, uint32_t hn)
     snprintf(w[3], 96, "layers.%u.linear_attn.in_proj_a.weight", l);
     uint32_t qkv = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * cd, "l%u.conv_out", l);
     uint32_t z = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * vd, "l%u.z", l);
-    uint32_t bb = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * nv, "l%u.b", l);
-    uint32_t aa = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * nv, "l%u.a", l);
+    /* b and a: with bf16 weights, two more segments of the GEMV; with INT4 ones (b and a stay
+     * bf16) the step kernel makes them from hn before its launch wait, not a launch of their
+     * own (kern/gdn.h) */
+    uint32_t bb = 0, aa = 0;
+    if (!e->i4) {
+        bb = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * nv, "l%u.b", l);
+        aa = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * nv, "l%u.a", l);
+    }
     struct gv s[4] = {{w[0], qkv, cd, 0}, {w[1], z, vd, 0}, {w[2], bb, nv, 0}, {w[3], aa, nv, 0}};
     /* the causal conv + SiLU of the q, k, v projections runs in the GEMV's epilogue, where
      * one warp owns each channel and can slide its window (kern/gemv.h): the step kernel is
@@ -219,17 +223,22 @@ static uint32_t gdn_decode(struct em *e, uint32_t l, uint32_t hn)
     struct gvconv cv = {cw, e->sb->window[l], c->conv_kernel};
     snprintf(nm, sizeof nm, "l%u.in_proj", l);
     gemv_conv(e, hn, H, s, e->i4 ? 2 : 4, e->i4, 0, &cv, nm);
-    if (e->i4) { /* b and a stay bf16: a launch of their own */
-        snprintf(nm, sizeof nm, "l%u.in_proj_ba", l);
-        gemv(e, hn, H, s + 2, 2, 0, 0, nm);
-    }
     uint32_t o = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * vd, "l%u.gdn_out", l);
-    struct k_gdn_step_params p = {.d = gdn_dims(e)};
+    struct k_gdn_step_params p = {.H = e->i4 ? H : 0, .d = gdn_dims(e)};
     uint32_t grid[3] = {nv, 1, 1};
     uint32_t op = pb_kernel_op(b, "k_gdn_step", &p, sizeof p, grid, K_GDN_STEP_THREADS, 0, "l%u.gdn_step", l);
     GDN_REFS(struct k_gdn_step_params, qkv);
+    if (e->i4) {
+        REF(op, struct k_gdn_step_params, h, hn);
+        WREF(op, struct k_gdn_step_params, w_b, w[2]);
+        WREF(op, struct k_gdn_step_params, w_a, w[3]);
+    } else {
+        REF(op, struct k_gdn_step_params, b, bb);
+        REF(op, struct k_gdn_step_params, a, aa);
+    }
     uint64_t st = 4ull * nv * c->lin_k_head_dim * c->lin_v_head_dim;
-    pb_cost(b, op, 2 * st + 2ull * (cd + 2ull * vd + 2 * nv), 6 * st / 4);
+    pb_cost(b, op, 2 * st + 2ull * (cd + 2ull * vd + 2 * nv) + (e->i4 ? 4ull * nv * H + 2ull * H : 0),
+            6 * st / 4 + (e->i4 ? 4ull * nv * H : 0));
 
     uint32_t out = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * H, "l%u.mixer_out", l);
     snprintf(w[0], 96, "layers.%u.linear_attn.out_proj.weight", l);
@@ -289,6 +298,8 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
                           "l%u.gdn_chunk", l);
     }
     GDN_REFS(struct k_gdn_chunk_params, u);
+    REF(op, struct k_gdn_chunk_params, b, bb);
+    REF(op, struct k_gdn_chunk_params, a, aa);
     /* per chunk of 64 and head: ~4 products of 64 x 128 x 128 plus the 64 x 64 ones */
     uint64_t dk = c->lin_k_head_dim, dv = c->lin_v_head_dim, C = K_GDN_CHUNK;
     uint64_t flops = (uint64_t)nv * CDIV(T, C) * (2 * C * C * dk * 2 + 2 * C * dk * dv * 4);

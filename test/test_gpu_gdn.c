@@ -370,6 +370,12 @@ static void seq_put(const struct fix *f, struct dev_seq *s, const uint16_t *win,
     s->state = dput(state, state_n(f) * 4);
 }
 
+static void seq_get(const struct fix *f, const struct dev_seq *s, uint16_t *win, float *state)
+{
+    dget(win, s->win, win_n(f) * 2);
+    dget(state, s->state, state_n(f) * 4);
+}
+
 static void seq_free(struct dev_seq *s)
 {
     dfree(s->win), dfree(s->state);
@@ -436,8 +442,26 @@ static void gpu_chunk(const struct fix *f, struct dev_seq *s, const uint16_t *u,
 /* One decode token t of the sequence: the conv of that token (k_gdn_conv over one row, the
  * math the decode in_proj GEMV's epilogue runs, K_GEMV_CONV), then k_gdn_step; out gets (vd)
  * bf16 (+ SLACK, poisoned first). */
+/* Where a step's b and a come from: NULL, the fixture's rows; else the arrays b, a (nv) when
+ * fused is 0, or the step's own dot products w_b[hv] . h, w_a[hv] . h (what INT4 plans run). */
+struct step_ba {
+    const uint16_t *b, *a;
+    int fused;
+    CUdeviceptr h, w_b, w_a;
+    uint32_t H;
+};
+
+static void gpu_step_ba(const struct fix *f, struct dev_seq *s, uint32_t t, CUdeviceptr out,
+                        uint32_t done, const struct step_ba *ba);
+
 static void gpu_step(const struct fix *f, struct dev_seq *s, uint32_t t, CUdeviceptr out,
                      uint32_t done)
+{
+    gpu_step_ba(f, s, t, out, done, NULL);
+}
+
+static void gpu_step_ba(const struct fix *f, struct dev_seq *s, uint32_t t, CUdeviceptr out,
+                        uint32_t done, const struct step_ba *ba)
 {
     CUdeviceptr u = dalloc((size_t)f->cd * 2);
     dpoison(u, (size_t)f->cd * 2);
@@ -448,8 +472,8 @@ static void gpu_step(const struct fix *f, struct dev_seq *s, uint32_t t, CUdevic
     set_step(1, done);
     launch(f_conv, &pc, K_GDN_CONV_GRID(f->cd, 1), 128, 0);
     CUdeviceptr z = dput(f->z + (size_t)t * f->vd, (size_t)f->vd * 2);
-    CUdeviceptr b = dput(f->b + (size_t)t * f->d.nv, f->d.nv * 2);
-    CUdeviceptr a = dput(f->a + (size_t)t * f->d.nv, f->d.nv * 2);
+    CUdeviceptr b = dput(ba ? ba->b : f->b + (size_t)t * f->d.nv, f->d.nv * 2);
+    CUdeviceptr a = dput(ba ? ba->a : f->a + (size_t)t * f->d.nv, f->d.nv * 2);
     struct k_gdn_step_params p = {.u = u,
                                   .z = z,
                                   .b = b,
@@ -462,8 +486,61 @@ static void gpu_step(const struct fix *f, struct dev_seq *s, uint32_t t, CUdevic
                                   .step = d_step,
                                   .d = f->d};
     p.d.T_max = 1;
+    if (ba && ba->fused) {
+        p.b = p.a = 0; /* must not be read */
+        p.h = ba->h, p.w_b = ba->w_b, p.w_a = ba->w_a, p.H = ba->H;
+    }
     launch(f_step, &p, f->d.nv, K_GDN_STEP_THREADS, 0);
     dfree(qkv), dfree(u), dfree(z), dfree(b), dfree(a);
+}
+
+/* k_gdn_step making b and a from the normed input (w_b != 0) against the step reading them
+ * from buffers that hold bf16(w . h): out, state and window the same bits. h and the rows are
+ * multiples of 2^-6 up to 1/8, so each dot product is exact in fp32 in any order and both
+ * paths see the same b and a. */
+static void test_step_ba(const struct fix *f, uint32_t H)
+{
+    const uint32_t nv = f->d.nv;
+    uint16_t *h = test_malloc((size_t)H * 2), *w = test_malloc((size_t)2 * nv * H * 2);
+    uint16_t *b = test_malloc((size_t)nv * 2), *a = test_malloc((size_t)nv * 2);
+    float *hf = test_malloc((size_t)H * 4), *wf = test_malloc((size_t)2 * nv * H * 4);
+    for (uint32_t i = 0; i < H; i++)
+        hf[i] = (float)((int)(test_rand(&rng) % 17) - 8) / 64.0f, h[i] = kref_f2bf(hf[i]);
+    for (uint32_t i = 0; i < 2 * nv * H; i++)
+        wf[i] = (float)((int)(test_rand(&rng) % 17) - 8) / 64.0f, w[i] = kref_f2bf(wf[i]);
+    for (uint32_t r = 0; r < 2 * nv; r++) {
+        double acc = 0;
+        for (uint32_t i = 0; i < H; i++)
+            acc += (double)wf[(size_t)r * H + i] * hf[i];
+        (r < nv ? b : a)[r % nv] = kref_f2bf((float)acc);
+    }
+    struct step_ba plain = {b, a, 0, 0, 0, 0, 0};
+    struct step_ba fused = {NULL, NULL, 1, dput(h, (size_t)H * 2), dput(w, (size_t)nv * H * 2),
+                            dput(w + (size_t)nv * H, (size_t)nv * H * 2), H};
+    size_t no = (size_t)f->vd + SLACK;
+    CUdeviceptr o1 = dalloc(no * 2), o2 = dalloc(no * 2);
+    dpoison(o1, no * 2), dpoison(o2, no * 2);
+    struct dev_seq s1, s2;
+    seq_put(f, &s1, f->win0, f->state0);
+    seq_put(f, &s2, f->win0, f->state0);
+    gpu_step_ba(f, &s1, 5, o1, 0, &plain);
+    gpu_step_ba(f, &s2, 5, o2, 0, &fused);
+    uint16_t *x1 = test_malloc(no * 2), *x2 = test_malloc(no * 2), *w1 = test_malloc(win_n(f) * 2),
+             *w2 = test_malloc(win_n(f) * 2);
+    float *t1 = test_malloc(state_n(f) * 4), *t2 = test_malloc(state_n(f) * 4);
+    dget(x1, o1, no * 2), dget(x2, o2, no * 2);
+    seq_get(f, &s1, w1, t1), seq_get(f, &s2, w2, t2);
+    int same = !memcmp(x1, x2, no * 2) && !memcmp(t1, t2, state_n(f) * 4) &&
+               !memcmp(w1, w2, win_n(f) * 2);
+    int moved = memcmp(t1, f->state0, state_n(f) * 4) != 0; /* the step did run */
+    CHECK(same && moved,
+          "k_gdn_step %s making b and a from h (H = %u): out, state and window the same bits as "
+          "from buffers (%s; state updated: %s)",
+          f->name, H, same ? "yes" : "no", moved ? "yes" : "no");
+    seq_free(&s1), seq_free(&s2);
+    dfree(o1), dfree(o2), dfree(fused.h), dfree(fused.w_b), dfree(fused.w_a);
+    free(h), free(w), free(b), free(a), free(hf), free(wf), free(x1), free(x2), free(w1), free(w2);
+    free(t1), free(t2);
 }
 
 /* GPU prefill of rows [t0, t0 + n) (conv then chunk, through the device u buffer) into the host
@@ -602,12 +679,6 @@ static long gpu_steps(const struct fix *f, struct dev_seq *s, uint32_t P, uint32
     }
     dfree(d), free(h);
     return stray;
-}
-
-static void seq_get(const struct fix *f, const struct dev_seq *s, uint16_t *win, float *state)
-{
-    dget(win, s->win, win_n(f) * 2);
-    dget(state, s->state, state_n(f) * 4);
 }
 
 /* A P-token GPU prefill then D steps, against the reference, against one (P + D)-token GPU
@@ -875,6 +946,7 @@ int main(void)
         test_chunked_cpu(&f, si == 0 ? 65 : 130);
         test_decode(&f, 70, 6, 1);
         test_decode(&f, 2, 3, 0);
+        test_step_ba(&f, si == 0 ? 2048 : 72);
         fix_free(&f);
     }
     report_speed(&shapes[0]);
