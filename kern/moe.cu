@@ -47,7 +47,7 @@
 #include "quant.h"
 
 #define MOE_ROUTER_MAX_E 1024
-#define MOE_ROUTER_WARP_E 256 /* experts the one-warp router (moe_router_warp) holds in registers */
+#define MOE_ROUTER_WARP_E 256 /* experts moe_topk_warp holds in registers (K_MOE_G128_ROUTES) */
 
 /* ---- loads and bf16 lanes ------------------------------------------------------------------- */
 
@@ -258,14 +258,15 @@ __device__ __forceinline__ void moe_router_topk(float *p, uint32_t E, uint32_t k
     }
 }
 
-/* Warp 0, logits made by a GEMV: softmax, top-k and renormalisation from registers (lane l
- * holds experts l, l + 32, ...), with the selection and ties of moe_router_topk and no block
- * barrier: the block-wide form took ~9 us a token, this one a few. */
-__device__ __forceinline__ void moe_router_warp(const struct k_router_params &p, uint32_t t, uint32_t lane)
+/* One warp, the (E + 1) fp32 logits lg a GEMV made (the shared gate's last): softmax, the
+ * top-k by probability (descending, ties to the lower id, as moe_router_topk) and their
+ * renormalised weights, from registers (lane l holds experts l, l + 32, ...; E <=
+ * MOE_ROUTER_WARP_E). Lane j < k gets selection j in *id, *w. The block-wide k_router took
+ * ~9 us a token, this a few. */
+__device__ __forceinline__ void moe_topk_warp(const float *lg, uint32_t E, uint32_t k, uint32_t lane,
+                                              uint32_t *id, float *w)
 {
     constexpr int PL = MOE_ROUTER_WARP_E / 32;
-    const uint32_t E = p.d.E, k = p.d.k;
-    const float *lg = (const float *)p.logits + (uint64_t)t * (E + 1);
     float v[PL];
     float mx = -INFINITY;
 #pragma unroll
@@ -311,9 +312,20 @@ __device__ __forceinline__ void moe_router_warp(const struct k_router_params &p,
     }
     /* routing_weights /= routing_weights.sum(dim=-1, keepdim=True), fp32 */
     float ws = k_warp_sum(lane < k ? mine : 0.0f);
+    *id = mine_id, *w = mine / ws;
+}
+
+/* k_router's form for logits from a GEMV: warp 0 of the token's CTA. */
+__device__ __forceinline__ void moe_router_warp(const struct k_router_params &p, uint32_t t, uint32_t lane)
+{
+    const uint32_t E = p.d.E, k = p.d.k;
+    const float *lg = (const float *)p.logits + (uint64_t)t * (E + 1);
+    uint32_t id;
+    float w;
+    moe_topk_warp(lg, E, k, lane, &id, &w);
     if (lane < k) {
-        ((int32_t *)p.ids)[(uint64_t)t * k + lane] = (int32_t)mine_id;
-        ((float *)p.weights)[(uint64_t)t * k + lane] = mine / ws;
+        ((int32_t *)p.ids)[(uint64_t)t * k + lane] = (int32_t)id;
+        ((float *)p.weights)[(uint64_t)t * k + lane] = w;
     }
     /* sigmoid(h @ shared_expert_gate^T): the logit is a bf16 matmul output */
     if (lane == 0 && p.shared_gate)
@@ -575,12 +587,23 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_up_g128(s
         __trap();
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t i = min(i0 + g, width - 1), nch = H / 128; /* past the width: any live row */
+    __shared__ uint32_t s_e;
+    if (!shared && p.logits) { /* route: the logits come from the kernel ahead */
+        if (warp == 0) {
+            uint32_t id;
+            float w;
+            moe_topk_warp((const float *)p.logits, p.d.E, k, lane, &id, &w);
+            if (lane == s)
+                s_e = id;
+        }
+        __syncthreads();
+    }
     struct k_g128_pair r;
     if (shared) {
         moe_g128_row(p.sh_gate, p.sh_gate_scales, i, H, t, &r.wa, &r.sa);
         moe_g128_row(p.sh_up, p.sh_up_scales, i, H, t, &r.wb, &r.sb);
     } else {
-        const uint64_t e = (uint32_t)((const int32_t *)p.ids)[s];
+        const uint64_t e = p.logits ? s_e : (uint32_t)((const int32_t *)p.ids)[s];
         moe_g128_row(p.gate_up, p.gate_up_scales, e * 2 * I + i, H, t, &r.wa, &r.sa);
         moe_g128_row(p.gate_up, p.gate_up_scales, e * 2 * I + I + i, H, t, &r.wb, &r.sb);
     }
@@ -617,6 +640,24 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_down_g128
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t na = min(n0 + g, H - 1), nb = min(n0 + g + 8, H - 1);
     const int32_t *ids = (const int32_t *)p.ids;
+    /* with logits: route before the wait (they come from the GEMV two launches back, complete
+     * by then; with step->done they may be any bytes, and the ids are clamped below) */
+    __shared__ int32_t s_ids[K_MOE_G128_MAXSEG];
+    __shared__ float s_w[K_MOE_G128_MAXSEG], s_gate;
+    if (p.logits) {
+        if (warp == 0) {
+            uint32_t id;
+            float w;
+            const float *lg = (const float *)p.logits;
+            moe_topk_warp(lg, p.d.E, k, lane, &id, &w);
+            if (lane < k)
+                s_ids[lane] = (int32_t)id, s_w[lane] = w;
+            if (lane == 0)
+                s_gate = S ? k_sigmoid(lg[p.d.E]) : 0.0f;
+        }
+        __syncthreads();
+        ids = s_ids;
+    }
     float acc_a[K_MOE_G128_MAXSEG], acc_b[K_MOE_G128_MAXSEG];
     /* rounds: group c0 = warp, warp + W, ... of every slot in flight together (one round at
      * I = 512). The first round is issued before the wait for the kernel ahead (k_moe_up,
@@ -671,7 +712,7 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_down_g128
     __syncthreads();
     if (warp || lane >= K_MOE_G128_DOWN_ROWS || n0 + lane >= H)
         return;
-    const float *wts = (const float *)p.weights;
+    const float *wts = p.logits ? s_w : (const float *)p.weights;
     float acc = 0.0f, ys = 0.0f;
     for (uint32_t s = 0; s < nseg; s++) {
         float y = 0.0f;
@@ -686,7 +727,7 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_down_g128
     }
     float out = k_round_bf16(acc);
     if (S) { /* out = routed + bf16(sigmoid gate * bf16(shared down)) */
-        float gate = k_round_bf16(((const float *)p.shared_gate)[0]);
+        float gate = k_round_bf16(p.logits ? s_gate : ((const float *)p.shared_gate)[0]);
         out = k_round_bf16(out + k_round_bf16(gate * ys));
     }
     ((__nv_bfloat16 *)p.out)[n0 + lane] = k_f2bf(out);

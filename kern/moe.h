@@ -51,7 +51,11 @@
  *   slot's down matrix, warp w the groups w, w + 4, ... of each, every slot's loads in flight
  *   together; the slots' sums are then combined in slot order as in k_moe_down. It reads the
  *   ids before its programmatic-launch wait (kern/common.cuh): the kernel right ahead of it
- *   (k_moe_up) must not be the one that writes them. */
+ *   (k_moe_up) must not be the one that writes them.
+ * With logits set (K_MOE_G128_ROUTES), both route themselves: warp 0 of every CTA runs
+ *   k_router's softmax and top-k on the GEMV's logits (moe_topk_warp), the up kernel after its
+ *   wait, the down kernel before it (the logits are two launches back), and k_router is not
+ *   launched in decode. */
 #define K_MOE_G128_THREADS 128
 #define K_MOE_G128_UP_ROWS 8
 #define K_MOE_G128_DOWN_ROWS 16
@@ -63,6 +67,9 @@
      ((d).S == 0 || (d).S % 128 == 0) && (d).k + 1 <= K_MOE_G128_MAXSEG &&                         \
      ((d).k + 1) * ((d).I > (d).S ? (d).I : (d).S) <= K_MOE_G128_MAXACT &&                         \
      ((d).I > (d).S ? (d).I : (d).S) >= 128 * K_MOE_G128_THREADS / 32)
+
+/* dims whose router the g128 pair can run from logits (one warp's registers, E <= 256) */
+#define K_MOE_G128_ROUTES(d) (K_MOE_G128_OK(d) && (d).E <= 256)
 
 #define K_MOE_BM 64        /* rows per expert block in the batched GEMMs */
 #define K_MOE_BN 128       /* output columns per CTA of the CUDA-core (_simt) GEMMs */
@@ -135,6 +142,10 @@ struct k_moe_vec_params {
     uint64_t act;          /* (k + 1, max(I, S)) bf16 */
     uint64_t out;          /* (H) bf16 */
     uint64_t step;
+    /* (E + 1) fp32 router logits from a GEMV, the shared gate's last, or 0. The g128 pair
+     * only (K_MOE_G128_ROUTES): each CTA routes itself (k_router's arithmetic) and ids,
+     * weights and shared_gate are not read */
+    uint64_t logits;
     struct k_moe_dims d;
 };
 

@@ -506,9 +506,17 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn)
     const struct model_config *c = e->c;
     uint32_t k = c->num_experts_per_tok, I = c->moe_inter, S = c->shared_inter, H = c->hidden_size;
     uint32_t wmax = I > S ? I : S;
-    uint32_t ids = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_I32, 4ull * k, "l%u.topk_ids", l);
-    uint32_t wts = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * k, "l%u.topk_w", l);
-    uint32_t sg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4, "l%u.shared_gate", l);
+    struct k_moe_vec_params p = {.d = moe_dims(e)};
+    /* INT4 group 128: the tensor-core pair (kern/moe.h), which also routes from the logits
+     * itself: each CTA of the up and down kernels runs the top-k on one warp, k_router is not
+     * launched, and the down kernel routes before its launch wait */
+    const int g128 = e->i4 && K_MOE_G128_OK(p.d), self = g128 && K_MOE_G128_ROUTES(p.d);
+    uint32_t ids = 0, wts = 0, sg = 0;
+    if (!self) {
+        ids = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_I32, 4ull * k, "l%u.topk_ids", l);
+        wts = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * k, "l%u.topk_w", l);
+        sg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4, "l%u.shared_gate", l);
+    }
     /* the router's logits from a many-CTA GEMV (one CTA reading the whole router per token is
      * the slow way), the shared gate's logit in the last column */
     uint32_t lg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * (c->num_experts + 1),
@@ -519,7 +527,8 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn)
     snprintf(nm, sizeof nm, "l%u.router_logits", l);
     struct gv segs[2] = {{rw, lg, c->num_experts, 0}, {sw, lg, 1, 4ull * c->num_experts}};
     gemv(e, hn, H, segs, S ? 2 : 1, 0, K_GEMV_OUT_F32, nm);
-    router_with(e, l, hn, ids, wts, sg, (int32_t)lg);
+    if (!self)
+        router_with(e, l, hn, ids, wts, sg, (int32_t)lg);
     uint32_t act = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * (k + 1) * wmax, "l%u.moe_act", l);
     uint32_t out = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * H, "l%u.moe_out", l);
     char gu[96], dn[96], sgw[96], suw[96], sdw[96];
@@ -528,7 +537,6 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn)
     snprintf(sgw, 96, "layers.%u.mlp.shared_expert.gate_proj.weight", l);
     snprintf(suw, 96, "layers.%u.mlp.shared_expert.up_proj.weight", l);
     snprintf(sdw, 96, "layers.%u.mlp.shared_expert.down_proj.weight", l);
-    struct k_moe_vec_params p = {.d = moe_dims(e)};
     p.gate_up_scales = pb_weight(b, gu)->scales_offset;
     p.down_scales = pb_weight(b, dn)->scales_offset;
     if (S) {
@@ -536,8 +544,6 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn)
         p.sh_up_scales = pb_weight(b, suw)->scales_offset;
         p.sh_down_scales = pb_weight(b, sdw)->scales_offset;
     }
-    /* INT4 group 128: the tensor-core pair (kern/moe.h) */
-    const int g128 = e->i4 && K_MOE_G128_OK(p.d);
     const char *sfx = g128 ? "g128" : e->i4 ? "i4" : "bf16";
     char kname[32];
     uint64_t per_expert_up = wsize(e, gu) / c->num_experts, per_expert_dn = wsize(e, dn) / c->num_experts;
@@ -556,9 +562,13 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn)
             WREF(op, struct k_moe_vec_params, sh_up, suw);
             WREF(op, struct k_moe_vec_params, sh_down, sdw);
         }
-        REF(op, struct k_moe_vec_params, ids, ids);
-        REF(op, struct k_moe_vec_params, weights, wts);
-        REF(op, struct k_moe_vec_params, shared_gate, sg);
+        if (self) {
+            REF(op, struct k_moe_vec_params, logits, lg);
+        } else {
+            REF(op, struct k_moe_vec_params, ids, ids);
+            REF(op, struct k_moe_vec_params, weights, wts);
+            REF(op, struct k_moe_vec_params, shared_gate, sg);
+        }
         REF(op, struct k_moe_vec_params, act, act);
         REF(op, struct k_moe_vec_params, out, out);
         REF(op, struct k_moe_vec_params, step, e->sb->step);

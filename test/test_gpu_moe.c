@@ -347,11 +347,9 @@ static int check_router(struct gpu *g, const struct model *M, CUdeviceptr ids_d,
 /* The path plans take: k_router reading the (T, E + 1) fp32 logits a GEMV made (the shared
  * gate's in the last column), here computed on the host (exact in fp32 by the test's design);
  * the outputs are poisoned first and must come out as from the in-kernel dot products. */
-static int check_router_logits(struct gpu *g, const struct kerns *K, const struct model *M,
-                               CUdeviceptr ids, CUdeviceptr wts, CUdeviceptr sg, CUdeviceptr step,
-                               uint32_t T, uint32_t n, char *note)
+static CUdeviceptr upload_logits(struct gpu *g, const struct model *M, uint32_t T)
 {
-    const uint32_t E = M->s->E, H = M->s->H, k = M->s->k;
+    const uint32_t E = M->s->E, H = M->s->H;
     float *lg = calloc((size_t)T * (E + 1), sizeof(float));
     for (uint32_t t = 0; t < T; t++)
         for (uint32_t e = 0; e <= E; e++) {
@@ -363,6 +361,16 @@ static int check_router_logits(struct gpu *g, const struct kerns *K, const struc
         }
     CUdeviceptr lg_d = dalloc(g, 4ull * T * (E + 1), 0);
     CU(g, cuMemcpyHtoD(lg_d, lg, 4ull * T * (E + 1)));
+    free(lg);
+    return lg_d;
+}
+
+static int check_router_logits(struct gpu *g, const struct kerns *K, const struct model *M,
+                               CUdeviceptr ids, CUdeviceptr wts, CUdeviceptr sg, CUdeviceptr step,
+                               uint32_t T, uint32_t n, char *note)
+{
+    const uint32_t k = M->s->k;
+    CUdeviceptr lg_d = upload_logits(g, M, T);
     CU(g, cuMemsetD8(ids, (unsigned char)POISON, 4ull * T * k));
     CU(g, cuMemsetD8(wts, (unsigned char)POISON, 4ull * T * k));
     CU(g, cuMemsetD8(sg, (unsigned char)POISON, 4ull * T));
@@ -371,7 +379,6 @@ static int check_router_logits(struct gpu *g, const struct kerns *K, const struc
     launch(g, K->router, &rp, T, 1, K_ROUTER_THREADS);
     int ok = check_router(g, M, ids, wts, sg, T, n, note);
     CU(g, cuMemFree(lg_d));
-    free(lg);
     return ok;
 }
 
@@ -520,6 +527,26 @@ static void test_decode(struct gpu *g, const struct kerns *K, const struct model
     CHECK(ok, "%s decode block vs the fp32 block (%s)", s->name, note);
     for (uint32_t i = 0; i < H; i++)
         dec_out[i] = kref_bf2f(out[i]);
+
+    /* what INT4 plans run: the g128 pair routing from the GEMV's logits, no k_router; the ids,
+     * weights and gate buffers poisoned (not read). The same bits as after k_router, which
+     * last ran from the same logits (check_router_logits) */
+    if (K->g128 && K_MOE_G128_ROUTES(M->d)) {
+        struct k_moe_vec_params q = p;
+        q.logits = upload_logits(g, M, 1);
+        CUdeviceptr d[] = {b.ids, b.wts, b.sg, b.act, b.out};
+        size_t n[] = {4ull * k, 4ull * k, 4, 2ull * na, 2ull * H};
+        for (size_t i = 0; i < 5; i++)
+            CU(g, cuMemsetD8(d[i], (unsigned char)POISON, n[i]));
+        launch(g, lu.f, &q, lu.gx, lu.gy, lu.block);
+        launch(g, ld.f, &q, ld.gx, ld.gy, ld.block);
+        uint16_t *out2 = dget(g, b.out, 2ull * H);
+        int same = !memcmp(out2, out, 2ull * H);
+        CHECK(same, "%s decode k_moe_up/down_g128 routing from the logits themselves: out the "
+                    "same bits as after k_router (%s)", s->name, same ? "yes" : "no");
+        free(out2);
+        CU(g, cuMemFree(q.logits));
+    }
 
     if (H >= 2048) { /* informational; the same experts every repeat, so L2-warm: an upper bound */
         double tu = time_us(g, lu.f, &p, lu.gx, lu.gy, lu.block, 0);
