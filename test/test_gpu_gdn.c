@@ -472,8 +472,9 @@ static void gpu_step_ba(const struct fix *f, struct dev_seq *s, uint32_t t, CUde
     set_step(1, done);
     launch(f_conv, &pc, K_GDN_CONV_GRID(f->cd, 1), 128, 0);
     CUdeviceptr z = dput(f->z + (size_t)t * f->vd, (size_t)f->vd * 2);
-    CUdeviceptr b = dput(ba ? ba->b : f->b + (size_t)t * f->d.nv, f->d.nv * 2);
-    CUdeviceptr a = dput(ba ? ba->a : f->a + (size_t)t * f->d.nv, f->d.nv * 2);
+    const int own = ba && !ba->fused; /* b, a from the caller's arrays */
+    CUdeviceptr b = dput(own ? ba->b : f->b + (size_t)t * f->d.nv, f->d.nv * 2);
+    CUdeviceptr a = dput(own ? ba->a : f->a + (size_t)t * f->d.nv, f->d.nv * 2);
     struct k_gdn_step_params p = {.u = u,
                                   .z = z,
                                   .b = b,
