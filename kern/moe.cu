@@ -286,29 +286,31 @@ __device__ __forceinline__ void moe_topk_warp(const float *lg, uint32_t E, uint3
     sum = k_warp_sum(sum);
 #pragma unroll
     for (int j = 0; j < PL; j++)
-        v[j] = lane + 32 * j < E ? v[j] / sum : -2.0f; /* past E: below any probability */
+        v[j] = v[j] / sum;
+    /* k rounds of a warp argmax on keys: a probability p >= 0 as its bits + 1 (ordered like p),
+     * 0 for a taken entry or one past E. One redux finds the largest key, a second the lowest
+     * id holding it (ties to the lower id); the owner takes it out. */
+    uint32_t key[PL];
+#pragma unroll
+    for (int j = 0; j < PL; j++)
+        key[j] = lane + 32 * j < E ? __float_as_uint(v[j]) + 1u : 0u;
     float mine = 0.0f;
     uint32_t mine_id = 0;
     for (uint32_t r = 0; r < k; r++) {
-        float best = -2.0f;
-        uint32_t bi = 0xFFFFFFFFu;
+        uint32_t best = 0, bj = 0;
 #pragma unroll
         for (int j = 0; j < PL; j++) /* ascending ids: strict > keeps the lower */
-            if (v[j] > best)
-                best = v[j], bi = lane + 32 * j;
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xFFFFFFFFu, best, o);
-            uint32_t oi = __shfl_xor_sync(0xFFFFFFFFu, bi, o);
-            if (ov > best || (ov == best && oi < bi))
-                best = ov, bi = oi;
-        }
+            if (key[j] > best)
+                best = key[j], bj = j;
+        const uint32_t top = __reduce_max_sync(0xFFFFFFFFu, best);
+        const uint32_t bi = __reduce_min_sync(0xFFFFFFFFu, best == top ? lane + 32 * bj : 0xFFFFFFFFu);
         if (lane == r)
-            mine = best, mine_id = bi;
+            mine = __uint_as_float(top - 1u), mine_id = bi;
         if ((bi & 31) == lane) /* the owner takes it out */
 #pragma unroll
             for (int j = 0; j < PL; j++)
                 if (bi == lane + 32 * j)
-                    v[j] = -1.0f;
+                    key[j] = 0;
     }
     /* routing_weights /= routing_weights.sum(dim=-1, keepdim=True), fp32 */
     float ws = k_warp_sum(lane < k ? mine : 0.0f);
