@@ -97,42 +97,6 @@ extern "C" __global__ void __launch_bounds__(K_EMBED_THREADS) k_embed(struct k_e
 
 /* ---- k_rmsnorm ------------------------------------------------------------------------------ */
 
-/* x + a on 8 bf16 values, each sum rounded to bf16 (torch: x + a on bf16 tensors) */
-__device__ __forceinline__ uint4 basic_add8(uint4 x, uint4 a)
-{
-    uint32_t r[4];
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        uint32_t u = basic_u(x, i), v = basic_u(a, i);
-        r[i] = basic_pack(basic_lo(u) + basic_lo(v), basic_hi(u) + basic_hi(v));
-    }
-    return make_uint4(r[0], r[1], r[2], r[3]);
-}
-
-__device__ __forceinline__ float basic_sumsq8(uint4 x, float s)
-{
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        uint32_t u = basic_u(x, i);
-        s = fmaf(basic_lo(u), basic_lo(u), s);
-        s = fmaf(basic_hi(u), basic_hi(u), s);
-    }
-    return s;
-}
-
-/* bf16((x * r) * (1 + w)) on 8 values: Qwen3NextRMSNorm's order, in fp32 */
-__device__ __forceinline__ uint4 basic_norm8(uint4 x, uint4 w, float r)
-{
-    uint32_t o[4];
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        uint32_t u = basic_u(x, i), v = basic_u(w, i);
-        o[i] = basic_pack(basic_lo(u) * r * (1.0f + basic_lo(v)),
-                          basic_hi(u) * r * (1.0f + basic_hi(v)));
-    }
-    return make_uint4(o[0], o[1], o[2], o[3]);
-}
-
 extern "C" __global__ void __launch_bounds__(K_NORM_THREADS) k_rmsnorm(struct k_rmsnorm_params p)
 {
     __shared__ float scratch[32];
@@ -154,13 +118,13 @@ extern "C" __global__ void __launch_bounds__(K_NORM_THREADS) k_rmsnorm(struct k_
     if (one) { /* the same arithmetic as the two passes below */
         uint4 v = mine ? *(const uint4 *)(x + k0) : make_uint4(0, 0, 0, 0);
         if (add && mine) {
-            v = basic_add8(v, basic_ld_ro(add + k0));
+            v = k_add8(v, basic_ld_ro(add + k0));
             *(uint4 *)(x + k0) = v;
         }
-        float ss = k_block_sum(mine ? basic_sumsq8(v, 0.0f) : 0.0f, scratch);
+        float ss = k_block_sum(mine ? k_sumsq8(v, 0.0f) : 0.0f, scratch);
         float r = rsqrtf(ss / (float)p.H + p.eps);
         if (mine)
-            *(uint4 *)(out + k0) = basic_norm8(v, wv, r);
+            *(uint4 *)(out + k0) = k_norm8(v, wv, r);
         return;
     }
 
@@ -169,10 +133,10 @@ extern "C" __global__ void __launch_bounds__(K_NORM_THREADS) k_rmsnorm(struct k_
     for (uint32_t k = threadIdx.x * 8; k < p.H; k += K_NORM_THREADS * 8) {
         uint4 v = *(const uint4 *)(x + k);
         if (add) {
-            v = basic_add8(v, basic_ld_ro(add + k));
+            v = k_add8(v, basic_ld_ro(add + k));
             *(uint4 *)(x + k) = v;
         }
-        ss = basic_sumsq8(v, ss);
+        ss = k_sumsq8(v, ss);
     }
     ss = k_block_sum(ss, scratch);
     float r = rsqrtf(ss / (float)p.H + p.eps); /* torch.rsqrt(x.pow(2).mean(-1) + eps) */
@@ -180,7 +144,7 @@ extern "C" __global__ void __launch_bounds__(K_NORM_THREADS) k_rmsnorm(struct k_
     /* pass 2: re-read this thread's own x (L1/L2 hits) and normalise */
     for (uint32_t k = threadIdx.x * 8; k < p.H; k += K_NORM_THREADS * 8)
         *(uint4 *)(out + k) =
-            basic_norm8(*(const uint4 *)(x + k), basic_ld_ro((const uint16_t *)p.w + k), r);
+            k_norm8(*(const uint4 *)(x + k), basic_ld_ro((const uint16_t *)p.w + k), r);
 }
 
 /* ---- GEMV: segment lookup ------------------------------------------------------------------ */
@@ -256,26 +220,38 @@ __device__ __forceinline__ float gemv_dot8(uint4 w, uint4 x, float acc)
     return acc;
 }
 
-extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_bf16(struct k_gemv_params p)
+template <bool NORM> __device__ __forceinline__ void gemv_bf16(const struct k_gemv_params &p)
 {
+    __shared__ __align__(16) uint16_t xn[NORM ? K_GEMV_NORM_MAXK : 8];
+    __shared__ float scratch[32];
     struct gemv_row r;
-    if (!gemv_row_of(p, K_GEMV_ROWS, 1, &r))
+    /* a warp past its segment's end leaves, except with NORM, where it helps stage xn first */
+    const bool live = gemv_row_of(p, K_GEMV_ROWS, 1, &r);
+    if (!NORM && !live)
         return;
+    if (NORM && p.K > K_GEMV_NORM_MAXK)
+        __trap();
     const uint16_t *w = (const uint16_t *)r.w + (uint64_t)r.row * p.K;
-    const uint16_t *x = (const uint16_t *)p.x;
+    const uint16_t *x = NORM ? xn : (const uint16_t *)p.x;
     const uint32_t step = 32 * 8; /* a warp covers 256 inputs per 16-byte load */
     uint32_t k = (threadIdx.x & 31) * 8;
     float acc = 0.0f;
     /* BASIC_GEMV_UNROLL loads issued before any use, for memory-level parallelism; the first
      * batch before the wait for the kernel ahead (weights: see k_pdl_enter) */
     uint4 wv[BASIC_GEMV_UNROLL];
-    const bool first = k + (BASIC_GEMV_UNROLL - 1) * step < p.K;
+    const bool first = live && k + (BASIC_GEMV_UNROLL - 1) * step < p.K;
 #pragma unroll
     for (int u = 0; u < BASIC_GEMV_UNROLL; u++)
         wv[u] = first ? k_ld_stream(w + k + u * step) : make_uint4(0, 0, 0, 0);
     k_pdl_enter();
-    if (gemv_skip(p))
+    if (gemv_skip(p)) /* uniform over the CTA: it leaves before any barrier */
         return;
+    if (NORM) {
+        k_norm_stage(xn, (const uint16_t *)p.x, (const uint16_t *)p.norm_add,
+                     (const uint16_t *)p.norm_w, p.norm_eps, p.K, scratch);
+        if (!live)
+            return;
+    }
     for (; k + (BASIC_GEMV_UNROLL - 1) * step < p.K; k += BASIC_GEMV_UNROLL * step) {
         if (k != (threadIdx.x & 31) * 8)
 #pragma unroll
@@ -283,11 +259,22 @@ extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_bf16(struct 
                 wv[u] = k_ld_stream(w + k + u * step);
 #pragma unroll
         for (int u = 0; u < BASIC_GEMV_UNROLL; u++)
-            acc = gemv_dot8(wv[u], basic_ld_ro(x + k + u * step), acc);
+            acc = gemv_dot8(wv[u], NORM ? *(const uint4 *)(x + k + u * step) : basic_ld_ro(x + k + u * step), acc);
     }
     for (; k < p.K; k += step)
-        acc = gemv_dot8(k_ld_stream(w + k), basic_ld_ro(x + k), acc);
+        acc = gemv_dot8(k_ld_stream(w + k), NORM ? *(const uint4 *)(x + k) : basic_ld_ro(x + k), acc);
     gemv_store_row(p, r, r.row, k_warp_sum(acc), 0);
+}
+
+extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_bf16(struct k_gemv_params p)
+{
+    gemv_bf16<false>(p);
+}
+
+/* the same with the decode post-attention norm folded in (kern/gemv.h norm_add) */
+extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_bf16_norm(struct k_gemv_params p)
+{
+    gemv_bf16<true>(p);
 }
 
 /* ---- k_gemv_i4 ------------------------------------------------------------------------------- */

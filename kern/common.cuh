@@ -172,6 +172,78 @@ __device__ __forceinline__ void k_g128_run(struct k_g128_acc &A, const struct k_
     }
 }
 
+/* ---- residual add + RMSNorm on 16-byte slices (k_rmsnorm, and the kernels that fold it in) -- */
+
+__device__ __forceinline__ uint32_t k_word(const uint4 &v, int i)
+{
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+/* two floats rounded to bf16 and packed, a in the low half */
+__device__ __forceinline__ uint32_t k_pack_bf16x2(float a, float b)
+{
+    return (uint32_t)__bfloat16_as_ushort(k_f2bf(a)) | ((uint32_t)__bfloat16_as_ushort(k_f2bf(b)) << 16);
+}
+
+/* x + a on 8 bf16 values, each sum rounded to bf16 (torch: x + a on bf16 tensors) */
+__device__ __forceinline__ uint4 k_add8(uint4 x, uint4 a)
+{
+    uint32_t r[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t u = k_word(x, i), v = k_word(a, i);
+        r[i] = k_pack_bf16x2(k_bfbits2f(u & 0xFFFF) + k_bfbits2f(v & 0xFFFF),
+                             k_bfbits2f(u >> 16) + k_bfbits2f(v >> 16));
+    }
+    return make_uint4(r[0], r[1], r[2], r[3]);
+}
+
+__device__ __forceinline__ float k_sumsq8(uint4 x, float s)
+{
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float lo = k_bfbits2f(k_word(x, i) & 0xFFFF), hi = k_bfbits2f(k_word(x, i) >> 16);
+        s = fmaf(lo, lo, s);
+        s = fmaf(hi, hi, s);
+    }
+    return s;
+}
+
+/* bf16((x * r) * (1 + w)) on 8 values: Qwen3NextRMSNorm's order, in fp32 */
+__device__ __forceinline__ uint4 k_norm8(uint4 x, uint4 w, float r)
+{
+    uint32_t o[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t u = k_word(x, i), v = k_word(w, i);
+        o[i] = k_pack_bf16x2(k_bfbits2f(u & 0xFFFF) * r * (1.0f + k_bfbits2f(v & 0xFFFF)),
+                             k_bfbits2f(u >> 16) * r * (1.0f + k_bfbits2f(v >> 16)));
+    }
+    return make_uint4(o[0], o[1], o[2], o[3]);
+}
+
+/* xs (shared, H bf16) = k_rmsnorm of one row folded into its consumer: bf16(x + add) (add may
+ * be NULL), then bf16(v * rsqrt(mean(v^2) + eps) * (1 + w)); H a multiple of 8. The whole block
+ * calls it (barriers inside; xs is ready on return). The sum of squares runs in this block's
+ * order: within fp32 rounding of k_rmsnorm's, not always the same bits. */
+__device__ __forceinline__ void k_norm_stage(uint16_t *xs, const uint16_t *x, const uint16_t *add,
+                                             const uint16_t *w, float eps, uint32_t H, float *scratch)
+{
+    float ss = 0.0f;
+    for (uint32_t k = threadIdx.x * 8; k < H; k += blockDim.x * 8) {
+        uint4 v = __ldg((const uint4 *)(x + k));
+        if (add)
+            v = k_add8(v, __ldg((const uint4 *)(add + k)));
+        *(uint4 *)(xs + k) = v;
+        ss = k_sumsq8(v, ss);
+    }
+    ss = k_block_sum(ss, scratch);
+    const float r = rsqrtf(ss / (float)H + eps); /* torch.rsqrt(x.pow(2).mean(-1) + eps) */
+    for (uint32_t k = threadIdx.x * 8; k < H; k += blockDim.x * 8) /* the thread's own slices */
+        *(uint4 *)(xs + k) = k_norm8(*(const uint4 *)(xs + k), __ldg((const uint4 *)(w + k)), r);
+    __syncthreads();
+}
+
 /* F.silu(conv) with both bf16 roundings of PyTorch's fallback (MODEL.md §2.2) */
 __device__ __forceinline__ float k_gdn_conv_act(float acc) { return k_round_bf16(k_silu(k_round_bf16(acc))); }
 

@@ -44,6 +44,7 @@
  * in_proj's 768 CTAs then fit one wave on a 132-SM part instead of 1.16 */
 #define K_GEMV_G128_CTAS 6
 #define K_GEMV_G128_MAXK 8192
+#define K_GEMV_NORM_MAXK 8192 /* k_gemv_bf16_norm */
 /* the kernel plan/sched.c launches for an INT4 GEMV */
 #define K_GEMV_G128_OK(group, K) ((group) == 128 && (K) % 128 == 0 && (K) <= K_GEMV_G128_MAXK)
 #define K_GEMV_OUT_F32 1u   /* y is fp32 (logits) */
@@ -70,6 +71,12 @@ struct k_gemv_params {
     uint64_t window; /* K_GEMV_CONV: (seg[0].n, conv_k - 1) bf16 previous inputs, updated */
     uint32_t conv_k; /* K_GEMV_CONV: taps, 2 .. 8 */
     uint32_t pad;
+    /* k_gemv_bf16_norm (decode): x is the residual stream and the GEMV's input is its
+     * k_rmsnorm, bf16(x + norm_add) normalised with (1 + norm_w), staged in shared memory per
+     * CTA (kern/common.cuh k_norm_stage; K <= K_GEMV_NORM_MAXK) */
+    uint64_t norm_add, norm_w;
+    float norm_eps;
+    uint32_t pad2;
 };
 
 #endif

@@ -575,18 +575,25 @@ __device__ __forceinline__ void moe_g128_row(uint64_t base, uint64_t scales_offs
 
 extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_up_g128(struct k_moe_vec_params p)
 {
-    k_pdl_enter();
     __shared__ __align__(16) uint16_t xs[K_MOE_G128_MAXH];
     __shared__ float red[MOE_G128_WARPS][16];
-    const struct k_step *st = k_step_of(p.step);
     const uint32_t k = p.d.k, H = p.d.H, I = p.d.I, S = p.d.S, wmax = max(I, S);
     const uint32_t s = blockIdx.x, i0 = blockIdx.y * K_MOE_G128_UP_ROWS;
     const bool shared = s == k;
     const uint32_t width = shared ? S : I;
-    if (st->done || s > k || i0 >= width)
+    if (s > k || i0 >= width) { /* uniform over the CTA */
+        k_pdl_enter();
         return;
+    }
     if (blockDim.x != K_MOE_G128_THREADS || !K_MOE_G128_OK(p.d))
         __trap();
+    if (p.norm_w) /* the folded post-attention norm: its inputs are older than the kernel ahead */
+        k_norm_stage(xs, (const uint16_t *)p.h, (const uint16_t *)p.x_add, (const uint16_t *)p.norm_w,
+                     p.norm_eps, H, &red[0][0]);
+    k_pdl_enter();
+    const struct k_step *st = k_step_of(p.step);
+    if (st->done)
+        return;
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t i = min(i0 + g, width - 1), nch = H / 128; /* past the width: any live row */
     __shared__ uint32_t s_e;
@@ -611,9 +618,11 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_up_g128(s
     }
     struct k_g128_acc A;
     k_g128_load(A, r, warp, nch);
-    for (uint32_t j = threadIdx.x * 8; j < H; j += K_MOE_G128_THREADS * 8)
-        *(uint4 *)(xs + j) = moe_ld_ro((const uint16_t *)p.h + j);
-    __syncthreads();
+    if (!p.norm_w) {
+        for (uint32_t j = threadIdx.x * 8; j < H; j += K_MOE_G128_THREADS * 8)
+            *(uint4 *)(xs + j) = moe_ld_ro((const uint16_t *)p.h + j);
+        __syncthreads();
+    }
     k_g128_run(A, r, xs, nch, warp, t);
     if (t == 0)
         red[warp][g] = A.a, red[warp][g + 8] = A.b;
@@ -693,6 +702,13 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_down_g128
             k_pdl_enter();
             if (k_step_of(p.step)->done) /* uniform: every thread returns */
                 return;
+            if (p.norm_w && threadIdx.x < K_MOE_G128_DOWN_ROWS && n0 + threadIdx.x < H) {
+                /* the residual update of the folded norm: the up kernel and the router GEMV,
+                 * which read x, are done */
+                uint16_t *x = (uint16_t *)p.h + n0 + threadIdx.x;
+                const uint16_t a = ((const uint16_t *)p.x_add)[n0 + threadIdx.x];
+                *x = __bfloat16_as_ushort(k_f2bf(k_bfbits2f(*x) + k_bfbits2f(a)));
+            }
             for (uint32_t j = threadIdx.x * 8; j < (k + 1) * wmax; j += K_MOE_G128_THREADS * 8)
                 *(uint4 *)(xs + j) = moe_ld_ro((const uint16_t *)p.act + j);
             __syncthreads(); /* every warp has a first trip: K_MOE_G128_OK wants wmax >= 128 W */

@@ -146,6 +146,15 @@ struct k_moe_vec_params {
      * only (K_MOE_G128_ROUTES): each CTA routes itself (k_router's arithmetic) and ids,
      * weights and shared_gate are not read */
     uint64_t logits;
+    /* decode with the post-attention norm folded in (the g128 pair only, norm_w != 0): h is
+     * the residual stream x and x_add the mixer output. The up kernel stages k_rmsnorm's
+     * bf16(x + x_add) normalised with (1 + norm_w) (kern/common.cuh k_norm_stage) instead of
+     * reading h, before its launch wait (both come from two or more launches back); the down
+     * kernel, after its wait (every reader of x is done), writes x = bf16(x + x_add) for its
+     * rows, the update k_rmsnorm would have made */
+    uint64_t x_add, norm_w;
+    float norm_eps;
+    uint32_t pad_;
     struct k_moe_dims d;
 };
 

@@ -88,12 +88,18 @@ struct gv { const char *w; uint32_t y; uint32_t n; uint64_t off; /* byte offset 
 /* The GDN causal conv fused into a GEMV's epilogue on segment 0 (K_GEMV_CONV) */
 struct gvconv { const char *w; uint32_t window; uint32_t taps; };
 
-static uint32_t gemv_conv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, uint32_t nseg,
-                          int i4, uint32_t flags, const struct gvconv *cv, const char *nm)
+/* The decode post-attention norm folded into a bf16 GEMV's input (k_gemv_bf16_norm): x is then
+ * the residual stream, add the mixer output, w the norm's weight */
+struct gvnorm { uint32_t add; const char *w; };
+
+static uint32_t gemv_ex(struct em *e, uint32_t x, uint32_t K, const struct gv *s, uint32_t nseg,
+                        int i4, uint32_t flags, const struct gvconv *cv, const struct gvnorm *nr,
+                        const char *nm)
 {
     struct pb *b = e->b;
     struct k_gemv_params p = {.nseg = nseg, .K = K, .group = i4 ? e->b->fmt.group_size : 0,
-                              .flags = flags | (cv ? K_GEMV_CONV : 0), .conv_k = cv ? cv->taps : 0};
+                              .flags = flags | (cv ? K_GEMV_CONV : 0), .conv_k = cv ? cv->taps : 0,
+                              .norm_eps = nr ? e->c->rms_norm_eps : 0.0f};
     uint32_t blocks = 0;
     uint64_t bytes = 2ull * K, flops = 0;
     for (uint32_t i = 0; i < nseg; i++) {
@@ -111,8 +117,10 @@ static uint32_t gemv_conv(struct em *e, uint32_t x, uint32_t K, const struct gv 
     }
     uint32_t grid[3] = {blocks, 1, 1};
     int g128 = i4 && K_GEMV_G128_OK(p.group, K);
-    uint32_t op = pb_kernel_op(b, !i4 ? "k_gemv_bf16" : g128 ? "k_gemv_i4_g128" : "k_gemv_i4", &p, sizeof p,
-                               grid, g128 ? K_GEMV_G128_THREADS : K_GEMV_THREADS, 0, "%s", nm);
+    if (nr) /* x + add and the norm weight, read by every CTA (L2) */
+        bytes += 4ull * K + 2ull * K;
+    uint32_t op = pb_kernel_op(b, !i4 ? (nr ? "k_gemv_bf16_norm" : "k_gemv_bf16") : g128 ? "k_gemv_i4_g128" : "k_gemv_i4",
+                               &p, sizeof p, grid, g128 ? K_GEMV_G128_THREADS : K_GEMV_THREADS, 0, "%s", nm);
     for (uint32_t i = 0; i < nseg; i++) {
         pb_ref_weight(b, op, offsetof(struct k_gemv_params, seg[0].w) + i * sizeof p.seg[0], s[i].w, 0);
         pb_ref_buf(b, op, offsetof(struct k_gemv_params, seg[0].y) + i * sizeof p.seg[0], s[i].y, s[i].off);
@@ -123,8 +131,18 @@ static uint32_t gemv_conv(struct em *e, uint32_t x, uint32_t K, const struct gv 
         WREF(op, struct k_gemv_params, conv_w, cv->w);
         REF(op, struct k_gemv_params, window, cv->window);
     }
+    if (nr) {
+        REF(op, struct k_gemv_params, norm_add, nr->add);
+        WREF(op, struct k_gemv_params, norm_w, nr->w);
+    }
     pb_cost(b, op, bytes, flops);
     return op;
+}
+
+static uint32_t gemv_conv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, uint32_t nseg,
+                          int i4, uint32_t flags, const struct gvconv *cv, const char *nm)
+{
+    return gemv_ex(e, x, K, s, nseg, i4, flags, cv, NULL, nm);
 }
 
 static uint32_t gemv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, uint32_t nseg, int i4,
@@ -500,13 +518,24 @@ static void router_with(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uin
 }
 
 /* the decode vec-mat path: 8 experts + shared in two launches */
-static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn)
+/* Whether decode folds the post-attention norm into the MoE block (moe_decode with nw): the
+ * g128 pair routing itself (K_MOE_G128_ROUTES) */
+static int moe_decode_folds_norm(struct em *e)
+{
+    struct k_moe_dims d = moe_dims(e);
+    return e->i4 && K_MOE_G128_ROUTES(d) && e->c->hidden_size <= K_GEMV_NORM_MAXK;
+}
+
+/* hn the normed input; or, with nw (moe_decode_folds_norm), hn the residual stream x and add
+ * the mixer output, the norm (weight nw) folded into the router GEMV and the up kernel and
+ * the residual update into the down kernel (kern/moe.h) */
+static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn, uint32_t add, const char *nw)
 {
     struct pb *b = e->b;
     const struct model_config *c = e->c;
     uint32_t k = c->num_experts_per_tok, I = c->moe_inter, S = c->shared_inter, H = c->hidden_size;
     uint32_t wmax = I > S ? I : S;
-    struct k_moe_vec_params p = {.d = moe_dims(e)};
+    struct k_moe_vec_params p = {.norm_eps = nw ? c->rms_norm_eps : 0.0f, .d = moe_dims(e)};
     /* INT4 group 128: the tensor-core pair (kern/moe.h), which also routes from the logits
      * itself: each CTA of the up and down kernels runs the top-k on one warp, k_router is not
      * launched, and the down kernel routes before its launch wait */
@@ -526,7 +555,8 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn)
     snprintf(sw, sizeof sw, "layers.%u.mlp.shared_expert_gate.weight", l);
     snprintf(nm, sizeof nm, "l%u.router_logits", l);
     struct gv segs[2] = {{rw, lg, c->num_experts, 0}, {sw, lg, 1, 4ull * c->num_experts}};
-    gemv(e, hn, H, segs, S ? 2 : 1, 0, K_GEMV_OUT_F32, nm);
+    struct gvnorm gn = {add, nw};
+    gemv_ex(e, hn, H, segs, S ? 2 : 1, 0, K_GEMV_OUT_F32, NULL, nw ? &gn : NULL, nm);
     if (!self)
         router_with(e, l, hn, ids, wts, sg, (int32_t)lg);
     uint32_t act = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * (k + 1) * wmax, "l%u.moe_act", l);
@@ -561,6 +591,10 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn)
             WREF(op, struct k_moe_vec_params, sh_gate, sgw);
             WREF(op, struct k_moe_vec_params, sh_up, suw);
             WREF(op, struct k_moe_vec_params, sh_down, sdw);
+        }
+        if (nw) {
+            REF(op, struct k_moe_vec_params, x_add, add);
+            WREF(op, struct k_moe_vec_params, norm_w, nw);
         }
         if (self) {
             REF(op, struct k_moe_vec_params, logits, lg);
@@ -757,10 +791,14 @@ static void emit_pass(struct em *e)
             mo = e->prefill ? gdn_prefill(e, l, hn) : gdn_decode(e, l, hn);
         else
             mo = attention(e, l, hn);
-        snprintf(nm, sizeof nm, "l%u.post_norm", l);
         snprintf(w, sizeof w, "layers.%u.post_attention_layernorm.weight", l);
+        if (!e->prefill && moe_decode_folds_norm(e)) { /* no norm launch: kern/moe.h */
+            prev = (int)moe_decode(e, l, x, mo, w);
+            continue;
+        }
+        snprintf(nm, sizeof nm, "l%u.post_norm", l);
         uint32_t hn2 = rmsnorm(e, x, (int)mo, w, 0, nm);
-        prev = (int)(e->prefill ? moe_prefill(e, l, hn2) : moe_decode(e, l, hn2));
+        prev = (int)(e->prefill ? moe_prefill(e, l, hn2) : moe_decode(e, l, hn2, 0, NULL));
     }
     head(e, x, (uint32_t)prev);
 }

@@ -36,6 +36,7 @@
 #include "../kern/quant.h"
 #include "../kern/step.h"
 #include "gpu.h"
+#include "ref/kref_basic.h"
 #include "ref/kref_moe.h"
 
 #define T_ALL        300
@@ -554,6 +555,55 @@ static void test_decode(struct gpu *g, const struct kerns *K, const struct model
         CHECK(same, "%s decode k_moe_up/down_g128 routing from the logits themselves: out the "
                     "same bits as after k_router (%s)", s->name, same ? "yes" : "no");
         free(out2);
+
+        /* and with the post-attention norm folded in: h is the residual x, x_add the mixer
+         * output; against the same pair fed the host's norm (one bf16 ulp apart where the sum
+         * of squares rounds differently: the chain tolerance), and x updated to bf16(x + add) */
+        uint16_t *xh = malloc(2ull * H), *ah = malloc(2ull * H), *wh = malloc(2ull * H),
+                 *xr = malloc(2ull * H), *hn = malloc(2ull * H);
+        float *yn = malloc(sizeof(float) * H);
+        unsigned long long rs = 77;
+        for (uint32_t i = 0; i < H; i++) {
+            xh[i] = kref_f2bf(2.0f * (float)((test_rand(&rs) >> 40) % 2001) / 1000.0f - 2.0f);
+            ah[i] = kref_f2bf((float)((test_rand(&rs) >> 40) % 2001) / 1000.0f - 1.0f);
+            wh[i] = kref_f2bf(0.25f * (float)((test_rand(&rs) >> 40) % 2001) / 1000.0f - 0.125f);
+        }
+        memcpy(xr, xh, 2ull * H);
+        kref_rmsnorm_row(xr, ah, wh, yn, H, 1e-6f);
+        for (uint32_t i = 0; i < H; i++)
+            hn[i] = kref_f2bf(yn[i]);
+        CUdeviceptr dhn = dalloc(g, 2ull * H, 0), dx = dalloc(g, 2ull * H, 0), da = dalloc(g, 2ull * H, 0),
+                    dw = dalloc(g, 2ull * H, 0);
+        CU(g, cuMemcpyHtoD(dhn, hn, 2ull * H));
+        CU(g, cuMemcpyHtoD(dx, xh, 2ull * H));
+        CU(g, cuMemcpyHtoD(da, ah, 2ull * H));
+        CU(g, cuMemcpyHtoD(dw, wh, 2ull * H));
+        struct k_moe_vec_params q1 = q, q2 = q;
+        q1.h = dhn;
+        q2.h = dx, q2.x_add = da, q2.norm_w = dw, q2.norm_eps = 1e-6f;
+        launch(g, lu.f, &q1, lu.gx, lu.gy, lu.block);
+        launch(g, ld.f, &q1, ld.gx, ld.gy, ld.block);
+        uint16_t *o1 = dget(g, b.out, 2ull * H);
+        CU(g, cuMemsetD8(b.out, (unsigned char)POISON, 2ull * H));
+        CU(g, cuMemsetD8(b.act, (unsigned char)POISON, 2ull * na));
+        launch(g, lu.f, &q2, lu.gx, lu.gy, lu.block);
+        launch(g, ld.f, &q2, ld.gx, ld.gy, ld.block);
+        uint16_t *o2 = dget(g, b.out, 2ull * H), *xg = dget(g, dx, 2ull * H);
+        float *o1f = malloc(sizeof(float) * H);
+        for (uint32_t i = 0; i < H; i++)
+            o1f[i] = kref_bf2f(o1[i]);
+        memset(mask, 1, H);
+        ok = compare("out", BF16, o2, o1f, mask, H, POISON, R_CHAIN, A_CHAIN, note);
+        int xok = !memcmp(xg, xr, 2ull * H);
+        CHECK(ok && xok, "%s decode k_moe_up/down_g128 with the norm folded in: out vs the pair fed "
+                         "the host's norm (%s), x updated to bf16(x + add) bit-exact (%s)",
+              s->name, note, xok ? "yes" : "no");
+        free(xh), free(ah), free(wh), free(xr), free(hn), free(yn), free(o1), free(o2), free(xg),
+            free(o1f);
+        CU(g, cuMemFree(dhn));
+        CU(g, cuMemFree(dx));
+        CU(g, cuMemFree(da));
+        CU(g, cuMemFree(dw));
         if (H >= 2048) { /* informational, L2-warm as above */
             double tu = time_us(g, lu.f, &q, lu.gx, lu.gy, lu.block, 0);
             double td = time_us(g, ld.f, &q, ld.gx, ld.gy, ld.block, 0);
