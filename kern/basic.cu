@@ -6,6 +6,7 @@
  *   k_rmsnorm     x[t] = bf16(x[t] + add[t]); out[t] = bf16(x * rsqrt(mean(x^2) + eps) * (1 + w))
  *                 grid (T_max, or 1 with last_only), block K_NORM_THREADS: one CTA per row.
  *   k_gemv_bf16   y_s = W_s x for up to four matrices sharing x            (kern/gemv.h)
+ *   k_gemv_bf16_norm  the same over x's k_rmsnorm made per CTA (decode router logits)
  *   k_gemv_i4     the same with K_LAYOUT_I4_ROWS weights and bf16 group scales
  *                 grid (sum of ceil(n_s / rows per CTA)), block K_GEMV_THREADS: one warp per
  *                 bf16 row, K_GEMV_I4_RPW INT4 rows per warp (kern/gemv.h).
