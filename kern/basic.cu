@@ -230,7 +230,7 @@ template <bool NORM> __device__ __forceinline__ void gemv_bf16(const struct k_ge
     const bool live = gemv_row_of(p, K_GEMV_ROWS, 1, &r);
     if (!NORM && !live)
         return;
-    if (NORM && p.K > K_GEMV_NORM_MAXK)
+    if (NORM && (p.K > K_GEMV_NORM_MAXK || p.K % 8))
         __trap();
     const uint16_t *w = (const uint16_t *)r.w + (uint64_t)r.row * p.K;
     const uint16_t *x = NORM ? xn : (const uint16_t *)p.x;

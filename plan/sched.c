@@ -523,7 +523,8 @@ static void router_with(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uin
 static int moe_decode_folds_norm(struct em *e)
 {
     struct k_moe_dims d = moe_dims(e);
-    return e->i4 && K_MOE_G128_ROUTES(d) && e->c->hidden_size <= K_GEMV_NORM_MAXK;
+    return e->i4 && K_MOE_G128_ROUTES(d) && e->c->hidden_size <= K_GEMV_NORM_MAXK &&
+           e->c->hidden_size % 8 == 0;
 }
 
 /* hn the normed input; or, with nw (moe_decode_folds_norm), hn the residual stream x and add
