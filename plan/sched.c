@@ -300,7 +300,7 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
      * sizes and its shared memory fits every target; else the CUDA-core one with the widest
      * value tile (up to 128 columns) the smallest target holds (it reads the size it is given
      * and tiles the value dimension to fit). b->gdn_chunk_fma forces the CUDA-core kernel
-     * (test_gpu_e2e compares the two). */
+     * (test_gpu_e2e does so with E2E_GDN_FMA=1, to compare the two). */
     int tc = !b->gdn_chunk_fma && K_GDN_CHUNK_TC_OK(c->lin_k_head_dim, c->lin_v_head_dim) &&
              K_GDN_CHUNK_TC_SMEM(c->lin_k_head_dim) <= b->smem_limit;
     if (tc) {
