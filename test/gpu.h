@@ -89,6 +89,28 @@ static inline void gpu_get(struct gpu *g, void *h, CUdeviceptr d, size_t bytes) 
 static inline void gpu_poison(struct gpu *g, CUdeviceptr d, size_t bytes) { CU(g, cuMemsetD8(d, 0xFF, bytes)); }
 static inline void gpu_free(struct gpu *g, CUdeviceptr d) { CU(g, cuMemFree(d)); }
 
+/* Mean microseconds of reps launches of f (after one to warm up), timed with events on the
+ * default stream: information for the tests' # lines, not a check. */
+static inline double gpu_time_us(struct gpu *g, CUfunction f, void *params, unsigned gx, unsigned gy,
+                                 unsigned block, unsigned smem, int reps)
+{
+    CUevent e0, e1;
+    float ms = 0;
+    void *args[] = {params};
+    CU(g, cuEventCreate(&e0, 0));
+    CU(g, cuEventCreate(&e1, 0));
+    CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL)); /* warm */
+    CU(g, cuEventRecord(e0, NULL));
+    for (int i = 0; i < reps; i++)
+        CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL));
+    CU(g, cuEventRecord(e1, NULL));
+    CU(g, cuEventSynchronize(e1));
+    CU(g, cuEventElapsedTime(&ms, e0, e1));
+    CU(g, cuEventDestroy(e0));
+    CU(g, cuEventDestroy(e1));
+    return 1000.0 * ms / reps;
+}
+
 /* Load the kernel image for this device: build/kern/sm_<arch>.cubin when the build has one
  * for its arch (sm_90 uses sm_90a), else the compute_90 PTX, which the driver compiles for
  * newer GPUs. The directory can be overridden with KERN_DIR. */

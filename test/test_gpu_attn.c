@@ -385,21 +385,7 @@ static void test_chain(const struct cfg *c, struct bufs *b, uint32_t T, uint32_t
 static float time_us(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block,
                      unsigned smem)
 {
-    CUevent e0, e1;
-    void *args[] = {params};
-    float ms = 0;
-    CU(&g, cuEventCreate(&e0, 0));
-    CU(&g, cuEventCreate(&e1, 0));
-    CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL)); /* warm-up */
-    CU(&g, cuEventRecord(e0, NULL));
-    for (int i = 0; i < 20; i++)
-        CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL));
-    CU(&g, cuEventRecord(e1, NULL));
-    CU(&g, cuEventSynchronize(e1));
-    CU(&g, cuEventElapsedTime(&ms, e0, e1));
-    CU(&g, cuEventDestroy(e0));
-    CU(&g, cuEventDestroy(e1));
-    return ms * 1000.0f / 20;
+    return (float)gpu_time_us(&g, f, params, gx, gy, block, smem, 20);
 }
 
 static float time_prefill(const struct cfg *c, struct k_attn_prefill_params *p, uint32_t T_max, int tc)

@@ -408,25 +408,11 @@ static void gv_time(const struct gv *c, CUdeviceptr dx, const CUdeviceptr *dy)
         return;
     struct k_gemv_params p;
     unsigned grid = gv_params(c, dx, dy, &p);
-    void *args[] = {&p};
-    CUevent e0, e1;
-    float ms = 0;
-    CU(&g, cuEventCreate(&e0, 0));
-    CU(&g, cuEventCreate(&e1, 0));
     unsigned block;
     CUfunction f = gv_kernel(c, &block);
-    CU(&g, cuLaunchKernel(f, grid, 1, 1, block, 1, 1, 0, NULL, args, NULL));
-    CU(&g, cuEventRecord(e0, NULL));
-    for (int i = 0; i < TIME_REPS; i++)
-        CU(&g, cuLaunchKernel(f, grid, 1, 1, block, 1, 1, 0, NULL, args, NULL));
-    CU(&g, cuEventRecord(e1, NULL));
-    CU(&g, cuEventSynchronize(e1));
-    CU(&g, cuEventElapsedTime(&ms, e0, e1));
-    double us = 1000.0 * ms / TIME_REPS;
+    double us = gpu_time_us(&g, f, &p, grid, 1, block, 0, TIME_REPS);
     printf("#   time: %.1f us per launch, %.0f GB/s over %.1f MB\n", us, bytes / us / 1e3,
            bytes / 1e6);
-    CU(&g, cuEventDestroy(e0));
-    CU(&g, cuEventDestroy(e1));
 }
 
 /* Segment s's outputs got against the reference over x. */

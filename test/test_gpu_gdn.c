@@ -762,21 +762,7 @@ static void test_decode(const struct fix *f, uint32_t P, uint32_t D, int cached)
 static double time_us(CUfunction f, void *params, unsigned grid, unsigned block, unsigned smem,
                       int reps)
 {
-    CUevent e0, e1;
-    float ms = 0;
-    void *args[] = {params};
-    CU(&g, cuEventCreate(&e0, 0));
-    CU(&g, cuEventCreate(&e1, 0));
-    CU(&g, cuLaunchKernel(f, grid, 1, 1, block, 1, 1, smem, NULL, args, NULL)); /* warm */
-    CU(&g, cuEventRecord(e0, NULL));
-    for (int i = 0; i < reps; i++)
-        CU(&g, cuLaunchKernel(f, grid, 1, 1, block, 1, 1, smem, NULL, args, NULL));
-    CU(&g, cuEventRecord(e1, NULL));
-    CU(&g, cuEventSynchronize(e1));
-    CU(&g, cuEventElapsedTime(&ms, e0, e1));
-    CU(&g, cuEventDestroy(e0));
-    CU(&g, cuEventDestroy(e1));
-    return 1000.0 * ms / reps;
+    return gpu_time_us(&g, f, params, grid, 1, block, smem, reps);
 }
 
 /* Times of the three kernels at full size, T = 512 for prefill, with the bytes and FLOPs the
@@ -793,17 +779,6 @@ static void report_speed(const struct shape *sh)
     CUdeviceptr b = dput(f.b, (size_t)T * f.d.nv * 2), a = dput(f.a, (size_t)T * f.d.nv * 2);
     struct k_gdn_conv_params pc = {
         .qkv = qkv, .conv_w = f.d_conv_w, .window = s.win, .out = u, .step = d_step, .d = f.d};
-    struct k_gdn_chunk_params pk = {.u = u,
-                                    .z = z,
-                                    .b = b,
-                                    .a = a,
-                                    .a_log = f.d_a_log,
-                                    .dt_bias = f.d_dt_bias,
-                                    .norm_w = f.d_norm_w,
-                                    .state = s.state,
-                                    .out = out,
-                                    .step = d_step,
-                                    .d = f.d};
     struct k_gdn_step_params ps = {.u = u,
                                    .z = z,
                                    .b = b,
@@ -815,7 +790,7 @@ static void report_speed(const struct shape *sh)
                                    .out = out,
                                    .step = d_step,
                                    .d = f.d};
-    pc.d.T_max = pk.d.T_max = T, ps.d.T_max = 1;
+    pc.d.T_max = T, ps.d.T_max = 1;
     set_step(T, 0);
     double tc = time_us(f_conv, &pc, K_GDN_CONV_GRID(f.cd, T), 128, 0, 10);
     set_step(1, 0);
@@ -828,26 +803,12 @@ static void report_speed(const struct shape *sh)
     fix_free(&f);
 }
 
-/* Mean time of reps launches (after one to warm up) of the chunked rule over T tokens on a 2-d
- * grid, each continuing from the state the last one left (non-zero from the start). */
-static double time_xy_us(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block,
-                         unsigned smem, int reps)
+/* The chunked rule on a 2-d grid: each launch continues from the state the last one left
+ * (non-zero from the start). */
+static double time_chunk_us(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block,
+                            unsigned smem, int reps)
 {
-    CUevent e0, e1;
-    float ms = 0;
-    void *args[] = {params};
-    CU(&g, cuEventCreate(&e0, 0));
-    CU(&g, cuEventCreate(&e1, 0));
-    CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL));
-    CU(&g, cuEventRecord(e0, NULL));
-    for (int i = 0; i < reps; i++)
-        CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL));
-    CU(&g, cuEventRecord(e1, NULL));
-    CU(&g, cuEventSynchronize(e1));
-    CU(&g, cuEventElapsedTime(&ms, e0, e1));
-    CU(&g, cuEventDestroy(e0));
-    CU(&g, cuEventDestroy(e1));
-    return 1000.0 * ms / reps;
+    return gpu_time_us(&g, f, params, gx, gy, block, smem, reps);
 }
 
 /* The chunked rule at full size over one chunk of T tokens from a non-zero state: k_gdn_chunk
@@ -882,11 +843,11 @@ static void report_chunk_speed(const struct shape *sh, uint32_t T)
     CU(&g,
        cuFuncSetAttribute(f_chunk, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)sm_tc));
     CU(&g, cuFuncSetAttribute(f_fma, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)sm_fma));
-    double tk = time_xy_us(f_chunk, &pk, f.d.nv, f.d.dv / K_GDN_CHUNK_TC_DVT,
+    double tk = time_chunk_us(f_chunk, &pk, f.d.nv, f.d.dv / K_GDN_CHUNK_TC_DVT,
                            K_GDN_CHUNK_TC_THREADS, sm_tc, reps);
     double tn =
-        time_xy_us(f_gnorm, &pk, (T * f.d.nv + rows - 1) / rows, 1, K_GDN_GNORM_THREADS, 0, reps);
-    double tf = time_xy_us(f_fma, &pk, f.d.nv, 1, K_GDN_THREADS, sm_fma, T > 512 ? 2 : 5);
+        time_chunk_us(f_gnorm, &pk, (T * f.d.nv + rows - 1) / rows, 1, K_GDN_GNORM_THREADS, 0, reps);
+    double tf = time_chunk_us(f_fma, &pk, f.d.nv, 1, K_GDN_THREADS, sm_fma, T > 512 ? 2 : 5);
     double C = C_CHUNK, dk = sh->dk, dv = sh->dv;
     double flops = f.d.nv * ceil(T / C) * (2 * C * C * dk * 2 + 2 * C * dk * dv * 4);
     printf(

@@ -451,22 +451,7 @@ static struct dec_launch dec_of(const struct kerns *K, const struct model *M, in
 static double time_us(struct gpu *g, CUfunction f, void *params, unsigned gx, unsigned gy,
                       unsigned block, unsigned smem)
 {
-    CUevent a, b;
-    float ms = 0;
-    const int reps = 20;
-    CU(g, cuEventCreate(&a, 0));
-    CU(g, cuEventCreate(&b, 0));
-    void *args[] = {params};
-    CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL)); /* warm */
-    CU(g, cuEventRecord(a, NULL));
-    for (int i = 0; i < reps; i++)
-        CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL));
-    CU(g, cuEventRecord(b, NULL));
-    CU(g, cuEventSynchronize(b));
-    CU(g, cuEventElapsedTime(&ms, a, b));
-    CU(g, cuEventDestroy(a));
-    CU(g, cuEventDestroy(b));
-    return 1000.0 * ms / reps;
+    return gpu_time_us(g, f, params, gx, gy, block, smem, 20);
 }
 
 /* bytes of one (rows, K) matrix as stored */
