@@ -916,9 +916,23 @@ static int servable(struct pb *b)
     return 0;
 }
 
+/* The caller's prefill buckets: 1..PLAN_MAX_BUCKETS sizes, ascending, none past max_seq. */
+static int buckets_ok(struct pb *b)
+{
+    int ok = b->num_buckets >= 1 && b->num_buckets <= PLAN_MAX_BUCKETS;
+    for (uint32_t i = 0; ok && i < b->num_buckets; i++)
+        ok = b->buckets[i] >= 1 && b->buckets[i] <= b->max_seq && (i == 0 || b->buckets[i] > b->buckets[i - 1]);
+    if (!ok) {
+        snprintf(b->err, sizeof b->err, "prefill buckets: %u given; they must be 1 to %u sizes, "
+                 "ascending, none above max_seq %u", b->num_buckets, PLAN_MAX_BUCKETS, b->max_seq);
+        b->failed = 1;
+    }
+    return ok ? 0 : -1;
+}
+
 int plan_emit_schedules(struct pb *b)
 {
-    if (servable(b))
+    if (servable(b) || buckets_ok(b))
         return -1;
     static struct shared_bufs sb; /* large (per-layer arrays); the planner is single-threaded */
     memset(&sb, 0, sizeof sb);

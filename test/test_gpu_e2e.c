@@ -30,52 +30,26 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../plan/build.h"
 #include "../rt/rt.h"
 #include "../weights/convert.h"
 #include "golden.h"
 #include "gpu.h"
+#include "gpu_plan.h"
 #include "ref/mkmodel_gen.h"
+#include "ref/ref.h"
+#include "ref/ref_image.h"
 
 #define TMP "build/test/gpu_e2e"
 #define YARD 1.5
 
-/* Plan cfg for the device's arch into path. */
+/* Plan cfg for the device's arch into path: prefill buckets 16 and 64, single-pass decode up to
+ * 64 tokens of context, split-K in 8 above */
 static int write_plan(const struct model_config *c, const struct wt_format *f, int sm, const char *path,
                       char *err)
 {
-    struct pb b;
-    if (pb_init(&b, c, f, 512, err))
-        return -1;
-    b.split_threshold = 64, b.n_split = 8;
-    b.gdn_chunk_fma = getenv("E2E_GDN_FMA") != NULL;
-    b.num_buckets = 2, b.buckets[0] = 16, b.buckets[1] = 64;
-    char arch[64];
-    snprintf(arch, sizeof arch, "build/kern/sm_%d%s.cubin", sm, sm == 90 ? "a" : "");
-    size_t isz = 0;
-    uint8_t *img = (uint8_t *)test_read_file(arch, &isz), *out = NULL;
-    struct plan_image im = {(uint32_t)sm, PLAN_IMAGE_CUBIN, 0, isz};
-    struct plan_content pc;
-    size_t n = 0;
-    int rc = -1;
-    if (plan_emit_schedules(&b) || plan_build_finish(&b) || plan_build_content(&b, &pc)) {
-        snprintf(err, RT_ERR_LEN, "%s", b.err);
-        goto out;
-    }
-    pc.images = &im, pc.num_images = 1, pc.image_data = img, pc.image_data_size = isz;
-    pc.id.num_archs = 1, pc.id.archs[0] = (uint32_t)sm;
-    snprintf(pc.id.planner_version, sizeof pc.id.planner_version, "test");
-    if (plan_write(&pc, &out, &n, err) != FMT_OK)
-        goto out;
-    FILE *fp = fopen(path, "wb");
-    rc = fp && fwrite(out, 1, n, fp) == n ? 0 : -1;
-    if (fp)
-        fclose(fp);
-out:
-    free(out);
-    free(img);
-    pb_free(&b);
-    return rc;
+    struct gpu_plan_opts o = {.max_seq = 512, .split_threshold = 64, .n_split = 8, .num_buckets = 2,
+                              .buckets = {16, 64}, .gdn_chunk_fma = getenv("E2E_GDN_FMA") != NULL};
+    return gpu_write_plan(c, f, sm, &o, path, err);
 }
 
 struct tally {
@@ -114,87 +88,120 @@ static int row_ok(struct tally *t, const float *g, const float *f, const float *
 
 /* Errors of one checkpoint over every compared row: the GPU's and transformers bf16's squared
  * distances to golden-f32 summed, golden-f32's squared norm, and each one's worst row. */
+#define MAX_STEPS 16
 struct agg {
     double gpu, bf16, ref;
     double worst_gpu, worst_bf16;
+    uint32_t branch_gpu, branch_bf16; /* rows nearer the other branch of a router near-tie */
+    /* per position over the cases: 0 the prompt's last row, s + 1 decode step s */
+    double step_gpu[MAX_STEPS + 1], step_bf16[MAX_STEPS + 1], step_ref[MAX_STEPS + 1];
 };
 
-static void agg_add(struct agg *a, const float *g, const float *f, const float *h, uint32_t V)
+/* A router near-tie: the float32 CPU reference's gap between the last expert picked and one
+ * left out below ROUTER_TIE bf16 spacings (test/ref/ref.h). There a bf16 run may route either
+ * way, transformers' included, so each run is measured against the float32 branch it is
+ * nearer: golden-f32, or the reference's step routed the other way (ref_step_branch). */
+#define ROUTER_TIE 4.0f
+
+/* One row's squared distances to float32 (the nearer branch when fa is non-NULL): GPU g into
+ * *gs, transformers bf16 h into *hs, golden-f32's squared norm into *fs. */
+static void row_dist(const float *g, const float *h, const float *f, const float *fa, uint32_t V,
+                     double *gs, double *hs, double *fs, int *bg, int *bh)
 {
-    double gs = 0, hs = 0, fs = 0;
+    double ga = 0, ha = 0;
+    *gs = *hs = *fs = 0;
     for (uint32_t i = 0; i < V; i++) {
         double d = (double)g[i] - f[i], e = (double)h[i] - f[i];
-        gs += d * d, hs += e * e, fs += (double)f[i] * f[i];
+        *gs += d * d, *hs += e * e, *fs += (double)f[i] * f[i];
+        if (fa)
+            ga += ((double)g[i] - fa[i]) * ((double)g[i] - fa[i]), ha += ((double)h[i] - fa[i]) * ((double)h[i] - fa[i]);
     }
+    *bg = fa && ga < *gs, *bh = fa && ha < *hs;
+    *gs = *bg ? ga : *gs, *hs = *bh ? ha : *hs;
+    if (fa)
+        printf("# router near-tie: GPU rel L2 %.2e (%s branch), transformers bf16 %.2e (%s)\n",
+               sqrt(*gs / *fs), *bg ? "the other" : "golden-f32's", sqrt(*hs / *fs),
+               *bh ? "the other" : "golden-f32's");
+}
+
+static void agg_add(struct agg *a, double gs, double hs, double fs, int bg, int bh, uint32_t step)
+{
     a->gpu += gs, a->bf16 += hs, a->ref += fs;
     double eg = fs > 0 ? sqrt(gs / fs) : 0, eb = fs > 0 ? sqrt(hs / fs) : 0;
     a->worst_gpu = eg > a->worst_gpu ? eg : a->worst_gpu;
     a->worst_bf16 = eb > a->worst_bf16 ? eb : a->worst_bf16;
+    a->branch_gpu += bg, a->branch_bf16 += bh;
+    if (step <= MAX_STEPS)
+        a->step_gpu[step] += gs, a->step_bf16[step] += hs, a->step_ref[step] += fs;
 }
 
 static void run_case(struct rt *r, const char *label, const struct golden_case *f32,
-                     const struct golden_case *bf, struct tally *t, struct agg *a)
+                     const struct golden_case *bf, struct tally *t, struct agg *a, const struct ref_model *m)
 {
     char err[RT_ERR_LEN] = "";
     uint32_t V = f32->V;
-    float *g = malloc(4ull * V);
+    float *g = malloc(4ull * V), *rf = malloc(4ull * V), *fa = malloc(4ull * V);
     struct rt_sampling greedy = {.max_new = 1u << 20, .top_p = 1.0f};
     /* the bf16 run's error: on this row, and over the case (all prompt rows; all decode steps) */
     const float *f_last = f32->prefill + (size_t)(f32->T - 1) * V, *h_last = bf->prefill + (size_t)(f32->T - 1) * V;
     double yard_case = rel_l2(bf->prefill, f32->prefill, (size_t)f32->T * V);
     double yard_row = rel_l2(h_last, f_last, V), e = 0;
-    enum rt_status st = rt_reset(r, &greedy, err);
+    /* the float32 CPU reference along the same tokens, for the other branch at router near-ties */
+    struct ref_state rs, tmp;
+    int alt = 0, ref_ok = !ref_state_init(&rs, m, f32->T + f32->D) && !ref_state_init(&tmp, m, f32->T + f32->D);
+    for (uint32_t i = 0; i + 1 < f32->T && ref_ok; i++)
+        ref_ok = !ref_step(m, &rs, f32->prompt[i], NULL);
+    ref_ok = ref_ok && (alt = ref_step_branch(m, &rs, &tmp, f32->prompt[f32->T - 1], rf, fa, ROUTER_TIE)) >= 0;
+    enum rt_status st = ref_ok ? rt_reset(r, &greedy, err) : RT_ERR_ARG;
     if (!st)
         st = rt_prefill_logits(r, f32->prompt, f32->T, g, err);
+    /* the case's rows: the prompt's last position, then the decode steps while transformers'
+     * bf16 run was fed the same tokens. transformers' own bf16 steps scatter (its worst step
+     * is often twice its typical one), so the GPU is held to the same statistics: its error
+     * over the case's rows, and over each position's rows across the cases, within YARD times
+     * transformers' on the same rows; its worst row against transformers' worst over the
+     * checkpoint (run_checkpoint) */
+    double g_sum = 0, b_sum = 0, f_sum = 0, g_worst = 0, b_worst = 0, gs, hs, fs;
+    int bg, bh;
     if (!st) {
         row_ok(t, g, f_last, h_last, V, 1.0, &e);
-        agg_add(a, g, f_last, h_last, V);
+        row_dist(g, h_last, f_last, alt ? fa : NULL, V, &gs, &hs, &fs, &bg, &bh);
+        agg_add(a, gs, hs, fs, bg, bh, 0);
+        g_sum += gs, b_sum += hs, f_sum += fs, g_worst = sqrt(gs / fs), b_worst = sqrt(hs / fs);
     }
     printf("# %s T=%u prefill: last-row rel L2 %.2e; transformers bf16 %.2e on the row, %.2e over the "
            "prompt\n", label, f32->T, e, yard_row, yard_case);
-    /* decode: the bf16 run's rows are comparable while both runs were fed the same tokens.
-     * transformers' own bf16 steps scatter (its worst step is often twice its typical one), so
-     * the GPU is held to the same statistics: its error over the case's rows within YARD times
-     * transformers' on the same rows here, its worst row against transformers' worst over the
-     * checkpoint (run_checkpoint) */
     uint32_t same = 0;
     while (same < f32->D && bf->fed[same] == f32->fed[same])
         same++;
-    /* the case's rows: the prompt's last position, then the decode steps */
-    double g_sum = 0, b_sum = 0, f_sum = 0, g_worst = e, b_worst = yard_row;
-    for (uint32_t i = 0; i < V && !st; i++) {
-        g_sum += ((double)g[i] - f_last[i]) * ((double)g[i] - f_last[i]);
-        b_sum += ((double)h_last[i] - f_last[i]) * ((double)h_last[i] - f_last[i]);
-        f_sum += (double)f_last[i] * f_last[i];
-    }
     for (uint32_t s = 0; s < f32->D && !st; s++) {
         const float *f = f32->decode + (size_t)s * V, *h = s < same ? bf->decode + (size_t)s * V : NULL;
         st = rt_decode_logits(r, f32->fed[s], g, err);
-        if (st)
+        if (st || (alt = ref_step_branch(m, &rs, &tmp, f32->fed[s], rf, fa, ROUTER_TIE)) < 0) {
+            ref_ok = st != 0;
             break;
-        double eg = rel_l2(g, f, V);
+        }
         row_ok(t, g, f, h, V, 1.0, &e);
         if (!h)
             continue;
-        agg_add(a, g, f, h, V);
-        double eb = rel_l2(h, f, V);
+        row_dist(g, h, f, alt ? fa : NULL, V, &gs, &hs, &fs, &bg, &bh);
+        agg_add(a, gs, hs, fs, bg, bh, s + 1);
+        double eg = sqrt(gs / fs), eb = sqrt(hs / fs);
         if (getenv("E2E_ROWS"))
-            printf("# %s T=%u step %u: rel L2 %.3e, transformers bf16 %.3e\n", label, f32->T, s,
-                   eg, eb);
+            printf("# %s T=%u step %u: rel L2 %.3e, transformers bf16 %.3e, router gap %.2f\n", label,
+                   f32->T, s, eg, eb, rs.router_gap);
         g_worst = eg > g_worst ? eg : g_worst, b_worst = eb > b_worst ? eb : b_worst;
-        for (uint32_t i = 0; i < V; i++) {
-            g_sum += ((double)g[i] - f[i]) * ((double)g[i] - f[i]);
-            b_sum += ((double)h[i] - f[i]) * ((double)h[i] - f[i]);
-            f_sum += (double)f[i] * f[i];
-        }
+        g_sum += gs, b_sum += hs, f_sum += fs;
     }
     double gc = sqrt(g_sum / f_sum), bc = sqrt(b_sum / f_sum);
-    CHECK(!st && same > 0 && gc <= YARD * bc,
+    CHECK(!st && ref_ok && same > 0 && gc <= YARD * bc,
           "%s T=%u: prompt's last row and %u teacher-forced decode steps: rel L2 %.2e vs "
           "transformers bf16 %.2e (x%.2f); worst row %.2e vs %.2e (x%.2f)%s%s", label, f32->T, same,
-          gc, bc, gc / bc, g_worst,
-          b_worst, g_worst / b_worst, st ? ": " : "", err);
-    free(g);
+          gc, bc, gc / bc, g_worst, b_worst, g_worst / b_worst,
+          st ? ": " : ref_ok ? "" : ": the CPU reference failed", err);
+    ref_state_free(&rs, m);
+    ref_state_free(&tmp, m);
+    free(g), free(rf), free(fa);
 }
 
 struct sink {
@@ -308,10 +315,31 @@ static void run_checkpoint(struct gpu *g, const char *label, const char *dir, co
     golden_load(&bf, bf16_path);
     struct tally t = {0};
     struct agg a = {0};
+    struct ref_image im;
+    struct ref_model m;
+    int im_ok = ref_image_open(&im, image, err) == 0;
+    int m_ok = im_ok && ref_model_init(&m, &c, ref_image_get, &im, err) == 0;
+    CHECK(m_ok, "%s: the CPU reference loads the image%s%s", label, m_ok ? "" : ": ", err);
     /* E2E_QUICK=1 (for compute-sanitizer, which slows kernels many times): two cases only */
     uint32_t ncases = getenv("E2E_QUICK") ? 2 : f32.n;
-    for (uint32_t i = 0; i < ncases && i < bf.n; i++)
-        run_case(r, label, &f32.c[i], &bf.c[i], &t, &a);
+    for (uint32_t i = 0; i < ncases && i < bf.n && m_ok; i++)
+        run_case(r, label, &f32.c[i], &bf.c[i], &t, &a, &m);
+    if (m_ok)
+        ref_model_free(&m);
+    if (im_ok)
+        ref_image_close(&im);
+    int steps_ok = 1;
+    for (uint32_t s = 0; s <= MAX_STEPS && !getenv("E2E_QUICK"); s++) {
+        if (a.step_ref[s] == 0)
+            continue;
+        double x = sqrt(a.step_gpu[s] / a.step_ref[s]), y = sqrt(a.step_bf16[s] / a.step_ref[s]);
+        steps_ok &= x <= YARD * y;
+        printf("# %s %s %u: over the cases, GPU rel L2 %.2e vs transformers bf16 %.2e (x%.2f)\n", label,
+               s ? "decode step" : "prompt's last row", s ? s - 1 : 0, x, y, x / y);
+    }
+    CHECK(steps_ok, "%s: per decode step over the cases (and the prompt's last row), GPU rel L2 "
+          "within %.1fx of transformers bf16; at router near-ties the GPU took the other branch %u "
+          "times, transformers bf16 %u", label, YARD, a.branch_gpu, a.branch_bf16);
     double eg = sqrt(a.gpu / a.ref), eb = sqrt(a.bf16 / a.ref);
     CHECK(eg <= 1.25 * eb, "%s: over all %u compared rows, GPU rel L2 %.2e vs transformers bf16 "
           "%.2e (x%.2f, bound 1.25)", label, t.rows, eg, eb, eg / eb);

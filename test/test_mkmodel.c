@@ -95,6 +95,7 @@ static const struct {
     {"tiny-b", "lllf", 96, 6, 2, 32, 8, 2, 4, 24, 24, 6, 2, 48, 32, 700, 0, -1},
     {"tiny-8l", "lllflllf", 128, 4, 2, 64, 16, 2, 4, 32, 32, 8, 2, 64, 64, 512, 1, -1},
     {"tiny-odd", "lfllf", 80, 5, 1, 40, 8, 3, 6, 20, 28, 5, 3, 36, 24, 333, 0, 7},
+    {"tiny-g128", "lllf", 256, 4, 2, 64, 16, 2, 4, 64, 64, 16, 4, 128, 128, 512, 0, -1},
 };
 
 static void check_config(const char *dir, int w)
@@ -554,8 +555,8 @@ int main(void)
         printf("FAIL cannot create a directory under %s\n", tmp && *tmp ? tmp : "/tmp");
         return 1;
     }
-    const char *dir[3];
-    for (int w = 0; w < 3; w++) {
+    const char *dir[sizeof want_cfg / sizeof want_cfg[0]];
+    for (int w = 0; w < (int)(sizeof want_cfg / sizeof want_cfg[0]); w++) {
         dir[w] = dir_for(want_cfg[w].name);
         if (gen(dir[w], mkmodel_find(want_cfg[w].name), 1, 0, 0))
             continue;

@@ -156,6 +156,35 @@ static void check_ops_named(void)
     free(p);
 }
 
+/* Prefill buckets the library is handed: none, out of order, or past max_seq is an error with a
+ * message, never an out-of-range read. */
+static void check_bad_buckets(void)
+{
+    struct model_config c;
+    model_config_default(&c);
+    struct wt_format f = {PLAN_QUANT_BF16, 0, PLAN_QUANT_BF16};
+    const struct {
+        uint32_t n, b[3];
+        const char *what;
+    } bad[] = {{0, {0}, "no bucket"}, {2, {64, 16}, "descending"}, {2, {16, 8192}, "past max_seq"},
+               {1, {0}, "a bucket of 0"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct pb b;
+        char err[MODEL_ERR_LEN];
+        if (pb_init(&b, &c, &f, 4096, err)) {
+            CHECK(0, "pb_init: %s", err);
+            return;
+        }
+        b.split_threshold = 256, b.n_split = 16;
+        b.num_buckets = bad[i].n;
+        memcpy(b.buckets, bad[i].b, sizeof bad[i].b);
+        int rc = plan_emit_schedules(&b);
+        CHECK(rc != 0 && strstr(b.err, "prefill buckets"), "prefill buckets, %s: refused (%s)",
+              bad[i].what, b.err);
+        pb_free(&b);
+    }
+}
+
 int main(void)
 {
     struct model_config c;
@@ -174,5 +203,6 @@ int main(void)
         }
     }
     check_ops_named();
+    check_bad_buckets();
     return test_done();
 }

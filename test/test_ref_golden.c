@@ -11,6 +11,7 @@
  * regenerated here from their seed, against golden files tools/golden.py made with
  * transformers (test/data/mk/NAME/golden.txt records how).
  * Weights are read here straight from safetensors, mapped to the image's names. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +128,81 @@ static void check_cases(const char *label, const struct ref_model *m, const stru
     free(logits);
 }
 
+/* The reference with bf16 activations (ref_model.bf16_acts) stands in for transformers' bf16
+ * run where a checkpoint has no bf16 golden (INT4 images, the GPU test against the reference).
+ * It must be as far from float32 as transformers' bf16 run is, within 0.8-1.25x,
+ * over every row both runs were fed the same tokens for: the prompt rows and the decode steps
+ * before the bf16 run's greedy picks part from the float32 run's. */
+static void check_bf16_emulation(const char *label, struct ref_model *m, const struct golden *f32,
+                                 const struct golden *bf16)
+{
+    uint32_t V = m->c.vocab_size;
+    float *logits = malloc(sizeof(float) * V);
+    double em = 0, tr = 0, ref = 0, eh = 0;
+    uint32_t rows = 0;
+    int ok = 1;
+    m->bf16_acts = 1;
+    for (uint32_t i = 0; i < f32->n && i < bf16->n && ok; i++) {
+        const struct golden_case *f = &f32->c[i], *h = &bf16->c[i];
+        struct ref_state s;
+        if (f->V != V || h->T != f->T || ref_state_init(&s, m, f->T + f->D)) {
+            ok = 0;
+            break;
+        }
+        for (uint32_t t = 0; t < f->T + f->D && ok; t++) {
+            int dec = t >= f->T;
+            uint32_t d = t - f->T;
+            if (dec && h->fed[d] != f->fed[d])
+                break;
+            ok = !ref_step(m, &s, dec ? f->fed[d] : f->prompt[t], logits);
+            const float *fr = dec ? f->decode + (size_t)d * V : f->prefill + (size_t)t * V;
+            const float *hr = dec ? h->decode + (size_t)d * V : h->prefill + (size_t)t * V;
+            for (uint32_t v = 0; v < V; v++) {
+                em += ((double)logits[v] - fr[v]) * ((double)logits[v] - fr[v]);
+                tr += ((double)hr[v] - fr[v]) * ((double)hr[v] - fr[v]);
+                eh += ((double)logits[v] - hr[v]) * ((double)logits[v] - hr[v]);
+                ref += (double)fr[v] * fr[v];
+            }
+            rows++;
+        }
+        ref_state_free(&s, m);
+    }
+    m->bf16_acts = 0;
+    double e = sqrt(em / ref), y = sqrt(tr / ref);
+    printf("# %s: the reference with bf16 activations is %.2e from transformers bf16\n", label,
+           sqrt(eh / ref));
+    CHECK(ok && rows > 0 && e <= 1.25 * y && e >= 0.8 * y, "%s: the reference with bf16 activations is "
+          "%.2e from float32 over %u rows, transformers bf16 %.2e (x%.2f, bounds 0.8 and 1.25)", label, e,
+          rows, y, e / y);
+    free(logits);
+}
+
+/* ref_state_copy continues a sequence bit for bit; ref_step_branch routes the other way at
+ * the nearest router tie when asked, leaving the main sequence as ref_step would. */
+static void check_branch(const char *label, const struct ref_model *m, const struct golden_case *gc)
+{
+    uint32_t V = m->c.vocab_size, n = gc->T < 20 ? gc->T : 20;
+    struct ref_state a, b, t;
+    float *x = malloc(4ull * V), *y = malloc(4ull * V), *z = malloc(4ull * V);
+    int ok = !ref_state_init(&a, m, n + 2) && !ref_state_init(&b, m, n + 2) && !ref_state_init(&t, m, n + 2);
+    for (uint32_t i = 0; i + 1 < n && ok; i++)
+        ok = !ref_step(m, &a, gc->prompt[i], NULL);
+    if (ok)
+        ref_state_copy(&b, &a, m);
+    ok = ok && !ref_step(m, &a, gc->prompt[n - 1], x) && !ref_step(m, &b, gc->prompt[n - 1], y);
+    int same = ok && !memcmp(x, y, 4ull * V);
+    int rc = ok ? ref_step_branch(m, &b, &t, gc->fed[0], y, z, INFINITY) : -1;
+    ok = ok && !ref_step(m, &a, gc->fed[0], x);
+    int main_same = ok && rc == 1 && !memcmp(x, y, 4ull * V);
+    double d = ok ? rel_l2(z, y, V) : 0;
+    CHECK(same && main_same && d > 1e-6 && b.tie_layer >= 0 && b.tie_picked != b.tie_left,
+          "%s: a copied state continues bit for bit; the other branch at the nearest router tie "
+          "(layer %d, expert %d for %d) moves the logits by %.2e", label, b.tie_layer, b.tie_left,
+          b.tie_picked, d);
+    ref_state_free(&a, m), ref_state_free(&b, m), ref_state_free(&t, m);
+    free(x), free(y), free(z);
+}
+
 /* The yardstick: transformers' own bf16 run against its float32 run (informational). */
 static void report_bf16_yardstick(const struct golden *f32, const struct golden *bf16)
 {
@@ -137,7 +213,8 @@ static void report_bf16_yardstick(const struct golden *f32, const struct golden 
     }
 }
 
-static void run_checkpoint(const char *dir, const char *label, const struct golden *g)
+static void run_checkpoint(const char *dir, const char *label, const struct golden *g,
+                           const struct golden *bf16)
 {
     char path[512], err[WT_ST_ERR_LEN];
     struct model_config c;
@@ -157,6 +234,9 @@ static void run_checkpoint(const char *dir, const char *label, const struct gold
     CHECK(rc == 0, "%s: reference model loads every tensor%s%s", label, rc ? ": " : "", rc ? err : "");
     if (!rc) {
         check_cases(label, &m, g);
+        check_branch(label, &m, &g->c[g->n - 1]);
+        if (bf16)
+            check_bf16_emulation(label, &m, g, bf16);
         ref_model_free(&m);
     }
     wt_st_close(&f);
@@ -177,11 +257,14 @@ static void run_mkmodel(const char *name)
     int rc = mkmodel_write(sub, s, &o, err);
     CHECK(rc == 0, "%s: mkmodel writes the checkpoint%s%s", name, rc ? ": " : "", rc ? err : "");
     if (rc == 0) {
-        struct golden g;
+        struct golden g, h;
         snprintf(path, sizeof path, "test/data/mk/%s/golden-f32.bin", name);
         golden_load(&g, path);
-        run_checkpoint(sub, name, &g);
+        snprintf(path, sizeof path, "test/data/mk/%s/golden-bf16.bin", name);
+        golden_load(&h, path);
+        run_checkpoint(sub, name, &g, &h);
         golden_free(&g);
+        golden_free(&h);
     }
     snprintf(path, sizeof path, "%s/config.json", sub), remove(path);
     snprintf(path, sizeof path, "%s/model.safetensors", sub), remove(path);
@@ -195,8 +278,8 @@ int main(void)
     golden_load(&f32, FIXTURES "/tiny-a/golden-f32.bin");
     golden_load(&bf16, FIXTURES "/tiny-a/golden-bf16.bin");
     report_bf16_yardstick(&f32, &bf16);
-    run_checkpoint(FIXTURES "/tiny-a", "tiny-a", &f32);
-    run_checkpoint(FIXTURES "/tiny-a-fused", "tiny-a-fused", &f32);
+    run_checkpoint(FIXTURES "/tiny-a", "tiny-a", &f32, &bf16);
+    run_checkpoint(FIXTURES "/tiny-a-fused", "tiny-a-fused", &f32, NULL);
     golden_free(&f32);
     golden_free(&bf16);
     run_mkmodel("tiny-b");

@@ -4,6 +4,8 @@
  * beside the loops, shapes on every buffer. Nothing here is fast on purpose. */
 #include "ref.h"
 
+#include "kref_bf16.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,15 @@ static void matvec(float *y, const float *W, const float *x, int n, int d)
         y[i] = (float)acc;
     }
 }
+
+/* v (n) as a bf16 run holds it: rounded when the model emulates bf16 (ref_model.bf16_acts) */
+static void rb(const struct ref_model *m, float *v, size_t n)
+{
+    for (size_t i = 0; m->bf16_acts && i < n; i++)
+        v[i] = kref_round(v[i]);
+}
+
+static float rb1(const struct ref_model *m, float x) { return m->bf16_acts ? kref_round(x) : x; }
 
 static float silu(float x) { return x / (1.0f + expf(-x)); }
 static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
@@ -74,6 +85,7 @@ static void gated_deltanet(const struct ref_model *m, const struct ref_layer *L,
     matvec(z, L->z, h, vd, H);
     matvec(bl, L->b, h, nv, H);
     matvec(al, L->a, h, nv, H);
+    rb(m, mixed, (size_t)cd), rb(m, z, (size_t)vd), rb(m, bl, (size_t)nv), rb(m, al, (size_t)nv);
 
     /* causal depthwise conv over [previous K-1 inputs, current]; then SiLU.
      * u[c] = sum_j Wc[c, j] * xin[t - (K-1) + j, c] */
@@ -83,7 +95,7 @@ static void gated_deltanet(const struct ref_model *m, const struct ref_layer *L,
         double acc = (double)w[K - 1] * mixed[ch];
         for (int j = 0; j < K - 1; j++)
             acc += (double)w[j] * win[j];
-        u[ch] = silu((float)acc);
+        u[ch] = rb1(m, silu(rb1(m, (float)acc)));
         for (int j = 0; j + 1 < K - 1; j++) /* slide the window: keep the last K-1 inputs */
             win[j] = win[j + 1];
         if (K > 1)
@@ -96,7 +108,7 @@ static void gated_deltanet(const struct ref_model *m, const struct ref_layer *L,
     for (int hv = 0; hv < nv; hv++) {
         int hk = hv / (nv / nk);
         /* beta = sigmoid(b); g = -exp(A_log) * softplus(a + dt_bias) */
-        float beta = sigmoid(bl[hv]);
+        float beta = rb1(m, sigmoid(bl[hv]));
         float g = -expf(L->a_log[hv]) * softplus(al[hv] + L->dt_bias[hv]);
         l2norm(qn, q + (size_t)hk * dk, dk);
         l2norm(kn, k + (size_t)hk * dk, dk);
@@ -122,33 +134,35 @@ static void gated_deltanet(const struct ref_model *m, const struct ref_layer *L,
                 Sh[(size_t)i * dv + j] += kn[i] * delta;
                 acc += (double)Sh[(size_t)i * dv + j] * qn[i];
             }
-            oh[j] = (float)acc;
+            oh[j] = rb1(m, (float)acc); /* core_attn_out.to(bf16) */
         }
         /* RMSNormGated: w * (o * rsqrt(mean(o^2) + eps)) * silu(z), per value head, plain w */
         double ss = 0;
         for (int j = 0; j < dv; j++)
             ss += (double)oh[j] * oh[j];
         float r = 1.0f / sqrtf((float)(ss / dv) + c->rms_norm_eps);
-        for (int j = 0; j < dv; j++)
-            oh[j] = L->gnorm[j] * (oh[j] * r) * silu(z[(size_t)hv * dv + j]);
+        for (int j = 0; j < dv; j++) /* weight * normed.to(bf16), times silu(gate.float()) */
+            oh[j] = rb1(m, rb1(m, L->gnorm[j] * rb1(m, oh[j] * r)) * silu(z[(size_t)hv * dv + j]));
     }
     /* out = o @ out_proj^T */
     matvec(out, L->out, o, H, vd);
+    rb(m, out, (size_t)H);
     free(mixed), free(u), free(z), free(o), free(bl), free(al), free(qn), free(kn), free(kv_mem);
 }
 
 /* ---- gated attention (MODEL.md §2.3), one token ---------------------------------------- */
 
 /* partial RoPE, "half" convention: frequency i rotates dims i and i + rd/2 */
-static void rope(float *x, const float *inv_freq, int rd, uint32_t pos)
+static void rope(const struct ref_model *m, float *x, int rd, uint32_t pos)
 {
     int half = rd / 2;
     for (int i = 0; i < half; i++) {
-        float f = (float)pos * inv_freq[i];
-        float cs = cosf(f), sn = sinf(f);
+        float f = (float)pos * m->inv_freq[i];
+        float cs = rb1(m, cosf(f)), sn = rb1(m, sinf(f)); /* bf16: cos, sin .to(x.dtype) */
         float x1 = x[i], x2 = x[i + half];
-        x[i] = x1 * cs - x2 * sn;        /* x * cos + rotate_half(x) * sin, rotate_half = [-x2, x1] */
-        x[i + half] = x2 * cs + x1 * sn;
+        /* x * cos + rotate_half(x) * sin, rotate_half = [-x2, x1]; bf16 rounds each op */
+        x[i] = rb1(m, rb1(m, x1 * cs) - rb1(m, x2 * sn));
+        x[i + half] = rb1(m, rb1(m, x2 * cs) + rb1(m, x1 * sn));
     }
 }
 
@@ -166,18 +180,23 @@ static void gated_attention(const struct ref_model *m, const struct ref_layer *L
 
     /* qg = (h @ q_proj^T).view(nh, 2*hd); q = RMSNorm1p(qg[..., :hd], q_norm); rope */
     matvec(qg, L->wq, h, nh * 2 * hd, H);
+    rb(m, qg, (size_t)nh * 2 * hd);
     for (int n = 0; n < nh; n++) {
         rmsnorm1p(q + (size_t)n * hd, qg + (size_t)n * 2 * hd, L->q_norm, hd, c->rms_norm_eps);
-        rope(q + (size_t)n * hd, m->inv_freq, rd, pos);
+        rb(m, q + (size_t)n * hd, (size_t)hd);
+        rope(m, q + (size_t)n * hd, rd, pos);
     }
     /* k = RMSNorm1p(h @ k_proj^T, k_norm), rope, append; v = h @ v_proj^T, append */
     matvec(kv, L->wk, h, nkv * hd, H);
+    rb(m, kv, (size_t)nkv * hd);
     for (int n = 0; n < nkv; n++) {
         float *dst = kc + ((size_t)n * max_seq + pos) * hd;
         rmsnorm1p(dst, kv + (size_t)n * hd, L->k_norm, hd, c->rms_norm_eps);
-        rope(dst, m->inv_freq, rd, pos);
+        rb(m, dst, (size_t)hd);
+        rope(m, dst, rd, pos);
     }
     matvec(kv, L->wv, h, nkv * hd, H);
+    rb(m, kv, (size_t)nkv * hd);
     for (int n = 0; n < nkv; n++)
         memcpy(vc + ((size_t)n * max_seq + pos) * hd, kv + (size_t)n * hd, sizeof(float) * (size_t)hd);
 
@@ -192,7 +211,7 @@ static void gated_attention(const struct ref_model *m, const struct ref_layer *L
             double s = 0;
             for (int i = 0; i < hd; i++)
                 s += (double)qh[i] * K[(size_t)t * hd + i];
-            att[t] = (float)s * scale;
+            att[t] = rb1(m, rb1(m, (float)s) * scale); /* matmul, then * scaling */
             mx = att[t] > mx ? att[t] : mx;
         }
         double sum = 0;
@@ -200,29 +219,35 @@ static void gated_attention(const struct ref_model *m, const struct ref_layer *L
             att[t] = expf(att[t] - mx);
             sum += att[t];
         }
+        for (uint32_t t = 0; m->bf16_acts && t <= pos; t++) /* softmax in fp32, then .to(bf16) */
+            att[t] = kref_round((float)(att[t] / sum));
+        if (m->bf16_acts)
+            sum = 1;
         for (int i = 0; i < hd; i++) {
             double acc = 0;
             for (uint32_t t = 0; t <= pos; t++)
                 acc += (double)att[t] * V[(size_t)t * hd + i];
             /* o = attn * sigmoid(gate), the gate being the raw q_proj output */
             float gate = qg[(size_t)n * 2 * hd + hd + i];
-            o[(size_t)n * hd + i] = (float)(acc / sum) * sigmoid(gate);
+            o[(size_t)n * hd + i] = rb1(m, rb1(m, (float)(acc / sum)) * rb1(m, sigmoid(gate)));
         }
     }
     /* out = o @ o_proj^T */
     matvec(out, L->wo, o, H, nh * hd);
+    rb(m, out, (size_t)H);
     free(qg), free(q), free(kv), free(o), free(att);
 }
 
 /* ---- sparse MoE (MODEL.md §2.4), one token --------------------------------------------- */
 
-static void moe(const struct ref_model *m, const struct ref_layer *L, const float *h, float *out)
+static void moe(const struct ref_model *m, const struct ref_layer *L, const float *h, float *out,
+                struct ref_state *s, int32_t layer)
 {
     const struct model_config *c = &m->c;
     int H = (int)c->hidden_size, E = (int)c->num_experts, topk = (int)c->num_experts_per_tok;
     int I = (int)c->moe_inter, S = (int)c->shared_inter;
     int wmax = I > S ? I : S;
-    float *p = malloc(sizeof(float) * (size_t)E);
+    float *p = malloc(sizeof(float) * (size_t)E), *lg = malloc(sizeof(float) * (size_t)E);
     float *gu = malloc(sizeof(float) * 2 * (size_t)wmax); /* (2*I) gate | up */
     float *act = malloc(sizeof(float) * (size_t)wmax);
     float *y = malloc(sizeof(float) * (size_t)H);
@@ -231,6 +256,8 @@ static void moe(const struct ref_model *m, const struct ref_layer *L, const floa
 
     /* p = softmax(h @ gate^T) in fp32 */
     matvec(p, L->router, h, E, H);
+    rb(m, p, (size_t)E);
+    memcpy(lg, p, sizeof(float) * (size_t)E);
     float mx = -INFINITY;
     for (int e = 0; e < E; e++)
         mx = p[e] > mx ? p[e] : mx;
@@ -253,35 +280,54 @@ static void moe(const struct ref_model *m, const struct ref_layer *L, const floa
                 best = e;
         }
         sel[k] = best;
-        wsum += p[best];
+    }
+    /* a forced pick (ref_state.force_layer): the other side of a near-tie */
+    for (int k = 0; k < topk && s->force_layer == layer; k++)
+        sel[k] = sel[k] == s->force_drop ? s->force_take : sel[k];
+    for (int k = 0; k < topk; k++)
+        wsum += p[sel[k]];
+    /* the router's nearest tie: the logit gap between the last expert picked and each one left
+     * out, in bf16 spacings of the larger logit */
+    for (int e = 0; e < E && topk < E; e++) {
+        int taken = 0;
+        for (int j = 0; j < topk; j++)
+            taken |= sel[j] == e;
+        float a = lg[sel[topk - 1]], b = lg[e], big = fabsf(a) > fabsf(b) ? a : b;
+        float g = taken || big == 0 ? INFINITY : (a - b) / kref_bf16_ulp(big);
+        if (g < s->router_gap)
+            s->router_gap = g, s->tie_layer = layer, s->tie_picked = sel[topk - 1], s->tie_left = e;
     }
     /* routed = sum_k (w_k / sum w) * down_e(silu(gate_e h) * up_e h) */
     for (int k = 0; k < topk; k++) {
         int e = sel[k];
-        float w = (float)(p[e] / wsum);
+        float w = rb1(m, (float)(p[e] / wsum));
         matvec(gu, L->gate_up + (size_t)e * 2 * I * H, h, 2 * I, H);
+        rb(m, gu, 2 * (size_t)I);
         for (int i = 0; i < I; i++)
-            act[i] = silu(gu[i]) * gu[I + i];
+            act[i] = rb1(m, rb1(m, silu(gu[i])) * gu[I + i]);
         matvec(y, L->down + (size_t)e * H * I, act, H, I);
-        for (int i = 0; i < H; i++)
-            acc[i] += (double)w * y[i];
+        rb(m, y, (size_t)H);
+        for (int i = 0; i < H; i++) /* bf16: index_add_ into a bf16 buffer */
+            acc[i] = m->bf16_acts ? kref_round((float)acc[i] + kref_round(w * y[i])) : acc[i] + (double)w * y[i];
     }
     /* shared = sigmoid(h . shared_expert_gate) * down_s(silu(gate_s h) * up_s h) */
     if (S > 0) {
         matvec(gu, L->sh_gate, h, S, H);
         matvec(gu + S, L->sh_up, h, S, H);
+        rb(m, gu, 2 * (size_t)S);
         for (int i = 0; i < S; i++)
-            act[i] = silu(gu[i]) * gu[S + i];
+            act[i] = rb1(m, rb1(m, silu(gu[i])) * gu[S + i]);
         matvec(y, L->sh_down, act, H, S);
+        rb(m, y, (size_t)H);
         float g;
         matvec(&g, L->sh_gate_w, h, 1, H);
-        g = sigmoid(g);
-        for (int i = 0; i < H; i++)
-            acc[i] += (double)g * y[i];
+        g = rb1(m, sigmoid(rb1(m, g)));
+        for (int i = 0; i < H; i++) /* bf16: routed + sigmoid(g) * shared */
+            acc[i] = m->bf16_acts ? kref_round((float)acc[i] + kref_round(g * y[i])) : acc[i] + (double)g * y[i];
     }
     for (int i = 0; i < H; i++)
         out[i] = (float)acc[i];
-    free(p), free(gu), free(act), free(y), free(sel), free(acc);
+    free(p), free(lg), free(gu), free(act), free(y), free(sel), free(acc);
 }
 
 /* ---- the whole model, one token -------------------------------------------------------- */
@@ -298,28 +344,47 @@ int ref_step(const struct ref_model *m, struct ref_state *s, int32_t token, floa
 
     /* x = embed_tokens[token] */
     memcpy(x, m->embed + (size_t)token * H, sizeof(float) * (size_t)H);
+    s->router_gap = INFINITY;
+    s->tie_layer = -1;
     for (uint32_t l = 0; l < c->num_layers; l++) {
         const struct ref_layer *L = &m->layers[l];
         /* x = x + mixer(RMSNorm1p(x, input_layernorm)) */
         rmsnorm1p(hn, x, L->in_norm, H, c->rms_norm_eps);
+        rb(m, hn, (size_t)H);
         if (L->type == MODEL_LAYER_LINEAR)
             gated_deltanet(m, L, s->conv_win[l], s->ssm[l], hn, out);
         else
             gated_attention(m, L, s->k_cache[l], s->v_cache[l], s->max_seq, s->pos, hn, out);
         for (int i = 0; i < H; i++)
-            x[i] += out[i];
+            x[i] = rb1(m, x[i] + out[i]);
         /* x = x + moe(RMSNorm1p(x, post_attention_layernorm)) */
         rmsnorm1p(hn, x, L->post_norm, H, c->rms_norm_eps);
-        moe(m, L, hn, out);
+        rb(m, hn, (size_t)H);
+        moe(m, L, hn, out, s, (int32_t)l);
         for (int i = 0; i < H; i++)
-            x[i] += out[i];
+            x[i] = rb1(m, x[i] + out[i]);
     }
     /* logits = RMSNorm1p(x, norm) @ lm_head^T */
     if (logits) {
         rmsnorm1p(hn, x, m->final_norm, H, c->rms_norm_eps);
+        rb(m, hn, (size_t)H);
         matvec(logits, m->lm_head, hn, (int)c->vocab_size, H);
+        rb(m, logits, c->vocab_size);
     }
     s->pos++;
+    s->force_layer = -1;
     free(x), free(hn), free(out);
     return 0;
+}
+
+int ref_step_branch(const struct ref_model *m, struct ref_state *s, struct ref_state *tmp, int32_t token,
+                    float *logits, float *alt, float tie_gap)
+{
+    ref_state_copy(tmp, s, m);
+    if (ref_step(m, s, token, logits))
+        return -1;
+    if (!(s->router_gap < tie_gap) || s->tie_layer < 0)
+        return 0;
+    tmp->force_layer = s->tie_layer, tmp->force_drop = s->tie_picked, tmp->force_take = s->tie_left;
+    return ref_step(m, tmp, token, alt) ? -1 : 1;
 }

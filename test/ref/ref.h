@@ -60,6 +60,13 @@ struct ref_model {
     float *lm_head;        /* (V, H); equals embed when tied */
     struct ref_layer layers[MODEL_MAX_LAYERS];
     float *inv_freq;       /* (rotary_dim / 2) RoPE frequencies */
+    /* 0: the float32 reference. 1: every op's output rounded to bf16 where a bf16 PyTorch
+     * run of the model holds it (linear outputs, norms, conv, gates, the attention scores and
+     * probabilities, each expert's weighted output and the bf16 accumulation of experts, the
+     * residual stream, the logits), the delta rule in float32 as transformers runs it. Not a
+     * bit-exact copy of any run: a stand-in for transformers' bf16 run, whose distance to the
+     * float32 one is the yardstick of a bf16 path, for checkpoints that have no bf16 golden. */
+    int bf16_acts;
 };
 
 struct ref_state {
@@ -69,6 +76,15 @@ struct ref_state {
     float *v_cache[MODEL_MAX_LAYERS]; /* (n_kv, max_seq, hd) */
     float *conv_win[MODEL_MAX_LAYERS]; /* GDN layers: (conv_dim, K-1) previous pre-conv inputs */
     float *ssm[MODEL_MAX_LAYERS];     /* GDN layers: (nv, dk, dv) recurrent state */
+    /* of the last token: the smallest gap, over the MoE layers, between the router logits of the
+     * last expert picked and one left out, in bf16 spacings of the larger of the two. Within a
+     * few spacings a bf16 run of the model may pick the other expert: a near-tie. */
+    float router_gap;
+    int32_t tie_layer, tie_picked, tie_left; /* where that gap was: layer, the two experts */
+    /* the next ref_step only: at layer force_layer (-1: none) route to expert force_take in
+     * place of force_drop, the other side of a near-tie, with the weights renormalised as for
+     * any pick; ref_step clears it */
+    int32_t force_layer, force_drop, force_take;
 };
 
 /* Allocate every weight for config c and fill it through get. Returns 0 or -1 with err. */
@@ -79,9 +95,19 @@ void ref_model_free(struct ref_model *m);
 /* A fresh sequence: zero caches and states, pos 0. Returns 0 or -1 (out of memory). */
 int ref_state_init(struct ref_state *s, const struct ref_model *m, uint32_t max_seq);
 void ref_state_free(struct ref_state *s, const struct ref_model *m);
+/* dst (from ref_state_init with src's max_seq) takes src's caches, states and position. */
+void ref_state_copy(struct ref_state *dst, const struct ref_state *src, const struct ref_model *m);
 
 /* Run token at position s->pos, write logits (V) when logits is non-NULL, advance s->pos.
  * Returns 0, or -1 if the token is out of range or the cache is full. */
 int ref_step(const struct ref_model *m, struct ref_state *s, int32_t token, float *logits);
+
+/* ref_step, and when the token meets a router near-tie (s->router_gap below tie_gap spacings
+ * after the step), the same step again from the state before it, routed the other way at the
+ * nearest tie, its logits into alt: the float32 truth for a bf16 run that went that way. tmp
+ * is scratch, from ref_state_init with s's max_seq. Returns -1 on error, else 1 when alt was
+ * written and 0 when not. */
+int ref_step_branch(const struct ref_model *m, struct ref_state *s, struct ref_state *tmp, int32_t token,
+                    float *logits, float *alt, float tie_gap);
 
 #endif

@@ -138,6 +138,7 @@ int ref_state_init(struct ref_state *s, const struct ref_model *m, uint32_t max_
     const struct model_config *c = &m->c;
     memset(s, 0, sizeof *s);
     s->max_seq = max_seq;
+    s->force_layer = -1;
     size_t kv = (size_t)c->num_kv_heads * max_seq * c->head_dim;
     size_t win = (size_t)model_lin_conv_dim(c) * (c->conv_kernel - 1);
     size_t st = (size_t)c->lin_num_v_heads * c->lin_k_head_dim * c->lin_v_head_dim;
@@ -169,4 +170,25 @@ void ref_state_free(struct ref_state *s, const struct ref_model *m)
         free(s->ssm[l]);
     }
     memset(s, 0, sizeof *s);
+}
+
+void ref_state_copy(struct ref_state *dst, const struct ref_state *src, const struct ref_model *m)
+{
+    const struct model_config *c = &m->c;
+    size_t kv = (size_t)c->num_kv_heads * src->max_seq * c->head_dim;
+    size_t win = (size_t)model_lin_conv_dim(c) * (c->conv_kernel - 1);
+    size_t st = (size_t)c->lin_num_v_heads * c->lin_k_head_dim * c->lin_v_head_dim;
+    for (uint32_t l = 0; l < c->num_layers; l++) {
+        if (c->layer_types[l] == MODEL_LAYER_FULL) {
+            memcpy(dst->k_cache[l], src->k_cache[l], kv * sizeof(float));
+            memcpy(dst->v_cache[l], src->v_cache[l], kv * sizeof(float));
+        } else {
+            memcpy(dst->conv_win[l], src->conv_win[l], (win ? win : 1) * sizeof(float));
+            memcpy(dst->ssm[l], src->ssm[l], st * sizeof(float));
+        }
+    }
+    dst->pos = src->pos;
+    dst->router_gap = src->router_gap;
+    dst->tie_layer = src->tie_layer, dst->tie_picked = src->tie_picked, dst->tie_left = src->tie_left;
+    dst->force_layer = src->force_layer, dst->force_drop = src->force_drop, dst->force_take = src->force_take;
 }
