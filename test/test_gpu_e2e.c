@@ -98,27 +98,33 @@ struct agg {
 };
 
 /* A router near-tie: the float32 CPU reference's gap between the last expert picked and one
- * left out below ROUTER_TIE bf16 spacings (test/ref/ref.h). There a bf16 run may route either
- * way, transformers' included, so each run is measured against the float32 branch it is
- * nearer: golden-f32, or the reference's step routed the other way (ref_step_branch). */
-#define ROUTER_TIE 4.0f
+ * left out below ROUTER_TIE bf16 spacings at some layer (test/ref/ref.h). There a bf16 run may
+ * route either way, transformers' included, so each run is measured against the float32
+ * branch it is nearest: golden-f32, or the reference's step routed the other way at one tied
+ * layer or at all of them (ref_step_branches). */
+#define ROUTER_TIE 8.0f
+#define MAX_ALTS 12 /* branches per row: one per tied layer, then all of them at once */
 
-/* One row's squared distances to float32 (the nearer branch when fa is non-NULL): GPU g into
- * *gs, transformers bf16 h into *hs, golden-f32's squared norm into *fs. */
-static void row_dist(const float *g, const float *h, const float *f, const float *fa, uint32_t V,
+/* One row's squared distances to float32 (the nearest of f and the na branches fa): GPU g
+ * into *gs, transformers bf16 h into *hs, golden-f32's squared norm into *fs. */
+static void row_dist(const float *g, const float *h, const float *f, const float *fa, int na, uint32_t V,
                      double *gs, double *hs, double *fs, int *bg, int *bh)
 {
-    double ga = 0, ha = 0;
     *gs = *hs = *fs = 0;
     for (uint32_t i = 0; i < V; i++) {
         double d = (double)g[i] - f[i], e = (double)h[i] - f[i];
         *gs += d * d, *hs += e * e, *fs += (double)f[i] * f[i];
-        if (fa)
-            ga += ((double)g[i] - fa[i]) * ((double)g[i] - fa[i]), ha += ((double)h[i] - fa[i]) * ((double)h[i] - fa[i]);
     }
-    *bg = fa && ga < *gs, *bh = fa && ha < *hs;
-    *gs = *bg ? ga : *gs, *hs = *bh ? ha : *hs;
-    if (fa)
+    *bg = *bh = 0;
+    for (int k = 0; k < na; k++) {
+        const float *x = fa + (size_t)k * V;
+        double ga = 0, ha = 0;
+        for (uint32_t i = 0; i < V; i++)
+            ga += ((double)g[i] - x[i]) * ((double)g[i] - x[i]), ha += ((double)h[i] - x[i]) * ((double)h[i] - x[i]);
+        *bg |= ga < *gs, *bh |= ha < *hs;
+        *gs = ga < *gs ? ga : *gs, *hs = ha < *hs ? ha : *hs;
+    }
+    if (na > 0)
         printf("# router near-tie: GPU rel L2 %.2e (%s branch), transformers bf16 %.2e (%s)\n",
                sqrt(*gs / *fs), *bg ? "the other" : "golden-f32's", sqrt(*hs / *fs),
                *bh ? "the other" : "golden-f32's");
@@ -140,7 +146,7 @@ static void run_case(struct rt *r, const char *label, const struct golden_case *
 {
     char err[RT_ERR_LEN] = "";
     uint32_t V = f32->V;
-    float *g = malloc(4ull * V), *rf = malloc(4ull * V), *fa = malloc(4ull * V);
+    float *g = malloc(4ull * V), *rf = malloc(4ull * V), *fa = malloc(4ull * V * MAX_ALTS);
     struct rt_sampling greedy = {.max_new = 1u << 20, .top_p = 1.0f};
     /* the bf16 run's error: on this row, and over the case (all prompt rows; all decode steps) */
     const float *f_last = f32->prefill + (size_t)(f32->T - 1) * V, *h_last = bf->prefill + (size_t)(f32->T - 1) * V;
@@ -151,7 +157,8 @@ static void run_case(struct rt *r, const char *label, const struct golden_case *
     int alt = 0, ref_ok = !ref_state_init(&rs, m, f32->T + f32->D) && !ref_state_init(&tmp, m, f32->T + f32->D);
     for (uint32_t i = 0; i + 1 < f32->T && ref_ok; i++)
         ref_ok = !ref_step(m, &rs, f32->prompt[i], NULL);
-    ref_ok = ref_ok && (alt = ref_step_branch(m, &rs, &tmp, f32->prompt[f32->T - 1], rf, fa, ROUTER_TIE)) >= 0;
+    ref_ok = ref_ok && (alt = ref_step_branches(m, &rs, &tmp, f32->prompt[f32->T - 1], rf, fa, MAX_ALTS,
+                                                ROUTER_TIE)) >= 0;
     enum rt_status st = ref_ok ? rt_reset(r, &greedy, err) : RT_ERR_ARG;
     if (!st)
         st = rt_prefill_logits(r, f32->prompt, f32->T, g, err);
@@ -165,7 +172,7 @@ static void run_case(struct rt *r, const char *label, const struct golden_case *
     int bg, bh;
     if (!st) {
         row_ok(t, g, f_last, h_last, V, 1.0, &e);
-        row_dist(g, h_last, f_last, alt ? fa : NULL, V, &gs, &hs, &fs, &bg, &bh);
+        row_dist(g, h_last, f_last, fa, alt, V, &gs, &hs, &fs, &bg, &bh);
         agg_add(a, gs, hs, fs, bg, bh, 0);
         g_sum += gs, b_sum += hs, f_sum += fs, g_worst = sqrt(gs / fs), b_worst = sqrt(hs / fs);
     }
@@ -177,14 +184,14 @@ static void run_case(struct rt *r, const char *label, const struct golden_case *
     for (uint32_t s = 0; s < f32->D && !st; s++) {
         const float *f = f32->decode + (size_t)s * V, *h = s < same ? bf->decode + (size_t)s * V : NULL;
         st = rt_decode_logits(r, f32->fed[s], g, err);
-        if (st || (alt = ref_step_branch(m, &rs, &tmp, f32->fed[s], rf, fa, ROUTER_TIE)) < 0) {
+        if (st || (alt = ref_step_branches(m, &rs, &tmp, f32->fed[s], rf, fa, MAX_ALTS, ROUTER_TIE)) < 0) {
             ref_ok = st != 0;
             break;
         }
         row_ok(t, g, f, h, V, 1.0, &e);
         if (!h)
             continue;
-        row_dist(g, h, f, alt ? fa : NULL, V, &gs, &hs, &fs, &bg, &bh);
+        row_dist(g, h, f, fa, alt, V, &gs, &hs, &fs, &bg, &bh);
         agg_add(a, gs, hs, fs, bg, bh, s + 1);
         double eg = sqrt(gs / fs), eb = sqrt(hs / fs);
         if (getenv("E2E_ROWS"))

@@ -39,7 +39,8 @@
 #define YARD_CASE 1.5
 #define YARD_ALL 1.2
 #define YARD_ROW 1.5
-#define ROUTER_TIE 4.0f /* bf16 spacings: a router near-tie (test/ref/ref.h) */
+#define ROUTER_TIE 8.0f /* bf16 spacings: a router near-tie (test/ref/ref.h) */
+#define MAX_ALTS 12     /* branches per row: one per tied layer, then all of them at once */
 #define MAX_STEPS 16
 
 struct image_spec {
@@ -52,8 +53,9 @@ struct image_spec {
 /* Errors over rows: squared distances of the GPU and of the bf16 reference to the float32
  * reference, the latter's squared norm, worst rows, top-1 misses. Where the token met a router
  * near-tie, each run is measured against the float32 branch it is nearer: the one routed as
- * the reference routes, or the other way at the tie (ref_step_branch); both of those are exact
- * float32 runs of the model, and a bf16 run may land on either. */
+ * the reference routes, or the other way at one tied layer or at all of them
+ * (ref_step_branches); each is an exact float32 run of the model, and a bf16 run may land on
+ * any. */
 struct cmp {
     double gpu, emu, ref, worst_gpu, worst_emu;
     uint32_t rows, miss_gpu, miss_emu, ties, branch_gpu, branch_emu;
@@ -69,23 +71,28 @@ static double sqdist(const float *a, const float *b, uint32_t V)
     return s;
 }
 
-/* One row: GPU g, bf16 reference e, float32 reference f, and fa, the other branch of a
- * router near-tie, or NULL. Added to the case's sums (c) and the image's (all). */
+/* One row: GPU g, bf16 reference e, float32 reference f, and na other branches fa at router
+ * near-ties. Added to the case's sums (c) and the image's (all). */
 static void row(struct cmp *c, struct cmp *all, const float *g, const float *e, const float *f,
-                const float *fa, uint32_t V, uint32_t step)
+                const float *fa, int na, uint32_t V, uint32_t step)
 {
     double gs = sqdist(g, f, V), es = sqdist(e, f, V), fs = 0;
     for (uint32_t i = 0; i < V; i++)
         fs += (double)f[i] * f[i];
     int bg = 0, be = 0;
-    if (fa) {
-        double ga = sqdist(g, fa, V), ea = sqdist(e, fa, V);
-        bg = ga < gs, be = ea < es;
-        gs = bg ? ga : gs, es = be ? ea : es;
+    const float *fg = f, *fe = f; /* the branch each run is nearest */
+    for (int k = 0; k < na; k++) {
+        const float *x = fa + (size_t)k * V;
+        double ga = sqdist(g, x, V), ea = sqdist(e, x, V);
+        if (ga < gs)
+            gs = ga, bg = 1, fg = x;
+        if (ea < es)
+            es = ea, be = 1, fe = x;
+    }
+    if (na > 0) {
         printf("# router near-tie: GPU rel L2 %.2e (%s branch), bf16 reference %.2e (%s)\n", sqrt(gs / fs),
                bg ? "the other" : "the reference's", sqrt(es / fs), be ? "the other" : "the reference's");
     }
-    const float *fg = bg ? fa : f;
     uint32_t af = argmax(fg, V), ag = argmax(g, V);
     /* a near-tie of the logits: float32's margin between the two picks within twice the GPU's
      * rms error */
@@ -97,7 +104,7 @@ static void row(struct cmp *c, struct cmp *all, const float *g, const float *e, 
         t[k]->worst_gpu = eg > t[k]->worst_gpu ? eg : t[k]->worst_gpu;
         t[k]->worst_emu = ee > t[k]->worst_emu ? ee : t[k]->worst_emu;
         t[k]->miss_gpu += ag != af, t[k]->ties += tie;
-        t[k]->miss_emu += argmax(e, V) != argmax(be ? fa : f, V);
+        t[k]->miss_emu += argmax(e, V) != argmax(fe, V);
         t[k]->branch_gpu += bg, t[k]->branch_emu += be;
     }
     all->step_gpu[step] += gs, all->step_emu[step] += es, all->step_ref[step] += fs;
@@ -115,9 +122,9 @@ struct refs {
 static int ref_both(struct refs *R, int32_t tok, float *f, float *fa, float *e, int want, int *alt)
 {
     R->m->bf16_acts = 0;
-    int rc = want ? ref_step_branch(R->m, &R->s32, &R->tmp, tok, f, fa, ROUTER_TIE)
+    int rc = want ? ref_step_branches(R->m, &R->s32, &R->tmp, tok, f, fa, MAX_ALTS, ROUTER_TIE)
                   : ref_step(R->m, &R->s32, tok, NULL);
-    *alt = rc == 1;
+    *alt = want && rc > 0 ? rc : 0;
     R->m->bf16_acts = 1;
     int rc2 = ref_step(R->m, &R->s16, tok, want ? e : NULL);
     R->m->bf16_acts = 0;
@@ -130,7 +137,7 @@ static void run_case(struct rt *r, struct ref_model *m, const struct image_spec 
 {
     char err[RT_ERR_LEN] = "";
     uint32_t V = m->c.vocab_size;
-    float *g = malloc(4ull * V), *f = malloc(4ull * V), *fa = malloc(4ull * V), *e = malloc(4ull * V);
+    float *g = malloc(4ull * V), *f = malloc(4ull * V), *fa = malloc(4ull * V * MAX_ALTS), *e = malloc(4ull * V);
     int32_t *prompt = malloc(4ull * T);
     uint64_t x = 0x9E3779B97F4A7C15ull ^ T;
     for (uint32_t t = 0; t < T; t++) {
@@ -148,13 +155,13 @@ static void run_case(struct rt *r, struct ref_model *m, const struct image_spec 
     if (!st)
         st = rt_prefill_logits(r, prompt, T, g, err);
     if (!st)
-        row(&c, all, g, e, f, alt ? fa : NULL, V, 0);
+        row(&c, all, g, e, f, fa, alt, V, 0);
     for (uint32_t s = 0; s < is->steps && ok && !st; s++) {
         int32_t tok = (int32_t)argmax(f, V);
         ok = !ref_both(&R, tok, f, fa, e, 1, &alt);
         st = rt_decode_logits(r, tok, g, err);
         if (!st && ok) {
-            row(&c, all, g, e, f, alt ? fa : NULL, V, s + 1);
+            row(&c, all, g, e, f, fa, alt, V, s + 1);
             if (getenv("REF_ROWS"))
                 printf("# %s T=%u step %u: rel L2 %.3e, bf16 reference %.3e, router gap %.2f\n",
                        is->label, T, s, rel_l2(g, f, V), rel_l2(e, f, V), R.s32.router_gap);

@@ -281,9 +281,9 @@ static void moe(const struct ref_model *m, const struct ref_layer *L, const floa
         }
         sel[k] = best;
     }
-    /* a forced pick (ref_state.force_layer): the other side of a near-tie */
-    for (int k = 0; k < topk && s->force_layer == layer; k++)
-        sel[k] = sel[k] == s->force_drop ? s->force_take : sel[k];
+    /* a forced pick (ref_state.force_mask): the other side of a near-tie */
+    for (int k = 0; k < topk && layer < 64 && (s->force_mask >> layer & 1); k++)
+        sel[k] = sel[k] == s->force_drop[layer] ? s->force_take[layer] : sel[k];
     for (int k = 0; k < topk; k++)
         wsum += p[sel[k]];
     /* the router's nearest tie: the logit gap between the last expert picked and each one left
@@ -296,6 +296,8 @@ static void moe(const struct ref_model *m, const struct ref_layer *L, const floa
         float g = taken || big == 0 ? INFINITY : (a - b) / kref_bf16_ulp(big);
         if (g < s->router_gap)
             s->router_gap = g, s->tie_layer = layer, s->tie_picked = sel[topk - 1], s->tie_left = e;
+        if (g < s->layer_gap[layer])
+            s->layer_gap[layer] = g, s->layer_picked[layer] = sel[topk - 1], s->layer_left[layer] = e;
     }
     /* routed = sum_k (w_k / sum w) * down_e(silu(gate_e h) * up_e h) */
     for (int k = 0; k < topk; k++) {
@@ -346,6 +348,8 @@ int ref_step(const struct ref_model *m, struct ref_state *s, int32_t token, floa
     memcpy(x, m->embed + (size_t)token * H, sizeof(float) * (size_t)H);
     s->router_gap = INFINITY;
     s->tie_layer = -1;
+    for (uint32_t l = 0; l < c->num_layers; l++)
+        s->layer_gap[l] = INFINITY, s->layer_picked[l] = s->layer_left[l] = -1;
     for (uint32_t l = 0; l < c->num_layers; l++) {
         const struct ref_layer *L = &m->layers[l];
         /* x = x + mixer(RMSNorm1p(x, input_layernorm)) */
@@ -372,19 +376,45 @@ int ref_step(const struct ref_model *m, struct ref_state *s, int32_t token, floa
         rb(m, logits, c->vocab_size);
     }
     s->pos++;
-    s->force_layer = -1;
+    s->force_mask = 0;
     free(x), free(hn), free(out);
     return 0;
 }
 
-int ref_step_branch(const struct ref_model *m, struct ref_state *s, struct ref_state *tmp, int32_t token,
-                    float *logits, float *alt, float tie_gap)
+int ref_step_branches(const struct ref_model *m, struct ref_state *s, struct ref_state *tmp, int32_t token,
+                      float *logits, float *alts, int max_alts, float tie_gap)
 {
     ref_state_copy(tmp, s, m);
+    uint64_t mask = 0;
     if (ref_step(m, s, token, logits))
         return -1;
-    if (!(s->router_gap < tie_gap) || s->tie_layer < 0)
-        return 0;
-    tmp->force_layer = s->tie_layer, tmp->force_drop = s->tie_picked, tmp->force_take = s->tie_left;
-    return ref_step(m, tmp, token, alt) ? -1 : 1;
+    for (uint32_t l = 0; l < m->c.num_layers && l < 64; l++)
+        if (s->layer_gap[l] < tie_gap && s->layer_picked[l] >= 0) {
+            mask |= 1ull << l;
+            tmp->force_drop[l] = s->layer_picked[l], tmp->force_take[l] = s->layer_left[l];
+        }
+    int n = 0;
+    struct ref_state *save = malloc(sizeof *save);
+    if (!save || ref_state_init(save, m, s->max_seq)) {
+        free(save);
+        return -1;
+    }
+    ref_state_copy(save, tmp, m); /* the state before the step */
+    for (uint32_t l = 0; l < 64 && n < max_alts; l++) {
+        if (!(mask >> l & 1))
+            continue;
+        ref_state_copy(tmp, save, m);
+        tmp->force_mask = 1ull << l;
+        if (ref_step(m, tmp, token, alts + (size_t)n++ * m->c.vocab_size))
+            n = -1;
+    }
+    if (n >= 0 && (mask & (mask - 1)) && n < max_alts) {
+        ref_state_copy(tmp, save, m);
+        tmp->force_mask = mask;
+        if (ref_step(m, tmp, token, alts + (size_t)n++ * m->c.vocab_size))
+            n = -1;
+    }
+    ref_state_free(save, m);
+    free(save);
+    return n;
 }

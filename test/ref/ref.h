@@ -81,10 +81,15 @@ struct ref_state {
      * few spacings a bf16 run of the model may pick the other expert: a near-tie. */
     float router_gap;
     int32_t tie_layer, tie_picked, tie_left; /* where that gap was: layer, the two experts */
-    /* the next ref_step only: at layer force_layer (-1: none) route to expert force_take in
-     * place of force_drop, the other side of a near-tie, with the weights renormalised as for
-     * any pick; ref_step clears it */
-    int32_t force_layer, force_drop, force_take;
+    /* of the last token, per layer: the same gap and pair (INFINITY, -1 for attention-only
+     * or unrouted layers) */
+    float layer_gap[MODEL_MAX_LAYERS];
+    int32_t layer_picked[MODEL_MAX_LAYERS], layer_left[MODEL_MAX_LAYERS];
+    /* the next ref_step only: at each layer l in force_mask route to expert force_take[l] in
+     * place of force_drop[l], the other side of a near-tie, with the weights renormalised as
+     * for any pick; ref_step clears the mask */
+    uint64_t force_mask;
+    int32_t force_drop[MODEL_MAX_LAYERS], force_take[MODEL_MAX_LAYERS];
 };
 
 /* Allocate every weight for config c and fill it through get. Returns 0 or -1 with err. */
@@ -102,12 +107,14 @@ void ref_state_copy(struct ref_state *dst, const struct ref_state *src, const st
  * Returns 0, or -1 if the token is out of range or the cache is full. */
 int ref_step(const struct ref_model *m, struct ref_state *s, int32_t token, float *logits);
 
-/* ref_step, and when the token meets a router near-tie (s->router_gap below tie_gap spacings
- * after the step), the same step again from the state before it, routed the other way at the
- * nearest tie, its logits into alt: the float32 truth for a bf16 run that went that way. tmp
- * is scratch, from ref_state_init with s's max_seq. Returns -1 on error, else 1 when alt was
- * written and 0 when not. */
-int ref_step_branch(const struct ref_model *m, struct ref_state *s, struct ref_state *tmp, int32_t token,
-                    float *logits, float *alt, float tie_gap);
+/* ref_step, and for each layer where the token meets a router near-tie (the layer's gap
+ * below tie_gap spacings after the step), the same step again from the state before it,
+ * routed the other way at that layer, its logits into alts[n]; when two or more layers tie,
+ * one more with all of them routed the other way. These are the float32 truths for a bf16 run
+ * that went another way. tmp is scratch, from ref_state_init with s's max_seq; alts holds
+ * max_alts rows of the vocabulary. Returns the number of rows written to alts, or -1. Layers
+ * past 64 are not branched. */
+int ref_step_branches(const struct ref_model *m, struct ref_state *s, struct ref_state *tmp, int32_t token,
+                      float *logits, float *alts, int max_alts, float tie_gap);
 
 #endif

@@ -138,7 +138,6 @@ int ref_state_init(struct ref_state *s, const struct ref_model *m, uint32_t max_
     const struct model_config *c = &m->c;
     memset(s, 0, sizeof *s);
     s->max_seq = max_seq;
-    s->force_layer = -1;
     size_t kv = (size_t)c->num_kv_heads * max_seq * c->head_dim;
     size_t win = (size_t)model_lin_conv_dim(c) * (c->conv_kernel - 1);
     size_t st = (size_t)c->lin_num_v_heads * c->lin_k_head_dim * c->lin_v_head_dim;
@@ -190,5 +189,10 @@ void ref_state_copy(struct ref_state *dst, const struct ref_state *src, const st
     dst->pos = src->pos;
     dst->router_gap = src->router_gap;
     dst->tie_layer = src->tie_layer, dst->tie_picked = src->tie_picked, dst->tie_left = src->tie_left;
-    dst->force_layer = src->force_layer, dst->force_drop = src->force_drop, dst->force_take = src->force_take;
+    memcpy(dst->layer_gap, src->layer_gap, sizeof dst->layer_gap);
+    memcpy(dst->layer_picked, src->layer_picked, sizeof dst->layer_picked);
+    memcpy(dst->layer_left, src->layer_left, sizeof dst->layer_left);
+    dst->force_mask = src->force_mask;
+    memcpy(dst->force_drop, src->force_drop, sizeof dst->force_drop);
+    memcpy(dst->force_take, src->force_take, sizeof dst->force_take);
 }
