@@ -393,6 +393,8 @@ int ref_step_branches(const struct ref_model *m, struct ref_state *s, struct ref
             mask |= 1ull << l;
             tmp->force_drop[l] = s->layer_picked[l], tmp->force_take[l] = s->layer_left[l];
         }
+    if (!mask)
+        return 0;
     int n = 0;
     struct ref_state *save = malloc(sizeof *save);
     if (!save || ref_state_init(save, m, s->max_seq)) {
