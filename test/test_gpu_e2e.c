@@ -24,7 +24,10 @@
  * (ref_step_branches). One row is left that no branch explains: tiny-8l after 63 tokens, decode
  * step 12, 3.2x transformers on that row while its neighbours agree within 10%, seen with the
  * tensor-core chunked delta rule only (E2E_GDN_FMA=1 plans the CUDA-core one); the worst-row
- * check fails on it. */
+ * check fails on it.
+ *
+ * Looking into a row: E2E_ONLY=NAME runs only the mkmodel checkpoint NAME; E2E_ROWS=1 prints
+ * every decode row; E2E_DUMP=DIR writes each case's GPU rows as float32 to DIR/LABEL-T.f32. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -163,6 +166,15 @@ static void run_case(struct rt *r, const char *label, const struct golden_case *
     enum rt_status st = ref_ok ? rt_reset(r, &greedy, err) : RT_ERR_ARG;
     if (!st)
         st = rt_prefill_logits(r, f32->prompt, f32->T, g, err);
+    /* E2E_DUMP=DIR: the GPU's rows of this case (the prompt's last, then each decode step) as
+     * float32 into DIR/LABEL-T.f32, for looking into a row offline */
+    FILE *dump = NULL;
+    if (getenv("E2E_DUMP") && !st) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s-T%u.f32", getenv("E2E_DUMP"), label, f32->T);
+        if ((dump = fopen(path, "wb")))
+            fwrite(g, 4, V, dump);
+    }
     /* the case's rows: the prompt's last position, then the decode steps while transformers'
      * bf16 run was fed the same tokens. transformers' own bf16 steps scatter (its worst step
      * is often twice its typical one), so the GPU is held to the same statistics: its error
@@ -185,6 +197,8 @@ static void run_case(struct rt *r, const char *label, const struct golden_case *
     for (uint32_t s = 0; s < f32->D && !st; s++) {
         const float *f = f32->decode + (size_t)s * V, *h = s < same ? bf->decode + (size_t)s * V : NULL;
         st = rt_decode_logits(r, f32->fed[s], g, err);
+        if (dump && !st)
+            fwrite(g, 4, V, dump);
         if (st || (alt = ref_step_branches(m, &rs, &tmp, f32->fed[s], rf, fa, MAX_ALTS, ROUTER_TIE)) < 0) {
             ref_ok = st != 0;
             break;
@@ -202,6 +216,8 @@ static void run_case(struct rt *r, const char *label, const struct golden_case *
         g_sum += gs, b_sum += hs, f_sum += fs;
     }
     double gc = sqrt(g_sum / f_sum), bc = sqrt(b_sum / f_sum);
+    if (dump)
+        fclose(dump);
     CHECK(!st && ref_ok && same > 0 && gc <= YARD * bc,
           "%s T=%u: prompt's last row and %u teacher-forced decode steps: rel L2 %.2e vs "
           "transformers bf16 %.2e (x%.2f); worst row %.2e vs %.2e (x%.2f)%s%s", label, f32->T, same,
@@ -381,18 +397,25 @@ int main(void)
     if (gpu_open(&g))
         return test_skip("no CUDA device");
     mkdir(TMP, 0755);
-    run_checkpoint(&g, "tiny-a", "test/data/fixtures/tiny-a", "test/data/fixtures/tiny-a/golden-f32.bin",
+    /* E2E_ONLY=NAME: only the mkmodel checkpoint NAME (looking into one checkpoint) */
+    const char *only = getenv("E2E_ONLY");
+    if (!only)
+        run_checkpoint(&g, "tiny-a", "test/data/fixtures/tiny-a", "test/data/fixtures/tiny-a/golden-f32.bin",
                    "test/data/fixtures/tiny-a/golden-bf16.bin");
-    if (getenv("E2E_QUICK")) {
+    if (getenv("E2E_QUICK") && !only) {
         gpu_close(&g);
         return test_done();
     }
-    run_checkpoint(&g, "tiny-a-fused", "test/data/fixtures/tiny-a-fused",
-                   "test/data/fixtures/tiny-a/golden-f32.bin", "test/data/fixtures/tiny-a/golden-bf16.bin");
-    run_int4(&g, "tiny-a", "test/data/fixtures/tiny-a", "test/data/fixtures/tiny-a/golden-f32.bin");
+    if (!only) {
+        run_checkpoint(&g, "tiny-a-fused", "test/data/fixtures/tiny-a-fused",
+                       "test/data/fixtures/tiny-a/golden-f32.bin", "test/data/fixtures/tiny-a/golden-bf16.bin");
+        run_int4(&g, "tiny-a", "test/data/fixtures/tiny-a", "test/data/fixtures/tiny-a/golden-f32.bin");
+    }
     const char *mk[] = {"tiny-b", "tiny-8l", "tiny-odd"};
     for (int i = 0; i < 3; i++) {
         char dir[256], f[256], b[256], err[MKMODEL_ERR_LEN];
+        if (only && strcmp(only, mk[i]))
+            continue;
         struct mkmodel_opts o = {.seed = 1};
         snprintf(dir, sizeof dir, TMP "/%s", mk[i]);
         int rc = mkmodel_write(dir, mkmodel_find(mk[i]), &o, err);
