@@ -40,7 +40,7 @@
 #define YARD_CASE 1.5
 #define YARD_ALL 1.2
 #define YARD_ROW 1.5
-#define ROUTER_TIE 8.0f /* bf16 spacings: a router near-tie (test/ref/ref.h) */
+#define ROUTER_TIE 4.0f /* bf16 spacings: a router near-tie (test/ref/ref.h) */
 #define MAX_ALTS 12     /* branches per row: one per tied layer, then all of them at once */
 #define MAX_STEPS 16
 

@@ -287,12 +287,17 @@ static void moe(const struct ref_model *m, const struct ref_layer *L, const floa
     for (int k = 0; k < topk; k++)
         wsum += p[sel[k]];
     /* the router's nearest tie: the logit gap between the last expert picked and each one left
-     * out, in bf16 spacings of the larger logit */
+     * out, in bf16 spacings of the layer's largest logit. A bf16 run's error on each logit
+     * scales with the logits as a whole (the normed input's error times the router rows), not
+     * with the two logits at the tie, which may sit near zero by chance */
+    float big = 0;
+    for (int e = 0; e < E; e++)
+        big = fabsf(lg[e]) > big ? fabsf(lg[e]) : big;
     for (int e = 0; e < E && topk < E; e++) {
         int taken = 0;
         for (int j = 0; j < topk; j++)
             taken |= sel[j] == e;
-        float a = lg[sel[topk - 1]], b = lg[e], big = fabsf(a) > fabsf(b) ? a : b;
+        float a = lg[sel[topk - 1]], b = lg[e];
         float g = taken || big == 0 ? INFINITY : (a - b) / kref_bf16_ulp(big);
         if (g < s->router_gap)
             s->router_gap = g, s->tie_layer = layer, s->tie_picked = sel[topk - 1], s->tie_left = e;

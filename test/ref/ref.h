@@ -77,7 +77,8 @@ struct ref_state {
     float *conv_win[MODEL_MAX_LAYERS]; /* GDN layers: (conv_dim, K-1) previous pre-conv inputs */
     float *ssm[MODEL_MAX_LAYERS];     /* GDN layers: (nv, dk, dv) recurrent state */
     /* of the last token: the smallest gap, over the MoE layers, between the router logits of the
-     * last expert picked and one left out, in bf16 spacings of the larger of the two. Within a
+     * last expert picked and one left out, in bf16 spacings of the layer's largest |logit| (a
+     * bf16 run's error on every logit scales with that, not with the two at the tie). Within a
      * few spacings a bf16 run of the model may pick the other expert: a near-tie. */
     float router_gap;
     int32_t tie_layer, tie_picked, tie_left; /* where that gap was: layer, the two experts */
