@@ -163,7 +163,8 @@ static enum rt_status resolve_kernels(struct rt *r, char *err)
         if (op.block[0] * op.block[1] * op.block[2] > (uint32_t)max_threads)
             return rt_fail(err, RT_ERR_KERNEL, "op %s launches %u threads per block; the kernel allows %d",
                            plan_str(&r->p, op.name), op.block[0] * op.block[1] * op.block[2], max_threads);
-        if (op.smem > 48 * 1024 &&
+        /* any dynamic shared memory: the default cap is 48 KiB less the kernel's static share */
+        if (op.smem > 0 &&
             (res = DRV(r, cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)op.smem))))
             return rt_drv_fail(r, res, RT_ERR_KERNEL, err, "raising the dynamic shared memory limit");
     }

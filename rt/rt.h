@@ -134,6 +134,13 @@ struct rt_op_time {
 enum rt_status rt_profile(struct rt *r, const char *schedule, uint32_t reps, struct rt_op_time *out,
                           uint32_t cap, uint32_t *n, char *err);
 
+/* What each kernel costs inside the graph, for benchmarks: the median time of the schedule's
+ * graph as the plan has it (us_all) and of the same graph with every op of `kernel` left out
+ * (us_without), reps launches each, interleaved. Leaving ops out makes the step compute
+ * garbage: the state is not usable afterwards (rt_reset before the next sequence). */
+enum rt_status rt_profile_drop(struct rt *r, const char *schedule, const char *kernel, uint32_t reps,
+                               double *us_all, double *us_without, char *err);
+
 /* Diagnostics for tests and tools: copy bytes [offset, offset + n) of the arena buffer called
  * name to dst, after the work queued so far. Not for the serving loop. */
 enum rt_status rt_read_buffer(struct rt *r, const char *name, uint64_t offset, void *dst, uint64_t n,

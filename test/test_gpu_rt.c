@@ -401,6 +401,36 @@ static void diagnostics(struct rt *r, const uint32_t *words)
           "state%s%s", e ? ": " : "", err);
 }
 
+/* The benchmark's timing calls: ops one by one with their names and kernels, and the decode
+ * graph with and without one kernel's ops; then a new sequence generates correctly again. */
+static void profiling(struct rt *r, const uint32_t *words)
+{
+    char err[RT_ERR_LEN] = "";
+    struct rt_op_time ops[8];
+    uint32_t n = 0;
+    enum rt_status e = rt_profile(r, "decode", 3, ops, 8, &n, err);
+    int ok = !e && n == 2 && !strcmp(ops[0].name, "decode_a") && !strcmp(ops[1].kernel, "t_decode_b") &&
+             ops[0].us > 0 && ops[1].us > 0;
+    CHECK(ok, "rt_profile: 2 decode ops named with their kernels, %.1f and %.1f us%s%s",
+          n == 2 ? ops[0].us : 0.0, n == 2 ? ops[1].us : 0.0, e ? ": " : "", err);
+    double all = 0, without = 0;
+    e = rt_profile_drop(r, "decode", "t_decode_b", 5, &all, &without, err);
+    CHECK(!e && all > 0 && without > 0 && isfinite(all) && isfinite(without),
+          "rt_profile_drop: the decode graph %.1f us, without t_decode_b %.1f us%s%s", all, without,
+          e ? ": " : "", err);
+    e = rt_profile_drop(r, "no-such-schedule", "t_decode_b", 5, &all, &without, err);
+    CHECK(e == RT_ERR_ARG, "rt_profile_drop refuses an unknown schedule: %s", err);
+    e = rt_profile_drop(r, "decode", "t_decode_b", 0, &all, &without, err);
+    CHECK(e == RT_ERR_ARG, "rt_profile_drop refuses zero repetitions: %s", err);
+    e = rt_profile(r, "no-such-schedule", 3, ops, 8, &n, err);
+    CHECK(e == RT_ERR_ARG, "rt_profile refuses an unknown schedule: %s", err);
+    int32_t prompt[12];
+    for (int i = 0; i < 12; i++)
+        prompt[i] = (i * 13 + 3) % VOCAB;
+    struct rt_sampling greedy = {.max_new = 16, .top_p = 1.0f};
+    gen_check(r, "after profiling", words, prompt, 12, &greedy, 0, F.max_seq, RT_FINISH_LENGTH);
+}
+
 static void gemm_check(struct rt *r)
 {
     uint16_t c[GM * GM];
@@ -564,6 +594,7 @@ int main(void)
     generation(r, F.words);
     gemm_check(r);
     diagnostics(r, F.words);
+    profiling(r, F.words);
     uint32_t calls = info.load_calls;
     rt_close(r);
 

@@ -8,8 +8,8 @@
  * a warm-up. Then the model: Qwen3.5-35B-A3B from the default plan (max_seq 8192) with
  * synthetic weights: decode tok/s at contexts 128, 1024 and 4096 as a share of the roofline
  * (copy bandwidth over the bytes the plan says a token moves), prefill tok/s at 128, 1341 and
- * 4096 tokens against the GEMM ceiling, and a per-kernel table of one long-context decode step
- * (ops timed one by one). */
+ * 4096 tokens against the GEMM ceiling, and per-kernel tables of one long-context decode step
+ * (ops timed one by one, and each kernel's ops left out of the step's graph in turn). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -330,6 +330,38 @@ static void op_table(struct rt *r, const char *sched, uint32_t reps)
     }
 }
 
+/* What each kernel of a schedule costs inside its graph: the step with and without that
+ * kernel's ops (rt_profile_drop). With programmatic dependent launch a kernel's time overlaps
+ * its neighbours', so this, not the ops one by one, is what leaving it out would save. */
+static void drop_table(struct rt *r, const char *sched, uint32_t reps)
+{
+    static struct rt_op_time ops[4096];
+    const char *names[64];
+    uint32_t n = 0, nk = 0;
+    char err[RT_ERR_LEN];
+    if (rt_profile(r, sched, 1, ops, 4096, &n, err)) {
+        fprintf(stderr, "bench: profiling %s: %s\n", sched, err);
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t j = 0;
+        while (ops[i].kernel && j < nk && strcmp(names[j], ops[i].kernel))
+            j++;
+        if (ops[i].kernel && j == nk && nk < 64)
+            names[nk++] = ops[i].kernel;
+    }
+    printf("\n%s in its graph, each kernel left out in turn (%u reps):\n%-24s %10s %10s %10s\n", sched,
+           reps, "kernel", "step us", "without", "saves us");
+    for (uint32_t j = 0; j < nk; j++) {
+        double all, without;
+        if (rt_profile_drop(r, sched, names[j], reps, &all, &without, err)) {
+            fprintf(stderr, "bench: %s without %s: %s\n", sched, names[j], err);
+            return;
+        }
+        printf("%-24s %10.1f %10.1f %10.1f\n", names[j], all, without, all - without);
+    }
+}
+
 /* Bytes one decode step of a schedule must move (the plan's per-op costs). */
 static uint64_t step_bytes(struct rt *r, const char *sched)
 {
@@ -444,6 +476,8 @@ static void bench_model(void)
     struct rt_sampling diag = {.max_new = 1u << 20, .top_p = 1.0f};
     if (want_decode && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 4000, NULL, err))
         op_table(r, "decode_split", 9);
+    if (want_decode && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 4000, NULL, err))
+        drop_table(r, "decode_split", 20);
     /* and of a full prefill chunk at position 2048 (each rep runs the chunk once more) */
     if (want_prefill && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 2048, NULL, err))
         op_table(r, "prefill_2048", 3);
