@@ -167,7 +167,9 @@ static enum rt_status time_graph(struct rt *r, CUgraphExec exec, uint32_t reps, 
 {
     CUevent a = NULL, b = NULL;
     float *t = calloc(reps, sizeof *t);
-    CUresult res = t ? DRV(r, cuEventCreate(&a, 0)) : CUDA_ERROR_OUT_OF_MEMORY;
+    if (!t)
+        return rt_fail(err, RT_ERR_NOMEM, "out of host memory");
+    CUresult res = DRV(r, cuEventCreate(&a, 0));
     if (!res)
         res = DRV(r, cuEventCreate(&b, 0));
     for (uint32_t k = 0; k < reps && !res; k++) {
