@@ -69,13 +69,19 @@ static int cmp_float(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The index of the schedule called name, or -1. */
+static int schedule_named(const struct rt *r, const char *name)
+{
+    for (uint32_t i = 0; i < r->p.num_schedules; i++)
+        if (!strcmp(plan_str(&r->p, r->sched[i].s.name), name))
+            return (int)i;
+    return -1;
+}
+
 enum rt_status rt_profile(struct rt *r, const char *schedule, uint32_t reps, struct rt_op_time *out,
                           uint32_t cap, uint32_t *n, char *err)
 {
-    int s = -1;
-    for (uint32_t i = 0; i < r->p.num_schedules && s < 0; i++)
-        if (!strcmp(plan_str(&r->p, r->sched[i].s.name), schedule))
-            s = (int)i;
+    int s = schedule_named(r, schedule);
     if (s < 0)
         return rt_fail(err, RT_ERR_ARG, "the plan has no schedule %s", schedule);
     const struct plan_schedule *ps = &r->sched[s].s;
@@ -198,10 +204,7 @@ static enum rt_status time_graph(struct rt *r, CUgraphExec exec, uint32_t reps, 
 enum rt_status rt_profile_drop(struct rt *r, const char *schedule, const char *kernel,
                                uint32_t reps, double *us_all, double *us_without, char *err)
 {
-    int s = -1;
-    for (uint32_t i = 0; i < r->p.num_schedules && s < 0; i++)
-        if (!strcmp(plan_str(&r->p, r->sched[i].s.name), schedule))
-            s = (int)i;
+    int s = schedule_named(r, schedule);
     if (s < 0)
         return rt_fail(err, RT_ERR_ARG, "the plan has no schedule %s", schedule);
     if (!reps)
