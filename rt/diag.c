@@ -136,37 +136,6 @@ out:
     return st;
 }
 
-/* One graph of schedule s's ops, leaving out those whose kernel is named drop (NULL: none). */
-static enum rt_status graph_without(struct rt *r, const struct plan_schedule *ps, const char *drop,
-                                    CUgraphExec *exec, char *err)
-{
-    CUgraph g = NULL;
-    CUresult res = DRV(r, cuStreamBeginCapture(r->stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
-    if (res)
-        return rt_drv_fail(r, res, RT_ERR_CUDA, err, "beginning graph capture");
-    enum rt_status st = RT_OK;
-    for (uint32_t i = 0; i < ps->op_count && !st; i++) {
-        struct plan_op op;
-        plan_get_op(&r->p, ps->first_op + i, &op);
-        if (drop && op.kind == PLAN_OP_KERNEL) {
-            struct plan_kernel kk;
-            plan_get_kernel(&r->p, op.kernel, &kk);
-            if (!strcmp(plan_str(&r->p, kk.name), drop))
-                continue;
-        }
-        st = rt_launch_op(r, &r->ops[ps->first_op + i], err);
-    }
-    res = r->d.cuStreamEndCapture(r->stream, &g);
-    if (st || res || !g) {
-        if (g)
-            r->d.cuGraphDestroy(g);
-        return st ? st : rt_drv_fail(r, res, RT_ERR_CUDA, err, "capturing a schedule");
-    }
-    res = DRV(r, cuGraphInstantiate(exec, g, 0));
-    r->d.cuGraphDestroy(g);
-    return res ? rt_drv_fail(r, res, RT_ERR_CUDA, err, "instantiating a graph") : RT_OK;
-}
-
 /* Median time of reps back-to-back launches of exec, each timed by events. */
 static enum rt_status time_graph(struct rt *r, CUgraphExec exec, uint32_t reps, double *us,
                                  char *err)
@@ -211,9 +180,9 @@ enum rt_status rt_profile_drop(struct rt *r, const char *schedule, const char *k
         return rt_fail(err, RT_ERR_ARG, "no repetitions");
     CUgraphExec all = NULL, without = NULL;
     r->last_sched = (uint32_t)s;
-    enum rt_status st = graph_without(r, &r->sched[s].s, NULL, &all, err);
+    enum rt_status st = rt_capture(r, (uint32_t)s, NULL, &all, err);
     if (!st)
-        st = graph_without(r, &r->sched[s].s, kernel, &without, err);
+        st = rt_capture(r, (uint32_t)s, kernel, &without, err);
     /* interleaved halves, so drift in clocks falls on both alike */
     double a1 = 0, a2 = 0, w1 = 0, w2 = 0;
     uint32_t h = reps / 2 + 1;

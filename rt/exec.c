@@ -96,24 +96,43 @@ enum rt_status rt_build_graphs(struct rt *r, int no_graphs, int no_pdl, char *er
     if (no_graphs)
         return RT_OK;
     for (uint32_t s = 0; s < r->p.num_schedules; s++) {
-        CUgraph g = NULL;
-        CUresult res = DRV(r, cuStreamBeginCapture(r->stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
-        if (res)
-            return rt_drv_fail(r, res, RT_ERR_CUDA, err, "beginning graph capture");
-        enum rt_status st = launch_ops(r, s, err);
-        res = r->d.cuStreamEndCapture(r->stream, &g); /* always end the capture */
-        if (st || res || !g) {
-            if (g)
-                r->d.cuGraphDestroy(g);
-            return st ? st : rt_drv_fail(r, res, RT_ERR_CUDA, err, "capturing a schedule");
-        }
-        res = DRV(r, cuGraphInstantiate(&r->sched[s].exec, g, 0));
-        r->d.cuGraphDestroy(g);
-        if (res)
-            return rt_drv_fail(r, res, res == CUDA_ERROR_OUT_OF_MEMORY ? RT_ERR_NOMEM : RT_ERR_CUDA,
-                               err, "instantiating a schedule's graph");
+        enum rt_status st = rt_capture(r, s, NULL, &r->sched[s].exec, err);
+        if (st)
+            return st;
     }
     return RT_OK;
+}
+
+enum rt_status rt_capture(struct rt *r, uint32_t s, const char *skip, CUgraphExec *exec, char *err)
+{
+    const struct plan_schedule *ps = &r->sched[s].s;
+    CUgraph g = NULL;
+    CUresult res = DRV(r, cuStreamBeginCapture(r->stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
+    if (res)
+        return rt_drv_fail(r, res, RT_ERR_CUDA, err, "beginning graph capture");
+    enum rt_status st = RT_OK;
+    for (uint32_t i = 0; i < ps->op_count && !st; i++) {
+        if (skip && r->ops[ps->first_op + i].kind == PLAN_OP_KERNEL) {
+            struct plan_op op;
+            struct plan_kernel kk;
+            plan_get_op(&r->p, ps->first_op + i, &op);
+            plan_get_kernel(&r->p, op.kernel, &kk);
+            if (!strcmp(plan_str(&r->p, kk.name), skip))
+                continue;
+        }
+        st = rt_launch_op(r, &r->ops[ps->first_op + i], err);
+    }
+    res = r->d.cuStreamEndCapture(r->stream, &g); /* always end the capture */
+    if (st || res || !g) {
+        if (g)
+            r->d.cuGraphDestroy(g);
+        return st ? st : rt_drv_fail(r, res, RT_ERR_CUDA, err, "capturing a schedule");
+    }
+    res = DRV(r, cuGraphInstantiate(exec, g, 0));
+    r->d.cuGraphDestroy(g);
+    return res ? rt_drv_fail(r, res, res == CUDA_ERROR_OUT_OF_MEMORY ? RT_ERR_NOMEM : RT_ERR_CUDA, err,
+                             "instantiating a schedule's graph")
+               : RT_OK;
 }
 
 void rt_free_graphs(struct rt *r)

@@ -85,6 +85,9 @@ CUdeviceptr rt_buffer(const struct rt *r, const char *name, uint64_t *size);
 
 /* exec.c */
 enum rt_status rt_build_graphs(struct rt *r, int no_graphs, int no_pdl, char *err);
+/* Capture schedule s's ops into an instantiated graph, leaving out the ops of the kernel named
+ * skip (NULL: none; rt_profile_drop). */
+enum rt_status rt_capture(struct rt *r, uint32_t s, const char *skip, CUgraphExec *exec, char *err);
 void rt_free_graphs(struct rt *r);
 enum rt_status rt_run_schedule(struct rt *r, uint32_t s, char *err);
 enum rt_status rt_launch_op(struct rt *r, const struct rt_op *o, char *err);
