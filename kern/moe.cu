@@ -638,6 +638,12 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_up_g128(s
     }
 }
 
+__device__ __forceinline__ float moe_down_g128_row(const struct k_moe_vec_params &p, uint32_t n,
+                                                   const float (&red)[MOE_G128_WARPS][K_MOE_G128_MAXSEG][16],
+                                                   uint32_t lane, const float *s_w, float s_gate);
+__device__ __forceinline__ void moe_down_g128_next_norm(const struct k_moe_vec_params &p, float sq,
+                                                        float *scratch);
+
 extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_down_g128(struct k_moe_vec_params p)
 {
     __shared__ __align__(16) uint16_t xs[K_MOE_G128_MAXACT];
@@ -728,8 +734,21 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_down_g128
         if ((uint32_t)s < nseg && t == 0)
             red[warp][s][g] = acc_a[s], red[warp][s][g + 8] = acc_b[s];
     __syncthreads();
-    if (warp || lane >= K_MOE_G128_DOWN_ROWS || n0 + lane >= H)
+    const bool row = lane < K_MOE_G128_DOWN_ROWS && n0 + lane < H;
+    if (!p.next_w && (warp || !row))
         return;
+    float sq = !warp && row ? moe_down_g128_row(p, n0 + lane, red, lane, s_w, s_gate) : 0.0f;
+    if (p.next_w)
+        moe_down_g128_next_norm(p, sq, &red[0][0][0]);
+}
+
+/* Warp 0 of k_moe_down_g128, lane < 16: combine the slots' sums of output row n, write out[n]
+ * and, with the next norm folded in, x[n] = bf16(x[n] + out); returns that x[n]^2 (else 0). */
+__device__ __forceinline__ float moe_down_g128_row(const struct k_moe_vec_params &p, uint32_t n,
+                                                   const float (&red)[MOE_G128_WARPS][K_MOE_G128_MAXSEG][16],
+                                                   uint32_t lane, const float *s_w, float s_gate)
+{
+    const uint32_t k = p.d.k, S = p.d.S, nseg = k + (S ? 1 : 0);
     const float *wts = p.logits ? s_w : (const float *)p.weights;
     float acc = 0.0f, ys = 0.0f;
     for (uint32_t s = 0; s < nseg; s++) {
@@ -748,7 +767,61 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_down_g128
         float gate = k_round_bf16(p.logits ? s_gate : ((const float *)p.shared_gate)[0]);
         out = k_round_bf16(out + k_round_bf16(gate * ys));
     }
-    ((__nv_bfloat16 *)p.out)[n0 + lane] = k_f2bf(out);
+    ((__nv_bfloat16 *)p.out)[n] = k_f2bf(out);
+    if (!p.next_w)
+        return 0.0f;
+    uint16_t *x = (uint16_t *)p.h + n; /* this thread updated it after the wait */
+    const float v = k_round_bf16(k_bfbits2f(*x) + out);
+    *x = __bfloat16_as_ushort(k_f2bf(v));
+    return v * v;
+}
+
+/* Every thread of a k_moe_down_g128 CTA, with the next norm folded in (kern/moe.h next_w): the
+ * CTA's part of the sum of squares (warp 0's rows), a ticket, and in the last CTA the whole
+ * norm, all its loads in flight at once. scratch: 32 floats of shared memory no longer read. */
+__device__ __forceinline__ void moe_down_g128_next_norm(const struct k_moe_vec_params &p, float sq,
+                                                        float *scratch)
+{
+    const uint32_t H = p.d.H, nblk = gridDim.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *part = (float *)p.fold_part;
+    uint32_t *count = (uint32_t *)p.fold_count;
+    __shared__ uint32_t s_last;
+    __threadfence(); /* warp 0's x rows, before the ticket */
+    if (warp == 0) {
+        sq = k_warp_sum(sq);
+        if (lane == 0) {
+            part[blockIdx.x] = sq;
+            __threadfence();
+            s_last = atomicAdd(count, 1u) == nblk - 1;
+        }
+    }
+    __syncthreads();
+    if (!s_last)
+        return;
+    __threadfence(); /* the last CTA: every other CTA's rows and part are visible */
+    constexpr int U = K_MOE_G128_MAXH / (8 * K_MOE_G128_THREADS); /* 16-byte slices a thread */
+    const uint16_t *x = (const uint16_t *)p.h, *w = (const uint16_t *)p.next_w;
+    uint4 xv[U], wv[U];
+#pragma unroll
+    for (int j = 0; j < U; j++) {
+        const uint32_t k = (threadIdx.x + j * K_MOE_G128_THREADS) * 8;
+        xv[j] = k < H ? __ldcg((const uint4 *)(x + k)) : make_uint4(0, 0, 0, 0);
+        wv[j] = k < H ? __ldg((const uint4 *)(w + k)) : make_uint4(0, 0, 0, 0);
+    }
+    float ss = 0.0f;
+    for (uint32_t i = threadIdx.x; i < nblk; i += K_MOE_G128_THREADS) /* fixed order */
+        ss += __ldcg(part + i);
+    ss = k_block_sum(ss, scratch);
+    const float r = rsqrtf(ss / (float)H + p.norm_eps); /* torch.rsqrt(x.pow(2).mean(-1) + eps) */
+    uint16_t *out = (uint16_t *)p.next_out;
+#pragma unroll
+    for (int j = 0; j < U; j++) {
+        const uint32_t k = (threadIdx.x + j * K_MOE_G128_THREADS) * 8;
+        if (k < H)
+            *(uint4 *)(out + k) = k_norm8(xv[j], wv[j], r);
+    }
+    if (threadIdx.x == 0)
+        *count = 0; /* for the next launch, which starts after this one completes */
 }
 
 #endif /* K_MOE_CU */

@@ -155,6 +155,15 @@ struct k_moe_vec_params {
     uint64_t x_add, norm_w;
     float norm_eps;
     uint32_t pad_;
+    /* and the next norm folded into the down kernel as well (norm_w and next_w != 0): it also
+     * adds its output to x (x = bf16(x + out), the update the next k_rmsnorm would make), and
+     * the last of its CTAs to finish writes next_out = bf16(x rsqrt(mean(x^2) + eps) (1 +
+     * next_w)), next_w the next layer's input norm or the final norm. Each CTA leaves its
+     * rows' sum of squares in fold_part (ceil(H / K_MOE_G128_DOWN_ROWS) fp32) and takes a
+     * ticket from fold_count (a u32 that is zero between launches: the last CTA resets it);
+     * the last sums the parts in CTA order, so the result does not depend on which CTA that
+     * is. Within fp32 rounding of k_rmsnorm's sum of squares, not always the same bits. */
+    uint64_t next_w, next_out, fold_part, fold_count;
     struct k_moe_dims d;
 };
 

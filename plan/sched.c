@@ -9,6 +9,11 @@
  *                      | attention: gemv q,k,v · rope+append · split-K + reduce, or single pass · gemv o
  *   rmsnorm(+residual) | router(+shared gate) · moe_up (8 experts + shared) · moe_down (+weights, sum)
  *
+ * With INT4 group-128 experts (moe_decode_folds_norm) neither norm is a launch of its own: the
+ * post-attention norm is folded into the router GEMV and moe_up, the residual update into
+ * moe_down, and moe_down's last CTA makes the next layer's input norm (the final norm after
+ * the last layer), so only layer 0's input norm runs as k_rmsnorm.
+ *
  * and prefill replaces the GEMVs by GEMMs (INT4 weights expanded into a workspace first), the
  * GDN step by conv + chunked delta rule, decode attention by pack-GQA flash attention, and the
  * fused MoE by route · align/sort · batched expert GEMMs · combine. lm_head runs on the last
@@ -42,6 +47,7 @@ struct shared_bufs {
     uint32_t k_cache[MODEL_MAX_LAYERS], v_cache[MODEL_MAX_LAYERS];
     uint32_t window[MODEL_MAX_LAYERS], state[MODEL_MAX_LAYERS];
     uint32_t part_o, part_ml, counts, sorted, block_expert, n_blocks, cand, cublas, dequant;
+    uint32_t fold_count; /* k_moe_down_g128's ticket for the norm folded into it (kern/moe.h) */
     uint32_t max_blocks;
 };
 
@@ -529,8 +535,11 @@ static int moe_decode_folds_norm(struct em *e)
 
 /* hn the normed input; or, with nw (moe_decode_folds_norm), hn the residual stream x and add
  * the mixer output, the norm (weight nw) folded into the router GEMV and the up kernel and
- * the residual update into the down kernel (kern/moe.h) */
-static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn, uint32_t add, const char *nw)
+ * the residual update into the down kernel (kern/moe.h). With nw and next_w as well, the down
+ * kernel also makes the next norm (weight next_w) of x plus its output: *next_hn is that
+ * normed input, and the block output is already in x. Else *next_hn is UINT32_MAX. */
+static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn, uint32_t add, const char *nw,
+                           const char *next_w, uint32_t *next_hn)
 {
     struct pb *b = e->b;
     const struct model_config *c = e->c;
@@ -541,7 +550,15 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn, uint32_t add, 
      * itself: each CTA of the up and down kernels runs the top-k on one warp, k_router is not
      * launched, and the down kernel routes before its launch wait */
     const int g128 = e->i4 && K_MOE_G128_OK(p.d), self = g128 && K_MOE_G128_ROUTES(p.d);
-    uint32_t ids = 0, wts = 0, sg = 0;
+    const int fold_next = self && nw && next_w;
+    uint32_t ids = 0, wts = 0, sg = 0, nx = 0, part = 0;
+    *next_hn = UINT32_MAX;
+    if (fold_next) {
+        nx = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * H, "l%u.next_norm", l);
+        part = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * CDIV(H, K_MOE_G128_DOWN_ROWS),
+                      "l%u.next_norm_part", l);
+        *next_hn = nx;
+    }
     if (!self) {
         ids = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_I32, 4ull * k, "l%u.topk_ids", l);
         wts = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * k, "l%u.topk_w", l);
@@ -597,6 +614,12 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn, uint32_t add, 
             REF(op, struct k_moe_vec_params, x_add, add);
             WREF(op, struct k_moe_vec_params, norm_w, nw);
         }
+        if (down && fold_next) {
+            WREF(op, struct k_moe_vec_params, next_w, next_w);
+            REF(op, struct k_moe_vec_params, next_out, nx);
+            REF(op, struct k_moe_vec_params, fold_part, part);
+            REF(op, struct k_moe_vec_params, fold_count, e->sb->fold_count);
+        }
         if (self) {
             REF(op, struct k_moe_vec_params, logits, lg);
         } else {
@@ -608,7 +631,7 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn, uint32_t add, 
         REF(op, struct k_moe_vec_params, out, out);
         REF(op, struct k_moe_vec_params, step, e->sb->step);
         if (down)
-            pb_cost(b, op, k * per_expert_dn + sh_dn + 2ull * (k + 1) * wmax + 2ull * H,
+            pb_cost(b, op, k * per_expert_dn + sh_dn + 2ull * (k + 1) * wmax + (fold_next ? 8ull : 2ull) * H,
                     2ull * H * ((uint64_t)k * I + S));
         else
             pb_cost(b, op, k * per_expert_up + sh_up + 2ull * H + 2ull * (k + 1) * wmax,
@@ -750,12 +773,14 @@ static uint32_t embed(struct em *e)
     return x;
 }
 
-/* final norm on the last token, lm_head, the two sampling phases */
-static void head(struct em *e, uint32_t x, uint32_t last_out)
+/* final norm on the last token (unless the last layer's MoE down kernel made it: hf), lm_head,
+ * the two sampling phases */
+static void head(struct em *e, uint32_t x, uint32_t last_out, uint32_t hf)
 {
     struct pb *b = e->b;
     const struct model_config *c = e->c;
-    uint32_t hf = rmsnorm(e, x, (int)last_out, "norm.weight", e->prefill, "final_norm");
+    if (hf == UINT32_MAX)
+        hf = rmsnorm(e, x, (int)last_out, "norm.weight", e->prefill, "final_norm");
     uint32_t logits = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * c->vocab_size, "logits");
     const char *w = c->tie_embeddings ? "embed_tokens.weight" : "lm_head.weight";
     struct gv s = {w, logits, c->vocab_size, 0};
@@ -781,27 +806,33 @@ static void emit_pass(struct em *e)
     const struct model_config *c = e->c;
     char nm[32];
     uint32_t x = embed(e);
-    int prev = -1; /* block output not yet added to the residual stream */
+    int prev = -1;                /* block output not yet added to the residual stream */
+    uint32_t folded = UINT32_MAX; /* the input norm, made by the MoE down kernel ahead */
     for (uint32_t l = 0; l < c->num_layers; l++) {
         snprintf(nm, sizeof nm, "l%u.input_norm", l);
-        char w[96];
+        char w[96], nw[96];
         snprintf(w, sizeof w, "layers.%u.input_layernorm.weight", l);
-        uint32_t hn = rmsnorm(e, x, prev, w, 0, nm);
+        uint32_t hn = folded != UINT32_MAX ? folded : rmsnorm(e, x, prev, w, 0, nm);
+        folded = UINT32_MAX;
         uint32_t mo;
         if (c->layer_types[l] == MODEL_LAYER_LINEAR)
             mo = e->prefill ? gdn_prefill(e, l, hn) : gdn_decode(e, l, hn);
         else
             mo = attention(e, l, hn);
         snprintf(w, sizeof w, "layers.%u.post_attention_layernorm.weight", l);
-        if (!e->prefill && moe_decode_folds_norm(e)) { /* no norm launch: kern/moe.h */
-            prev = (int)moe_decode(e, l, x, mo, w);
+        if (!e->prefill && moe_decode_folds_norm(e)) { /* no norm launches: kern/moe.h */
+            if (l + 1 < c->num_layers)
+                snprintf(nw, sizeof nw, "layers.%u.input_layernorm.weight", l + 1);
+            else
+                snprintf(nw, sizeof nw, "norm.weight");
+            prev = (int)moe_decode(e, l, x, mo, w, nw, &folded);
             continue;
         }
         snprintf(nm, sizeof nm, "l%u.post_norm", l);
         uint32_t hn2 = rmsnorm(e, x, (int)mo, w, 0, nm);
-        prev = (int)(e->prefill ? moe_prefill(e, l, hn2) : moe_decode(e, l, hn2, 0, NULL));
+        prev = (int)(e->prefill ? moe_prefill(e, l, hn2) : moe_decode(e, l, hn2, 0, NULL, NULL, &folded));
     }
-    head(e, x, (uint32_t)prev);
+    head(e, x, (uint32_t)prev, folded);
 }
 
 /* Persistent state and workspaces, shared by every schedule. */
@@ -835,6 +866,8 @@ static void shared_buffers(struct pb *b, struct shared_bufs *sb)
     sb->block_expert = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_I32, 4ull * sb->max_blocks,
                               "moe.block_expert");
     sb->n_blocks = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_I32, 4, "moe.n_blocks");
+    /* zero at load and at every reset, and back to zero after each launch that uses it */
+    sb->fold_count = pb_buf(b, PLAN_REGION_PERSISTENT, PLAN_DTYPE_I32, 4, "moe.fold_count");
     sb->cand = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_F32, 8ull * K_SAMPLE_PARTS * K_SAMPLE_CAND,
                       "sample.candidates");
     sb->cublas = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_BF16, CUBLAS_WORKSPACE, "cublas.workspace");

@@ -584,6 +584,41 @@ static void test_decode(struct gpu *g, const struct kerns *K, const struct model
         CHECK(ok && xok, "%s decode k_moe_up/down_g128 with the norm folded in: out vs the pair fed "
                          "the host's norm (%s), x updated to bf16(x + add) bit-exact (%s)",
               s->name, note, xok ? "yes" : "no");
+
+        /* and the next norm folded into the down kernel too (kern/moe.h next_w): x also takes
+         * the block's output, the last CTA writes the next norm of it; the ticket is back at
+         * zero afterwards, and a second run gives the same bits */
+        uint16_t *wn = malloc(2ull * H), *x3 = malloc(2ull * H), *nx[2] = {NULL, NULL}, *x3g = NULL;
+        float *yn3 = malloc(sizeof(float) * H);
+        for (uint32_t i = 0; i < H; i++)
+            wn[i] = kref_f2bf(0.25f * (float)((test_rand(&rs) >> 40) % 2001) / 1000.0f - 0.125f);
+        memcpy(x3, xr, 2ull * H);
+        kref_rmsnorm_row(x3, o2, wn, yn3, H, 1e-6f);
+        CUdeviceptr dwn = dalloc(g, 2ull * H, 0), dnx = dalloc(g, 2ull * H, POISON),
+                    dpart = dalloc(g, 4ull * CDIV(H, K_MOE_G128_DOWN_ROWS), POISON), dcnt = dalloc(g, 4, 0);
+        CU(g, cuMemcpyHtoD(dwn, wn, 2ull * H));
+        struct k_moe_vec_params q3 = q2;
+        q3.next_w = dwn, q3.next_out = dnx, q3.fold_part = dpart, q3.fold_count = dcnt;
+        uint32_t cnt = 1;
+        for (int rep = 0; rep < 2; rep++) {
+            CU(g, cuMemcpyHtoD(dx, xh, 2ull * H));
+            launch(g, lu.f, &q3, lu.gx, lu.gy, lu.block);
+            launch(g, ld.f, &q3, ld.gx, ld.gy, ld.block);
+            nx[rep] = dget(g, dnx, 2ull * H);
+            CU(g, cuMemcpyDtoH(&cnt, dcnt, 4));
+        }
+        x3g = dget(g, dx, 2ull * H);
+        ok = compare("next norm", BF16, nx[0], yn3, mask, H, POISON, R_CHAIN, A_CHAIN, note);
+        int x3ok = !memcmp(x3g, x3, 2ull * H), same2 = !memcmp(nx[0], nx[1], 2ull * H);
+        CHECK(ok && x3ok && same2 && cnt == 0,
+              "%s decode k_moe_down_g128 with the next norm folded in: the norm vs the host's (%s), x "
+              "= bf16(bf16(x + add) + out) bit-exact (%s), a second run the same bits (%s), ticket "
+              "back at 0 (%u)", s->name, note, x3ok ? "yes" : "no", same2 ? "yes" : "no", cnt);
+        free(wn), free(x3), free(nx[0]), free(nx[1]), free(x3g), free(yn3);
+        CU(g, cuMemFree(dwn));
+        CU(g, cuMemFree(dnx));
+        CU(g, cuMemFree(dpart));
+        CU(g, cuMemFree(dcnt));
         free(xh), free(ah), free(wh), free(xr), free(hn), free(yn), free(o1), free(o2), free(xg),
             free(o1f);
         CU(g, cuMemFree(dhn));
