@@ -391,6 +391,35 @@ static void run_random_streams(const struct tok *t)
     report_groups();
 }
 
+/* An added token followed by a combining mark: added tokens are matched in the raw text before
+ * NFC, so the mark is normalised alone and stays uncomposed after the token ("</tool_call>" +
+ * U+0338 decodes as such, where NFC of the whole text would make "</tool_call" + U+226F), while
+ * in plain text it composes. The ids are those the Hugging Face tokenizers library (Rust,
+ * @anush008/tokenizers) gives on this tokenizer.json. */
+static void run_added_then_mark(const struct tok *t)
+{
+    static const struct {
+        const char *text, *decoded;
+        int32_t ids[4];
+        size_t n;
+    } c[] = {
+        {"</tool_call>\xcc\xb8repo", "</tool_call>\xcc\xb8repo", {151658, 136, 116, 23476}, 4},
+        {"a>\xcc\xb8" "b", "a\xe2\x89\xaf" "b", {64, 58994, 107, 65}, 4},
+        {"<tool_call>\xcc\x81x", "<tool_call>\xcc\x81x", {151657, 53839, 87}, 3},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        int32_t ids[16];
+        size_t n = 0, dl = 0;
+        char dec[64];
+        int st = tok_encode(t, c[i].text, strlen(c[i].text), 0, ids, 16, &n);
+        int ok = !st && n == c[i].n && !memcmp(ids, c[i].ids, n * sizeof *ids) &&
+                 !tok_decode(t, ids, n, 0, dec, sizeof dec, &dl) && dl == strlen(c[i].decoded) &&
+                 !memcmp(dec, c[i].decoded, dl);
+        CHECK(ok, "added token or '>' then a combining mark, case %zu: %zu ids as the tokenizers library, "
+              "decoded as it decodes them", i, n);
+    }
+}
+
 int main(void)
 {
     size_t n, n35, nsyn;
@@ -416,6 +445,7 @@ int main(void)
         run_pretok_fixtures(t3, t35);
     }
     run_nfc_fixtures();
+    run_added_then_mark(t3);
     run_random_streams(t3);
     tok_free(t3);
     tok_free(t35);
