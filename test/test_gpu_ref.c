@@ -8,7 +8,9 @@
  * activations (ref_model.bf16_acts), which test_ref_golden holds to within 0.8-1.25x of
  * transformers' own bf16 error on every checkpoint that has a bf16 golden.
  *
- * Images: tiny-g128 (every width a multiple of 128) as INT4 group 128, the same with an INT4
+ * Images: tiny-g128 (every width a multiple of 128, experts 512 wide: as INT4 it takes every
+ * group-128 decode kernel, the self-routing expert pair and both folded norms included) as
+ * INT4 group 128, the same with an INT4
  * lm_head, and as bf16; and wide-2l (the real widths of Qwen3.5-35B-A3B, 16 experts) as INT4
  * group 128, with the planner's default buckets. Prompts are random tokens; after each prompt,
  * decode steps feed the float32 reference's greedy picks to all three runs (teacher forcing).

@@ -47,11 +47,12 @@ static const struct mkmodel_spec builtins[] = {
      .mtp_layers = 0, .eos = 7, .max_position = 4096},
     {.name = "tiny-g128",
      .about = "4 layers [lin,lin,lin,full], hidden 256, 4/2 heads of 64, GDN 2/4 heads of 64, "
-              "16 experts top-4 of 128, shared 128, vocab 512: every width a multiple of 128",
+              "16 experts top-4 of 512, shared 512, vocab 512: every width a multiple of 128, "
+              "experts wide enough for the group-128 expert pair",
      .hidden = 256, .vocab = 512, .layers = "lllf",
      .heads = 4, .kv_heads = 2, .head_dim = 64, .partial_rotary = "0.25", .mrope = {3, 3, 2},
      .lin_k_heads = 2, .lin_v_heads = 4, .lin_k_dim = 64, .lin_v_dim = 64, .conv_kernel = 4,
-     .experts = 16, .top_k = 4, .moe_inter = 128, .shared_inter = 128,
+     .experts = 16, .top_k = 4, .moe_inter = 512, .shared_inter = 512,
      .mtp_layers = 0, .eos = -1, .max_position = 4096},
     {.name = "wide-2l",
      .about = "every width of Qwen3.5-35B-A3B with 2 layers [lin,full], 16 experts top-8, "
