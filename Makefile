@@ -46,6 +46,11 @@ NVCCFLAGS  := -std=c++17 -O3 -I. -Xptxas -warn-spills -Werror all-warnings
 ifeq ($(KERN_LINEINFO),1)
 NVCCFLAGS  += -lineinfo
 endif
+# KERN_TRACE=1: every CTA stamps the global timer at its launch wait (kern/common.cuh), for
+# rt_trace and `bench --trace`; not for plans that serve.
+ifeq ($(KERN_TRACE),1)
+NVCCFLAGS  += -DKERN_TRACE
+endif
 
 # ---- sources -----------------------------------------------------------------------------
 PROGS      := plan/planner.c tools/plandump.c tools/qcfg.c tools/bench.c tools/mkcorpus.c \
@@ -66,7 +71,7 @@ KERN_BIN   := $(KERN_ARCHS:%=$(BUILD)/kern/%.cubin) $(BUILD)/kern/compute_90.ptx
 TEST_KERN_SRC := $(wildcard test/kern/*.cu) kern/fill.cu
 TEST_KERN_BIN := $(KERN_ARCHS:%=$(BUILD)/kern/test/%.cubin)
 
-.PHONY: all test bench fuzz format clean gpu-plain demo
+.PHONY: all test bench fuzz format clean gpu-plain demo FORCE
 all: $(BUILD)/libqrt.a $(PROG_BIN) $(KERN_BIN) $(TEST_KERN_BIN) $(TEST_BIN)
 
 # ---- libraries and programs -----------------------------------------------------------------
@@ -123,7 +128,15 @@ $(BUILD)/kern/all.cu: $(KERN_SRC) Makefile
 	@printf '#include "%s"\n' $(KERN_SRC) > $@.new
 	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
 
-$(BUILD)/kern/sm_%.cubin: $(BUILD)/kern/all.cu
+# The flags the images were built with: a change (KERN_LINEINFO, KERN_TRACE) rebuilds them,
+# so images with line tables or timeline records never outlive the make that asked for them.
+$(BUILD)/kern/nvccflags: FORCE
+	@mkdir -p $(@D)
+	@echo '$(NVCCFLAGS)' > $@.new
+	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
+FORCE:
+
+$(BUILD)/kern/sm_%.cubin: $(BUILD)/kern/all.cu $(BUILD)/kern/nvccflags
 	$(NVCC) $(NVCCFLAGS) -arch=sm_$* -cubin -MD -MF $(@:.cubin=.d) $< -o $@
 
 # Test kernels (test/kern/*.cu, with the fill kernels rt uses for synthetic weights): images
@@ -133,10 +146,10 @@ $(BUILD)/kern/test/all.cu: $(TEST_KERN_SRC) Makefile
 	@printf '#include "%s"\n' $(TEST_KERN_SRC) > $@.new
 	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
 
-$(BUILD)/kern/test/sm_%.cubin: $(BUILD)/kern/test/all.cu
+$(BUILD)/kern/test/sm_%.cubin: $(BUILD)/kern/test/all.cu $(BUILD)/kern/nvccflags
 	$(NVCC) $(NVCCFLAGS) -arch=sm_$* -cubin -MD -MF $(@:.cubin=.d) $< -o $@
 
-$(BUILD)/kern/compute_90.ptx: $(BUILD)/kern/all.cu
+$(BUILD)/kern/compute_90.ptx: $(BUILD)/kern/all.cu $(BUILD)/kern/nvccflags
 	$(NVCC) $(NVCCFLAGS) -arch=compute_90 -ptx -MD -MF $(@:.ptx=.d) $< -o $@
 
 # ---- tests ------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@
  *
  *   k_attn_rope          q = rmsnorm1p(q) and k = rmsnorm1p(k) per head, partial RoPE on the first
  *                        rotary_dim dims at position pos + t, q -> q_out, k and v -> caches.
- *                        grid (T_max), block K_ATTN_ROPE_THREADS: one CTA per token, one warp per
- *                        head (q heads then k heads), then all threads copy v.
+ *                        grid (T_max, Y), block K_ATTN_ROPE_THREADS: Y CTAs per token share its
+ *                        heads (q heads then k heads), one warp per head, then copy v.
  *   k_attn_decode        single pass: CTA kvh walks keys [0, L) for its `group` query heads.
  *                        grid (n_kv), block K_ATTN_THREADS.
  *   k_attn_decode_split  CTA (s, kvh) walks keys [s*c, min(L, (s+1)*c)), c = ceil(L / n_split),
@@ -102,6 +102,7 @@ __device__ __forceinline__ void attn_rope_head(const uint16_t *x, const uint16_t
 
 extern "C" __global__ void __launch_bounds__(K_ATTN_ROPE_THREADS) k_attn_rope(struct k_attn_rope_params p)
 {
+    K_TRACE_BEGIN();
     __shared__ float s_cos[ATTN_MAX_HD / 2], s_sin[ATTN_MAX_HD / 2];
     __shared__ __align__(16) float s_x[ATTN_ROPE_WARPS][ATTN_MAX_HD];
     const struct k_step *st = k_step_of(p.step);
@@ -121,7 +122,8 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_ROPE_THREADS) k_attn_rope(st
     const uint16_t *qg = (const uint16_t *)p.qg + (uint64_t)t * nh * 2 * hd;
     const uint16_t *k = (const uint16_t *)p.k + (uint64_t)t * nkv * hd;
     const uint16_t *v = (const uint16_t *)p.v + (uint64_t)t * nkv * hd;
-    for (uint32_t j = warp; j < nh + nkv; j += ATTN_ROPE_WARPS) {
+    /* heads split over gridDim.y CTAs (decode: a CTA per 8 heads), one warp a head */
+    for (uint32_t j = blockIdx.y * ATTN_ROPE_WARPS + warp; j < nh + nkv; j += ATTN_ROPE_WARPS * gridDim.y) {
         if (j < nh)
             attn_rope_head(qg + (uint64_t)j * 2 * hd, (const uint16_t *)p.q_norm,
                            (uint16_t *)p.q_out + ((uint64_t)t * nh + j) * hd, d, s_cos, s_sin, s_x[warp]);
@@ -132,7 +134,7 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_ROPE_THREADS) k_attn_rope(st
     }
     /* v is appended as it is: 16 bytes a thread, row by row */
     uint32_t cpr = hd / 8;
-    for (uint32_t i = threadIdx.x; i < nkv * cpr; i += blockDim.x) {
+    for (uint32_t i = blockIdx.y * blockDim.x + threadIdx.x; i < nkv * cpr; i += blockDim.x * gridDim.y) {
         uint32_t h = i / cpr, c = i - h * cpr;
         *(uint4 *)((uint16_t *)p.v_cache + ((uint64_t)h * d.max_seq + P) * hd + c * 8) =
             *(const uint4 *)(v + (uint64_t)i * 8);
@@ -309,6 +311,7 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode(st
 
 extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode_split(struct k_attn_decode_params p)
 {
+    K_TRACE_BEGIN();
     k_pdl_enter();
     __shared__ struct attn_dec_smem sm;
     const struct k_step *st = k_step_of(p.step);
@@ -322,9 +325,11 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode_sp
     for (uint32_t h0 = 0; h0 < group; h0 += ATTN_ROWS) {
         uint32_t rows = min(group - h0, (uint32_t)ATTN_ROWS);
         attn_decode_heads(p, kvh, h0, rows, t0, t1, &sm);
+        K_TRACE_MARK();
         attn_decode_store_part(p, s, kvh, h0, rows, &sm);
         __syncthreads();
     }
+    K_TRACE_END();
 }
 
 /* o = sum_s w_s o_s / sum_s w_s with w_s = exp2(m_s - M) l_s, M the largest piece maximum.
@@ -333,6 +338,7 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode_sp
 #define ATTN_REDUCE_MAX 1024 /* pieces the shared table holds (planner: --splits <= 1024) */
 extern "C" __global__ void k_attn_decode_reduce(struct k_attn_decode_params p)
 {
+    K_TRACE_BEGIN();
     __shared__ float2 s_ml[ATTN_REDUCE_MAX];
     __shared__ float s_red[32];
     k_pdl_enter();
@@ -363,4 +369,5 @@ extern "C" __global__ void k_attn_decode_reduce(struct k_attn_decode_params p)
     float g = k_bfbits2f(((const uint16_t *)p.qg)[(uint64_t)n * 2 * hd + hd + i]);
     float o = k_round_bf16(num / den) * k_round_bf16(k_sigmoid(g));
     ((__nv_bfloat16 *)p.out)[(uint64_t)n * hd + i] = k_f2bf(o);
+    K_TRACE_END();
 }

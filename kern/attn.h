@@ -2,8 +2,9 @@
  *
  * k_attn_rope: q = rmsnorm1p(q) and k = rmsnorm1p(k) per head, partial RoPE ("half"
  *   convention) on the first rotary_dim dims at positions step->pos + t, then k and v are
- *   appended to the caches at those positions; q goes to q_out. Launch: grid (T_max),
- *   block K_ATTN_ROPE_THREADS.
+ *   appended to the caches at those positions; q goes to q_out. Launch: grid (T_max, Y),
+ *   block K_ATTN_ROPE_THREADS: the Y CTAs of a token share its heads, a warp a head (decode:
+ *   Y = ceil((n_heads + n_kv) / 8); prefill: Y = 1).
  * k_attn_decode_split: split-K flash decoding. The filled length L = step->pos + 1 is cut into
  *   n_split pieces of ceil(L / n_split) tokens; CTA (s, kvh) reads its piece of K and V once
  *   for all `group` query heads of kv head kvh (pack GQA) and writes fp32 partial outputs and

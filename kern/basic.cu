@@ -83,6 +83,7 @@ __device__ __forceinline__ uint32_t basic_live_rows(const struct k_step *st, uin
 
 extern "C" __global__ void __launch_bounds__(K_EMBED_THREADS) k_embed(struct k_embed_params p)
 {
+    K_TRACE_BEGIN();
     k_pdl_enter();
     const struct k_step *st = k_step_of(p.step);
     uint32_t t = blockIdx.x;
@@ -100,6 +101,7 @@ extern "C" __global__ void __launch_bounds__(K_EMBED_THREADS) k_embed(struct k_e
 
 extern "C" __global__ void __launch_bounds__(K_NORM_THREADS) k_rmsnorm(struct k_rmsnorm_params p)
 {
+    K_TRACE_BEGIN();
     __shared__ float scratch[32];
     /* rows of at most K_NORM_THREADS * 8 (2048 at full size): one 16-byte slice a thread, kept
      * in registers, and the norm weights loaded before the wait for the kernel ahead */
@@ -223,6 +225,7 @@ __device__ __forceinline__ float gemv_dot8(uint4 w, uint4 x, float acc)
 
 template <bool NORM> __device__ __forceinline__ void gemv_bf16(const struct k_gemv_params &p)
 {
+    K_TRACE_BEGIN();
     __shared__ __align__(16) uint16_t xn[NORM ? K_GEMV_NORM_MAXK : 8];
     __shared__ float scratch[32];
     struct gemv_row r;
@@ -369,6 +372,7 @@ static_assert(K_GEMV_G128_THREADS == 32 * K_G128_WARPS, "k_g128_run splits group
 
 extern "C" __global__ void __launch_bounds__(K_GEMV_G128_THREADS, K_GEMV_G128_CTAS) k_gemv_i4_g128(struct k_gemv_params p)
 {
+    K_TRACE_BEGIN();
     __shared__ __align__(16) uint16_t xs[K_GEMV_G128_MAXK];
     __shared__ float red[GEMV_G128_WARPS][16];
     struct gemv_row r;
@@ -401,6 +405,7 @@ extern "C" __global__ void __launch_bounds__(K_GEMV_G128_THREADS, K_GEMV_G128_CT
             v += red[w][lane];
         gemv_store_row(p, r, r.row + lane, v, lane);
     }
+    K_TRACE_END();
 }
 
 /* ---- k_dequant_i4 ---------------------------------------------------------------------------- */

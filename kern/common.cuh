@@ -280,11 +280,103 @@ __device__ __forceinline__ float k_gdn_conv1(const __nv_bfloat16 *wc, __nv_bfloa
  * more kernels back (the GDN state, the router's expert ids two launches before the MoE down
  * projection). Decode kernels issue those loads first, and their latency hides under the tail
  * of the kernel ahead. */
+#ifdef KERN_TRACE
+/* Images built with KERN_TRACE=1 (make): thread 0 of every CTA that calls k_pdl_enter appends
+ * one record, read back by rt_trace (rt/diag.c): the launch it belongs to (%gridid), the
+ * global timer (ns) as it reached the wait and as the wait returned, and where it ran. Not in
+ * the images plans are built with. */
+struct k_trace_rec {
+    unsigned long long grid, t_start, t_enter, t_go, t_mark, t_end; /* 0: not stamped */
+    unsigned int sm, cta;
+};
+#define K_TRACE_MAX (1u << 20)
+__device__ struct k_trace_rec k_trace_buf[K_TRACE_MAX];
+__device__ unsigned int k_trace_n;
+
+__device__ __forceinline__ unsigned long long k_trace_clock()
+{
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+/* The CTA's start, for kernels that mark it with K_TRACE_BEGIN() as their first statement:
+ * kept with the launch and CTA it belongs to, so a value left in shared memory by another CTA
+ * is not taken for this one's. */
+struct k_trace_start {
+    unsigned long long t, grid, mark;
+    unsigned int cta;
+};
+__device__ __forceinline__ struct k_trace_start &k_trace_start_of()
+{
+    __shared__ struct k_trace_start s;
+    return s;
+}
+__device__ __forceinline__ unsigned long long k_trace_grid()
+{
+    unsigned long long g;
+    asm volatile("mov.u64 %0, %%gridid;" : "=l"(g));
+    return g;
+}
+__device__ __forceinline__ unsigned int k_trace_cta()
+{
+    return blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+}
+#define K_TRACE_BEGIN()                                                                            \
+    do {                                                                                           \
+        if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0)                              \
+            k_trace_start_of() = {k_trace_clock(), k_trace_grid(), 0, k_trace_cta()};              \
+    } while (0)
+__device__ __forceinline__ void k_trace_put(const struct k_trace_rec &r);
+/* a point of interest after the wait (thread 0, after K_TRACE_BEGIN) */
+#define K_TRACE_MARK()                                                                             \
+    do {                                                                                           \
+        if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0)                              \
+            k_trace_start_of().mark = k_trace_clock();                                             \
+    } while (0)
+/* the CTA's end as thread 0 reaches it: a second record, with the mark */
+#define K_TRACE_END()                                                                              \
+    do {                                                                                           \
+        if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) {                            \
+            const struct k_trace_start s_ = k_trace_start_of();                                    \
+            struct k_trace_rec r_ = {k_trace_grid(), 0, 0, 0, 0, k_trace_clock(), 0, k_trace_cta()};\
+            if (s_.grid == r_.grid && s_.cta == r_.cta)                                            \
+                r_.t_mark = s_.mark;                                                               \
+            k_trace_put(r_);                                                                       \
+        }                                                                                          \
+    } while (0)
+__device__ __forceinline__ void k_trace_put(const struct k_trace_rec &r)
+{
+    const unsigned int i = atomicAdd(&k_trace_n, 1u);
+    if (i < K_TRACE_MAX)
+        k_trace_buf[i] = r;
+}
+#else
+#define K_TRACE_BEGIN() do {} while (0)
+#define K_TRACE_MARK() do {} while (0)
+#define K_TRACE_END() do {} while (0)
+#endif
+
 __device__ __forceinline__ void k_pdl_enter()
 {
+#ifdef KERN_TRACE
+    const unsigned long long t_enter = k_trace_clock();
+#endif
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+#ifdef KERN_TRACE
+    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) {
+        struct k_trace_rec r = {};
+        unsigned int sm;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        r.grid = k_trace_grid(), r.cta = k_trace_cta();
+        r.t_enter = t_enter, r.t_go = k_trace_clock(), r.sm = sm;
+        const struct k_trace_start s = k_trace_start_of();
+        r.t_start = s.grid == r.grid && s.cta == r.cta && s.t <= t_enter ? s.t : 0;
+        k_trace_put(r);
+    }
 #endif
 }
 

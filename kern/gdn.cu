@@ -312,6 +312,7 @@ __device__ void gdn_step_head(const struct k_gdn_step_params &p, struct gdn_step
 
 extern "C" __global__ void __launch_bounds__(K_GDN_STEP_THREADS) k_gdn_step(struct k_gdn_step_params p)
 {
+    K_TRACE_BEGIN();
     __shared__ struct gdn_step_smem sm;
     if (blockDim.x != K_GDN_STEP_THREADS || p.d.dk > GDN_STEP_ROWS || p.d.dv > GDN_STEP_COLS ||
         p.d.nk == 0 || p.d.nv % p.d.nk || (p.w_b && (p.H % 8 || !p.w_a || !p.h)))
@@ -319,4 +320,5 @@ extern "C" __global__ void __launch_bounds__(K_GDN_STEP_THREADS) k_gdn_step(stru
     if (blockIdx.x >= p.d.nv)
         return;
     gdn_step_head(p, sm); /* waits for the kernel ahead after issuing the state loads */
+    K_TRACE_END();
 }

@@ -575,6 +575,7 @@ __device__ __forceinline__ void moe_g128_row(uint64_t base, uint64_t scales_offs
 
 extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_up_g128(struct k_moe_vec_params p)
 {
+    K_TRACE_BEGIN();
     __shared__ __align__(16) uint16_t xs[K_MOE_G128_MAXH];
     __shared__ float red[MOE_G128_WARPS][16];
     const uint32_t k = p.d.k, H = p.d.H, I = p.d.I, S = p.d.S, wmax = max(I, S);
@@ -607,6 +608,7 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_up_g128(s
         }
         __syncthreads();
     }
+    K_TRACE_MARK();
     struct k_g128_pair r;
     if (shared) {
         moe_g128_row(p.sh_gate, p.sh_gate_scales, i, H, t, &r.wa, &r.sa);
@@ -636,6 +638,7 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_up_g128(s
         float a = k_round_bf16(k_silu(k_round_bf16(gate))) * k_round_bf16(up);
         ((__nv_bfloat16 *)p.act)[(uint64_t)s * wmax + i0 + lane] = k_f2bf(a);
     }
+    K_TRACE_END();
 }
 
 __device__ __forceinline__ float moe_down_g128_row(const struct k_moe_vec_params &p, uint32_t n,
@@ -646,6 +649,7 @@ __device__ __forceinline__ void moe_down_g128_next_norm(const struct k_moe_vec_p
 
 extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_down_g128(struct k_moe_vec_params p)
 {
+    K_TRACE_BEGIN();
     __shared__ __align__(16) uint16_t xs[K_MOE_G128_MAXACT];
     __shared__ float red[MOE_G128_WARPS][K_MOE_G128_MAXSEG][16];
     const uint32_t k = p.d.k, H = p.d.H, I = p.d.I, S = p.d.S, wmax = max(I, S);
@@ -738,8 +742,10 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_down_g128
     if (!p.next_w && (warp || !row))
         return;
     float sq = !warp && row ? moe_down_g128_row(p, n0 + lane, red, lane, s_w, s_gate) : 0.0f;
+    K_TRACE_MARK();
     if (p.next_w)
         moe_down_g128_next_norm(p, sq, &red[0][0][0]);
+    K_TRACE_END();
 }
 
 /* Warp 0 of k_moe_down_g128, lane < 16: combine the slots' sums of output row n, write out[n]

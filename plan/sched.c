@@ -365,7 +365,8 @@ static uint32_t attn_rope(struct em *e, uint32_t l, uint32_t qg, uint32_t kk, ui
     uint32_t q = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * e->T * model_q_dim(c),
                         "l%u.q", l);
     struct k_attn_rope_params p = {.d = attn_dims(e)};
-    uint32_t grid[3] = {e->T, 1, 1};
+    /* decode: one CTA per 8 heads (K_ATTN_ROPE_THREADS / 32 warps), not one for all of them */
+    uint32_t grid[3] = {e->T, e->T == 1 ? CDIV(c->num_heads + c->num_kv_heads, K_ATTN_ROPE_THREADS / 32) : 1, 1};
     uint32_t op = pb_kernel_op(b, "k_attn_rope", &p, sizeof p, grid, K_ATTN_ROPE_THREADS, 0,
                                "l%u.rope_append", l);
     REF(op, struct k_attn_rope_params, qg, qg);

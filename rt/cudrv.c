@@ -101,6 +101,8 @@ int rt_cudrv_open(struct rt_cudrv *d, char *err)
         d->lib, "cuFuncGetParamInfo");
     d->cuLaunchKernelEx = (CUresult(*)(const CUlaunchConfig *, CUfunction, void **, void **))dlsym(
         d->lib, "cuLaunchKernelEx");
+    d->cuModuleGetGlobal = (CUresult(*)(CUdeviceptr *, size_t *, CUmodule, const char *))dlsym(
+        d->lib, XSTR(cuModuleGetGlobal));
     install_shims(d);
     return 0;
 }

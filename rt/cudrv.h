@@ -70,6 +70,7 @@ struct rt_cudrv {
     /* optional (newer drivers): NULL when absent */
     CUresult (*cuFuncGetParamInfo)(CUfunction, size_t, size_t *, size_t *);
     CUresult (*cuLaunchKernelEx)(const CUlaunchConfig *, CUfunction, void **, void **);
+    CUresult (*cuModuleGetGlobal)(CUdeviceptr *, size_t *, CUmodule, const char *); /* rt_trace */
 };
 
 /* Open libcuda.so.1 and resolve every entry point. Returns 0, or -1 with a message in err

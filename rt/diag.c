@@ -202,3 +202,129 @@ enum rt_status rt_profile_drop(struct rt *r, const char *schedule, const char *k
         r->d.cuGraphExecDestroy(without);
     return st;
 }
+
+/* kern/common.cuh, KERN_TRACE */
+struct trace_rec {
+    uint64_t grid, t_start, t_enter, t_go, t_mark, t_end; /* 0: not stamped */
+    uint32_t sm, cta;
+};
+
+/* lo/hi of the stamps v != 0 */
+struct span {
+    uint64_t lo, hi;
+};
+static void span_add(struct span *s, uint64_t v)
+{
+    if (v)
+        s->lo = v < s->lo ? v : s->lo, s->hi = v > s->hi ? v : s->hi;
+}
+static double span_us(uint64_t v, uint64_t t0) { return v && v != UINT64_MAX ? 1e-3 * ((double)v - (double)t0) : -1; }
+
+static int cmp_rec(const void *a, const void *b)
+{
+    const struct trace_rec *x = a, *y = b;
+    if (x->grid != y->grid)
+        return (x->grid > y->grid) - (x->grid < y->grid);
+    return (x->t_enter > y->t_enter) - (x->t_enter < y->t_enter);
+}
+
+static int cmp_op_enter(const void *a, const void *b)
+{
+    const struct rt_trace_op *x = a, *y = b;
+    return (x->enter > y->enter) - (x->enter < y->enter);
+}
+
+enum rt_status rt_trace(struct rt *r, const char *schedule, struct rt_trace_op *out, uint32_t cap,
+                        uint32_t *n, char *err)
+{
+    *n = 0;
+    int s = schedule_named(r, schedule);
+    if (s < 0)
+        return rt_fail(err, RT_ERR_ARG, "the plan has no schedule %s", schedule);
+    CUdeviceptr buf = 0, cnt = 0;
+    size_t buf_size = 0, cnt_size = 0;
+    if (!r->d.cuModuleGetGlobal || r->d.cuModuleGetGlobal(&buf, &buf_size, r->mod, "k_trace_buf") ||
+        r->d.cuModuleGetGlobal(&cnt, &cnt_size, r->mod, "k_trace_n") || cnt_size != 4)
+        return rt_fail(err, RT_ERR_ARG, "the plan's kernel images have no timeline records "
+                                        "(rebuild them with make KERN_TRACE=1, then plan again)");
+    CUgraphExec exec = NULL;
+    struct trace_rec *rec = NULL;
+    uint32_t nrec = 0;
+    r->last_sched = (uint32_t)s;
+    enum rt_status st = rt_capture(r, (uint32_t)s, NULL, &exec, err);
+    CUresult res = CUDA_SUCCESS;
+    if (!st) /* one run to warm up, then the traced one */
+        res = DRV(r, cuGraphLaunch(exec, r->stream));
+    if (!st && !res)
+        res = DRV(r, cuMemsetD8Async(cnt, 0, 4, r->stream));
+    if (!st && !res)
+        res = DRV(r, cuGraphLaunch(exec, r->stream));
+    if (!st && !res)
+        res = DRV(r, cuStreamSynchronize(r->stream));
+    if (!st && !res)
+        res = DRV(r, cuMemcpyDtoH(&nrec, cnt, 4));
+    if (!st && !res && (uint64_t)nrec * sizeof *rec > buf_size)
+        st = rt_fail(err, RT_ERR_ARG, "%u timeline records overflow the kernels' buffer", nrec);
+    if (!st && !res && nrec && !(rec = malloc((size_t)nrec * sizeof *rec)))
+        st = rt_fail(err, RT_ERR_NOMEM, "out of host memory");
+    if (!st && !res && nrec)
+        res = DRV(r, cuMemcpyDtoH(rec, buf, (size_t)nrec * sizeof *rec));
+    if (exec)
+        r->d.cuGraphExecDestroy(exec);
+    if (res && !st)
+        st = rt_drv_fail(r, res, RT_ERR_CUDA, err, "tracing a schedule");
+    if (st || !nrec) {
+        free(rec);
+        return st;
+    }
+    qsort(rec, nrec, sizeof *rec, cmp_rec);
+    uint64_t t0 = UINT64_MAX;
+    for (uint32_t i = 0; i < nrec; i++)
+        if (rec[i].t_enter && rec[i].t_enter < t0)
+            t0 = rec[i].t_enter;
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < nrec;) {
+        uint32_t j = i, ctas = 0;
+        struct span s[5];
+        for (int f = 0; f < 5; f++)
+            s[f] = (struct span){UINT64_MAX, 0};
+        for (; j < nrec && rec[j].grid == rec[i].grid; j++) {
+            ctas += rec[j].t_go != 0;
+            span_add(&s[0], rec[j].t_start), span_add(&s[1], rec[j].t_enter), span_add(&s[2], rec[j].t_go);
+            span_add(&s[3], rec[j].t_mark), span_add(&s[4], rec[j].t_end);
+        }
+        if (m == cap) {
+            free(rec);
+            return rt_fail(err, RT_ERR_ARG, "more than %u launches in the timeline", cap);
+        }
+        if (ctas) { /* a launch whose CTAs all left before their wait has no place in the order */
+            struct rt_trace_op *o = &out[m++];
+            *o = (struct rt_trace_op){.ctas = ctas};
+            double *f[5][2] = {{&o->start, &o->start_last}, {&o->enter, &o->enter_last}, {&o->go, &o->go_last},
+                               {&o->mark, &o->mark_last}, {&o->end, &o->end_last}};
+            for (int k = 0; k < 5; k++)
+                *f[k][0] = span_us(s[k].lo, t0), *f[k][1] = span_us(s[k].hi, t0);
+        }
+        i = j;
+    }
+    free(rec);
+    qsort(out, m, sizeof *out, cmp_op_enter);
+    /* name the launches when they match the schedule's kernel ops one to one */
+    const struct plan_schedule *ps = &r->sched[s].s;
+    uint32_t nk = 0;
+    for (uint32_t i = 0; i < ps->op_count; i++)
+        nk += r->ops[ps->first_op + i].kind == PLAN_OP_KERNEL;
+    if (nk == m)
+        for (uint32_t i = 0, k = 0; i < ps->op_count; i++) {
+            struct plan_op op;
+            struct plan_kernel kk;
+            plan_get_op(&r->p, ps->first_op + i, &op);
+            if (op.kind != PLAN_OP_KERNEL)
+                continue;
+            plan_get_kernel(&r->p, op.kernel, &kk);
+            out[k].name = plan_str(&r->p, op.name), out[k].kernel = plan_str(&r->p, kk.name);
+            k++;
+        }
+    *n = m;
+    return RT_OK;
+}

@@ -141,6 +141,24 @@ enum rt_status rt_profile(struct rt *r, const char *schedule, uint32_t reps, str
 enum rt_status rt_profile_drop(struct rt *r, const char *schedule, const char *kernel, uint32_t reps,
                                double *us_all, double *us_without, char *err);
 
+/* A timeline of one run of a schedule's graph, for benchmarks; needs kernel images built with
+ * KERN_TRACE=1 (kern/common.cuh), else RT_ERR_ARG. Per kernel launch in launch order: the op's
+ * name and kernel (NULL where the launches do not match the schedule's kernel ops one to one),
+ * how many CTAs reached their launch wait, and in microseconds from the first CTA's wait:
+ * when the first and last CTA started (kernels marked with K_TRACE_BEGIN), reached the wait
+ * (enter, enter_last), when the first and last wait returned (go, go_last), and, in kernels
+ * that stamp them, a point after the wait (mark) and the CTAs' ends (end). A wait returns once the kernel ahead has completed, so the next
+ * launch's go is this one's completion as seen by its successor. The state advances one step. */
+struct rt_trace_op {
+    const char *name, *kernel;
+    uint32_t ctas;
+    double start, start_last; /* first and last CTA start, for kernels that mark it; else -1 */
+    double enter, enter_last, go, go_last;
+    double mark, mark_last, end, end_last; /* K_TRACE_MARK and K_TRACE_END, where placed; else -1 */
+};
+enum rt_status rt_trace(struct rt *r, const char *schedule, struct rt_trace_op *out, uint32_t cap,
+                        uint32_t *n, char *err);
+
 /* Diagnostics for tests and tools: copy bytes [offset, offset + n) of the arena buffer called
  * name to dst, after the work queued so far. Not for the serving loop. */
 enum rt_status rt_read_buffer(struct rt *r, const char *name, uint64_t offset, void *dst, uint64_t n,

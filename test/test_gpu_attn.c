@@ -185,7 +185,9 @@ static void test_rope(const struct cfg *c, struct bufs *b, uint32_t T_max, uint3
     struct k_attn_rope_params p = {.qg = b->qg, .k = b->k, .v = b->v, .q_norm = b->qn, .k_norm = b->kn,
                                    .q_out = b->q, .k_cache = b->kc, .v_cache = b->vc, .step = b->step,
                                    .d = dims_of(c, T_max)};
-    launch(f_rope, &p, T_max, 1, K_ATTN_ROPE_THREADS);
+    /* as the planner launches it: decode shares the heads among CTAs of 8 warps */
+    uint32_t gy = T_max == 1 ? (nh + nkv + K_ATTN_ROPE_THREADS / 32 - 1) / (K_ATTN_ROPE_THREADS / 32) : 1;
+    launch(f_rope, &p, T_max, gy, K_ATTN_ROPE_THREADS);
     down(q_got, b->q, 2 * nq), down(kc_got, b->kc, 2 * ncache), down(vc_got, b->vc, 2 * ncache);
     struct kref_attn_dims rd = rdims_of(c);
     if (!done)
@@ -193,8 +195,8 @@ static void test_rope(const struct cfg *c, struct bufs *b, uint32_t T_max, uint3
     int ok = compare("q_out", q_got, q_want, nq, 2.0f, 0x1p-6f, 0.999);
     ok &= compare("k_cache", kc_got, kc_want, ncache, 2.0f, 0x1p-6f, 0.999);
     ok &= compare("v_cache", vc_got, vc_want, ncache, 0.0f, 0.0f, 1.0);
-    CHECK(ok, "k_attn_rope %s T_max=%u n=%u pos=%u%s: q_out and the appended k/v rows match, nothing "
-              "else written", c->name, T_max, n, pos, done ? " done (writes nothing)" : "");
+    CHECK(ok, "k_attn_rope %s T_max=%u (%u CTAs a token) n=%u pos=%u%s: q_out and the appended k/v rows "
+              "match, nothing else written", c->name, T_max, gy, n, pos, done ? " done (writes nothing)" : "");
     free(qg), free(k), free(v), free(qn), free(kn), free(q_want), free(kc_want), free(vc_want);
     free(q_got), free(kc_got), free(vc_got);
 }

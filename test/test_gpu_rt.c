@@ -424,6 +424,21 @@ static void profiling(struct rt *r, const uint32_t *words)
     CHECK(e == RT_ERR_ARG, "rt_profile_drop refuses zero repetitions: %s", err);
     e = rt_profile(r, "no-such-schedule", 3, ops, 8, &n, err);
     CHECK(e == RT_ERR_ARG, "rt_profile refuses an unknown schedule: %s", err);
+    /* the timeline: refused with a pointer to KERN_TRACE=1 on plain images; on images built
+     * with it (tools/gpu-check runs this test so too), one CTA each of decode_a then decode_b */
+    struct rt_trace_op tr[8];
+    e = rt_trace(r, "decode", tr, 8, &n, err);
+    if (e)
+        CHECK(e == RT_ERR_ARG && strstr(err, "KERN_TRACE=1"), "rt_trace on images without timeline records "
+              "says how to get them: %s", err);
+    else
+        CHECK(n == 2 && tr[0].name && !strcmp(tr[0].name, "decode_a") && tr[1].kernel &&
+                  !strcmp(tr[1].kernel, "t_decode_b") && tr[0].ctas == 1 && tr[1].ctas == 1 &&
+                  tr[0].enter == 0 && tr[0].go >= tr[0].enter && tr[1].go >= tr[0].go && tr[1].go_last >= tr[1].go,
+              "rt_trace: decode_a then t_decode_b, one CTA each, in order (go %.2f, %.2f us)",
+              n == 2 ? tr[0].go : -1.0, n == 2 ? tr[1].go : -1.0);
+    e = rt_trace(r, "no-such-schedule", tr, 8, &n, err);
+    CHECK(e == RT_ERR_ARG, "rt_trace refuses an unknown schedule: %s", err);
     int32_t prompt[12];
     for (int i = 0; i < 12; i++)
         prompt[i] = (i * 13 + 3) % VOCAB;

@@ -375,7 +375,58 @@ static uint64_t step_bytes(struct rt *r, const char *sched)
     return b;
 }
 
-static int want_decode = 1, want_prefill = 1, no_pdl;
+static int want_decode = 1, want_prefill = 1, no_pdl, want_trace;
+
+/* The timeline of one decode step at a context of 4000 (kernel images built with KERN_TRACE=1):
+ * per launch, when its CTAs reached their wait and when the waits returned, and its share of the
+ * step's critical path: from its own first go to the next launch's first go (the next wait
+ * returns once this kernel has completed). Then those shares summed per kernel. */
+static void trace_table(struct rt *r, const char *sched)
+{
+    static struct rt_trace_op ops[4096];
+    static struct rt_op_time cost[4096];
+    uint32_t n = 0, nc = 0;
+    char err[RT_ERR_LEN];
+    if (rt_trace(r, sched, ops, 4096, &n, err) || n < 2) {
+        fprintf(stderr, "bench: tracing %s: %s\n", sched, n < 2 ? "no launches recorded" : err);
+        return;
+    }
+    if (rt_profile(r, sched, 1, cost, 4096, &nc, err))
+        nc = 0;
+    printf("\n%s timeline, one step (us from the first wait; -1: not stamped; crit = next launch's go - this go):\n"
+           "%-18s %-20s %5s %7s %7s %7s %7s %7s %7s %7s %7s %7s %7s %6s %6s\n",
+           sched, "op", "kernel", "ctas", "start", "start_l", "enter", "enter_l", "go", "go_l", "mark", "mark_l",
+           "end", "end_l", "crit", "GB/s");
+    struct {
+        const char *k;
+        double crit;
+        uint32_t n;
+    } sum[64];
+    uint32_t ns = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        double crit = i + 1 < n ? ops[i + 1].go - ops[i].go : ops[i].go_last - ops[i].go;
+        uint64_t bytes = 0;
+        for (uint32_t j = 0; ops[i].name && j < nc; j++)
+            if (cost[j].name == ops[i].name)
+                bytes = cost[j].bytes;
+        printf("%-18s %-20s %5u %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f %6.2f %6.0f\n",
+               ops[i].name ? ops[i].name : "?", ops[i].kernel ? ops[i].kernel : "?", ops[i].ctas, ops[i].start,
+               ops[i].start_last, ops[i].enter, ops[i].enter_last, ops[i].go, ops[i].go_last, ops[i].mark,
+               ops[i].mark_last, ops[i].end, ops[i].end_last, crit, crit > 0 ? bytes / (crit * 1e3) : 0.0);
+        const char *k = ops[i].kernel ? ops[i].kernel : "?";
+        uint32_t j = 0;
+        while (j < ns && strcmp(sum[j].k, k))
+            j++;
+        if (j == ns && ns < 64)
+            sum[ns++].k = k, sum[j].crit = 0, sum[j].n = 0;
+        if (j < ns)
+            sum[j].crit += crit, sum[j].n++;
+    }
+    printf("\n%-24s %6s %10s %10s\n", "kernel", "ops", "crit us", "per op");
+    for (uint32_t j = 0; j < ns; j++)
+        printf("%-24s %6u %10.1f %10.2f\n", sum[j].k, sum[j].n, sum[j].crit, sum[j].crit / sum[j].n);
+    printf("%-24s %6u %10.1f\n", "step", n, ops[n - 1].go_last - ops[0].go);
+}
 
 static void bench_model(void)
 {
@@ -408,6 +459,15 @@ static void bench_model(void)
     uint64_t kv_per_tok = 2ull * 2 * in.model.num_kv_heads * in.model.head_dim *
                           model_count_layers(&in.model, MODEL_LAYER_FULL);
     uint32_t th = 256 < in.max_seq ? 256 : in.max_seq;
+    if (want_trace) { /* only the timeline */
+        struct rt_sampling diag = {.max_new = 1u << 20, .top_p = 1.0f};
+        if (!rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 4000, NULL, err))
+            trace_table(r, "decode_split");
+        else
+            fprintf(stderr, "bench: %s\n", err);
+        rt_close(r);
+        return;
+    }
     for (int i = 0; i < 3 && want_decode; i++) { /* decode at a filled context */
         model_tokens = 0;
         if (rt_generate(r, prompt, ctx[i], &greedy, model_count, NULL, &st, err))
@@ -493,13 +553,17 @@ int main(int argc, char **argv)
             want_decode = 0;
         else if (!strcmp(argv[i], "--no-pdl"))
             no_pdl = 1;
+        else if (!strcmp(argv[i], "--trace"))
+            want_trace = 1, want_prefill = 0;
         else {
-            printf("usage: %s [--decode | --prefill] [--no-pdl]\n"
+            printf("usage: %s [--decode | --prefill] [--no-pdl] [--trace]\n"
                    "  runs the benchmarks (host always, device when there is one) and prints one\n"
                    "  table; run from the repository root after `make`. --decode or --prefill\n"
                    "  measures only that half of the model (decode tok/s and the decode op table,\n"
                    "  or prefill tok/s and the op table of a 2048-token chunk). --no-pdl launches\n"
-                   "  decode kernels without programmatic dependent launch (for comparison).\n",
+                   "  decode kernels without programmatic dependent launch (for comparison).\n"
+                   "  --trace prints only the timeline of one decode step at a context of 4000;\n"
+                   "  it needs kernel images built with `make KERN_TRACE=1`.\n",
                    argv[0]);
             return strcmp(argv[i], "--help") && strcmp(argv[i], "-h") ? 2 : 0;
         }

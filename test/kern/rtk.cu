@@ -2,6 +2,8 @@
  * loading, relocation, schedules, graphs and the generation loop, not arithmetic speed. */
 #include "rtk.h"
 
+#include "../../kern/common.cuh" /* k_pdl_enter, and the timeline records of KERN_TRACE=1 images */
+
 /* sample, publish to the ring, apply the stop rules */
 __device__ static void t_emit(const struct t_params &p, struct k_step *st, uint64_t s)
 {
@@ -35,8 +37,10 @@ extern "C" __global__ void t_prefill(struct t_params p)
         t_emit(p, st, s);
 }
 
+/* the decode kernels wait for the one ahead as the model's do (rt launches them with PDL) */
 extern "C" __global__ void t_decode_a(struct t_params p)
 {
+    k_pdl_enter();
     struct k_step *st = (struct k_step *)p.step;
     if (threadIdx.x || blockIdx.x || st->done)
         return;
@@ -45,6 +49,7 @@ extern "C" __global__ void t_decode_a(struct t_params p)
 
 extern "C" __global__ void t_decode_b(struct t_params p)
 {
+    k_pdl_enter();
     struct k_step *st = (struct k_step *)p.step;
     if (threadIdx.x || blockIdx.x || st->done)
         return;
