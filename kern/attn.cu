@@ -143,8 +143,14 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_ROPE_THREADS) k_attn_rope(st
 
 /* ---- decode: one CTA's range of keys ----------------------------------------------------------- */
 
+/* Index of row r, dim d in attn_dec_smem.o: dim d = 8 l + c (lane l's c-th dim) lives at
+ * (r * 8 + c) * 32 + l, so a warp's 32 lanes touch 32 consecutive words (no bank conflicts),
+ * as do 32 threads storing 8 consecutive dims each. */
+#define ATTN_OI(r, d) ((((r) * 8u + ((d) & 7u)) << 5) + ((d) >> 3))
+static_assert(ATTN_MAX_HD == 32 * 8, "ATTN_OI: 32 lanes of 8 dims");
+
 struct attn_dec_smem {
-    __align__(16) float o[ATTN_ROWS][ATTN_MAX_HD]; /* merged unnormalised output */
+    float o[ATTN_ROWS * ATTN_MAX_HD];                /* merged unnormalised output, ATTN_OI */
     float m[ATTN_WARPS][ATTN_ROWS];                  /* each warp's running max per row */
     float l[ATTN_WARPS][ATTN_ROWS];                  /* and its sum of exponents */
     float fm[ATTN_ROWS], fl[ATTN_ROWS];              /* the CTA's max and sum per row */
@@ -215,7 +221,7 @@ __device__ void attn_decode_merge(const struct attn_acc &a, struct attn_dec_smem
             for (int r = 0; r < ATTN_ROWS; r++)
 #pragma unroll
                 for (int c = 0; c < 8; c++)
-                    sm->o[r][c0 + c] = (w ? sm->o[r][c0 + c] : 0.0f) + a.o[r][c] * f[r];
+                    sm->o[ATTN_OI(r, c0 + c)] = (w ? sm->o[ATTN_OI(r, c0 + c)] : 0.0f) + a.o[r][c] * f[r];
         }
         __syncthreads();
     }
@@ -253,7 +259,7 @@ __device__ void attn_decode_store(const struct k_attn_decode_params &p, uint32_t
         float o[8], inv = 1.0f / sm->fl[r];
 #pragma unroll
         for (int c = 0; c < 8; c++)
-            o[c] = sm->o[r][c0 + c] * inv;
+            o[c] = sm->o[ATTN_OI(r, c0 + c)] * inv;
         const uint16_t *g = (const uint16_t *)p.qg + (uint64_t)n * 2 * hd + hd + c0;
         *(uint4 *)((uint16_t *)p.out + (uint64_t)n * hd + c0) = attn_gate8(o, __ldg((const uint4 *)g));
     }
@@ -268,7 +274,10 @@ __device__ void attn_decode_store_part(const struct k_attn_decode_params &p, uin
         uint32_t r = i / cpr, c0 = (i - r * cpr) * 8, n = kvh * group + h0 + r;
         float inv = 1.0f / sm->fl[r];
         float4 *dst = (float4 *)((float *)p.part_o + ((uint64_t)s * nh + n) * hd + c0);
-        const float *o = &sm->o[r][c0];
+        float o[8];
+#pragma unroll
+        for (int c = 0; c < 8; c++)
+            o[c] = sm->o[ATTN_OI(r, c0 + c)];
         dst[0] = make_float4(o[0] * inv, o[1] * inv, o[2] * inv, o[3] * inv);
         dst[1] = make_float4(o[4] * inv, o[5] * inv, o[6] * inv, o[7] * inv);
     }
