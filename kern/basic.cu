@@ -41,7 +41,7 @@
 #include "quant.h"
 
 #define BASIC_SILU_THREADS 256 /* the block plan/sched.c launches k_silu_mul with */
-#define BASIC_GEMV_UNROLL  4   /* 16-byte weight loads a lane keeps in flight (bf16 GEMV) */
+#define BASIC_GEMV_UNROLL  8   /* 16-byte weight loads a lane keeps in flight (bf16 GEMV) */
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
