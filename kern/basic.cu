@@ -367,18 +367,15 @@ extern "C" __global__ void __launch_bounds__(K_GEMV_THREADS) k_gemv_i4(struct k_
 
 /* ---- k_gemv_i4_g128 ----------------------------------------------------------------------- */
 
-#define GEMV_G128_WARPS K_G128_WARPS
-static_assert(K_GEMV_G128_THREADS == 32 * K_G128_WARPS, "k_g128_run splits groups over 4 warps");
-
-extern "C" __global__ void __launch_bounds__(K_GEMV_G128_THREADS, K_GEMV_G128_CTAS) k_gemv_i4_g128(struct k_gemv_params p)
+/* W warps split the row groups; W = K_G128_WARPS (k_gemv_i4_g128) or 8 (k_gemv_i4_g128_w) */
+template <int W> __device__ __forceinline__ void gemv_i4_g128(const struct k_gemv_params &p)
 {
-    K_TRACE_BEGIN();
     __shared__ __align__(16) uint16_t xs[K_GEMV_G128_MAXK];
-    __shared__ float red[GEMV_G128_WARPS][16];
+    __shared__ float red[W][16];
     struct gemv_row r;
     if (!gemv_row_of(p, K_GEMV_G128_ROWS, 0, &r)) /* the CTA's 16 rows */
         return;
-    if (blockDim.x != K_GEMV_G128_THREADS || !K_GEMV_G128_OK(p.group, p.K))
+    if (blockDim.x != 32 * W || !K_GEMV_G128_OK(p.group, p.K))
         __trap();
     const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const uint32_t nch = p.K / 128, nr = min(r.n - r.row, (uint32_t)K_GEMV_G128_ROWS);
@@ -387,25 +384,40 @@ extern "C" __global__ void __launch_bounds__(K_GEMV_G128_THREADS, K_GEMV_G128_CT
                                    (const uint16_t *)(r.w + r.so) + (uint64_t)ra * nch,
                                    (const uint16_t *)(r.w + r.so) + (uint64_t)rb * nch};
     struct k_g128_acc A;
-    k_g128_load(A, pr, warp, nch); /* weights: before the wait for the kernel ahead (see k_pdl_enter) */
+    k_g128_load<W>(A, pr, warp, nch); /* weights: before the wait for the kernel ahead (see k_pdl_enter) */
     k_pdl_enter();
     if (gemv_skip(p))
         return;
-    for (uint32_t k = threadIdx.x * 8; k < p.K; k += K_GEMV_G128_THREADS * 8)
+    for (uint32_t k = threadIdx.x * 8; k < p.K; k += 32 * W * 8)
         *(uint4 *)(xs + k) = basic_ld_ro((const uint16_t *)p.x + k);
     __syncthreads();
-    k_g128_run(A, pr, xs, nch, warp, t); /* rows g, g + 8 in A.a, A.b (column 0: lanes t = 0) */
+    k_g128_run<W>(A, pr, xs, nch, warp, t); /* rows g, g + 8 in A.a, A.b (column 0: lanes t = 0) */
     if (t == 0)
         red[warp][g] = A.a, red[warp][g + 8] = A.b;
     __syncthreads();
     if (warp == 0 && lane < nr) {
         float v = 0.0f;
 #pragma unroll
-        for (int w = 0; w < GEMV_G128_WARPS; w++) /* fixed order: deterministic */
+        for (int w = 0; w < W; w++) /* fixed order: deterministic */
             v += red[w][lane];
         gemv_store_row(p, r, r.row + lane, v, lane);
     }
     K_TRACE_END();
+}
+
+static_assert(K_GEMV_G128_THREADS == 32 * K_G128_WARPS, "k_gemv_i4_g128: K_G128_WARPS warps");
+static_assert(K_GEMV_G128W_THREADS == 32 * 8, "k_gemv_i4_g128_w: 8 warps");
+
+extern "C" __global__ void __launch_bounds__(K_GEMV_G128_THREADS, K_GEMV_G128_CTAS) k_gemv_i4_g128(struct k_gemv_params p)
+{
+    K_TRACE_BEGIN();
+    gemv_i4_g128<K_G128_WARPS>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(K_GEMV_G128W_THREADS) k_gemv_i4_g128_w(struct k_gemv_params p)
+{
+    K_TRACE_BEGIN();
+    gemv_i4_g128<8>(p);
 }
 
 /* ---- k_dequant_i4 ---------------------------------------------------------------------------- */

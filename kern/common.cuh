@@ -120,7 +120,7 @@ __device__ __forceinline__ void k_i4_g128_mma(float (&d)[4], uint4 qa, uint4 qb,
     }
 }
 
-#define K_G128_WARPS 4 /* warps of a k_g128_run CTA, splitting the groups */
+#define K_G128_WARPS 4 /* warps of a k_g128_run CTA, splitting the groups (the default W) */
 #define K_G128_ROUND 4 /* groups a warp has in flight per row pair */
 
 /* Rows a, b of a CTA's 16-row tile for lane (g, t): weights from the lane's 16 bytes of each
@@ -139,12 +139,13 @@ struct k_g128_acc {
     float a, b;
 };
 
+template <int W = K_G128_WARPS>
 __device__ __forceinline__ void k_g128_load(struct k_g128_acc &A, const struct k_g128_pair &r,
                                               uint32_t c0, uint32_t nch)
 {
 #pragma unroll
     for (int i = 0; i < K_G128_ROUND; i++) {
-        const uint32_t c = c0 + K_G128_WARPS * i;
+        const uint32_t c = c0 + W * i;
         A.qa[i] = A.qb[i] = make_uint4(0, 0, 0, 0), A.sa[i] = A.sb[i] = 0.0f;
         if (c < nch) {
             A.qa[i] = k_ld_stream(r.wa + 64ull * c), A.qb[i] = k_ld_stream(r.wb + 64ull * c);
@@ -153,16 +154,17 @@ __device__ __forceinline__ void k_g128_load(struct k_g128_acc &A, const struct k
     }
 }
 
+template <int W = K_G128_WARPS>
 __device__ __forceinline__ void k_g128_run(struct k_g128_acc &A, const struct k_g128_pair &r,
                                              const uint16_t *xs, uint32_t nch, uint32_t warp, uint32_t t)
 {
     A.a = A.b = 0.0f;
-    for (uint32_t c0 = warp; c0 < nch; c0 += K_G128_WARPS * K_G128_ROUND) {
+    for (uint32_t c0 = warp; c0 < nch; c0 += W * K_G128_ROUND) {
         if (c0 != warp)
-            k_g128_load(A, r, c0, nch);
+            k_g128_load<W>(A, r, c0, nch);
 #pragma unroll
         for (int i = 0; i < K_G128_ROUND; i++) {
-            const uint32_t c = c0 + K_G128_WARPS * i;
+            const uint32_t c = c0 + W * i;
             if (c >= nch)
                 break;
             float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};

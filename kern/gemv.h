@@ -21,7 +21,7 @@
  * in shared memory once. Each 128-input group accumulates in fp32 in the MMA, then scale *
  * group sum is added (scales are exact in fp32, so the result is a GEMV over the dequantized
  * matrix up to fp32 summation order). Launch: grid (sum over s of ceil(n_s / 16)), block
- * K_GEMV_G128_THREADS.
+ * K_GEMV_G128_THREADS; k_gemv_i4_g128_w (K_GEMV_G128_WIDE(K)) block K_GEMV_G128W_THREADS.
  *
  * K_GEMV_CONV (decode GDN in_proj): segment 0's rows are the conv channels of a Gated
  * DeltaNet layer; each output y = bf16(W x) is fed through the causal conv and SiLU of its
@@ -44,6 +44,12 @@
  * in_proj's 768 CTAs then fit one wave on a 132-SM part instead of 1.16 */
 #define K_GEMV_G128_CTAS 6
 #define K_GEMV_G128_MAXK 8192
+/* k_gemv_i4_g128_w: the same with 8 warps splitting the groups, for K from K_GEMV_G128W_MINK
+ * up (out_proj, o_proj: 32 groups a row, few CTAs): each warp's 4 groups of both rows are
+ * loaded before the launch wait, so all 32 are in flight at once instead of half */
+#define K_GEMV_G128W_THREADS 256
+#define K_GEMV_G128W_MINK 4096
+#define K_GEMV_G128_WIDE(K) ((K) >= K_GEMV_G128W_MINK)
 #define K_GEMV_NORM_MAXK 8192 /* k_gemv_bf16_norm */
 /* the kernel plan/sched.c launches for an INT4 GEMV */
 #define K_GEMV_G128_OK(group, K) ((group) == 128 && (K) % 128 == 0 && (K) <= K_GEMV_G128_MAXK)

@@ -125,8 +125,14 @@ static uint32_t gemv_ex(struct em *e, uint32_t x, uint32_t K, const struct gv *s
     int g128 = i4 && K_GEMV_G128_OK(p.group, K);
     if (nr) /* x + add and the norm weight, read by every CTA (L2) */
         bytes += 4ull * K + 2ull * K;
-    uint32_t op = pb_kernel_op(b, !i4 ? (nr ? "k_gemv_bf16_norm" : "k_gemv_bf16") : g128 ? "k_gemv_i4_g128" : "k_gemv_i4",
-                               &p, sizeof p, grid, g128 ? K_GEMV_G128_THREADS : K_GEMV_THREADS, 0, "%s", nm);
+    const int wide = g128 && K_GEMV_G128_WIDE(K);
+    uint32_t op = pb_kernel_op(b,
+                               !i4    ? (nr ? "k_gemv_bf16_norm" : "k_gemv_bf16")
+                               : wide ? "k_gemv_i4_g128_w"
+                               : g128 ? "k_gemv_i4_g128"
+                                      : "k_gemv_i4",
+                               &p, sizeof p, grid,
+                               wide ? K_GEMV_G128W_THREADS : g128 ? K_GEMV_G128_THREADS : K_GEMV_THREADS, 0, "%s", nm);
     for (uint32_t i = 0; i < nseg; i++) {
         pb_ref_weight(b, op, offsetof(struct k_gemv_params, seg[0].w) + i * sizeof p.seg[0], s[i].w, 0);
         pb_ref_buf(b, op, offsetof(struct k_gemv_params, seg[0].y) + i * sizeof p.seg[0], s[i].y, s[i].off);

@@ -56,7 +56,8 @@
 #define U32           (1.0 / 16777216.0) /* fp32 unit roundoff 2^-24 */
 
 static struct gpu g;
-static CUfunction f_embed, f_norm, f_gemv_bf16, f_gemv_bf16_norm, f_gemv_i4, f_gemv_g128, f_dequant, f_silu;
+static CUfunction f_embed, f_norm, f_gemv_bf16, f_gemv_bf16_norm, f_gemv_i4, f_gemv_g128, f_gemv_g128w, f_dequant,
+    f_silu;
 static CUdeviceptr d_step;
 static unsigned long long rng = 0xBA51C;
 
@@ -378,9 +379,9 @@ static unsigned gv_params(const struct gv *c, CUdeviceptr dx, const CUdeviceptr 
 /* The kernel and block plan/sched.c picks for c. */
 static CUfunction gv_kernel(const struct gv *c, unsigned *block)
 {
-    int g128 = c->i4 && K_GEMV_G128_OK(c->group, c->K);
-    *block = g128 ? K_GEMV_G128_THREADS : K_GEMV_THREADS;
-    return !c->i4 ? f_gemv_bf16 : g128 ? f_gemv_g128 : f_gemv_i4;
+    int g128 = c->i4 && K_GEMV_G128_OK(c->group, c->K), wide = g128 && K_GEMV_G128_WIDE(c->K);
+    *block = wide ? K_GEMV_G128W_THREADS : g128 ? K_GEMV_G128_THREADS : K_GEMV_THREADS;
+    return !c->i4 ? f_gemv_bf16 : wide ? f_gemv_g128w : g128 ? f_gemv_g128 : f_gemv_i4;
 }
 
 /* Poison the outputs, launch once. */
@@ -622,7 +623,9 @@ static void test_gemvs(void)
     test_gemv_i4("k_gemv_i4 group 64 K=1088 -> 20+5+1000+1 (tails)", 1088, 64, 4, odd);
     static const uint32_t wide[] = {1000};
     test_gemv_i4("k_gemv_i4_g128 K=2176 -> 20+5+1000+1 (tails, 17 groups)", 2176, 128, 4, odd);
-    test_gemv_i4("k_gemv_i4_g128 K=8192 -> 1000 (4 rounds of groups a warp)", 8192, 128, 1, wide);
+    test_gemv_i4("k_gemv_i4_g128_w K=8192 -> 1000 (2 rounds of groups a warp)", 8192, 128, 1, wide);
+    test_gemv_i4("k_gemv_i4_g128_w K=4224 -> 20+5+1000+1 (tails, 33 groups)", 4224, 128, 4, odd);
+    test_gemv_i4("k_gemv_i4_g128 K=3968 -> 20+5+1000+1 (tails, 31 groups, the last below _w)", 3968, 128, 4, odd);
     static const uint32_t conv_full[] = {8192, 4096}, conv_odd[] = {1003, 37};
     test_gemv_conv("k_gemv_i4 + conv group 128 K=2048 -> 8192+4096 (GDN in_proj, 4 taps)", 1, 2048,
                    128, conv_full, 4);
@@ -915,6 +918,7 @@ int main(void)
     CU(&g, cuModuleGetFunction(&f_gemv_bf16_norm, m, "k_gemv_bf16_norm"));
     CU(&g, cuModuleGetFunction(&f_gemv_i4, m, "k_gemv_i4"));
     CU(&g, cuModuleGetFunction(&f_gemv_g128, m, "k_gemv_i4_g128"));
+    CU(&g, cuModuleGetFunction(&f_gemv_g128w, m, "k_gemv_i4_g128_w"));
     CU(&g, cuModuleGetFunction(&f_dequant, m, "k_dequant_i4"));
     CU(&g, cuModuleGetFunction(&f_silu, m, "k_silu_mul"));
     d_step = dalloc(sizeof(struct k_step));
