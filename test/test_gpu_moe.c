@@ -575,7 +575,7 @@ static void test_decode(struct gpu *g, const struct kerns *K, const struct model
         launch(g, lu.f, &q2, lu.gx, lu.gy, lu.block);
         launch(g, ld.f, &q2, ld.gx, ld.gy, ld.block);
         uint16_t *o2 = dget(g, b.out, 2ull * H), *xg = dget(g, dx, 2ull * H);
-        float *o1f = malloc(sizeof(float) * H);
+        float *o1f = calloc(H, sizeof(float)); /* calloc: every element defined even to the compiler */
         for (uint32_t i = 0; i < H; i++)
             o1f[i] = kref_bf2f(o1[i]);
         memset(mask, 1, H);
