@@ -291,6 +291,7 @@ struct k_trace_rec {
     unsigned long long grid, t_start, t_enter, t_go, t_mark, t_end; /* 0: not stamped */
     unsigned int sm, cta;
 };
+static_assert(sizeof(struct k_trace_rec) == 56, "rt/rt_impl.h struct rt_trace_rec reads these records");
 #define K_TRACE_MAX (1u << 20)
 __device__ struct k_trace_rec k_trace_buf[K_TRACE_MAX];
 __device__ unsigned int k_trace_n;

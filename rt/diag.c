@@ -4,6 +4,7 @@
  * rt_generate() is the serving path; these calls synchronise after every step and exist so the
  * end-to-end tests can compare the logits of every decode step with golden files whose
  * decode tokens were fixed in advance. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,13 +204,8 @@ enum rt_status rt_profile_drop(struct rt *r, const char *schedule, const char *k
     return st;
 }
 
-/* kern/common.cuh, KERN_TRACE */
-struct trace_rec {
-    uint64_t grid, t_start, t_enter, t_go, t_mark, t_end; /* 0: not stamped */
-    uint32_t sm, cta;
-};
-
-/* lo/hi of the stamps v != 0 */
+/* lo/hi of the stamps v != 0 (records write 0 for a stamp not made) */
+_Static_assert(sizeof(struct rt_trace_rec) == 56, "kern/common.cuh struct k_trace_rec: 6 x 8 + 2 x 4 bytes");
 struct span {
     uint64_t lo, hi;
 };
@@ -218,11 +214,11 @@ static void span_add(struct span *s, uint64_t v)
     if (v)
         s->lo = v < s->lo ? v : s->lo, s->hi = v > s->hi ? v : s->hi;
 }
-static double span_us(uint64_t v, uint64_t t0) { return v && v != UINT64_MAX ? 1e-3 * ((double)v - (double)t0) : -1; }
+static double span_us(uint64_t v, uint64_t t0) { return v && v != UINT64_MAX ? 1e-3 * ((double)v - (double)t0) : NAN; }
 
 static int cmp_rec(const void *a, const void *b)
 {
-    const struct trace_rec *x = a, *y = b;
+    const struct rt_trace_rec *x = a, *y = b;
     if (x->grid != y->grid)
         return (x->grid > y->grid) - (x->grid < y->grid);
     return (x->t_enter > y->t_enter) - (x->t_enter < y->t_enter);
@@ -232,6 +228,43 @@ static int cmp_op_enter(const void *a, const void *b)
 {
     const struct rt_trace_op *x = a, *y = b;
     return (x->enter > y->enter) - (x->enter < y->enter);
+}
+
+enum rt_status rt_trace_group(struct rt_trace_rec *rec, uint32_t nrec, struct rt_trace_op *out, uint32_t cap,
+                              uint32_t *n, char *err)
+{
+    *n = 0;
+    qsort(rec, nrec, sizeof *rec, cmp_rec);
+    uint64_t t0 = UINT64_MAX;
+    for (uint32_t i = 0; i < nrec; i++)
+        if (rec[i].t_enter && rec[i].t_enter < t0)
+            t0 = rec[i].t_enter;
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < nrec;) {
+        uint32_t j = i, ctas = 0;
+        struct span s[5];
+        for (int f = 0; f < 5; f++)
+            s[f] = (struct span){UINT64_MAX, 0};
+        for (; j < nrec && rec[j].grid == rec[i].grid; j++) {
+            ctas += rec[j].t_go != 0;
+            span_add(&s[0], rec[j].t_start), span_add(&s[1], rec[j].t_enter), span_add(&s[2], rec[j].t_go);
+            span_add(&s[3], rec[j].t_mark), span_add(&s[4], rec[j].t_end);
+        }
+        i = j;
+        if (!ctas) /* a launch whose CTAs all left before their wait has no place in the order */
+            continue;
+        if (m == cap)
+            return rt_fail(err, RT_ERR_ARG, "more than %u launches in the timeline", cap);
+        struct rt_trace_op *o = &out[m++];
+        *o = (struct rt_trace_op){.ctas = ctas};
+        double *f[5][2] = {{&o->start, &o->start_last}, {&o->enter, &o->enter_last}, {&o->go, &o->go_last},
+                           {&o->mark, &o->mark_last}, {&o->end, &o->end_last}};
+        for (int k = 0; k < 5; k++)
+            *f[k][0] = span_us(s[k].lo, t0), *f[k][1] = span_us(s[k].hi, t0);
+    }
+    qsort(out, m, sizeof *out, cmp_op_enter);
+    *n = m;
+    return RT_OK;
 }
 
 enum rt_status rt_trace(struct rt *r, const char *schedule, struct rt_trace_op *out, uint32_t cap,
@@ -248,7 +281,7 @@ enum rt_status rt_trace(struct rt *r, const char *schedule, struct rt_trace_op *
         return rt_fail(err, RT_ERR_ARG, "the plan's kernel images have no timeline records "
                                         "(rebuild them with make KERN_TRACE=1, then plan again)");
     CUgraphExec exec = NULL;
-    struct trace_rec *rec = NULL;
+    struct rt_trace_rec *rec = NULL;
     uint32_t nrec = 0;
     r->last_sched = (uint32_t)s;
     enum rt_status st = rt_capture(r, (uint32_t)s, NULL, &exec, err);
@@ -277,38 +310,11 @@ enum rt_status rt_trace(struct rt *r, const char *schedule, struct rt_trace_op *
         free(rec);
         return st;
     }
-    qsort(rec, nrec, sizeof *rec, cmp_rec);
-    uint64_t t0 = UINT64_MAX;
-    for (uint32_t i = 0; i < nrec; i++)
-        if (rec[i].t_enter && rec[i].t_enter < t0)
-            t0 = rec[i].t_enter;
     uint32_t m = 0;
-    for (uint32_t i = 0; i < nrec;) {
-        uint32_t j = i, ctas = 0;
-        struct span s[5];
-        for (int f = 0; f < 5; f++)
-            s[f] = (struct span){UINT64_MAX, 0};
-        for (; j < nrec && rec[j].grid == rec[i].grid; j++) {
-            ctas += rec[j].t_go != 0;
-            span_add(&s[0], rec[j].t_start), span_add(&s[1], rec[j].t_enter), span_add(&s[2], rec[j].t_go);
-            span_add(&s[3], rec[j].t_mark), span_add(&s[4], rec[j].t_end);
-        }
-        if (m == cap) {
-            free(rec);
-            return rt_fail(err, RT_ERR_ARG, "more than %u launches in the timeline", cap);
-        }
-        if (ctas) { /* a launch whose CTAs all left before their wait has no place in the order */
-            struct rt_trace_op *o = &out[m++];
-            *o = (struct rt_trace_op){.ctas = ctas};
-            double *f[5][2] = {{&o->start, &o->start_last}, {&o->enter, &o->enter_last}, {&o->go, &o->go_last},
-                               {&o->mark, &o->mark_last}, {&o->end, &o->end_last}};
-            for (int k = 0; k < 5; k++)
-                *f[k][0] = span_us(s[k].lo, t0), *f[k][1] = span_us(s[k].hi, t0);
-        }
-        i = j;
-    }
+    st = rt_trace_group(rec, nrec, out, cap, &m, err);
     free(rec);
-    qsort(out, m, sizeof *out, cmp_op_enter);
+    if (st)
+        return st;
     /* name the launches when they match the schedule's kernel ops one to one */
     const struct plan_schedule *ps = &r->sched[s].s;
     uint32_t nk = 0;

@@ -152,9 +152,9 @@ enum rt_status rt_profile_drop(struct rt *r, const char *schedule, const char *k
 struct rt_trace_op {
     const char *name, *kernel;
     uint32_t ctas;
-    double start, start_last; /* first and last CTA start, for kernels that mark it; else -1 */
+    double start, start_last; /* first and last CTA start, for kernels that mark it; else NaN */
     double enter, enter_last, go, go_last;
-    double mark, mark_last, end, end_last; /* K_TRACE_MARK and K_TRACE_END, where placed; else -1 */
+    double mark, mark_last, end, end_last; /* K_TRACE_MARK and K_TRACE_END, where placed; else NaN */
 };
 enum rt_status rt_trace(struct rt *r, const char *schedule, struct rt_trace_op *out, uint32_t cap,
                         uint32_t *n, char *err);

@@ -88,6 +88,21 @@ enum rt_status rt_build_graphs(struct rt *r, int no_graphs, int no_pdl, char *er
 /* Capture schedule s's ops into an instantiated graph, leaving out the ops of the kernel named
  * skip (NULL: none; rt_profile_drop). */
 enum rt_status rt_capture(struct rt *r, uint32_t s, const char *skip, CUgraphExec *exec, char *err);
+
+/* One timeline record as KERN_TRACE=1 images write it (kern/common.cuh struct k_trace_rec):
+ * the launch (%gridid), global-timer stamps in ns (0: not stamped) and the CTA. A CTA writes
+ * one record at its launch wait (t_start where marked, t_enter, t_go) and, where the kernel
+ * marks its end, a second one (t_mark, t_end). */
+struct rt_trace_rec {
+    uint64_t grid, t_start, t_enter, t_go, t_mark, t_end;
+    uint32_t sm, cta;
+};
+
+/* rt_trace's grouping (rec is sorted in place): one op per launch that has at least one CTA
+ * past its wait, in the order of their first waits, times relative to the earliest wait;
+ * names left NULL. RT_ERR_ARG when there are more than cap such launches. */
+enum rt_status rt_trace_group(struct rt_trace_rec *rec, uint32_t nrec, struct rt_trace_op *out, uint32_t cap,
+                              uint32_t *n, char *err);
 void rt_free_graphs(struct rt *r);
 enum rt_status rt_run_schedule(struct rt *r, uint32_t s, char *err);
 enum rt_status rt_launch_op(struct rt *r, const struct rt_op *o, char *err);

@@ -393,7 +393,7 @@ static void trace_table(struct rt *r, const char *sched)
     }
     if (rt_profile(r, sched, 1, cost, 4096, &nc, err))
         nc = 0;
-    printf("\n%s timeline, one step (us from the first wait; -1: not stamped; crit = next launch's go - this go):\n"
+    printf("\n%s timeline, one step (us from the first wait; nan: not stamped; crit = next launch's go - this go):\n"
            "%-18s %-20s %5s %7s %7s %7s %7s %7s %7s %7s %7s %7s %7s %6s %6s\n",
            sched, "op", "kernel", "ctas", "start", "start_l", "enter", "enter_l", "go", "go_l", "mark", "mark_l",
            "end", "end_l", "crit", "GB/s");
