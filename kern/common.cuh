@@ -268,25 +268,12 @@ __device__ __forceinline__ float k_gdn_conv1(const __nv_bfloat16 *wc, __nv_bfloa
     return k_gdn_conv_act(acc);
 }
 
-/* Programmatic dependent launch (sm_90 and newer). rt launches decode kernels so that one may
- * be scheduled before the kernel ahead of it has finished (rt/exec.c); every such kernel calls
- * this first, before it touches global memory: griddepcontrol.wait returns once the kernels
- * it depends on have completed and their writes are visible, so only the launch latency
- * overlaps. launch_dependents then lets the next kernel be scheduled as soon as every CTA of
- * this one is running. Without the launch attribute both are no-ops; older archs compile
- * nothing.
- *
- * Because every kernel waits before it triggers, a kernel that has started knows that every
- * kernel before the one right ahead of it has completed. So it may read, before its wait,
- * memory the kernel right ahead of it does not write: weights, and state last written two or
- * more kernels back (the GDN state, the router's expert ids two launches before the MoE down
- * projection). Decode kernels issue those loads first, and their latency hides under the tail
- * of the kernel ahead. */
 #ifdef KERN_TRACE
-/* Images built with KERN_TRACE=1 (make): thread 0 of every CTA that calls k_pdl_enter appends
- * one record, read back by rt_trace (rt/diag.c): the launch it belongs to (%gridid), the
- * global timer (ns) as it reached the wait and as the wait returned, and where it ran. Not in
- * the images plans are built with. */
+/* Timeline records, in images built with KERN_TRACE=1 (make) only: thread 0 of every CTA that
+ * calls k_pdl_enter appends one record, read back by rt_trace (rt/diag.c): the launch it belongs
+ * to (%gridid), the global timer (ns) as the CTA started (kernels that begin with
+ * K_TRACE_BEGIN), as it reached the wait and as the wait returned, and where it ran; kernels
+ * that call K_TRACE_END append a second record with their end and the K_TRACE_MARK point. */
 struct k_trace_rec {
     unsigned long long grid, t_start, t_enter, t_go, t_mark, t_end; /* 0: not stamped */
     unsigned int sm, cta;
@@ -295,6 +282,13 @@ static_assert(sizeof(struct k_trace_rec) == 56, "rt/rt_impl.h struct rt_trace_re
 #define K_TRACE_MAX (1u << 20)
 __device__ struct k_trace_rec k_trace_buf[K_TRACE_MAX];
 __device__ unsigned int k_trace_n;
+
+__device__ __forceinline__ void k_trace_put(const struct k_trace_rec &r)
+{
+    const unsigned int i = atomicAdd(&k_trace_n, 1u);
+    if (i < K_TRACE_MAX)
+        k_trace_buf[i] = r;
+}
 
 __device__ __forceinline__ unsigned long long k_trace_clock()
 {
@@ -330,7 +324,6 @@ __device__ __forceinline__ unsigned int k_trace_cta()
         if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0)                              \
             k_trace_start_of() = {k_trace_clock(), k_trace_grid(), 0, k_trace_cta()};              \
     } while (0)
-__device__ __forceinline__ void k_trace_put(const struct k_trace_rec &r);
 /* a point of interest after the wait (thread 0, after K_TRACE_BEGIN) */
 #define K_TRACE_MARK()                                                                             \
     do {                                                                                           \
@@ -348,18 +341,26 @@ __device__ __forceinline__ void k_trace_put(const struct k_trace_rec &r);
             k_trace_put(r_);                                                                       \
         }                                                                                          \
     } while (0)
-__device__ __forceinline__ void k_trace_put(const struct k_trace_rec &r)
-{
-    const unsigned int i = atomicAdd(&k_trace_n, 1u);
-    if (i < K_TRACE_MAX)
-        k_trace_buf[i] = r;
-}
 #else
 #define K_TRACE_BEGIN() do {} while (0)
 #define K_TRACE_MARK() do {} while (0)
 #define K_TRACE_END() do {} while (0)
 #endif
 
+/* Programmatic dependent launch (sm_90 and newer). rt launches decode kernels so that one may
+ * be scheduled before the kernel ahead of it has finished (rt/exec.c); every such kernel calls
+ * this first, before it touches global memory: griddepcontrol.wait returns once the kernels
+ * it depends on have completed and their writes are visible, so only the launch latency
+ * overlaps. launch_dependents then lets the next kernel be scheduled as soon as every CTA of
+ * this one is running. Without the launch attribute both are no-ops; older archs compile
+ * nothing.
+ *
+ * Because every kernel waits before it triggers, a kernel that has started knows that every
+ * kernel before the one right ahead of it has completed. So it may read, before its wait,
+ * memory the kernel right ahead of it does not write: weights, and state last written two or
+ * more kernels back (the GDN state, the router's expert ids two launches before the MoE down
+ * projection). Decode kernels issue those loads first, and their latency hides under the tail
+ * of the kernel ahead. */
 __device__ __forceinline__ void k_pdl_enter()
 {
 #ifdef KERN_TRACE

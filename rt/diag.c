@@ -204,8 +204,9 @@ enum rt_status rt_profile_drop(struct rt *r, const char *schedule, const char *k
     return st;
 }
 
-/* lo/hi of the stamps v != 0 (records write 0 for a stamp not made) */
 _Static_assert(sizeof(struct rt_trace_rec) == 56, "kern/common.cuh struct k_trace_rec: 6 x 8 + 2 x 4 bytes");
+
+/* lo/hi of the stamps v != 0 (records write 0 for a stamp not made) */
 struct span {
     uint64_t lo, hi;
 };

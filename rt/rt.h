@@ -147,8 +147,9 @@ enum rt_status rt_profile_drop(struct rt *r, const char *schedule, const char *k
  * how many CTAs reached their launch wait, and in microseconds from the first CTA's wait:
  * when the first and last CTA started (kernels marked with K_TRACE_BEGIN), reached the wait
  * (enter, enter_last), when the first and last wait returned (go, go_last), and, in kernels
- * that stamp them, a point after the wait (mark) and the CTAs' ends (end). A wait returns once the kernel ahead has completed, so the next
- * launch's go is this one's completion as seen by its successor. The state advances one step. */
+ * that stamp them, a point after the wait (mark) and the CTAs' ends (end). A wait returns once
+ * the kernel ahead has completed, so the next launch's go is this one's completion as seen by
+ * its successor. The graph runs twice (once to warm up): the state advances two steps. */
 struct rt_trace_op {
     const char *name, *kernel;
     uint32_t ctas;

@@ -387,8 +387,12 @@ static void trace_table(struct rt *r, const char *sched)
     static struct rt_op_time cost[4096];
     uint32_t n = 0, nc = 0;
     char err[RT_ERR_LEN];
-    if (rt_trace(r, sched, ops, 4096, &n, err) || n < 2) {
-        fprintf(stderr, "bench: tracing %s: %s\n", sched, n < 2 ? "no launches recorded" : err);
+    if (rt_trace(r, sched, ops, 4096, &n, err)) {
+        fprintf(stderr, "bench: tracing %s: %s\n", sched, err);
+        return;
+    }
+    if (n < 2) {
+        fprintf(stderr, "bench: tracing %s: %u launches recorded\n", sched, n);
         return;
     }
     if (rt_profile(r, sched, 1, cost, 4096, &nc, err))
@@ -407,7 +411,7 @@ static void trace_table(struct rt *r, const char *sched)
         double crit = i + 1 < n ? ops[i + 1].go - ops[i].go : ops[i].go_last - ops[i].go;
         uint64_t bytes = 0;
         for (uint32_t j = 0; ops[i].name && j < nc; j++)
-            if (cost[j].name == ops[i].name)
+            if (!strcmp(cost[j].name, ops[i].name))
                 bytes = cost[j].bytes;
         printf("%-18s %-20s %5u %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f %7.1f %6.2f %6.0f\n",
                ops[i].name ? ops[i].name : "?", ops[i].kernel ? ops[i].kernel : "?", ops[i].ctas, ops[i].start,
