@@ -57,6 +57,27 @@
 #define K_GEMV_LAST_ONLY 2u /* run only when step->last_chunk (lm_head of a prefill chunk) */
 #define K_GEMV_CONV 4u      /* segment 0: GDN causal conv + SiLU epilogue, window updated */
 
+/* k_gemm_i4_g128 (kern/gemm_i4.cu): y (T, N) = x (T, K) W^T for a prefill chunk of up to
+ * K_GEMM_I4_MAXT tokens (the planner's bound), INT4 group-128 weights read as stored instead of
+ * expanded to bf16 for cuBLAS. Launch: grid (ceil(T_max / K_GEMM_I4_BT), ceil(N / K_GEMM_I4_BN)),
+ * block K_GEMM_I4_THREADS; rows past step->n_tokens are not computed. */
+#define K_GEMM_I4_THREADS 128
+#define K_GEMM_I4_BT 32    /* tokens a CTA */
+#define K_GEMM_I4_BN 64    /* weight rows a CTA: 16 a warp */
+#ifndef K_GEMM_I4_MAXT
+#define K_GEMM_I4_MAXT 256 /* largest chunk the planner gives it */
+#endif
+#define K_GEMM_I4_OK(group, K) ((group) == 128 && (K) % 128 == 0)
+
+struct k_gemm_i4_params {
+    uint64_t w;             /* (N, K) nibbles, K_LAYOUT_I4_ROWS */
+    uint64_t scales_offset; /* byte offset of the (N, K / 128) bf16 scales from w */
+    uint64_t x;             /* (T_max, K) bf16 */
+    uint64_t y;             /* (T_max, N) bf16 */
+    uint64_t step;          /* struct k_step: n_tokens live rows */
+    uint32_t N, K;
+};
+
 struct k_gemv_seg {
     uint64_t w;      /* (n, K) weights */
     uint64_t y;      /* (n) output */

@@ -163,13 +163,26 @@ static uint32_t gemv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, u
     return gemv_conv(e, x, K, s, nseg, i4, flags, NULL, nm);
 }
 
-/* y (T, N) = x (T, K) W^T through cuBLAS (prefill); INT4 weights are expanded first. */
+/* y (T, N) = x (T, K) W^T (prefill): INT4 group-128 weights at chunks of up to K_GEMM_I4_MAXT
+ * tokens by k_gemm_i4_g128; else through cuBLAS, INT4 weights expanded first. */
 static uint32_t gemm(struct em *e, uint32_t x, const char *w, uint32_t N, uint32_t K, const char *nm)
 {
     struct pb *b = e->b;
     const struct wt_tensor_desc *t = pb_weight(b, w);
     int i4 = t->layout == K_LAYOUT_I4_ROWS;
     uint32_t y = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * e->T * N, "%s", nm);
+    if (i4 && K_GEMM_I4_OK(t->group_size, K) && e->T <= K_GEMM_I4_MAXT) {
+        /* a short chunk: straight from the nibbles (kern/gemm_i4.cu) */
+        struct k_gemm_i4_params gp = {.scales_offset = t->scales_offset, .N = N, .K = K};
+        uint32_t grid[3] = {CDIV(e->T, K_GEMM_I4_BT), CDIV(N, K_GEMM_I4_BN), 1};
+        uint32_t op = pb_kernel_op(b, "k_gemm_i4_g128", &gp, sizeof gp, grid, K_GEMM_I4_THREADS, 0, "%s", nm);
+        WREF(op, struct k_gemm_i4_params, w, w);
+        REF(op, struct k_gemm_i4_params, x, x);
+        REF(op, struct k_gemm_i4_params, y, y);
+        REF(op, struct k_gemm_i4_params, step, e->sb->step);
+        pb_cost(b, op, t->size + 2ull * e->T * (K + N), 2ull * e->T * N * K);
+        return y;
+    }
     if (i4) {
         struct k_dequant_params d = {.scales_offset = t->scales_offset, .N = N, .K = K,
                                      .group = t->group_size};

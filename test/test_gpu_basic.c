@@ -56,7 +56,7 @@
 #define U32           (1.0 / 16777216.0) /* fp32 unit roundoff 2^-24 */
 
 static struct gpu g;
-static CUfunction f_embed, f_norm, f_gemv_bf16, f_gemv_bf16_norm, f_gemv_i4, f_gemv_g128, f_gemv_g128w, f_dequant,
+static CUfunction f_embed, f_norm, f_gemv_bf16, f_gemv_bf16_norm, f_gemv_i4, f_gemv_g128, f_gemv_g128w, f_dequant, f_gemm_i4,
     f_silu;
 static CUdeviceptr d_step;
 static unsigned long long rng = 0xBA51C;
@@ -634,6 +634,65 @@ static void test_gemvs(void)
     test_gemv_conv("k_gemv_i4 + conv group 32 K=96 -> 1003+37 (8 taps)", 1, 96, 32, conv_odd, 8);
 }
 
+/* ---- k_gemm_i4_g128 -------------------------------------------------------------------------- */
+
+/* y (T, N) = x (T, K) W^T over a chunk of T_max rows of which n_tokens are live: every live
+ * row against the reference GEMV of its token (the bound of a GEMV: each group in the MMA,
+ * then one fp32 term per group, and one bf16 rounding), nothing written for rows past
+ * n_tokens or columns past N. */
+static void test_gemm_i4(uint32_t T_max, uint32_t n_tokens, uint32_t N, uint32_t K)
+{
+    struct i4m m;
+    i4m_new(&m, N, K, 128, 1);
+    uint16_t *x = test_malloc((size_t)T_max * K * 2);
+    rand_bf16(x, (size_t)T_max * K, 0.0f, 1.0f);
+    size_t ny = (size_t)T_max * N;
+    CUdeviceptr dx = dput(x, (size_t)T_max * K * 2), dy = dalloc((ny + SLACK) * 2);
+    dpoison(dy, (ny + SLACK) * 2);
+    set_step(n_tokens, 0, 0, 0);
+    struct k_gemm_i4_params p = {.w = m.d, .scales_offset = m.so, .x = dx, .y = dy, .step = d_step, .N = N, .K = K};
+    void *args[] = {&p};
+    CU(&g, cuLaunchKernel(f_gemm_i4, (T_max + K_GEMM_I4_BT - 1) / K_GEMM_I4_BT, (N + K_GEMM_I4_BN - 1) / K_GEMM_I4_BN,
+                          1, K_GEMM_I4_THREADS, 1, 1, 0, NULL, args, NULL));
+    CU(&g, cuCtxSynchronize());
+    uint16_t *got = test_malloc((ny + SLACK) * 2);
+    dget(got, dy, (ny + SLACK) * 2);
+    float *want = test_malloc(sizeof(float) * N), *mag = test_malloc(sizeof(float) * N);
+    struct cmpstat st = {0};
+    for (uint32_t t = 0; t < n_tokens; t++) {
+        kref_gemv_i4(want, mag, m.nib, m.sc, x + (size_t)t * K, N, K, 128);
+        for (uint32_t i = 0; i < N; i++)
+            mag[i] = (float)(GEMV_TERMS(K) * U32 * mag[i]);
+        cmp_close(&st, "y", got + (size_t)t * N, 1, want, mag, N);
+    }
+    long stray = stray16(got, (size_t)n_tokens * N, ny + SLACK);
+    CHECK(st.bad == 0 && stray < 0,
+          "k_gemm_i4_g128 T=%u of %u, %u x %u: %zu outputs within half a bf16 ulp + fp32 sum bound "
+          "(worst %.2f ulp from exact; %zu equal bf16(exact)), nothing past the live rows (stray %ld)",
+          n_tokens, T_max, N, K, st.n, st.worst_ulp, st.equal, stray);
+    if ((double)N * K >= 8e6) { /* information: time, weight bandwidth, tensor rate */
+        double us = gpu_time_us(&g, f_gemm_i4, &p, (T_max + K_GEMM_I4_BT - 1) / K_GEMM_I4_BT,
+                                (N + K_GEMM_I4_BN - 1) / K_GEMM_I4_BN, K_GEMM_I4_THREADS, 0, TIME_REPS);
+        double wb = (double)N * (K / 2 + K / 64);
+        printf("#   time: %.1f us per launch, %.0f GB/s of weights, %.1f TFLOP/s\n", us, wb / us / 1e3,
+               2.0 * n_tokens * N * K / us / 1e6);
+    }
+    free(x), free(got), free(want), free(mag), dfree(dx), dfree(dy), i4m_free(&m);
+}
+
+static void test_gemms(void)
+{
+    test_gemm_i4(1, 1, 128, 128);        /* one token, one group, one row tile */
+    test_gemm_i4(16, 5, 1000, 2176);     /* a partial token tile, a partial row tile, 17 groups */
+    test_gemm_i4(64, 64, 200, 384);      /* one full token tile, an odd group count */
+    test_gemm_i4(256, 200, 8192, 2048);  /* GDN in_proj at a partly filled 256 bucket */
+    test_gemm_i4(256, 256, 2048, 4096);  /* out_proj, every row live */
+    test_gemm_i4(100, 77, 1000, 8192);   /* tokens past one tile, 64 groups */
+    test_gemm_i4(16, 16, 8192, 2048);    /* timing: the 16 and 64 buckets, GDN in_proj size */
+    test_gemm_i4(64, 64, 8192, 2048);
+    test_gemm_i4(128, 128, 2048, 4096);  /* out_proj at 128 tokens */
+}
+
 /* k_gemv_bf16_norm: fp32 y_s = W_s RMSNorm(x + add) with the norm made per CTA, against the
  * reference over the host norm rounded to bf16. A staged input may sit one bf16 ulp from the
  * host's where the sum of squares rounds the other way, so the bound is 2^-8 of sum |w x|
@@ -920,6 +979,7 @@ int main(void)
     CU(&g, cuModuleGetFunction(&f_gemv_g128, m, "k_gemv_i4_g128"));
     CU(&g, cuModuleGetFunction(&f_gemv_g128w, m, "k_gemv_i4_g128_w"));
     CU(&g, cuModuleGetFunction(&f_dequant, m, "k_dequant_i4"));
+    CU(&g, cuModuleGetFunction(&f_gemm_i4, m, "k_gemm_i4_g128"));
     CU(&g, cuModuleGetFunction(&f_silu, m, "k_silu_mul"));
     d_step = dalloc(sizeof(struct k_step));
 
@@ -931,6 +991,7 @@ int main(void)
     test_dequant(8192, 2048, 128);
     test_dequant(20, 96, 32); /* 1920 weights: a partial CTA */
     test_gemvs();
+    test_gemms();
     {
         const uint32_t router[2] = {256, 1}, odd[2] = {21, 3};
         test_gemv_norm("k_gemv_bf16_norm K=2048 -> 256+1 fp32 (router logits + shared gate)", 2048, 2,

@@ -127,8 +127,8 @@ static void check_ops_named(void)
                           "k_attn_prefill_tc",   "k_gdn_step",           "k_gdn_chunk", "k_gdn_gnorm",
                           "k_router",            "k_moe_align",          "k_moe_up_g128",
                           "k_moe_down_g128",     "k_moe_gemm_up_i4",     "k_moe_gemm_down_i4",
-                          "k_gemv_i4_g128",      "k_gemv_i4_g128_w",
-                          "k_sample_pick",       "k_embed",              "k_rmsnorm"};
+                          "k_gemv_i4_g128",      "k_gemv_i4_g128_w",     "k_gemm_i4_g128",
+                          "k_dequant_i4",        "k_sample_pick",       "k_embed",              "k_rmsnorm"};
     int all = 1;
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
         int found = 0;

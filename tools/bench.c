@@ -6,7 +6,8 @@
  * (the decode roofline's denominator, PERF.md), and the synthetic fill kernel as a ratio of
  * it. Inputs are random, never zeros; each figure is the median of several timed runs after
  * a warm-up. Then the model: Qwen3.5-35B-A3B from the default plan (max_seq 8192) with
- * synthetic weights: decode tok/s at contexts 128, 1024 and 4096 as a share of the roofline
+ * synthetic weights: its load time (rt_open, the weights filled on the device), arena and weight
+ * bytes, decode tok/s at contexts 128, 1024 and 4096 as a share of the roofline
  * (copy bandwidth over the bytes the plan says a token moves), prefill tok/s at 128, 1341 and
  * 4096 tokens against the GEMM ceiling, and per-kernel tables of one long-context decode step
  * (ops timed one by one, and each kernel's ops left out of the step's graph in turn). */
@@ -30,12 +31,13 @@ struct row {
     const char *unit;
     const char *note;
 };
-static struct row rows[24];
+static struct row rows[32];
 static int nrows;
 
 static void add(const char *what, double value, const char *unit, const char *note)
 {
-    rows[nrows++] = (struct row){what, value, unit, note};
+    if (nrows < (int)(sizeof rows / sizeof rows[0]))
+        rows[nrows++] = (struct row){what, value, unit, note};
 }
 
 static double now_s(void)
@@ -447,6 +449,12 @@ static void bench_model(void)
         add("model", 0, "-", "skipped: the default plan does not load");
         return;
     }
+    /* the load: plan, the one arena and the weights, here filled on the device (rt_open) */
+    struct rt_info in;
+    rt_get_info(r, &in);
+    add("load, synthetic weights", in.load_ms, "ms", "rt_open: plan, arena, weights filled");
+    add("arena", (double)in.arena_bytes / (1 << 30), "GiB", "activations, KV cache, states, workspaces");
+    add("weights", (double)in.weights_bytes / (1 << 30), "GiB", "the plan's weight image");
     static int32_t prompt[8192];
     unsigned long long s = 9;
     for (int i = 0; i < 8192; i++)
@@ -458,8 +466,6 @@ static void bench_model(void)
     uint64_t b_short = step_bytes(r, "decode"), b_long = step_bytes(r, "decode_split");
     /* the plan prices decode attention at the top of each schedule's range: reprice the KV
      * cache read at the context measured */
-    struct rt_info in;
-    rt_get_info(r, &in);
     uint64_t kv_per_tok = 2ull * 2 * in.model.num_kv_heads * in.model.head_dim *
                           model_count_layers(&in.model, MODEL_LAYER_FULL);
     uint32_t th = 256 < in.max_seq ? 256 : in.max_seq;
@@ -493,6 +499,16 @@ static void bench_model(void)
                  gemm_tflops > 0 ? 100 * tps * 5.4e9 / (gemm_tflops * 1e12) : 0.0);
         add(i == 0 ? "prefill tok/s at 128" : i == 1 ? "prefill tok/s at 1341" : "prefill tok/s at 4096",
             tps, "tok/s", notes[3 + i]);
+    }
+    /* a short prompt (32 tokens, the 64 bucket): where the dense projections read the nibbles
+     * (kern/gemm_i4.cu) instead of expanding them for cuBLAS */
+    double ms32[3];
+    int n32 = 0;
+    for (; want_prefill && n32 < 3 && !rt_generate(r, prompt, 32, &greedy, model_count, NULL, &st, err); n32++)
+        ms32[n32] = st.prefill_ms;
+    if (n32 == 3) {
+        qsort(ms32, 3, sizeof ms32[0], cmp_double);
+        add("prefill tok/s at 32", 32 / (ms32[1] * 1e-3), "tok/s", "median of 3; the 64-token bucket");
     }
     /* the same model with lm_head in INT4 (planner and converter --lm-head int4): decode at 4096 */
     if (want_decode &&
@@ -545,6 +561,9 @@ static void bench_model(void)
     /* and of a full prefill chunk at position 2048 (each rep runs the chunk once more) */
     if (want_prefill && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 2048, NULL, err))
         op_table(r, "prefill_2048", 3);
+    /* and of the bucket a 128-token prompt runs in (128 live rows, at position 128) */
+    if (want_prefill && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 128, NULL, err))
+        op_table(r, "prefill_256", 3);
     rt_close(r);
 }
 
