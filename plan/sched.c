@@ -172,7 +172,7 @@ static uint32_t gemm(struct em *e, uint32_t x, const char *w, uint32_t N, uint32
     int i4 = t->layout == K_LAYOUT_I4_ROWS;
     uint32_t y = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * e->T * N, "%s", nm);
     if (i4 && K_GEMM_I4_OK(t->group_size, K) && e->T <= K_GEMM_I4_MAXT) {
-        /* a short chunk: straight from the nibbles (kern/gemm_i4.cu) */
+        /* a short chunk (the 16 and 64 buckets): straight from the nibbles (kern/gemm_i4.cu) */
         struct k_gemm_i4_params gp = {.scales_offset = t->scales_offset, .N = N, .K = K};
         uint32_t grid[3] = {CDIV(e->T, K_GEMM_I4_BT), CDIV(N, K_GEMM_I4_BN), 1};
         uint32_t op = pb_kernel_op(b, "k_gemm_i4_g128", &gp, sizeof gp, grid, K_GEMM_I4_THREADS, 0, "%s", nm);
