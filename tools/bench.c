@@ -9,8 +9,9 @@
  * synthetic weights: its load time (rt_open, the weights filled on the device), arena and weight
  * bytes, decode tok/s at contexts 128, 1024 and 4096 as a share of the roofline
  * (copy bandwidth over the bytes the plan says a token moves), prefill tok/s at 128, 1341 and
- * 4096 tokens against the GEMM ceiling, and per-kernel tables of one long-context decode step
- * (ops timed one by one, and each kernel's ops left out of the step's graph in turn). */
+ * 4096 tokens against the GEMM ceiling (and a 32-token prompt), and per-kernel tables of one
+ * long-context decode step (ops timed one by one, and each kernel's ops left out of the step's
+ * graph in turn) and of prefill chunks. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -583,8 +584,10 @@ int main(int argc, char **argv)
                    "  runs the benchmarks (host always, device when there is one) and prints one\n"
                    "  table; run from the repository root after `make`. --decode or --prefill\n"
                    "  measures only that half of the model (decode tok/s and the decode op table,\n"
-                   "  or prefill tok/s and the op table of a 2048-token chunk). --no-pdl launches\n"
-                   "  decode kernels without programmatic dependent launch (for comparison).\n"
+                   "  or prefill tok/s and the op tables of a 2048-token chunk and of the 256\n"
+                   "  bucket at 128 live tokens); the load time, arena and weight bytes come\n"
+                   "  with either. --no-pdl launches decode kernels without programmatic\n"
+                   "  dependent launch (for comparison).\n"
                    "  --trace prints only the timeline of one decode step at a context of 4000;\n"
                    "  it needs kernel images built with `make KERN_TRACE=1`.\n",
                    argv[0]);
