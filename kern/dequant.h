@@ -2,7 +2,8 @@
  *
  * Prefill runs the dense projections as cuBLAS bf16 GEMMs over the chunk; with INT4 weights
  * each matrix is first expanded into a workspace (out = scale * (q - 8)). The expansion
- * moves 4.5 bytes per weight once per chunk, small beside a GEMM over hundreds of tokens.
+ * moves 4.5 bytes per weight once per chunk, small beside a GEMM over hundreds of tokens;
+ * chunks of up to K_GEMM_I4_MAXT tokens skip it (kern/gemm_i4.cu reads the nibbles).
  * Launch: grid (ceil(N * K / (K_DQ_THREADS * 32))), block K_DQ_THREADS; a thread expands 32
  * weights (one 16-byte load of nibbles, one 64-byte store). */
 #ifndef K_DEQUANT_H
