@@ -67,9 +67,7 @@
 #define K_GEMM_I4_THREADS 128
 #define K_GEMM_I4_BT 32    /* tokens a CTA */
 #define K_GEMM_I4_BN 64    /* weight rows a CTA: 16 a warp */
-#ifndef K_GEMM_I4_MAXT
-#define K_GEMM_I4_MAXT 64 /* largest chunk the planner gives it */
-#endif
+#define K_GEMM_I4_MAXT 64  /* largest chunk the planner gives it */
 #define K_GEMM_I4_OK(group, K) ((group) == 128 && (K) % 128 == 0)
 
 struct k_gemm_i4_params {

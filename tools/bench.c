@@ -39,6 +39,8 @@ static void add(const char *what, double value, const char *unit, const char *no
 {
     if (nrows < (int)(sizeof rows / sizeof rows[0]))
         rows[nrows++] = (struct row){what, value, unit, note};
+    else
+        fprintf(stderr, "bench: table full, row '%s' (%g %s) not printed\n", what, value, unit);
 }
 
 static double now_s(void)
