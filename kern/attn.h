@@ -20,7 +20,15 @@
  *   gate fused. Launch: grid (ceil(T_max * group / K_ATTN_BM), n_kv), block K_ATTN_THREADS.
  * k_attn_prefill_tc: the same contract on tensor cores (mma.sync bf16, FlashAttention-2
  *   style), for head_dim with K_ATTN_TC_OK. Launch: grid (ceil(T_max * group / K_ATTN_TC_BM),
- *   n_kv), block K_ATTN_TC_THREADS, K_ATTN_TC_SMEM(head_dim) bytes of dynamic shared memory. */
+ *   n_kv, n_split), block K_ATTN_TC_THREADS, K_ATTN_TC_SMEM(head_dim) bytes of dynamic shared
+ *   memory. With n_split > 1 (a short chunk, whose few CTAs would each walk the whole prefix)
+ *   CTA z takes the z-th of n_split equal runs of the key tiles its rows need and leaves, for
+ *   each live row, its output normalised over its own keys (fp32, part_o (n_split, T_max,
+ *   n_heads, head_dim)) and the running max (log2 units) and sum of exponents (part_ml
+ *   (n_split, T_max, n_heads, 2)); a row none of whose keys fall in the run leaves 0, -inf, 0.
+ * k_attn_prefill_reduce: combines those runs as k_attn_decode_reduce combines its pieces,
+ *   times sigmoid(gate), bf16 into out; rows t >= step->n_tokens are not written. Launch: grid
+ *   (T_max * n_heads), block K_ATTN_REDUCE_THREADS(head_dim). */
 #ifndef K_ATTN_H
 #define K_ATTN_H
 
@@ -40,6 +48,10 @@
 #define K_ATTN_TC_OK(hd) ((hd) % 8 == 0 && (hd) >= 8 && (hd) <= 256)
 #define K_ATTN_TC_LD(hd) (((hd) + 63u) / 64u * 64u)
 #define K_ATTN_TC_SMEM(hd) ((K_ATTN_TC_BM + 4u * K_ATTN_TC_BN) * K_ATTN_TC_LD(hd) * 2u)
+/* the planner splits the keys of a chunk whose launch has fewer than K_ATTN_PF_CTAS CTAs, into
+ * at most K_ATTN_PF_MAXS runs */
+#define K_ATTN_PF_CTAS 128
+#define K_ATTN_PF_MAXS 16
 
 struct k_attn_dims {
     uint32_t n_heads, n_kv, head_dim, rotary_dim;
@@ -80,7 +92,11 @@ struct k_attn_prefill_params {
     uint64_t k_cache, v_cache;
     uint64_t out;          /* (T_max, n_heads * head_dim) bf16 */
     uint64_t step;
+    uint64_t part_o;       /* n_split > 1: (n_split, T_max, n_heads, head_dim) f32 */
+    uint64_t part_ml;      /* n_split > 1: (n_split, T_max, n_heads, 2) f32 max, sum of exp */
     struct k_attn_dims d;
+    uint32_t n_split;      /* key runs (k_attn_prefill_tc only; 0 or 1: none) */
+    uint32_t reserved;
 };
 
 #endif

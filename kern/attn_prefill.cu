@@ -325,20 +325,26 @@ __device__ __forceinline__ void attn_tc_run(const struct k_attn_prefill_params &
     float m0 = -INFINITY, m1 = -INFINITY; /* running max of rows g, g + 8 (log2 units) */
     float l0 = 0.0f, l1 = 0.0f;           /* this lane's share of their sums of exponents */
     const float sl2 = d.scale * ATTN_LOG2E;
-    uint32_t n_tiles = (kend + K_ATTN_TC_BN - 1) / K_ATTN_TC_BN;
+    /* key tiles [it0, it1): all of them, or run z of n_split */
+    uint32_t it0 = 0, it1 = (kend + K_ATTN_TC_BN - 1) / K_ATTN_TC_BN;
+    if (p.n_split > 1) {
+        uint32_t per = (it1 + p.n_split - 1) / p.n_split;
+        it0 = min(it1, blockIdx.z * per);
+        it1 = min(it1, it0 + per);
+    }
 
     attn_tc_load_q(qs, p, R0, n_live, hd, hdp, ld);
-    attn_tc_load_kv(ks, vs, K, V, 0, kend, hd, hdp, ld);
+    attn_tc_load_kv(ks, vs, K, V, it0 * K_ATTN_TC_BN, kend, hd, hdp, ld);
     attn_cp_commit();
 #pragma unroll 1
-    for (uint32_t it = 0; it < n_tiles; it++) {
-        uint32_t nb = ((it + 1) & 1) * K_ATTN_TC_BN * ld;
-        if (it + 1 < n_tiles)
+    for (uint32_t it = it0; it < it1; it++) {
+        uint32_t nb = ((it - it0 + 1) & 1) * K_ATTN_TC_BN * ld;
+        if (it + 1 < it1)
             attn_tc_load_kv(ks + nb, vs + nb, K, V, (it + 1) * K_ATTN_TC_BN, kend, hd, hdp, ld);
         attn_cp_commit(); /* possibly empty: keeps the group count for wait_group 1 */
         attn_cp_wait_prev();
         __syncthreads();
-        uint32_t kb = it * K_ATTN_TC_BN, so = (it & 1) * stage_b;
+        uint32_t kb = it * K_ATTN_TC_BN, so = ((it - it0) & 1) * stage_b;
         if (live && kb <= wmax) {
             /* S = q K^T over the tile's 32 keys */
             float s[ATTN_TC_NT][4];
@@ -425,15 +431,36 @@ __device__ __forceinline__ void attn_tc_run(const struct k_attn_prefill_params &
         }
         __syncthreads(); /* the stage is refilled by the next iteration */
     }
+    asm volatile("cp.async.wait_all;\n" ::); /* a run without tiles still queued q */
     if (!live)
         return;
 
-    /* normalise, round to bf16 into the warp's own q rows (free since the last barrier) */
     l0 += __shfl_xor_sync(ATTN_FULL, l0, 1);
     l1 += __shfl_xor_sync(ATTN_FULL, l1, 1);
     l0 += __shfl_xor_sync(ATTN_FULL, l0, 2);
     l1 += __shfl_xor_sync(ATTN_FULL, l1, 2);
-    float i0 = 1.0f / l0, i1 = 1.0f / l1;
+    float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f; /* 0: no key in the run */
+    if (p.n_split > 1) { /* the run's rows, normalised over its keys, with their max and sum */
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            uint32_t R = R0w + g + 8 * h, t = R / group;
+            if (t >= n_live)
+                continue;
+            uint64_t row = ((uint64_t)blockIdx.z * d.T_max + t) * d.n_heads + kvh * group + (R - t * group);
+            float *po = (float *)p.part_o + row * hd + 2 * t4, inv = h ? i1 : i0;
+#pragma unroll
+            for (int j = 0; j < 2 * ATTN_TC_KS; j++) {
+                if (!FULL && (uint32_t)j * 8 >= hd)
+                    break;
+                *(float2 *)(po + 8 * j) = make_float2(o[j][2 * h] * inv, o[j][2 * h + 1] * inv);
+            }
+            if (t4 == 0)
+                *(float2 *)((float *)p.part_ml + row * 2) = make_float2(h ? m1 : m0, h ? l1 : l0);
+        }
+        return;
+    }
+
+    /* normalise, round to bf16 into the warp's own q rows (free since the last barrier) */
     uint16_t *ow = qs + warp * 16 * ld;
 #pragma unroll
     for (int j = 0; j < 2 * ATTN_TC_KS; j++) {
@@ -458,6 +485,36 @@ __device__ __forceinline__ void attn_tc_run(const struct k_attn_prefill_params &
         const uint16_t *gp = (const uint16_t *)p.qg + row * 2 * hd + hd + c * 8;
         *(uint4 *)((uint16_t *)p.out + row * hd + c * 8) = attn_gate8(of, __ldg((const uint4 *)gp));
     }
+}
+
+/* ---- k_attn_prefill_reduce --------------------------------------------------------------------- */
+
+extern "C" __global__ void k_attn_prefill_reduce(struct k_attn_prefill_params p)
+{
+    k_pdl_enter();
+    const struct k_step *st = k_step_of(p.step);
+    const struct k_attn_dims &d = p.d;
+    uint32_t n = blockIdx.x, nh = d.n_heads, hd = d.head_dim, i = threadIdx.x;
+    if (blockDim.x != K_ATTN_REDUCE_THREADS(hd) || p.n_split > K_ATTN_PF_MAXS)
+        __trap();
+    if (n / nh >= attn_live_rows(st, d.T_max) || i >= hd)
+        return;
+    const uint64_t run = (uint64_t)d.T_max * nh; /* rows between runs */
+    const float2 *ml = (const float2 *)p.part_ml;
+    const float *po = (const float *)p.part_o;
+    float M = -INFINITY;
+    for (uint32_t s = 0; s < p.n_split; s++)
+        M = fmaxf(M, ml[s * run + n].x);
+    float num = 0.0f, den = 0.0f;
+    for (uint32_t s = 0; s < p.n_split; s++) {
+        float2 e = ml[s * run + n];
+        float w = exp2f(e.x - M) * e.y; /* a run without keys: 0 * 0 */
+        num = fmaf(w, po[(s * run + n) * hd + i], num);
+        den += w;
+    }
+    float g = k_bfbits2f(((const uint16_t *)p.qg)[(uint64_t)n * 2 * hd + hd + i]);
+    float o = __fmul_rn(k_round_bf16(num / den), k_round_bf16(k_sigmoid(g)));
+    ((__nv_bfloat16 *)p.out)[(uint64_t)n * hd + i] = k_f2bf(o);
 }
 
 extern "C" __global__ void __launch_bounds__(K_ATTN_TC_THREADS, 1) k_attn_prefill_tc(struct k_attn_prefill_params p)

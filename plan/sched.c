@@ -484,6 +484,16 @@ static uint32_t attention(struct em *e, uint32_t l, uint32_t hn)
      * target, else the CUDA-core one (static shared memory only) */
     int tc = K_ATTN_TC_OK(c->head_dim) && K_ATTN_TC_SMEM(c->head_dim) <= b->smem_limit;
     uint32_t grid[3] = {CDIV(e->T * group, tc ? K_ATTN_TC_BM : K_ATTN_BM), c->num_kv_heads, 1};
+    /* a short chunk has few CTAs, and each walks the whole prefix before it: the tensor-core
+     * kernel splits the keys into runs, k_attn_prefill_reduce combines them */
+    uint32_t base = grid[0] * grid[1], part_o = 0, part_ml = 0;
+    if (tc && base < K_ATTN_PF_CTAS) {
+        p.n_split = K_ATTN_PF_CTAS / base < K_ATTN_PF_MAXS ? K_ATTN_PF_CTAS / base : K_ATTN_PF_MAXS;
+        grid[2] = p.n_split;
+        part_o = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * p.n_split * e->T * qd, "l%u.attn_part_o", l);
+        part_ml = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 8ull * p.n_split * e->T * c->num_heads,
+                         "l%u.attn_part_ml", l);
+    }
     uint32_t op = pb_kernel_op(b, tc ? "k_attn_prefill_tc" : "k_attn_prefill", &p, sizeof p, grid,
                                tc ? K_ATTN_TC_THREADS : K_ATTN_THREADS,
                                tc ? K_ATTN_TC_SMEM(c->head_dim) : 0, "l%u.attn_prefill", l);
@@ -494,8 +504,21 @@ static uint32_t attention(struct em *e, uint32_t l, uint32_t hn)
     REF(op, struct k_attn_prefill_params, out, ao);
     REF(op, struct k_attn_prefill_params, step, e->sb->step);
     /* causal over a chunk starting at position 0: T^2/2 query-key pairs per head */
-    uint64_t T = e->T;
-    pb_cost(b, op, 2ull * T * (3 * qd + 2 * kvd), 4ull * c->num_heads * c->head_dim * T * (T + 1) / 2);
+    uint64_t T = e->T, pbytes = p.n_split > 1 ? (4ull * qd + 8ull * c->num_heads) * p.n_split * T : 0;
+    pb_cost(b, op, 2ull * T * (3 * qd + 2 * kvd) + pbytes, 4ull * c->num_heads * c->head_dim * T * (T + 1) / 2);
+    if (p.n_split > 1) {
+        REF(op, struct k_attn_prefill_params, part_o, part_o);
+        REF(op, struct k_attn_prefill_params, part_ml, part_ml);
+        uint32_t rgrid[3] = {e->T * c->num_heads, 1, 1};
+        op = pb_kernel_op(b, "k_attn_prefill_reduce", &p, sizeof p, rgrid, K_ATTN_REDUCE_THREADS(c->head_dim), 0,
+                          "l%u.attn_reduce", l);
+        REF(op, struct k_attn_prefill_params, qg, qg);
+        REF(op, struct k_attn_prefill_params, out, ao);
+        REF(op, struct k_attn_prefill_params, step, e->sb->step);
+        REF(op, struct k_attn_prefill_params, part_o, part_o);
+        REF(op, struct k_attn_prefill_params, part_ml, part_ml);
+        pb_cost(b, op, pbytes + 2ull * T * qd * 2, 0);
+    }
     snprintf(nm, sizeof nm, "l%u.o_proj", l);
     return gemm(e, ao, w[3], H, qd, nm);
 }

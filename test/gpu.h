@@ -91,24 +91,30 @@ static inline void gpu_free(struct gpu *g, CUdeviceptr d) { CU(g, cuMemFree(d));
 
 /* Mean microseconds of reps launches of f (after one to warm up), timed with events on the
  * default stream: information for the tests' # lines, not a check. */
-static inline double gpu_time_us(struct gpu *g, CUfunction f, void *params, unsigned gx, unsigned gy,
-                                 unsigned block, unsigned smem, int reps)
+static inline double gpu_time_us3(struct gpu *g, CUfunction f, void *params, unsigned gx, unsigned gy,
+                                  unsigned gz, unsigned block, unsigned smem, int reps)
 {
     CUevent e0, e1;
     float ms = 0;
     void *args[] = {params};
     CU(g, cuEventCreate(&e0, 0));
     CU(g, cuEventCreate(&e1, 0));
-    CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL)); /* warm */
+    CU(g, cuLaunchKernel(f, gx, gy, gz, block, 1, 1, smem, NULL, args, NULL)); /* warm */
     CU(g, cuEventRecord(e0, NULL));
     for (int i = 0; i < reps; i++)
-        CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL));
+        CU(g, cuLaunchKernel(f, gx, gy, gz, block, 1, 1, smem, NULL, args, NULL));
     CU(g, cuEventRecord(e1, NULL));
     CU(g, cuEventSynchronize(e1));
     CU(g, cuEventElapsedTime(&ms, e0, e1));
     CU(g, cuEventDestroy(e0));
     CU(g, cuEventDestroy(e1));
     return 1000.0 * ms / reps;
+}
+
+static inline double gpu_time_us(struct gpu *g, CUfunction f, void *params, unsigned gx, unsigned gy,
+                                 unsigned block, unsigned smem, int reps)
+{
+    return gpu_time_us3(g, f, params, gx, gy, 1, block, smem, reps);
 }
 
 /* Load the kernel image for this device: build/kern/sm_<arch>.cubin when the build has one

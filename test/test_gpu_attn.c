@@ -25,8 +25,9 @@
  * v is copied bit for bit. Attention: the device sums in fp32 in another order and keeps the
  * probabilities in fp32 as the reference does, so before the final bf16 roundings the two
  * differ by ~1e-6 relative; after bf16(o) and the bf16 gate product that is at most 2 ulps of
- * the result (a rounding flip of o and of the product) plus 1e-5 absolute for outputs that
- * cancel to near zero; at least 99% must be bit-exact. k_attn_prefill_tc feeds P to the
+ * the result (a rounding flip of o and of the product; ulps of the larger of the two values, so
+ * a flip across a power of two counts in the upper binade's) plus 1e-5 absolute for outputs
+ * that cancel to near zero; at least 99% must be bit-exact. k_attn_prefill_tc feeds P to the
  * tensor cores as bf16 hi + lo (p to 2^-17 relative): in a CPU emulation of the T = 300,
  * prefix 100 cases that leaves 99.8% bit-exact and none past the tolerance (a single bf16 P
  * would leave 66% exact and 4% past it), so the same tolerance holds. */
@@ -50,11 +51,12 @@ struct cfg {
 /* device buffers of one shape, sized for its largest case */
 struct bufs {
     CUdeviceptr qg, k, v, qn, kn, q, kc, vc, out, part_o, part_ml, step;
+    CUdeviceptr pf_o, pf_ml; /* prefill key runs: K_ATTN_PF_MAXS x MAX_T rows */
     size_t cache_elems;
 };
 
 static struct gpu g;
-static CUfunction f_rope, f_dec, f_split, f_red, f_pre, f_pre_tc;
+static CUfunction f_rope, f_dec, f_split, f_red, f_pre, f_pre_tc, f_pre_red;
 static int smem_optin; /* the device's opt-in shared memory per block */
 static unsigned long long rng = 0x5EED;
 
@@ -84,7 +86,7 @@ static float ulp_bf16(float x)
 }
 
 /* Compare n bf16 values where want != POISON; where want == POISON, got must be untouched.
- * tol(x) = ulps * ulp(x) + abs. Prints the first mismatches; returns 1 when all pass and
+ * tol = ulps * ulp(max(|got|, |want|)) + abs, got finite. Prints the first mismatches; returns 1 when all pass and
  * at least min_exact of the compared values are bit-exact. */
 static int compare(const char *what, const uint16_t *got, const uint16_t *want, size_t n,
                    float ulps, float abs_tol, double min_exact)
@@ -99,7 +101,7 @@ static int compare(const char *what, const uint16_t *got, const uint16_t *want, 
         }
         float w = kref_bf2f(want[i]), v = kref_bf2f(got[i]), e = fabsf(v - w);
         cmp++, exact += got[i] == want[i];
-        if (!(e <= ulps * ulp_bf16(w) + abs_tol)) {
+        if (!isfinite(v) || !(e <= ulps * ulp_bf16(fmaxf(fabsf(w), fabsf(v))) + abs_tol)) {
             if (bad++ < 5)
                 printf("#   %s[%zu] = %g, want %g (0x%04x vs 0x%04x)\n", what, i, v, w, got[i], want[i]);
         } else if (e > worst)
@@ -128,12 +130,18 @@ static void set_step(struct bufs *b, uint32_t pos, uint32_t n_tokens, uint32_t d
     up(b->step, &st, sizeof st);
 }
 
+static void launch_smem3(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned gz, unsigned block,
+                         unsigned smem)
+{
+    void *args[] = {params};
+    CU(&g, cuLaunchKernel(f, gx, gy, gz, block, 1, 1, smem, NULL, args, NULL));
+    CU(&g, cuCtxSynchronize());
+}
+
 static void launch_smem(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block,
                         unsigned smem)
 {
-    void *args[] = {params};
-    CU(&g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, smem, NULL, args, NULL));
-    CU(&g, cuCtxSynchronize());
+    launch_smem3(f, params, gx, gy, 1, block, smem);
 }
 
 static void launch(CUfunction f, void *params, unsigned gx, unsigned gy, unsigned block)
@@ -333,6 +341,32 @@ static void run_prefill(const struct cfg *c, struct bufs *b, uint32_t T_max, uin
     down(got, b->out, 2 * nq);
 }
 
+/* the planner's key runs for a bucket of T_max rows (1: none) */
+static uint32_t plan_split(const struct cfg *c, uint32_t T_max)
+{
+    uint32_t base = (T_max * (c->nh / c->nkv) + K_ATTN_TC_BM - 1) / K_ATTN_TC_BM * c->nkv;
+    if (base >= K_ATTN_PF_CTAS)
+        return 1;
+    return K_ATTN_PF_CTAS / base < K_ATTN_PF_MAXS ? K_ATTN_PF_CTAS / base : K_ATTN_PF_MAXS;
+}
+
+/* k_attn_prefill_tc over n_split key runs, then k_attn_prefill_reduce; the runs' buffers are
+ * poisoned first, so a live row a run leaves unwritten turns its output into NaN */
+static void run_prefill_split(const struct cfg *c, struct bufs *b, uint32_t T_max, uint32_t n_split, uint16_t *got)
+{
+    size_t nq = (size_t)T_max * c->nh * c->hd;
+    poison(b->out, 2 * nq);
+    poison(b->pf_o, 4 * nq * n_split);
+    poison(b->pf_ml, 8ull * T_max * c->nh * n_split);
+    struct k_attn_prefill_params p = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
+                                      .out = b->out, .step = b->step, .part_o = b->pf_o, .part_ml = b->pf_ml,
+                                      .d = dims_of(c, T_max), .n_split = n_split};
+    launch_smem3(f_pre_tc, &p, (T_max * (c->nh / c->nkv) + K_ATTN_TC_BM - 1) / K_ATTN_TC_BM, c->nkv, n_split,
+                 K_ATTN_TC_THREADS, K_ATTN_TC_SMEM(c->hd));
+    launch(f_pre_red, &p, T_max * c->nh, 1, K_ATTN_REDUCE_THREADS(c->hd));
+    down(got, b->out, 2 * nq);
+}
+
 static void test_prefill(const struct cfg *c, struct bufs *b, uint32_t T, uint32_t prefix)
 {
     uint32_t T_max = prefix ? T + 3 : T; /* with a prefix, the bucket is larger than the chunk */
@@ -349,6 +383,17 @@ static void test_prefill(const struct cfg *c, struct bufs *b, uint32_t T, uint32
         run_prefill(c, b, T_max, got, tc);
         CHECK(cmp_attn("out", got, want, nq), "%s %s T=%u (bucket %u) prefix=%u matches the "
               "reference, rows past T untouched", pre_name[tc], c->name, T, T_max, prefix);
+    }
+    /* the same over key runs: the planner's count for the bucket, and 3 and 16 (uneven runs,
+     * runs without keys, rows none of whose keys fall in a run) */
+    uint32_t splits[3] = {plan_split(c, T_max), 3, K_ATTN_PF_MAXS};
+    for (int i = 0; i < 3 && tc_takes(c); i++) {
+        if (splits[i] < 2 || (i > 0 && splits[i] == splits[0]))
+            continue;
+        run_prefill_split(c, b, T_max, splits[i], got);
+        CHECK(cmp_attn("out", got, want, nq), "k_attn_prefill_tc in %u key runs + k_attn_prefill_reduce %s T=%u "
+              "(bucket %u) prefix=%u matches the reference, rows past T untouched", splits[i], c->name, T, T_max,
+              prefix);
     }
     free(q), free(qg), free(kc), free(vc), free(want), free(got);
 }
@@ -425,6 +470,20 @@ static void timings(const struct cfg *c, struct bufs *b)
         printf("# time %s %s T=300 prefix=100: %.1f us (%.2f TFLOP/s)\n", pre_name[tc], c->name, t,
                fl / t / 1e6);
     }
+    /* a 128-token chunk in the 256 bucket after 3500 tokens: one pass, then the planner's runs */
+    if (tc_takes(c)) {
+        uint32_t S = plan_split(c, 256), gx = (256 * (c->nh / c->nkv) + K_ATTN_TC_BM - 1) / K_ATTN_TC_BM;
+        set_step(b, 3500, 128, 0);
+        pp.d = dims_of(c, 256), pp.part_o = b->pf_o, pp.part_ml = b->pf_ml;
+        double one = gpu_time_us3(&g, f_pre_tc, &pp, gx, c->nkv, 1, K_ATTN_TC_THREADS, K_ATTN_TC_SMEM(c->hd), 20);
+        pp.n_split = S;
+        double runs = gpu_time_us3(&g, f_pre_tc, &pp, gx, c->nkv, S, K_ATTN_TC_THREADS, K_ATTN_TC_SMEM(c->hd), 20);
+        double red = gpu_time_us(&g, f_pre_red, &pp, 256 * c->nh, 1, K_ATTN_REDUCE_THREADS(c->hd), 0, 20);
+        double fl2 = 4.0 * c->nh * c->hd * 128 * (3500 + 64.5);
+        printf("# time k_attn_prefill_tc %s T=128 (bucket 256) prefix=3500: one pass %.1f us (%.1f TFLOP/s); "
+               "%u key runs %.1f us + reduce %.1f us (%.1f TFLOP/s)\n", c->name, one, fl2 / one / 1e6, S, runs, red,
+               fl2 / (runs + red) / 1e6);
+    }
     free(kc), free(vc);
 }
 
@@ -496,12 +555,14 @@ static void alloc_bufs(const struct cfg *c, struct bufs *b)
     CU(&g, cuMemAlloc(&b->part_o, 4 * 64 * (size_t)c->nh * c->hd));
     CU(&g, cuMemAlloc(&b->part_ml, 8 * 64 * (size_t)c->nh));
     CU(&g, cuMemAlloc(&b->step, sizeof(struct k_step)));
+    CU(&g, cuMemAlloc(&b->pf_o, 4 * K_ATTN_PF_MAXS * nq));
+    CU(&g, cuMemAlloc(&b->pf_ml, 8ull * K_ATTN_PF_MAXS * MAX_T * c->nh));
 }
 
 static void free_bufs(struct bufs *b)
 {
     CUdeviceptr *all[] = {&b->qg, &b->k, &b->v, &b->qn, &b->kn, &b->q, &b->kc, &b->vc,
-                          &b->out, &b->part_o, &b->part_ml, &b->step};
+                          &b->out, &b->part_o, &b->part_ml, &b->step, &b->pf_o, &b->pf_ml};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         CU(&g, cuMemFree(*all[i]));
 }
@@ -528,6 +589,8 @@ static void test_cfg(const struct cfg *c, int full)
         test_prefill(c, &b, Ts[i], 0);
         test_prefill(c, &b, Ts[i], 100);
     }
+    test_prefill(c, &b, 64, c->max_seq / 2); /* a short chunk after a long prefix */
+    test_prefill(c, &b, 5, c->max_seq - 8);
     test_chain(c, &b, 65, 100);
     if (full) {
         timings(c, &b);
@@ -547,6 +610,7 @@ int main(void)
     CU(&g, cuModuleGetFunction(&f_red, m, "k_attn_decode_reduce"));
     CU(&g, cuModuleGetFunction(&f_pre, m, "k_attn_prefill"));
     CU(&g, cuModuleGetFunction(&f_pre_tc, m, "k_attn_prefill_tc"));
+    CU(&g, cuModuleGetFunction(&f_pre_red, m, "k_attn_prefill_reduce"));
     CU(&g, cuDeviceGetAttribute(&smem_optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
                                 g.dev));
     /* the largest shape's need, or all the device has: tc_takes() leaves out what does not fit */
