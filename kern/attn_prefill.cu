@@ -24,8 +24,11 @@
  * shared memory: the fallback where k_attn_prefill_tc does not fit.
  *
  * k_attn_prefill_tc (tensor cores, FlashAttention-2 style). Launch: grid (ceil(T_max * group
- * / K_ATTN_TC_BM), n_kv), block K_ATTN_TC_THREADS (8 warps), K_ATTN_TC_SMEM(hd) bytes of
- * dynamic shared memory (128 KiB at head_dim 256). CTA x takes the packed rows of block
+ * / K_ATTN_TC_BM), n_kv, n_split), block K_ATTN_TC_THREADS (8 warps), K_ATTN_TC_SMEM(hd)
+ * bytes of dynamic shared memory (128 KiB at head_dim 256). With n_split > 1 CTA z walks only
+ * the z-th run of ceil(tiles / n_split) of the key tiles its rows need and stores its rows'
+ * o / l in fp32 with m and l (kern/attn.h); k_attn_prefill_reduce (grid T_max * n_heads, a
+ * thread a dim) weighs run s by 2^(m_s - M) l_s, divides by the weights' sum, and gates. CTA x takes the packed rows of block
  * gridDim.x - 1 - x, so the CTAs with the longest key ranges start first. Warp w owns packed
  * rows R0 + 16w .. R0 + 16w + 15 as the M = 16 of mma.m16n8k16 (bf16 in, fp32 accumulate).
  *   Shared memory: the CTA's 128 q rows (loaded once), then K and V tiles of K_ATTN_TC_BN = 32

@@ -10,8 +10,11 @@
  *     case with large scores (running-max stability); done leaves everything untouched.
  *   k_attn_prefill and k_attn_prefill_tc, each: T = 1, 5, 64, 65, 300 over a cached prefix of
  *     0 and 100 tokens (with 100, the bucket is 3 rows larger than the chunk), and rope ->
- *     prefill chained on the device; at full size also a 2048-token chunk after a 2048-token
- *     prefix, its first, middle and last rows against the reference (the timing's inputs).
+ *     prefill chained on the device; a 64-token chunk after max_seq / 2 and 5 tokens at the end
+ *     of the cache; k_attn_prefill_tc also in key runs (the planner's count for the bucket, 3
+ *     and 16) with k_attn_prefill_reduce; at full size also a 2048-token chunk after a
+ *     2048-token prefix, its first, middle and last rows against the reference (the timing's
+ *     inputs).
  *     k_attn_prefill_tc runs where the device's opt-in shared memory holds K_ATTN_TC_SMEM.
  * Inputs are fresh test_rand() values; every output buffer is poisoned (0xFF) before each
  * launch and every element is checked: the expected ones against the reference, the rest for
