@@ -557,6 +557,22 @@ static void bench_model(void)
     }
     /* where the time of a long-context token goes */
     struct rt_sampling diag = {.max_new = 1u << 20, .top_p = 1.0f};
+    /* how widely the synthetic weights route a short prompt: the experts the last layer's
+     * 1,024 (token, slot) pairs of a 128-token prompt went to (k_moe_align's counts). A router
+     * that spreads them evenly touches about 251 of 256; fewer means the 128-token row reads
+     * fewer expert weights than a trained model would make it read */
+    uint32_t counts[256];
+    if (want_prefill && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 128, NULL, err) &&
+        !rt_read_buffer(r, "moe.counts", 0, counts, sizeof counts, err)) {
+        uint32_t used = 0, top = 0;
+        for (int i = 0; i < 256; i++)
+            used += counts[i] != 0, top = counts[i] > top ? counts[i] : top;
+        static char note[64];
+        snprintf(note, 64, "last layer, 128 tokens; busiest expert %u of 1024 pairs", top);
+        add("experts routed (synthetic)", used, "of 256", note);
+    } else if (want_prefill) {
+        fprintf(stderr, "bench: the experts a 128-token prompt routes to: %s\n", err);
+    }
     if (want_decode && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 4000, NULL, err))
         op_table(r, "decode_split", 9);
     if (want_decode && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 4000, NULL, err))
@@ -590,8 +606,10 @@ int main(int argc, char **argv)
                    "  runs the benchmarks (host always, device when there is one) and prints one\n"
                    "  table; run from the repository root after `make`. --decode or --prefill\n"
                    "  measures only that half of the model (decode tok/s and the decode op table,\n"
-                   "  or prefill tok/s and the op tables of a 2048-token chunk and of the 256\n"
-                   "  bucket at 128 live tokens); the load time, arena and weight bytes come\n"
+                   "  or prefill tok/s, the op tables of a 2048-token chunk and of the 256\n"
+                   "  bucket at 128 live tokens, that bucket in its graph with each kernel left\n"
+                   "  out in turn, and how many experts the synthetic weights route a\n"
+                   "  128-token prompt to); the load time, arena and weight bytes come\n"
                    "  with either. --no-pdl launches decode kernels without programmatic\n"
                    "  dependent launch (for comparison).\n"
                    "  --trace prints only the timeline of one decode step at a context of 4000;\n"
