@@ -487,7 +487,7 @@ static uint32_t attention(struct em *e, uint32_t l, uint32_t hn)
     /* a short chunk has few CTAs, and each walks the whole prefix before it: the tensor-core
      * kernel splits the keys into runs, k_attn_prefill_reduce combines them */
     uint32_t base = grid[0] * grid[1], part_o = 0, part_ml = 0;
-    if (tc && base < K_ATTN_PF_CTAS) {
+    if (tc && K_ATTN_PF_CTAS / base >= 2) {
         p.n_split = K_ATTN_PF_CTAS / base < K_ATTN_PF_MAXS ? K_ATTN_PF_CTAS / base : K_ATTN_PF_MAXS;
         grid[2] = p.n_split;
         part_o = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * p.n_split * e->T * qd, "l%u.attn_part_o", l);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../kern/attn.h"
 #include "../plan/arena.h"
 #include "../plan/build.h"
 #include "../plan/planfile.h"
@@ -128,7 +129,8 @@ static void check_ops_named(void)
                           "k_router",            "k_moe_align",          "k_moe_up_g128",
                           "k_moe_down_g128",     "k_moe_gemm_up_i4",     "k_moe_gemm_down_i4",
                           "k_gemv_i4_g128",      "k_gemv_i4_g128_w",     "k_gemm_i4_g128",
-                          "k_dequant_i4",        "k_sample_pick",       "k_embed",              "k_rmsnorm"};
+                          "k_dequant_i4",        "k_sample_pick",       "k_embed",              "k_rmsnorm",
+                          "k_attn_prefill_reduce"};
     int all = 1;
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
         int found = 0;
@@ -153,6 +155,50 @@ static void check_ops_named(void)
     CHECK(gemms > 0 && bytes > 0, "prefill has cuBLAS GEMM ops; every op carries a cost");
     CHECK(v.id.arena_bytes > 100ull << 20 && v.id.arena_bytes < 1ull << 30,
           "default arena at max_seq 4096 is %.1f MiB", (double)v.id.arena_bytes / (1 << 20));
+    /* prefill attention: key runs where a launch has fewer than K_ATTN_PF_CTAS CTAs, each
+     * such launch followed by its reduce, and no reduce elsewhere */
+    int runs_ok = 1;
+    for (uint32_t s = 0; s < v.num_schedules; s++) {
+        struct plan_schedule sc;
+        plan_get_schedule(&v, s, &sc);
+        if (sc.kind != PLAN_SCHED_PREFILL)
+            continue;
+        uint32_t base = (sc.tokens * (c.num_heads / c.num_kv_heads) + K_ATTN_TC_BM - 1) / K_ATTN_TC_BM * c.num_kv_heads;
+        uint32_t want = base >= K_ATTN_PF_CTAS ? 1
+                        : K_ATTN_PF_CTAS / base < K_ATTN_PF_MAXS ? K_ATTN_PF_CTAS / base
+                                                                  : K_ATTN_PF_MAXS;
+        uint32_t attn = 0, reduce = 0;
+        for (uint32_t i = sc.first_op; i < sc.first_op + sc.op_count; i++) {
+            struct plan_op op, next;
+            plan_get_op(&v, i, &op);
+            struct plan_kernel kk;
+            if (op.kind != PLAN_OP_KERNEL)
+                continue;
+            plan_get_kernel(&v, op.kernel, &kk);
+            const char *kn = plan_str(&v, kk.name);
+            if (!strcmp(kn, "k_attn_prefill_reduce")) {
+                reduce++;
+                runs_ok &= op.grid[0] == sc.tokens * c.num_heads;
+            } else if (!strcmp(kn, "k_attn_prefill_tc")) {
+                attn++;
+                runs_ok &= op.grid[2] == want;
+                if (want > 1 && i + 1 < sc.first_op + sc.op_count) {
+                    plan_get_op(&v, i + 1, &next);
+                    plan_get_kernel(&v, next.kernel, &kk);
+                    runs_ok &= next.kind == PLAN_OP_KERNEL && !strcmp(plan_str(&v, kk.name), "k_attn_prefill_reduce");
+                }
+            }
+        }
+        if (!(attn > 0 && reduce == (want > 1 ? attn : 0)))
+            runs_ok = 0;
+        if (!runs_ok) {
+            printf("# prefill_%u: %u attention ops, %u reduces, %u key runs expected\n", sc.tokens, attn, reduce,
+                   want);
+            break;
+        }
+    }
+    CHECK(runs_ok, "prefill attention in key runs (and a reduce after it) exactly where a bucket's launch has "
+                   "fewer than %u CTAs", K_ATTN_PF_CTAS);
     free(p);
 }
 

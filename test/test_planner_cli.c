@@ -50,6 +50,20 @@ static void bad(const char *args, const char *expect)
           "planner %s: exit %d, message names '%s', no output: %s", args, rc, expect, out);
 }
 
+/* the prefill schedules the planner's summary lists, in order, against a list like "16 64" */
+static int buckets_are(const char *summary, const char *want)
+{
+    char got[256] = "";
+    size_t n = 0;
+    for (const char *q = summary; (q = strstr(q, "schedule prefill_")) != NULL && n < sizeof got - 16;) {
+        q += strlen("schedule prefill_");
+        n += (size_t)snprintf(got + n, sizeof got - n, "%s%u", n ? " " : "", (unsigned)strtoul(q, NULL, 10));
+    }
+    if (strcmp(got, want))
+        printf("# prefill buckets: %s, want %s\n", got, want);
+    return !strcmp(got, want);
+}
+
 static double now(void)
 {
     struct timespec t;
@@ -67,6 +81,14 @@ static void good_runs(void)
     CHECK(dt < 1.0, "the default plan takes %.3f s (well under a second)", dt);
     CHECK(strstr(out, "arena") && strstr(out, "overlay placed by lifetime"),
           "the summary shows the arena and the saving against the naive sum");
+    CHECK(buckets_are(out, "16 64 256 1024 2048 4096"), "default prefill buckets: 16, 64, 256, 1024, half the "
+                                                        "4096 chunk, the chunk");
+    rc = run(PLANNER " --max-seq 4096 --prefill-chunk 300 -o " TMP "/e.bin", out, sizeof out);
+    CHECK(rc == 0 && buckets_are(out, "16 64 256 300"), "--prefill-chunk 300: 16, 64, 256, 300 (half the "
+                                                        "chunk is not above 256)");
+    rc = run(PLANNER " --max-seq 1000 -o " TMP "/e.bin", out, sizeof out);
+    CHECK(rc == 0 && buckets_are(out, "16 64 256 500 1000"), "--max-seq 1000: the chunk capped at 1000, and "
+                                                             "500");
     rc = run(PLANNER " --max-seq 4096 -q > " TMP "/b.bin", out, sizeof out);
     CHECK(rc == 0, "planner --max-seq 4096 > plan.bin succeeds");
     rc = run("cmp " TMP "/a.bin " TMP "/b.bin", out, sizeof out);
