@@ -28,8 +28,9 @@
  * bytes of dynamic shared memory (128 KiB at head_dim 256). With n_split > 1 CTA z walks only
  * the z-th run of ceil(tiles / n_split) of the key tiles its rows need and stores its rows'
  * o / l in fp32 with m and l (kern/attn.h); k_attn_prefill_reduce (grid T_max * n_heads, a
- * thread a dim) weighs run s by 2^(m_s - M) l_s, divides by the weights' sum, and gates. CTA x takes the packed rows of block
- * gridDim.x - 1 - x, so the CTAs with the longest key ranges start first. Warp w owns packed
+ * thread a dim) weighs run s by 2^(m_s - M) l_s, divides by the weights' sum, and gates.
+ * CTA x takes the packed rows of block gridDim.x - 1 - x, so the CTAs with the longest key
+ * ranges start first. Warp w owns packed
  * rows R0 + 16w .. R0 + 16w + 15 as the M = 16 of mma.m16n8k16 (bf16 in, fp32 accumulate).
  *   Shared memory: the CTA's 128 q rows (loaded once), then K and V tiles of K_ATTN_TC_BN = 32
  *   keys in two stages, cp.async double-buffered as in k_attn_prefill. Rows are hd bf16 padded
