@@ -53,6 +53,14 @@
 #define K_ATTN_PF_CTAS 128
 #define K_ATTN_PF_MAXS 16
 
+/* key runs for a k_attn_prefill_tc launch of `ctas` CTAs without them: 1 (none) unless at
+ * least two runs fit under K_ATTN_PF_CTAS */
+static inline uint32_t k_attn_pf_splits(uint32_t ctas)
+{
+    uint32_t s = ctas ? K_ATTN_PF_CTAS / ctas : K_ATTN_PF_MAXS;
+    return s < 2 ? 1 : s > K_ATTN_PF_MAXS ? K_ATTN_PF_MAXS : s;
+}
+
 struct k_attn_dims {
     uint32_t n_heads, n_kv, head_dim, rotary_dim;
     uint32_t max_seq;      /* KV cache capacity (rows per kv head) */

@@ -486,9 +486,9 @@ static uint32_t attention(struct em *e, uint32_t l, uint32_t hn)
     uint32_t grid[3] = {CDIV(e->T * group, tc ? K_ATTN_TC_BM : K_ATTN_BM), c->num_kv_heads, 1};
     /* a short chunk has few CTAs, and each walks the whole prefix before it: the tensor-core
      * kernel splits the keys into runs, k_attn_prefill_reduce combines them */
-    uint32_t base = grid[0] * grid[1], part_o = 0, part_ml = 0;
-    if (tc && K_ATTN_PF_CTAS / base >= 2) {
-        p.n_split = K_ATTN_PF_CTAS / base < K_ATTN_PF_MAXS ? K_ATTN_PF_CTAS / base : K_ATTN_PF_MAXS;
+    uint32_t part_o = 0, part_ml = 0;
+    if (tc && k_attn_pf_splits(grid[0] * grid[1]) > 1) {
+        p.n_split = k_attn_pf_splits(grid[0] * grid[1]);
         grid[2] = p.n_split;
         part_o = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * p.n_split * e->T * qd, "l%u.attn_part_o", l);
         part_ml = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 8ull * p.n_split * e->T * c->num_heads,

@@ -347,10 +347,7 @@ static void run_prefill(const struct cfg *c, struct bufs *b, uint32_t T_max, uin
 /* the planner's key runs for a bucket of T_max rows (1: none) */
 static uint32_t plan_split(const struct cfg *c, uint32_t T_max)
 {
-    uint32_t base = (T_max * (c->nh / c->nkv) + K_ATTN_TC_BM - 1) / K_ATTN_TC_BM * c->nkv;
-    if (base >= K_ATTN_PF_CTAS)
-        return 1;
-    return K_ATTN_PF_CTAS / base < K_ATTN_PF_MAXS ? K_ATTN_PF_CTAS / base : K_ATTN_PF_MAXS;
+    return k_attn_pf_splits((T_max * (c->nh / c->nkv) + K_ATTN_TC_BM - 1) / K_ATTN_TC_BM * c->nkv);
 }
 
 /* k_attn_prefill_tc over n_split key runs, then k_attn_prefill_reduce; the runs' buffers are

@@ -163,10 +163,9 @@ static void check_ops_named(void)
         plan_get_schedule(&v, s, &sc);
         if (sc.kind != PLAN_SCHED_PREFILL)
             continue;
-        uint32_t base = (sc.tokens * (c.num_heads / c.num_kv_heads) + K_ATTN_TC_BM - 1) / K_ATTN_TC_BM * c.num_kv_heads;
-        uint32_t want = base >= K_ATTN_PF_CTAS ? 1
-                        : K_ATTN_PF_CTAS / base < K_ATTN_PF_MAXS ? K_ATTN_PF_CTAS / base
-                                                                  : K_ATTN_PF_MAXS;
+        /* 16 q heads on 2 kv heads, 128 packed rows a CTA: 16 tokens a CTA and kv head, so
+         * 2, 8 and 32 CTAs in the 16, 64 and 256 buckets, 128 and more above */
+        uint32_t want = sc.tokens <= 64 ? K_ATTN_PF_MAXS : sc.tokens == 256 ? 4 : 1;
         uint32_t attn = 0, reduce = 0;
         for (uint32_t i = sc.first_op; i < sc.first_op + sc.op_count; i++) {
             struct plan_op op, next;
@@ -197,6 +196,10 @@ static void check_ops_named(void)
             break;
         }
     }
+    CHECK(k_attn_pf_splits(1) == 16 && k_attn_pf_splits(8) == 16 && k_attn_pf_splits(32) == 4 &&
+              k_attn_pf_splits(64) == 2 && k_attn_pf_splits(65) == 1 && k_attn_pf_splits(128) == 1 &&
+              k_attn_pf_splits(0) == 16,
+          "k_attn_pf_splits: 128 / CTAs runs, at most 16, none below 2");
     CHECK(runs_ok, "prefill attention in key runs (and a reduce after it) exactly where a bucket's launch has "
                    "fewer than %u CTAs", K_ATTN_PF_CTAS);
     free(p);
