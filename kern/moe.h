@@ -97,13 +97,14 @@
     ((uint64_t)(d).T_max * (d).H < (1ull << 32) &&                                                 \
      (uint64_t)(d).max_blocks * K_MOE_BM * (d).I < (1ull << 32))
 /* Dynamic shared memory of a launch: the stages (64 token rows and the weight rows), the rows'
- * pair ids and routing weights, and for INT4 the scales of the CTA's weight rows over all of K
+ * pair ids and routing weights, and for INT4 1 KiB to start the stages on a 1024-byte boundary
+ * (the wgmma swizzle of sm_90a) and the scales of the CTA's weight rows over all of K
  * (up: gate and up rows as two ranges; each range may start up to 15 bytes early to keep
  * 16-byte copies aligned). */
 #define K_MOE_TC_STAGE(i4)                                                                         \
     ((i4) ? 64u * 128u + K_MOE_TC_ROWS * 32u : 64u * 64u + K_MOE_TC_ROWS * 64u)
 #define K_MOE_TC_SMEM(i4, up, K, group)                                                            \
-    (K_MOE_TC_STAGES * K_MOE_TC_STAGE(i4) + 512u +                                                 \
+    (K_MOE_TC_STAGES * K_MOE_TC_STAGE(i4) + 512u + ((i4) ? 1024u : 0u) +                           \
      ((i4) && (group) ? ((up) ? 2u * (K_MOE_TC_ROWS * ((K) / (group)) + 16u)                       \
                               : (K_MOE_TC_NT_DOWN * K_MOE_TC_ROWS * 2u * ((K) / (group)) + 16u))   \
                       : 0u))

@@ -56,6 +56,17 @@
  *   give (q - 8) exactly. Step 0 runs over all tiles before step 1, so no mma waits on the one
  *   before it. bf16 weights are read as 16-byte loads of rows g and g + 8 the same way.
  *
+ *   sm_90a, INT4 with groups of 64 or 128 inputs: the same CTA is one warpgroup and issues
+ *   wgmma.m64nNk16 (N = 8 x live n8 tiles) instead: A, the weights, from registers (each warp's
+ *   16 rows of an m64 tile, expanded as above but in the natural k order: a lane reads its rows'
+ *   whole 16-byte chunk and takes nibble pair t of each word), B, the token tile, read by the
+ *   hardware from shared memory through a descriptor: K-major in the 128-byte swizzle (unit u
+ *   of token row r at u ^ (r % 8), stages 1024-byte aligned). cp.async lands a stage, a
+ *   fence.proxy.async makes it visible to the async proxy, the barrier; then per stage the
+ *   eight wgmma (two chunks, two k16 steps, two m64 tiles) go out back to back into the group
+ *   accumulator, one wait, and acc += scale * gacc. Groups of 32 run the mma.sync stages on
+ *   the same layout.
+ *
  *   INT4 scales: the MMA runs on (q - 8), exact in bf16, into a per-group accumulator (the
  *   first mma of a group starts it from zero); at the end of each group (32, 64 or 128
  *   inputs) acc += scale * group_acc in fp32. The result is the GEMM over the dequantized
@@ -190,10 +201,18 @@ static_assert(moe_tc_geom<true, K_MOE_TC_WARPS, K_MOE_TC_WROWS>::STAGE == K_MOE_
 
 #define MOE_TC_AUX 512 /* bytes after the stages: the rows' pair ids and routing weights */
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define MOE_WG 1 /* sm_90a: the INT4 GEMMs issue wgmma (see the file-top comment) */
+#else
+#define MOE_WG 0
+#endif
+
 /* byte offset of 16-byte unit u of token row r / weight row j inside a stage (the swizzles of
  * the file-top comment) */
 template <bool I4> __device__ __forceinline__ uint32_t moe_tc_xoff(uint32_t r, uint32_t u)
 {
+    if (I4 && MOE_WG) /* the wgmma 128-byte swizzle: unit u of row r at u ^ (r % 8) */
+        return r * 128 + ((u ^ (r & 7)) << 4);
     return I4 ? r * 128 + ((u ^ ((r & 1) << 2)) << 4) : r * 64 + (u << 4);
 }
 template <bool I4> __device__ __forceinline__ uint32_t moe_tc_woff(uint32_t j, uint32_t u)
@@ -423,6 +442,182 @@ __device__ __forceinline__ void moe_tc_stage_bf16(float (&acc)[WR / 16][NX][4], 
     moe_tc_chunk<false, false, MW, NX>(acc, a, st, 0);
 }
 
+#if MOE_WG
+/* ---- sm_90a: the INT4 stage on wgmma ---- */
+
+__device__ __forceinline__ void moe_wg_fence()
+{
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void moe_wg_commit()
+{
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void moe_wg_wait0()
+{
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
+/* Keeps the compiler from moving a register's reads or writes across the wgmma fences. */
+template <int A, int B, int C>
+__device__ __forceinline__ void moe_wg_pin(float (&d)[A][B][C])
+{
+#pragma unroll
+    for (int i = 0; i < A; i++)
+#pragma unroll
+        for (int j = 0; j < B; j++)
+#pragma unroll
+            for (int q = 0; q < C; q++)
+                asm volatile("" : "+f"(d[i][j][q])::"memory");
+}
+
+/* The descriptor of a K-major bf16 B operand in the 128-byte swizzle: rows of 128 bytes, 8-row
+ * groups 1024 bytes apart (the leading offset is unused: a k16 slice is inside one row); a is
+ * the shared address of the slice's first row (its 1024-byte group aligned, plus 32 bytes per
+ * k16 step). */
+__device__ __forceinline__ uint64_t moe_wg_desc(uint32_t a)
+{
+    return (uint64_t)((a & 0x3FFFFu) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 |
+           (uint64_t)1 << 62;
+}
+
+/* d (+)= A (64 weight rows x 16 inputs, this warp's 16 rows in registers, the mma.m16n8k16 A
+ * layout) . B (16 inputs x 8 NX token rows at desc); accumulate 0: d = A . B. */
+template <int NX>
+__device__ __forceinline__ void moe_wg_mma(float (&d)[NX][4], const uint32_t (&a)[4], uint64_t desc,
+                                           uint32_t accumulate);
+template <>
+__device__ __forceinline__ void moe_wg_mma<1>(float (&d)[1][4], const uint32_t (&a)[4],
+                                              uint64_t desc, uint32_t accumulate)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, "
+                 "{%4, %5, %6, %7}, %8, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+}
+template <>
+__device__ __forceinline__ void moe_wg_mma<2>(float (&d)[2][4], const uint32_t (&a)[4],
+                                              uint64_t desc, uint32_t accumulate)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, "
+                 "{%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+}
+template <>
+__device__ __forceinline__ void moe_wg_mma<3>(float (&d)[3][4], const uint32_t (&a)[4],
+                                              uint64_t desc, uint32_t accumulate)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %17, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n24k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11}, "
+                 "{%12, %13, %14, %15}, %16, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+}
+template <>
+__device__ __forceinline__ void moe_wg_mma<4>(float (&d)[4][4], const uint32_t (&a)[4],
+                                              uint64_t desc, uint32_t accumulate)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+                 "{%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+}
+template <>
+__device__ __forceinline__ void moe_wg_mma<5>(float (&d)[5][4], const uint32_t (&a)[4],
+                                              uint64_t desc, uint32_t accumulate)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %25, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n40k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19}, "
+                 "{%20, %21, %22, %23}, %24, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+}
+template <>
+__device__ __forceinline__ void moe_wg_mma<6>(float (&d)[6][4], const uint32_t (&a)[4],
+                                              uint64_t desc, uint32_t accumulate)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %29, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, "
+                 "{%24, %25, %26, %27}, %28, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+}
+template <>
+__device__ __forceinline__ void moe_wg_mma<7>(float (&d)[7][4], const uint32_t (&a)[4],
+                                              uint64_t desc, uint32_t accumulate)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %33, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n56k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27}, "
+                 "{%28, %29, %30, %31}, %32, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+}
+template <>
+__device__ __forceinline__ void moe_wg_mma<8>(float (&d)[8][4], const uint32_t (&a)[4],
+                                              uint64_t desc, uint32_t accumulate)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+                 "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+}
+
+
+/* One INT4 stage (inputs k0..k0+63, two 32-input chunks) on wgmma, for groups of 64 or 128
+ * inputs (K % 64 == 0: every stage is whole and inside one group). The warpgroup's m64 tile m
+ * is m16 tile m of its four warps, so the accumulators keep the mma.sync layout (acc[m][n][q]:
+ * rows 16 m + g (+8) of the warp, tokens 8 n + 2t (+1)) and moe_tc_scale / moe_tc_store serve
+ * both. The inputs stay in their natural order (the hardware reads the token tile): lane
+ * (g, t) reads all four nibble words of its rows' 32-input chunk and takes pair t of each, so
+ * word j gives inputs 8 j + 2t, 8 j + 2t + 1 (mma step j / 2, register half j % 2). The stage's
+ * eight wgmma go out together into gacc (the first starts it), then one wait and
+ * acc += scale * gacc: no control flow between the fence and the wait. */
+template <bool UP, int W, int WR, int NX>
+__device__ __forceinline__ void moe_wg_stage(float (&acc)[WR / 16][NX][4],
+                                             float (&gacc)[WR / 16][NX][4],
+                                             const struct moe_tc_ctx &c, uint32_t st,
+                                             const uint16_t *sc, uint32_t k0, uint32_t tile)
+{
+    using G = moe_tc_geom<true, W, WR>;
+    constexpr int MW = WR / 16;
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    uint32_t a[2][MW][2][4];
+#pragma unroll
+    for (uint32_t h = 0; h < 2; h++)
+#pragma unroll
+        for (int m = 0; m < MW; m++) {
+            const uint32_t j = WR * warp + 16 * m + g;
+            const uint4 lo = moe_lds16(st + G::X_BYTES + moe_tc_woff<true>(j, h));
+            const uint4 hi = moe_lds16(st + G::X_BYTES + moe_tc_woff<true>(j + 8, h));
+            const uint32_t wl[4] = {lo.x, lo.y, lo.z, lo.w}, wh[4] = {hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+            for (int s = 0; s < 2; s++) {
+                a[h][m][s][0] = moe_i4_bf2(wl[2 * s] >> (4 * t), 0);
+                a[h][m][s][1] = moe_i4_bf2(wh[2 * s] >> (4 * t), 0);
+                a[h][m][s][2] = moe_i4_bf2(wl[2 * s + 1] >> (4 * t), 0);
+                a[h][m][s][3] = moe_i4_bf2(wh[2 * s + 1] >> (4 * t), 0);
+            }
+        }
+    moe_wg_pin(gacc);
+    moe_wg_fence();
+#pragma unroll
+    for (uint32_t h = 0; h < 2; h++)
+#pragma unroll
+        for (int s = 0; s < 2; s++)
+#pragma unroll
+            for (int m = 0; m < MW; m++)
+                moe_wg_mma<NX>(gacc[m], a[h][m][s], moe_wg_desc(st + 64 * h + 32 * s), h | s);
+    moe_wg_commit();
+    moe_wg_wait0(); /* also: the stage is read before this thread reaches the next barrier */
+    moe_wg_pin(gacc);
+    moe_tc_scale<UP, W, WR, NX>(acc, gacc, c, sc, k0 / c.group, tile);
+}
+#endif
+
 /* Lane (g, t) holds v0, v1 at tokens 8 n + 2t, 8 n + 2t + 1 of column c (c's parity that of
  * g); with lane ^ 4 (column c ^ 1) it makes a column pair: even g gets token 8 n + 2t, odd g
  * token 8 n + 2t + 1, as (lo, hi) = columns (c & ~1, c | 1). All lanes must call it. */
@@ -492,7 +687,7 @@ __device__ __forceinline__ void moe_tc_store(const struct k_moe_gemm_params &p,
 }
 
 /* The pipelined main loop over NT column tiles of nk stages each, for NX live n8 tiles. */
-template <bool I4, bool UP, int W, int WR, int NT, int STAGES, int NX>
+template <bool I4, bool UP, int W, int WR, int NT, int STAGES, int NX, bool WG>
 __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
                                             const struct moe_tc_ctx &c, const uint8_t *sm)
 {
@@ -500,7 +695,7 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
     const uint32_t *pair = (const uint32_t *)(sm + STAGES * G::STAGE);
     const float *wt = (const float *)(pair + K_MOE_BM);
     const uint16_t *sc = (const uint16_t *)(sm + STAGES * G::STAGE + MOE_TC_AUX);
-    float acc[WR / 16][NX][4] = {}, gacc[I4 ? WR / 16 : 1][I4 ? NX : 1][4];
+    float acc[WR / 16][NX][4] = {}, gacc[I4 ? WR / 16 : 1][I4 ? NX : 1][4] = {};
     const uint32_t n_it = NT * c.nk;
     uint32_t ld_tile = 0, ld_kt = 0; /* the next stage to queue */
 #pragma unroll
@@ -515,7 +710,9 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
     uint32_t tile = 0, kt = 0;
     for (uint32_t it = 0; it < n_it; it++) {
         moe_cp_wait<STAGES - 2>(); /* stage it has landed (this thread's copies) */
-        __syncthreads();           /* everyone's; and stage it - 1 is free to refill */
+        if constexpr (WG) /* visible to the wgmma (async proxy) reads */
+            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        __syncthreads(); /* everyone's; and stage it - 1 is free to refill */
         if (it + STAGES - 1 < n_it) {
             moe_tc_load<I4, W, WR, NT>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE, ld_tile,
                                        ld_kt);
@@ -524,7 +721,12 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
         }
         moe_cp_commit();
         const uint32_t st = c.smem + it % STAGES * G::STAGE;
-        if constexpr (I4)
+#if MOE_WG
+        if constexpr (WG)
+            moe_wg_stage<UP, W, WR, NX>(acc, gacc, c, st, sc, kt * G::BK, tile);
+        else
+#endif
+            if constexpr (I4)
             moe_tc_stage_i4<UP, W, WR, NX>(acc, gacc, c, st, sc, kt * G::BK, tile);
         else
             moe_tc_stage_bf16<W, WR, NX>(acc, st);
@@ -540,6 +742,20 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
             kt = 0, tile++;
         }
     }
+}
+
+/* sm_90a INT4 with groups of 64 or more runs the wgmma stages; groups of 32 (which a K % 64 == 32
+ * needs) and other builds the mma.sync ones. */
+template <bool I4, bool UP, int W, int WR, int NT, int STAGES, int NX>
+__device__ __forceinline__ void moe_tc_run(const struct k_moe_gemm_params &p,
+                                           const struct moe_tc_ctx &c, const uint8_t *sm)
+{
+    if constexpr (I4 && MOE_WG)
+        if (c.group >= 64) {
+            moe_tc_main<I4, UP, W, WR, NT, STAGES, NX, true>(p, c, sm);
+            return;
+        }
+    moe_tc_main<I4, UP, W, WR, NT, STAGES, NX, false>(p, c, sm);
 }
 
 /* Copy `bytes` of scales starting at global address a into shared memory at dst, from a's
@@ -560,7 +776,11 @@ template <bool I4, bool UP, int W, int WR, int NT, int STAGES>
 __device__ __forceinline__ void moe_tc_gemm(const struct k_moe_gemm_params &p)
 {
     using G = moe_tc_geom<I4, W, WR>;
-    extern __shared__ __align__(16) uint8_t moe_tc_smem[];
+    extern __shared__ __align__(16) uint8_t moe_tc_raw[];
+    /* INT4: the stages from a 1024-byte boundary (the wgmma swizzle's period; K_MOE_TC_SMEM
+     * has the room) */
+    uint8_t *const moe_tc_smem =
+        moe_tc_raw + (I4 ? (1024u - ((uint32_t)__cvta_generic_to_shared(moe_tc_raw) & 1023u)) & 1023u : 0u);
     const struct k_step *st = k_step_of(p.step);
     const uint32_t blk = blockIdx.x, tid = threadIdx.x;
     if (st->done || blk >= *(const uint32_t *)p.n_blocks)
@@ -632,7 +852,7 @@ __device__ __forceinline__ void moe_tc_gemm(const struct k_moe_gemm_params &p)
     switch ((live + 7) / 8) {
 #define MOE_TC_CASE(NX)                                                                            \
     case NX:                                                                                       \
-        moe_tc_main<I4, UP, W, WR, NT, STAGES, NX>(p, c, moe_tc_smem);                             \
+        moe_tc_run<I4, UP, W, WR, NT, STAGES, NX>(p, c, moe_tc_smem);                              \
         break;
         MOE_TC_CASE(1)
         MOE_TC_CASE(2)
@@ -642,7 +862,7 @@ __device__ __forceinline__ void moe_tc_gemm(const struct k_moe_gemm_params &p)
         MOE_TC_CASE(6)
         MOE_TC_CASE(7)
     default:
-        moe_tc_main<I4, UP, W, WR, NT, STAGES, 8>(p, c, moe_tc_smem);
+        moe_tc_run<I4, UP, W, WR, NT, STAGES, 8>(p, c, moe_tc_smem);
         break;
 #undef MOE_TC_CASE
     }

@@ -52,6 +52,7 @@ struct shape {
 static const struct shape shapes[] = {
     {"full-bf16", 2048, 256, 8, 512, 512, 0}, {"full-i4g128", 2048, 256, 8, 512, 512, 128},
     {"i4g128-I1024", 1024, 64, 4, 1024, 512, 128}, /* the g128 pair over two rounds of groups */
+    {"i4g64", 256, 16, 4, 128, 128, 64}, /* sm_90a: the wgmma build with a scale per stage */
     {"tiny-bf16", 128, 8, 2, 64, 64, 0},      {"tiny-i4g32", 128, 8, 2, 64, 64, 32},
     {"tiny-noshared", 128, 8, 2, 64, 0, 0},   {"odd-bf16", 80, 5, 3, 36, 24, 0},
     {"wide-router", 128, 320, 4, 64, 64, 0}, /* E > 256: k_router's block form */
