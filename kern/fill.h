@@ -18,7 +18,12 @@
 
 /* k_fill_bf16: dst[i] = bf16(center + scale * u(seed, i)), u uniform in [-1, 1).
  * k_fill_f32:  dst[i] = center + scale * u(seed, i) in fp32.
- * k_fill_u32:  dst[i] = 32 random bits of (seed, i) (packed INT4 nibbles, token ids...).
+ * k_fill_u32:  dst[i] = 32 random bits of (seed, i) (token ids, words...).
+ * k_fill_i4:   dst[i] = those bits with every zero nibble made 8: packed INT4 nibbles q in
+ *              1..15, so q - 8 is symmetric about zero. (With q in 0..15 its mean is -0.5, and
+ *              a matrix of them has the all-ones direction as an eigenvector of eigenvalue
+ *              -0.5 * scale * K: the residual stream of a deep synthetic model collapses onto
+ *              it, and every token routes to the same experts.)
  * Launch: any 1-D grid of 1-D blocks; the kernels stride over n. Each thread writes 16 bytes
  * per step; dst must be 16-byte aligned (arena and weight tensors are 256-aligned). */
 struct k_fill_params {
@@ -66,6 +71,12 @@ K_HD uint16_t k_fill_bf16_value(uint64_t seed, uint64_t i, float scale, float ce
 K_HD uint32_t k_fill_u32_value(uint64_t seed, uint64_t i)
 {
     return (uint32_t)(k_fill_hash(seed, i) >> 32);
+}
+
+K_HD uint32_t k_fill_i4_value(uint64_t seed, uint64_t i)
+{
+    const uint32_t w = k_fill_u32_value(seed, i), z = ~w;
+    return w | (z & z >> 1 & z >> 2 & z >> 3 & 0x11111111u) << 3; /* nibble 0 -> 8 */
 }
 
 #endif

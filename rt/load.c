@@ -401,16 +401,17 @@ out:
 }
 
 /* Synthetic weights: every tensor filled on the device from the seed with the distribution the
- * plan gives it (plan_weight.synth); INT4 nibbles are random words, their scales drawn so the
- * dequantized weights have a sensible spread. */
+ * plan gives it (plan_weight.synth); INT4 nibbles are random with q - 8 symmetric about zero
+ * (k_fill_i4), their scales drawn so the dequantized weights have a sensible spread. */
 static enum rt_status fill_weights(struct rt *r, uint64_t seed, char *err)
 {
-    CUfunction fb, ff, fu;
+    CUfunction fb, ff, fu, fi;
     CUresult res;
     int sms = 0;
     if ((res = DRV(r, cuModuleGetFunction(&fb, r->mod, "k_fill_bf16"))) ||
         (res = DRV(r, cuModuleGetFunction(&ff, r->mod, "k_fill_f32"))) ||
         (res = DRV(r, cuModuleGetFunction(&fu, r->mod, "k_fill_u32"))) ||
+        (res = DRV(r, cuModuleGetFunction(&fi, r->mod, "k_fill_i4"))) ||
         (res = DRV(r, cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, r->dev))))
         return rt_drv_fail(r, res, RT_ERR_KERNEL, err, "finding the fill kernels");
     for (uint32_t i = 0; i < r->p.num_weights; i++) {
@@ -423,12 +424,12 @@ static enum rt_status fill_weights(struct rt *r, uint64_t seed, char *err)
         struct k_fill_params p = {.seed = seed ^ ((uint64_t)i << 32), .scale = half, .center = center};
         /* floats get their distribution, integer tensors random words */
         CUfunction f = w.dtype == PLAN_DTYPE_F32 ? ff : w.dtype == PLAN_DTYPE_BF16 ? fb : fu;
-        if (w.layout == K_LAYOUT_I4_ROWS) { /* nibbles: random words; then the bf16 scales */
+        if (w.layout == K_LAYOUT_I4_ROWS) { /* nibbles (k_fill_i4: q - 8 zero-mean); scales */
             uint64_t mats = w.ndim == 3 ? w.shape[0] : 1, rows = w.shape[w.ndim - 2], cols = w.shape[w.ndim - 1];
             uint64_t nib = k_i4_nibble_bytes(mats, rows, cols);
             struct k_fill_params q = {.dst = base, .n = nib / 4, .seed = p.seed + 1};
             void *qa[] = {&q};
-            if ((res = DRV(r, cuLaunchKernel(fu, 8u * (unsigned)sms, 1, 1, 256, 1, 1, 0, r->stream, qa, NULL))))
+            if ((res = DRV(r, cuLaunchKernel(fi, 8u * (unsigned)sms, 1, 1, 256, 1, 1, 0, r->stream, qa, NULL))))
                 return rt_drv_fail(r, res, RT_ERR_CUDA, err, "filling synthetic weights");
             p.dst = base + nib, p.n = (w.size - nib) / 2, f = fb;
         } else {

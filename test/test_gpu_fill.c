@@ -17,7 +17,7 @@ static void launch(struct gpu *g, CUfunction f, struct k_fill_params p, unsigned
     CU(g, cuCtxSynchronize());
 }
 
-enum { BF16, U32, F32 };
+enum { BF16, U32, F32, I4 };
 
 /* The value element i must have, as bits. */
 static uint32_t want_bits(int kind, uint64_t seed, uint64_t i)
@@ -26,6 +26,8 @@ static uint32_t want_bits(int kind, uint64_t seed, uint64_t i)
         return k_fill_bf16_value(seed, i, 0.5f, 0.25f);
     if (kind == U32)
         return k_fill_u32_value(seed, i);
+    if (kind == I4)
+        return k_fill_i4_value(seed, i);
     float f = k_fill_f32_value(seed, i, 0.5f, 0.25f);
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -66,9 +68,10 @@ int main(void)
     if (gpu_open(&g))
         return test_skip("no CUDA device");
     CUmodule m = gpu_module(&g);
-    CUfunction fb, fu, ff;
+    CUfunction fb, fu, ff, fi;
     CU(&g, cuModuleGetFunction(&fb, m, "k_fill_bf16"));
     CU(&g, cuModuleGetFunction(&fu, m, "k_fill_u32"));
+    CU(&g, cuModuleGetFunction(&fi, m, "k_fill_i4"));
     CU(&g, cuModuleGetFunction(&ff, m, "k_fill_f32"));
 
     const uint64_t lens[] = {1, 7, 8, 9, 4096, 1000003, 1u << 22};
@@ -84,9 +87,35 @@ int main(void)
         ok = check_fill(&g, fu, U32, lens[i], seed, grid, d, &bad);
         CHECK(ok, "k_fill_u32 n=%llu equals the CPU values, nothing past n written (first bad %lld)",
               (unsigned long long)lens[i], ok ? -1ll : (long long)bad);
+        ok = check_fill(&g, fi, I4, lens[i], seed, grid, d, &bad);
+        CHECK(ok, "k_fill_i4 n=%llu equals the CPU values, nothing past n written (first bad %lld)",
+              (unsigned long long)lens[i], ok ? -1ll : (long long)bad);
         ok = check_fill(&g, ff, F32, lens[i], seed, grid, d, &bad);
         CHECK(ok, "k_fill_f32 n=%llu equals the CPU values, nothing past n written (first bad %lld)",
               (unsigned long long)lens[i], ok ? -1ll : (long long)bad);
+    }
+    /* INT4 nibbles: q in 1..15, each value about 1/16 of the time (8 twice that): q - 8 has mean
+     * zero; the words are the random words with only their zero nibbles changed */
+    {
+        uint64_t hist[16] = {0}, changed = 0;
+        const uint64_t nw = 1u << 16;
+        for (uint64_t i = 0; i < nw; i++) {
+            const uint32_t w = k_fill_i4_value(5, i), u = k_fill_u32_value(5, i);
+            for (int j = 0; j < 8; j++) {
+                const uint32_t q = w >> 4 * j & 15, qu = u >> 4 * j & 15;
+                hist[q]++;
+                changed += q != qu && !(qu == 0 && q == 8);
+            }
+        }
+        double mean = 0, n = 8.0 * nw;
+        int spread = hist[0] == 0 && changed == 0;
+        for (int q = 1; q < 16; q++) {
+            mean += (q - 8) * (double)hist[q] / n;
+            const double want = (q == 8 ? 2.0 : 1.0) / 16 * n;
+            spread &= hist[q] > 0.97 * want && hist[q] < 1.03 * want;
+        }
+        CHECK(spread && mean > -0.01 && mean < 0.01,
+              "k_fill_i4 nibbles: none 0, the rest as drawn, q - 8 mean %.4f over %.0f nibbles", mean, n);
     }
     /* the values are not degenerate: a fill of 4096 bf16 spans the range and is not constant */
     float lo = 1, hi = -1;

@@ -337,8 +337,13 @@ static void op_table(struct rt *r, const char *sched, uint32_t reps)
 
 /* What each kernel of a schedule costs inside its graph: the step with and without that
  * kernel's ops (rt_profile_drop). With programmatic dependent launch a kernel's time overlaps
- * its neighbours', so this, not the ops one by one, is what leaving it out would save. */
-static void drop_table(struct rt *r, const char *sched, uint32_t reps)
+ * its neighbours', so this, not the ops one by one, is what leaving it out would save. Every
+ * replay runs the step once more (a decode step one position on, a prefill chunk n_tokens on),
+ * so each kernel's row starts again from the same state: a fresh request prefilled with the
+ * n first tokens of prompt. (Without that the rows drift: a prefill chunk's rows ran past the
+ * context's end, where the kernels see `done` and return at once.) */
+static void drop_table(struct rt *r, const char *sched, uint32_t reps, const int32_t *prompt,
+                       uint32_t n_prompt, const struct rt_sampling *s)
 {
     static struct rt_op_time ops[4096];
     const char *names[64];
@@ -359,7 +364,8 @@ static void drop_table(struct rt *r, const char *sched, uint32_t reps)
            reps, "kernel", "step us", "without", "saves us");
     for (uint32_t j = 0; j < nk; j++) {
         double all, without;
-        if (rt_profile_drop(r, sched, names[j], reps, &all, &without, err)) {
+        if (rt_reset(r, s, err) || rt_prefill_logits(r, prompt, n_prompt, NULL, err) ||
+            rt_profile_drop(r, sched, names[j], reps, &all, &without, err)) {
             fprintf(stderr, "bench: %s without %s: %s\n", sched, names[j], err);
             return;
         }
@@ -575,18 +581,18 @@ static void bench_model(void)
     }
     if (want_decode && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 4000, NULL, err))
         op_table(r, "decode_split", 9);
-    if (want_decode && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 4000, NULL, err))
-        drop_table(r, "decode_split", 20);
+    if (want_decode)
+        drop_table(r, "decode_split", 20, prompt, 4000, &diag);
     /* and of a full prefill chunk at position 2048 (each rep runs the chunk once more) */
     if (want_prefill && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 2048, NULL, err))
         op_table(r, "prefill_2048", 3);
     /* and of the bucket a 128-token prompt runs in (128 live rows, at position 128) */
     if (want_prefill && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 128, NULL, err))
         op_table(r, "prefill_256", 3);
-    /* the same bucket in its graph, each kernel left out in turn (each rep runs the chunk once
-     * more, 128 positions further on, so attention's share grows with the reps) */
-    if (want_prefill && !rt_reset(r, &diag, err) && !rt_prefill_logits(r, prompt, 128, NULL, err))
-        drop_table(r, "prefill_256", 10);
+    /* the same bucket in its graph, each kernel left out in turn (each kernel's row from
+     * position 128; its 24 replays take it to 3,200) */
+    if (want_prefill)
+        drop_table(r, "prefill_256", 10, prompt, 128, &diag);
     rt_close(r);
 }
 
