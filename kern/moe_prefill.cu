@@ -64,8 +64,8 @@
  *   of token row r at u ^ (r % 8), stages 1024-byte aligned). cp.async lands a stage, a
  *   fence.proxy.async makes it visible to the async proxy, the barrier; then per stage the
  *   eight wgmma (two chunks, two k16 steps, two m64 tiles) go out back to back into the group
- *   accumulator, one wait, and acc += scale * gacc. Groups of 32 run the mma.sync stages on
- *   the same layout.
+ *   accumulator, one wait, and at a group's end acc += scale * gacc. Groups of 32 run the
+ *   mma.sync stages on the same layout.
  *
  *   INT4 scales: the MMA runs on (q - 8), exact in bf16, into a per-group accumulator (the
  *   first mma of a group starts it from zero); at the end of each group (32, 64 or 128
@@ -574,8 +574,9 @@ __device__ __forceinline__ void moe_wg_mma<8>(float (&d)[8][4], const uint32_t (
  * both. The inputs stay in their natural order (the hardware reads the token tile): lane
  * (g, t) reads all four nibble words of its rows' 32-input chunk and takes pair t of each, so
  * word j gives inputs 8 j + 2t, 8 j + 2t + 1 (mma step j / 2, register half j % 2). The stage's
- * eight wgmma go out together into gacc (the first starts it), then one wait and
- * acc += scale * gacc: no control flow between the fence and the wait. */
+ * eight wgmma go out together into gacc (the first of a group's first stage starts it), then
+ * one wait, and at a group's last stage acc += scale * gacc: no control flow between the fence
+ * and the wait. */
 template <bool UP, int W, int WR, int NX>
 __device__ __forceinline__ void moe_wg_stage(float (&acc)[WR / 16][NX][4],
                                              float (&gacc)[WR / 16][NX][4],
@@ -604,17 +605,20 @@ __device__ __forceinline__ void moe_wg_stage(float (&acc)[WR / 16][NX][4],
         }
     moe_wg_pin(gacc);
     moe_wg_fence();
+    const uint32_t first = (k0 & (c.group - 1)) == 0; /* the group's first stage */
 #pragma unroll
     for (uint32_t h = 0; h < 2; h++)
 #pragma unroll
         for (int s = 0; s < 2; s++)
 #pragma unroll
             for (int m = 0; m < MW; m++)
-                moe_wg_mma<NX>(gacc[m], a[h][m][s], moe_wg_desc(st + 64 * h + 32 * s), h | s);
+                moe_wg_mma<NX>(gacc[m], a[h][m][s], moe_wg_desc(st + 64 * h + 32 * s),
+                               h | s | !first);
     moe_wg_commit();
     moe_wg_wait0(); /* also: the stage is read before this thread reaches the next barrier */
     moe_wg_pin(gacc);
-    moe_tc_scale<UP, W, WR, NX>(acc, gacc, c, sc, k0 / c.group, tile);
+    if (((k0 + 64) & (c.group - 1)) == 0) /* and its last */
+        moe_tc_scale<UP, W, WR, NX>(acc, gacc, c, sc, k0 / c.group, tile);
 }
 #endif
 

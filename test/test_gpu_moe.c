@@ -10,7 +10,7 @@
  * the CUDA-core one (_simt) on every shape, then the tensor-core one where the shape takes it
  * (the planner's choice; odd's down GEMM stays on CUDA cores). At full size with INT4 g128,
  * T = 4096 and 1341 tokens routed at random check sampled outputs of the tensor-core GEMMs
- * and time both builds (test_timing).
+ * and time both builds (test_timing). MOE_SHAPE=name runs one shape (quick timing runs).
  *
  * Inputs are fresh per shape: expert weights uniform in +-0.06 (std 0.035), bf16 or packed to
  * K_LAYOUT_I4_ROWS by the CPU packer (the reference then uses the dequantized values). The
@@ -1098,8 +1098,11 @@ int main(void)
     CU(&g, cuDeviceGetAttribute(&smem_optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
                                 g.dev));
     check_packer();
+    const char *only = getenv("MOE_SHAPE"); /* one shape by name, for quick timing runs */
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const struct shape *s = &shapes[i];
+        if (only && strcmp(only, s->name))
+            continue;
         struct kerns K;
         CU(&g, cuModuleGetFunction(&K.router, m, "k_router"));
         CU(&g, cuModuleGetFunction(&K.align, m, "k_moe_align"));
