@@ -442,8 +442,77 @@ __device__ __forceinline__ void moe_tc_stage_bf16(float (&acc)[WR / 16][NX][4], 
     moe_tc_chunk<false, false, MW, NX>(acc, a, st, 0);
 }
 
+
+/* Lane (g, t) holds v0, v1 at tokens 8 n + 2t, 8 n + 2t + 1 of column c (c's parity that of
+ * g); with lane ^ 4 (column c ^ 1) it makes a column pair: even g gets token 8 n + 2t, odd g
+ * token 8 n + 2t + 1, as (lo, hi) = columns (c & ~1, c | 1). All lanes must call it. */
+__device__ __forceinline__ __nv_bfloat162 moe_tc_pair(float v0, float v1, uint32_t g)
+{
+    const float recv = __shfl_xor_sync(0xFFFFFFFFu, g & 1 ? v0 : v1, 4);
+    return g & 1 ? __floats2bfloat162_rn(recv, v1) : __floats2bfloat162_rn(v0, recv);
+}
+
+/* The outputs of column tile `tile`: up, act of the block's rows (zero for padding rows and
+ * for the n8 tiles past NX); down, y of the live rows. */
+template <bool UP, int W, int WR, int NX>
+__device__ __forceinline__ void moe_tc_store(const struct k_moe_gemm_params &p,
+                                             const struct moe_tc_ctx &c,
+                                             const float (&acc)[WR / 16][NX][4],
+                                             const uint32_t *pair, const float *wt, uint32_t tile)
+{
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    __nv_bfloat162 *y = (__nv_bfloat162 *)p.y; /* N is even: column pairs are 4-byte aligned */
+    if constexpr (UP) {
+        /* gate and up of act column col: WR 32, rows g (+8) of m tile 0 and of m tile 1;
+         * WR 16, rows g and g + 8 of the one m tile */
+        constexpr int CG = WR == 32 ? 2 : 1;
+#pragma unroll
+        for (int n = 0; n < K_MOE_BM / 8; n++)
+#pragma unroll
+            for (int cg = 0; cg < CG; cg++) {
+                const uint32_t col = c.n0 + warp * (WR / 2) + 8 * cg + g;
+                float v[2] = {0.0f, 0.0f};
+                if (n < NX) {
+                    const int nn = n < NX ? n : 0;
+#pragma unroll
+                    for (int q = 0; q < 2; q++) { /* act_fn(gate) * up on bf16 tensors */
+                        const float gate = WR == 32 ? acc[0][nn][2 * cg + q] : acc[0][nn][q];
+                        const float up =
+                            WR == 32 ? acc[WR / 16 - 1][nn][2 * cg + q] : acc[0][nn][2 + q];
+                        v[q] = k_round_bf16(k_silu(k_round_bf16(gate))) * k_round_bf16(up);
+                    }
+                }
+                const __nv_bfloat162 o = moe_tc_pair(v[0], v[1], g);
+                const uint32_t r = 8 * n + 2 * t + (g & 1), cc = col & ~1u;
+                if (cc < c.N) {
+                    const bool live = n < NX && pair[r] != K_MOE_SENTINEL;
+                    y[(((uint64_t)c.blk * K_MOE_BM + r) * c.N + cc) / 2] =
+                        live ? o : __floats2bfloat162_rn(0.0f, 0.0f);
+                }
+            }
+    } else {
+#pragma unroll
+        for (int n = 0; n < NX; n++) {
+            const uint32_t r0 = 8 * n + 2 * t, r = r0 + (g & 1), pr = pair[r];
+            const float w0 = wt[r0], w1 = wt[r0 + 1]; /* y_k * routing_weights.to(bf16) */
+#pragma unroll
+            for (int m = 0; m < WR / 16; m++)
+#pragma unroll
+                for (int hr = 0; hr < 2; hr++) {
+                    const uint32_t col = c.n0 + tile * (W * WR) + warp * WR + 16 * m + 8 * hr + g;
+                    const __nv_bfloat162 o =
+                        moe_tc_pair(k_round_bf16(acc[m][n][2 * hr]) * w0,
+                                    k_round_bf16(acc[m][n][2 * hr + 1]) * w1, g);
+                    const uint32_t cc = col & ~1u;
+                    if (pr != K_MOE_SENTINEL && cc < c.N)
+                        y[((uint64_t)pr * c.N + cc) / 2] = o;
+                }
+        }
+    }
+}
+
 #if MOE_WG
-/* ---- sm_90a: the INT4 stage on wgmma ---- */
+/* ---- sm_90a: the INT4 main loop on wgmma ---- */
 
 __device__ __forceinline__ void moe_wg_fence()
 {
@@ -457,7 +526,8 @@ __device__ __forceinline__ void moe_wg_wait0()
 {
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
-/* Keeps the compiler from moving a register's reads or writes across the wgmma fences. */
+/* Keeps the compiler from moving a register's reads or writes across the wgmma fences and
+ * waits. */
 template <int A, int B, int C>
 __device__ __forceinline__ void moe_wg_pin(float (&d)[A][B][C])
 {
@@ -468,6 +538,17 @@ __device__ __forceinline__ void moe_wg_pin(float (&d)[A][B][C])
 #pragma unroll
             for (int q = 0; q < C; q++)
                 asm volatile("" : "+f"(d[i][j][q])::"memory");
+}
+template <int A, int B, int C>
+__device__ __forceinline__ void moe_wg_pin(uint32_t (&d)[A][B][C])
+{
+#pragma unroll
+    for (int i = 0; i < A; i++)
+#pragma unroll
+        for (int j = 0; j < B; j++)
+#pragma unroll
+            for (int q = 0; q < C; q++)
+                asm volatile("" : "+r"(d[i][j][q])::"memory");
 }
 
 /* The descriptor of a K-major bf16 B operand in the 128-byte swizzle: rows of 128 bytes, 8-row
@@ -567,131 +648,129 @@ __device__ __forceinline__ void moe_wg_mma<8>(float (&d)[8][4], const uint32_t (
 }
 
 
-/* One INT4 stage (inputs k0..k0+63, two 32-input chunks) on wgmma, for groups of 64 or 128
- * inputs (K % 64 == 0: every stage is whole and inside one group). The warpgroup's m64 tile m
- * is m16 tile m of its four warps, so the accumulators keep the mma.sync layout (acc[m][n][q]:
- * rows 16 m + g (+8) of the warp, tokens 8 n + 2t (+1)) and moe_tc_scale / moe_tc_store serve
- * both. The inputs stay in their natural order (the hardware reads the token tile): lane
- * (g, t) reads all four nibble words of its rows' 32-input chunk and takes pair t of each, so
- * word j gives inputs 8 j + 2t, 8 j + 2t + 1 (mma step j / 2, register half j % 2). The stage's
- * eight wgmma go out together into gacc (the first of a group's first stage starts it), then
- * one wait, and at a group's last stage acc += scale * gacc: no control flow between the fence
- * and the wait. */
-template <bool UP, int W, int WR, int NX>
-__device__ __forceinline__ void moe_wg_stage(float (&acc)[WR / 16][NX][4],
-                                             float (&gacc)[WR / 16][NX][4],
-                                             const struct moe_tc_ctx &c, uint32_t st,
-                                             const uint16_t *sc, uint32_t k0, uint32_t tile)
+/* The A operand of 32-input chunk h of the stage at st, for the warp's MW m16 tiles and both
+ * k16 steps. The inputs stay in their natural order (the hardware reads the token tile): lane
+ * (g, t) reads all four nibble words of its rows' chunk and takes pair t of each, so word j
+ * gives inputs 8 j + 2t, 8 j + 2t + 1 (k16 step j / 2, register half j % 2). */
+template <int W, int WR>
+__device__ __forceinline__ void moe_wg_build(uint32_t (&a)[WR / 16][2][4], uint32_t st, uint32_t h)
+{
+    using G = moe_tc_geom<true, W, WR>;
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int m = 0; m < WR / 16; m++) {
+        const uint32_t j = WR * warp + 16 * m + g;
+        const uint4 lo = moe_lds16(st + G::X_BYTES + moe_tc_woff<true>(j, h));
+        const uint4 hi = moe_lds16(st + G::X_BYTES + moe_tc_woff<true>(j + 8, h));
+        const uint32_t wl[4] = {lo.x, lo.y, lo.z, lo.w}, wh[4] = {hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+        for (int s = 0; s < 2; s++) {
+            a[m][s][0] = moe_i4_bf2(wl[2 * s] >> (4 * t), 0);
+            a[m][s][1] = moe_i4_bf2(wh[2 * s] >> (4 * t), 0);
+            a[m][s][2] = moe_i4_bf2(wl[2 * s + 1] >> (4 * t), 0);
+            a[m][s][3] = moe_i4_bf2(wh[2 * s + 1] >> (4 * t), 0);
+        }
+    }
+    moe_wg_pin(a);
+}
+
+/* The four wgmma of chunk h of the stage at st: both k16 steps, every m64 tile. */
+template <int MW, int NX>
+__device__ __forceinline__ void moe_wg_chunk(float (&gacc)[MW][NX][4],
+                                             const uint32_t (&a)[MW][2][4], uint32_t st,
+                                             uint32_t h, uint32_t start)
+{
+    moe_wg_pin(gacc);
+    moe_wg_fence();
+#pragma unroll
+    for (int s = 0; s < 2; s++)
+#pragma unroll
+        for (int m = 0; m < MW; m++)
+            moe_wg_mma<NX>(gacc[m], a[m][s], moe_wg_desc(st + 64 * h + 32 * s), s || !start);
+    moe_wg_commit();
+}
+
+/* The main loop on wgmma, for groups of 64 or 128 inputs (K % 64 == 0: every stage whole and
+ * inside one group). The warpgroup's m64 tile m is m16 tile m of its four warps, so the
+ * accumulators keep the mma.sync layout (acc[m][n][q]: rows 16 m + g (+8) of the warp, tokens
+ * 8 n + 2t (+1)) and moe_tc_scale / moe_tc_store serve both. Software-pipelined by 32-input
+ * chunk, so the tensor cores run while the warps expand weights, wait and copy:
+ *   chunk 0's wgmma (its A expanded last iteration) | expand chunk 1 | chunk 1's wgmma |
+ *   stage it + 1 landed, barrier, queue stage it + STAGES - 1 | wait for chunk 0 |
+ *   expand chunk 0 of stage it + 1 | wait for chunk 1 | at a group's end acc += scale * gacc.
+ * The barrier frees the slot of stage it - 1, whose wgmma every thread waited for in the
+ * iteration before; the first wgmma of a group's first stage starts gacc. */
+template <bool UP, int W, int WR, int NT, int STAGES, int NX>
+__device__ __forceinline__ void moe_wg_main(const struct k_moe_gemm_params &p,
+                                            const struct moe_tc_ctx &c, const uint8_t *sm)
 {
     using G = moe_tc_geom<true, W, WR>;
     constexpr int MW = WR / 16;
-    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    uint32_t a[2][MW][2][4];
+    static_assert(STAGES >= 3, "stage it + 1 lands while stage it computes");
+    const uint32_t *pair = (const uint32_t *)(sm + STAGES * G::STAGE);
+    const float *wt = (const float *)(pair + K_MOE_BM);
+    const uint16_t *sc = (const uint16_t *)(sm + STAGES * G::STAGE + MOE_TC_AUX);
+    float acc[MW][NX][4] = {}, gacc[MW][NX][4] = {};
+    const uint32_t n_it = NT * c.nk, gshift = __ffs(c.group) - 1;
+    uint32_t ld_tile = 0, ld_kt = 0; /* the next stage to queue */
 #pragma unroll
-    for (uint32_t h = 0; h < 2; h++)
-#pragma unroll
-        for (int m = 0; m < MW; m++) {
-            const uint32_t j = WR * warp + 16 * m + g;
-            const uint4 lo = moe_lds16(st + G::X_BYTES + moe_tc_woff<true>(j, h));
-            const uint4 hi = moe_lds16(st + G::X_BYTES + moe_tc_woff<true>(j + 8, h));
-            const uint32_t wl[4] = {lo.x, lo.y, lo.z, lo.w}, wh[4] = {hi.x, hi.y, hi.z, hi.w};
-#pragma unroll
-            for (int s = 0; s < 2; s++) {
-                a[h][m][s][0] = moe_i4_bf2(wl[2 * s] >> (4 * t), 0);
-                a[h][m][s][1] = moe_i4_bf2(wh[2 * s] >> (4 * t), 0);
-                a[h][m][s][2] = moe_i4_bf2(wl[2 * s + 1] >> (4 * t), 0);
-                a[h][m][s][3] = moe_i4_bf2(wh[2 * s + 1] >> (4 * t), 0);
-            }
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < (int)n_it) {
+            moe_tc_load<true, W, WR, NT>(c, c.smem + s * G::STAGE, ld_tile, ld_kt);
+            if (++ld_kt == c.nk)
+                ld_kt = 0, ld_tile++;
         }
-    moe_wg_pin(gacc);
-    moe_wg_fence();
-    const uint32_t first = (k0 & (c.group - 1)) == 0; /* the group's first stage */
-#pragma unroll
-    for (uint32_t h = 0; h < 2; h++)
-#pragma unroll
-        for (int s = 0; s < 2; s++)
+        moe_cp_commit(); /* empty groups keep the wait count uniform */
+    }
+    moe_cp_wait<STAGES - 2>(); /* stage 0 */
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();
+    uint32_t a0[MW][2][4], a1[MW][2][4];
+    moe_wg_build<W, WR>(a0, c.smem, 0);
+    uint32_t tile = 0, kt = 0;
+    for (uint32_t it = 0; it < n_it; it++) {
+        const uint32_t st = c.smem + it % STAGES * G::STAGE, k0 = kt * G::BK;
+        const uint32_t start = (k0 & (c.group - 1)) == 0; /* a group's first stage */
+        moe_wg_chunk<MW, NX>(gacc, a0, st, 0, start);
+        moe_wg_build<W, WR>(a1, st, 1);
+        moe_wg_chunk<MW, NX>(gacc, a1, st, 1, 0);
+        /* stage it + 1 landed (groups 0..it + 1 of the STAGES - 1 + it queued), and every
+         * thread is past stage it - 1 */
+        moe_cp_wait<STAGES - 3>();
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        __syncthreads();
+        if (it + STAGES - 1 < n_it) {
+            moe_tc_load<true, W, WR, NT>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE,
+                                         ld_tile, ld_kt);
+            if (++ld_kt == c.nk)
+                ld_kt = 0, ld_tile++;
+        }
+        moe_cp_commit();
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); /* chunk 0: a0 free */
+        moe_wg_pin(a0);
+        if (it + 1 < n_it)
+            moe_wg_build<W, WR>(a0, c.smem + (it + 1) % STAGES * G::STAGE, 0);
+        moe_wg_wait0(); /* chunk 1: the stage is read, a1 and gacc free */
+        moe_wg_pin(gacc);
+        if (((k0 + G::BK) & (c.group - 1)) == 0) /* a group's last stage */
+            moe_tc_scale<UP, W, WR, NX>(acc, gacc, c, sc, k0 >> gshift, tile);
+        if (++kt == c.nk) {
+            moe_tc_store<UP, W, WR, NX>(p, c, acc, pair, wt, tile);
 #pragma unroll
             for (int m = 0; m < MW; m++)
-                moe_wg_mma<NX>(gacc[m], a[h][m][s], moe_wg_desc(st + 64 * h + 32 * s),
-                               h | s | !first);
-    moe_wg_commit();
-    moe_wg_wait0(); /* also: the stage is read before this thread reaches the next barrier */
-    moe_wg_pin(gacc);
-    if (((k0 + 64) & (c.group - 1)) == 0) /* and its last */
-        moe_tc_scale<UP, W, WR, NX>(acc, gacc, c, sc, k0 / c.group, tile);
-}
-#endif
-
-/* Lane (g, t) holds v0, v1 at tokens 8 n + 2t, 8 n + 2t + 1 of column c (c's parity that of
- * g); with lane ^ 4 (column c ^ 1) it makes a column pair: even g gets token 8 n + 2t, odd g
- * token 8 n + 2t + 1, as (lo, hi) = columns (c & ~1, c | 1). All lanes must call it. */
-__device__ __forceinline__ __nv_bfloat162 moe_tc_pair(float v0, float v1, uint32_t g)
-{
-    const float recv = __shfl_xor_sync(0xFFFFFFFFu, g & 1 ? v0 : v1, 4);
-    return g & 1 ? __floats2bfloat162_rn(recv, v1) : __floats2bfloat162_rn(v0, recv);
-}
-
-/* The outputs of column tile `tile`: up, act of the block's rows (zero for padding rows and
- * for the n8 tiles past NX); down, y of the live rows. */
-template <bool UP, int W, int WR, int NX>
-__device__ __forceinline__ void moe_tc_store(const struct k_moe_gemm_params &p,
-                                             const struct moe_tc_ctx &c,
-                                             const float (&acc)[WR / 16][NX][4],
-                                             const uint32_t *pair, const float *wt, uint32_t tile)
-{
-    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    __nv_bfloat162 *y = (__nv_bfloat162 *)p.y; /* N is even: column pairs are 4-byte aligned */
-    if constexpr (UP) {
-        /* gate and up of act column col: WR 32, rows g (+8) of m tile 0 and of m tile 1;
-         * WR 16, rows g and g + 8 of the one m tile */
-        constexpr int CG = WR == 32 ? 2 : 1;
 #pragma unroll
-        for (int n = 0; n < K_MOE_BM / 8; n++)
+                for (int n = 0; n < NX; n++)
 #pragma unroll
-            for (int cg = 0; cg < CG; cg++) {
-                const uint32_t col = c.n0 + warp * (WR / 2) + 8 * cg + g;
-                float v[2] = {0.0f, 0.0f};
-                if (n < NX) {
-                    const int nn = n < NX ? n : 0;
-#pragma unroll
-                    for (int q = 0; q < 2; q++) { /* act_fn(gate) * up on bf16 tensors */
-                        const float gate = WR == 32 ? acc[0][nn][2 * cg + q] : acc[0][nn][q];
-                        const float up =
-                            WR == 32 ? acc[WR / 16 - 1][nn][2 * cg + q] : acc[0][nn][2 + q];
-                        v[q] = k_round_bf16(k_silu(k_round_bf16(gate))) * k_round_bf16(up);
-                    }
-                }
-                const __nv_bfloat162 o = moe_tc_pair(v[0], v[1], g);
-                const uint32_t r = 8 * n + 2 * t + (g & 1), cc = col & ~1u;
-                if (cc < c.N) {
-                    const bool live = n < NX && pair[r] != K_MOE_SENTINEL;
-                    y[(((uint64_t)c.blk * K_MOE_BM + r) * c.N + cc) / 2] =
-                        live ? o : __floats2bfloat162_rn(0.0f, 0.0f);
-                }
-            }
-    } else {
-#pragma unroll
-        for (int n = 0; n < NX; n++) {
-            const uint32_t r0 = 8 * n + 2 * t, r = r0 + (g & 1), pr = pair[r];
-            const float w0 = wt[r0], w1 = wt[r0 + 1]; /* y_k * routing_weights.to(bf16) */
-#pragma unroll
-            for (int m = 0; m < WR / 16; m++)
-#pragma unroll
-                for (int hr = 0; hr < 2; hr++) {
-                    const uint32_t col = c.n0 + tile * (W * WR) + warp * WR + 16 * m + 8 * hr + g;
-                    const __nv_bfloat162 o =
-                        moe_tc_pair(k_round_bf16(acc[m][n][2 * hr]) * w0,
-                                    k_round_bf16(acc[m][n][2 * hr + 1]) * w1, g);
-                    const uint32_t cc = col & ~1u;
-                    if (pr != K_MOE_SENTINEL && cc < c.N)
-                        y[((uint64_t)pr * c.N + cc) / 2] = o;
-                }
+                    for (int q = 0; q < 4; q++)
+                        acc[m][n][q] = 0.0f;
+            kt = 0, tile++;
         }
     }
 }
+#endif
 
 /* The pipelined main loop over NT column tiles of nk stages each, for NX live n8 tiles. */
-template <bool I4, bool UP, int W, int WR, int NT, int STAGES, int NX, bool WG>
+template <bool I4, bool UP, int W, int WR, int NT, int STAGES, int NX>
 __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
                                             const struct moe_tc_ctx &c, const uint8_t *sm)
 {
@@ -699,7 +778,7 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
     const uint32_t *pair = (const uint32_t *)(sm + STAGES * G::STAGE);
     const float *wt = (const float *)(pair + K_MOE_BM);
     const uint16_t *sc = (const uint16_t *)(sm + STAGES * G::STAGE + MOE_TC_AUX);
-    float acc[WR / 16][NX][4] = {}, gacc[I4 ? WR / 16 : 1][I4 ? NX : 1][4] = {};
+    float acc[WR / 16][NX][4] = {}, gacc[I4 ? WR / 16 : 1][I4 ? NX : 1][4];
     const uint32_t n_it = NT * c.nk;
     uint32_t ld_tile = 0, ld_kt = 0; /* the next stage to queue */
 #pragma unroll
@@ -714,9 +793,7 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
     uint32_t tile = 0, kt = 0;
     for (uint32_t it = 0; it < n_it; it++) {
         moe_cp_wait<STAGES - 2>(); /* stage it has landed (this thread's copies) */
-        if constexpr (WG) /* visible to the wgmma (async proxy) reads */
-            asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        __syncthreads(); /* everyone's; and stage it - 1 is free to refill */
+        __syncthreads();           /* everyone's; and stage it - 1 is free to refill */
         if (it + STAGES - 1 < n_it) {
             moe_tc_load<I4, W, WR, NT>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE, ld_tile,
                                        ld_kt);
@@ -725,12 +802,7 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
         }
         moe_cp_commit();
         const uint32_t st = c.smem + it % STAGES * G::STAGE;
-#if MOE_WG
-        if constexpr (WG)
-            moe_wg_stage<UP, W, WR, NX>(acc, gacc, c, st, sc, kt * G::BK, tile);
-        else
-#endif
-            if constexpr (I4)
+        if constexpr (I4)
             moe_tc_stage_i4<UP, W, WR, NX>(acc, gacc, c, st, sc, kt * G::BK, tile);
         else
             moe_tc_stage_bf16<W, WR, NX>(acc, st);
@@ -754,12 +826,14 @@ template <bool I4, bool UP, int W, int WR, int NT, int STAGES, int NX>
 __device__ __forceinline__ void moe_tc_run(const struct k_moe_gemm_params &p,
                                            const struct moe_tc_ctx &c, const uint8_t *sm)
 {
-    if constexpr (I4 && MOE_WG)
+#if MOE_WG
+    if constexpr (I4)
         if (c.group >= 64) {
-            moe_tc_main<I4, UP, W, WR, NT, STAGES, NX, true>(p, c, sm);
+            moe_wg_main<UP, W, WR, NT, STAGES, NX>(p, c, sm);
             return;
         }
-    moe_tc_main<I4, UP, W, WR, NT, STAGES, NX, false>(p, c, sm);
+#endif
+    moe_tc_main<I4, UP, W, WR, NT, STAGES, NX>(p, c, sm);
 }
 
 /* Copy `bytes` of scales starting at global address a into shared memory at dst, from a's
