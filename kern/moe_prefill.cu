@@ -62,10 +62,11 @@
  *   whole 16-byte chunk and takes nibble pair t of each word), B, the token tile, read by the
  *   hardware from shared memory through a descriptor: K-major in the 128-byte swizzle (unit u
  *   of token row r at u ^ (r % 8), stages 1024-byte aligned). cp.async lands a stage, a
- *   fence.proxy.async makes it visible to the async proxy, the barrier; then per stage the
- *   eight wgmma (two chunks, two k16 steps, two m64 tiles) go out back to back into the group
- *   accumulator, one wait, and at a group's end acc += scale * gacc. Groups of 32 run the
- *   mma.sync stages on the same layout.
+ *   fence.proxy.async makes it visible to the async proxy, the barrier. The loop is pipelined
+ *   by 32-input chunk (moe_wg_main): a chunk's four wgmma (two k16 steps, two m64 tiles) run
+ *   into the group accumulator while the warps expand the next chunk's weights, pass the
+ *   barrier and queue the next copies; at a group's end acc += scale * gacc. Groups of 32 run
+ *   the mma.sync stages on the same layout (whose token reads then meet 2-way bank conflicts).
  *
  *   INT4 scales: the MMA runs on (q - 8), exact in bf16, into a per-group accumulator (the
  *   first mma of a group starts it from zero); at the end of each group (32, 64 or 128
