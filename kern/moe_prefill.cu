@@ -523,9 +523,10 @@ __device__ __forceinline__ void moe_wg_commit()
 {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
-__device__ __forceinline__ void moe_wg_wait0()
+/* until at most N of this warpgroup's commit groups are pending */
+template <int N> __device__ __forceinline__ void moe_wg_wait()
 {
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 /* Keeps the compiler from moving a register's reads or writes across the wgmma fences and
  * waits. */
@@ -567,86 +568,62 @@ __device__ __forceinline__ uint64_t moe_wg_desc(uint32_t a)
 template <int NX>
 __device__ __forceinline__ void moe_wg_mma(float (&d)[NX][4], const uint32_t (&a)[4], uint64_t desc,
                                            uint32_t accumulate);
-template <>
-__device__ __forceinline__ void moe_wg_mma<1>(float (&d)[1][4], const uint32_t (&a)[4],
-                                              uint64_t desc, uint32_t accumulate)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, "
-                 "{%4, %5, %6, %7}, %8, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
-}
-template <>
-__device__ __forceinline__ void moe_wg_mma<2>(float (&d)[2][4], const uint32_t (&a)[4],
-                                              uint64_t desc, uint32_t accumulate)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, "
-                 "{%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
-}
-template <>
-__device__ __forceinline__ void moe_wg_mma<3>(float (&d)[3][4], const uint32_t (&a)[4],
-                                              uint64_t desc, uint32_t accumulate)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %17, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n24k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11}, "
-                 "{%12, %13, %14, %15}, %16, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
-}
-template <>
-__device__ __forceinline__ void moe_wg_mma<4>(float (&d)[4][4], const uint32_t (&a)[4],
-                                              uint64_t desc, uint32_t accumulate)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
-                 "{%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
-}
-template <>
-__device__ __forceinline__ void moe_wg_mma<5>(float (&d)[5][4], const uint32_t (&a)[4],
-                                              uint64_t desc, uint32_t accumulate)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %25, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n40k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19}, "
-                 "{%20, %21, %22, %23}, %24, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
-}
-template <>
-__device__ __forceinline__ void moe_wg_mma<6>(float (&d)[6][4], const uint32_t (&a)[4],
-                                              uint64_t desc, uint32_t accumulate)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %29, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, "
-                 "{%24, %25, %26, %27}, %28, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
-}
-template <>
-__device__ __forceinline__ void moe_wg_mma<7>(float (&d)[7][4], const uint32_t (&a)[4],
-                                              uint64_t desc, uint32_t accumulate)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %33, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n56k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27}, "
-                 "{%28, %29, %30, %31}, %32, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
-}
-template <>
-__device__ __forceinline__ void moe_wg_mma<8>(float (&d)[8][4], const uint32_t (&a)[4],
-                                              uint64_t desc, uint32_t accumulate)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-                 "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
-}
+/* the accumulator operands of n8 tiles 0..NX-1 */
+#define MOE_WG_D1 "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
+#define MOE_WG_D2 MOE_WG_D1, "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3])
+#define MOE_WG_D3 MOE_WG_D2, "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3])
+#define MOE_WG_D4 MOE_WG_D3, "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
+#define MOE_WG_D5 MOE_WG_D4, "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3])
+#define MOE_WG_D6 MOE_WG_D5, "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3])
+#define MOE_WG_D7 MOE_WG_D6, "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3])
+#define MOE_WG_D8 MOE_WG_D7, "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+
+/* moe_wg_mma<NX>: DREGS names the N / 2 accumulator registers of m64nNk16 (N = 8 NX), REST
+ * the A registers and the descriptor, ACC the accumulate flag */
+#define MOE_WG_MMA(NX, N, DREGS, REST, ACC)                                                        \
+    template <>                                                                                    \
+    __device__ __forceinline__ void moe_wg_mma<NX>(float(&d)[NX][4], const uint32_t(&a)[4],        \
+                                                   uint64_t desc, uint32_t accumulate)             \
+    {                                                                                              \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " ACC ", 0;\n"                              \
+                     "wgmma.mma_async.sync.aligned.m64n" N "k16.f32.bf16.bf16 {" DREGS "}, "       \
+                     REST ", p, 1, 1, 0;\n}\n"                                                     \
+                     : MOE_WG_D##NX                                                                \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));    \
+    }
+MOE_WG_MMA(1, "8", "%0, %1, %2, %3", "{%4, %5, %6, %7}, %8", "%9")
+MOE_WG_MMA(2, "16", "%0, %1, %2, %3, %4, %5, %6, %7", "{%8, %9, %10, %11}, %12", "%13")
+MOE_WG_MMA(3, "24",
+           "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11",
+           "{%12, %13, %14, %15}, %16", "%17")
+MOE_WG_MMA(4, "32",
+           "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15",
+           "{%16, %17, %18, %19}, %20", "%21")
+MOE_WG_MMA(5, "40",
+           "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+           "%16, %17, %18, %19",
+           "{%20, %21, %22, %23}, %24", "%25")
+MOE_WG_MMA(6, "48",
+           "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+           "%16, %17, %18, %19, %20, %21, %22, %23",
+           "{%24, %25, %26, %27}, %28", "%29")
+MOE_WG_MMA(7, "56",
+           "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+           "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27",
+           "{%28, %29, %30, %31}, %32", "%33")
+MOE_WG_MMA(8, "64",
+           "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+           "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31",
+           "{%32, %33, %34, %35}, %36", "%37")
+#undef MOE_WG_MMA
+#undef MOE_WG_D1
+#undef MOE_WG_D2
+#undef MOE_WG_D3
+#undef MOE_WG_D4
+#undef MOE_WG_D5
+#undef MOE_WG_D6
+#undef MOE_WG_D7
+#undef MOE_WG_D8
 
 
 /* The A operand of 32-input chunk h of the stage at st, for the warp's MW m16 tiles and both
@@ -747,11 +724,11 @@ __device__ __forceinline__ void moe_wg_main(const struct k_moe_gemm_params &p,
                 ld_kt = 0, ld_tile++;
         }
         moe_cp_commit();
-        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); /* chunk 0: a0 free */
+        moe_wg_wait<1>(); /* chunk 0: a0 free */
         moe_wg_pin(a0);
         if (it + 1 < n_it)
             moe_wg_build<W, WR>(a0, c.smem + (it + 1) % STAGES * G::STAGE, 0);
-        moe_wg_wait0(); /* chunk 1: the stage is read, a1 and gacc free */
+        moe_wg_wait<0>(); /* chunk 1: the stage is read, a1 and gacc free */
         moe_wg_pin(gacc);
         if (((k0 + G::BK) & (c.group - 1)) == 0) /* a group's last stage */
             moe_tc_scale<UP, W, WR, NX>(acc, gacc, c, sc, k0 >> gshift, tile);
@@ -858,8 +835,8 @@ __device__ __forceinline__ void moe_tc_gemm(const struct k_moe_gemm_params &p)
     extern __shared__ __align__(16) uint8_t moe_tc_raw[];
     /* INT4: the stages from a 1024-byte boundary (the wgmma swizzle's period; K_MOE_TC_SMEM
      * has the room) */
-    uint8_t *const moe_tc_smem =
-        moe_tc_raw + (I4 ? (1024u - ((uint32_t)__cvta_generic_to_shared(moe_tc_raw) & 1023u)) & 1023u : 0u);
+    const uint32_t pad = (1024u - ((uint32_t)__cvta_generic_to_shared(moe_tc_raw) & 1023u)) & 1023u;
+    uint8_t *const moe_tc_smem = moe_tc_raw + (I4 ? pad : 0u);
     const struct k_step *st = k_step_of(p.step);
     const uint32_t blk = blockIdx.x, tid = threadIdx.x;
     if (st->done || blk >= *(const uint32_t *)p.n_blocks)
