@@ -34,8 +34,8 @@
 /* Every record is written to the file as it is: its size must be the sum of its fields, so
  * there is no implicit padding whose bytes would be undefined. */
 _Static_assert(sizeof(struct plan_identity) ==
-                   sizeof(struct model_config) + 23 * 4 + 4 * 8 + 32, "plan_identity padding");
-_Static_assert(sizeof(struct plan_identity) == 416, "plan_identity size");
+                   sizeof(struct model_config) + 31 * 4 + 4 * 8 + 32, "plan_identity padding");
+_Static_assert(sizeof(struct plan_identity) == 448, "plan_identity size");
 _Static_assert(sizeof(struct plan_region) == 2 * 4 + 2 * 8 && sizeof(struct plan_region) == 24,
                "plan_region");
 _Static_assert(sizeof(struct plan_buffer) == 6 * 4 + 2 * 8 && sizeof(struct plan_buffer) == 40,

@@ -34,8 +34,8 @@
 #include "model.h"
 
 #define PLAN_MAGIC 0x4E4C5051u /* "QPLN" */
-#define PLAN_VERSION 1u
-#define PLAN_MAX_BUCKETS 8     /* prefill bucket sizes */
+#define PLAN_VERSION 2u
+#define PLAN_MAX_BUCKETS 16    /* prefill bucket sizes */
 #define PLAN_MAX_ARCHS 8       /* kernel images */
 #define PLAN_MAX_DIMS 4        /* weight tensor rank */
 #define PLAN_PARAM_ALIGN 16    /* every op's blob starts at a multiple of this */

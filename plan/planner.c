@@ -58,7 +58,10 @@ static void usage(FILE *f)
             "                       128), int4:32, int4:64, int4:128 (default int4)\n"
             "  --lm-head Q          format of lm_head: bf16 or int4[:G] (default bf16)\n"
             "  --prefill-chunk N    largest prefill chunk in tokens (default %d); schedules are\n"
-            "                       made for 16, 64, 256, 1024 below it, N / 2 and N itself\n"
+            "                       made for 16, 64, 128, 256, 512, 768, 1024, 1536, ...\n"
+            "                       (powers of two, and 1.5 times those from 512) below it\n"
+            "                       and for N itself; a prompt runs in the smallest that\n"
+            "                       holds it\n"
             "  --arch LIST          comma-separated kernel images to embed, from sm_80, sm_86,\n"
             "                       sm_87, sm_89, sm_90a (default: all of them whose shared\n"
             "                       memory holds the model's kernels; sm_86 and sm_89 cannot\n"
@@ -371,17 +374,27 @@ static int emit(const char *path, const uint8_t *buf, size_t n)
     return 0;
 }
 
-/* Prefill buckets: 16, 64, 256, 1024, ... below the chunk, half the chunk where that is above
- * them, then the chunk (the chunk capped by max_seq). */
+/* Prefill buckets below the chunk: 16, 64, then the powers of two from 128, from 512 up each
+ * with 1.5 times it too (768, 1536, 3072, ...), then the chunk (capped by max_seq). A prompt
+ * runs in the smallest bucket that holds it, and the dense projections (cuBLAS) compute every
+ * row of a bucket: from 256 up a bucket holds at most 2 (below 512) or 1.5 times the tokens
+ * that need it, where 16, 64, 256, 1024 made a 257-token prompt compute 1024 rows. */
 static void buckets(struct pb *b, uint32_t chunk)
 {
     if (chunk > b->max_seq)
         chunk = b->max_seq;
     b->num_buckets = 0;
-    for (uint32_t t = 16; t < chunk && b->num_buckets < PLAN_MAX_BUCKETS - 2; t *= 4)
-        b->buckets[b->num_buckets++] = t;
-    if (chunk / 2 > (b->num_buckets ? b->buckets[b->num_buckets - 1] : 0))
-        b->buckets[b->num_buckets++] = chunk / 2;
+#define BUCKET(t)                                                                                  \
+    if ((t) < chunk && b->num_buckets < PLAN_MAX_BUCKETS - 1)                                      \
+    b->buckets[b->num_buckets++] = (t)
+    BUCKET(16u);
+    BUCKET(64u);
+    for (uint64_t t = 128; t < chunk; t *= 2) {
+        BUCKET((uint32_t)t);
+        if (t >= 512)
+            BUCKET((uint32_t)(t + t / 2));
+    }
+#undef BUCKET
     b->buckets[b->num_buckets++] = chunk;
 }
 

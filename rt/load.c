@@ -150,6 +150,9 @@ static enum rt_status resolve_kernels(struct rt *r, char *err)
                            "kernels are from different builds; re-plan",
                            name, size, k.param_size);
     }
+    uint32_t *smem = calloc(r->p.num_kernels ? r->p.num_kernels : 1, sizeof *smem);
+    if (!smem)
+        return rt_fail(err, RT_ERR_NOMEM, "out of host memory for the kernel table");
     for (uint32_t i = 0; i < r->p.num_ops; i++) {
         struct plan_op op;
         int max_threads = 0;
@@ -158,16 +161,29 @@ static enum rt_status resolve_kernels(struct rt *r, char *err)
             continue;
         CUfunction f = r->fns[op.kernel];
         CUresult res = DRV(r, cuFuncGetAttribute(&max_threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, f));
-        if (res)
+        if (res) {
+            free(smem);
             return rt_drv_fail(r, res, RT_ERR_KERNEL, err, "cuFuncGetAttribute");
-        if (op.block[0] * op.block[1] * op.block[2] > (uint32_t)max_threads)
+        }
+        if (op.block[0] * op.block[1] * op.block[2] > (uint32_t)max_threads) {
+            free(smem);
             return rt_fail(err, RT_ERR_KERNEL, "op %s launches %u threads per block; the kernel allows %d",
                            plan_str(&r->p, op.name), op.block[0] * op.block[1] * op.block[2], max_threads);
-        /* any dynamic shared memory: the default cap is 48 KiB less the kernel's static share */
-        if (op.smem > 0 &&
-            (res = DRV(r, cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)op.smem))))
-            return rt_drv_fail(r, res, RT_ERR_KERNEL, err, "raising the dynamic shared memory limit");
+        }
+        if (op.smem > smem[op.kernel])
+            smem[op.kernel] = op.smem;
     }
+    /* any dynamic shared memory: the default cap is 48 KiB less the kernel's static share; one
+     * limit a kernel, the largest its ops ask for (the ops of k_gemm_i4_tc differ in K) */
+    for (uint32_t i = 0; i < r->p.num_kernels; i++) {
+        CUresult res;
+        if (smem[i] > 0 &&
+            (res = DRV(r, cuFuncSetAttribute(r->fns[i], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem[i])))) {
+            free(smem);
+            return rt_drv_fail(r, res, RT_ERR_KERNEL, err, "raising the dynamic shared memory limit");
+        }
+    }
+    free(smem);
     return RT_OK;
 }
 

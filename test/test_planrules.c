@@ -61,7 +61,7 @@ static const struct rule rules[] = {
     {"model config fails its check", {{P_REC, S_ID, 0, MC(num_heads), 4, 0}}, BAD, "identity: model config: num_attention_heads"},
     {"max_seq 0", {IDF(max_seq, 4, 0)}, BAD, "max_seq 0 is outside 1..max_position"},
     {"max_seq above max_position", {IDF(max_seq, 4, 300000)}, BAD, "max_seq 300000 is outside"},
-    {"too many buckets", {IDF(num_buckets, 4, 9)}, OOB, "num_buckets 9 exceeds 8"},
+    {"too many buckets", {IDF(num_buckets, 4, 17)}, OOB, "num_buckets 17 exceeds 16"},
     {"buckets not ascending", {IDA(buckets, 1, 64)}, BAD, "not strictly ascending (64 after 64)"},
     {"zero bucket", {IDA(buckets, 2, 0)}, BAD, "bucket 2 is zero"},
     {"unused bucket slot set", {IDA(buckets, 5, 7)}, BAD, "unused bucket slot 5"},
