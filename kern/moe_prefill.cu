@@ -139,6 +139,8 @@ __device__ __forceinline__ uint32_t moe_scan(uint32_t v, uint32_t *s_warp, uint3
 extern "C" __global__ void __launch_bounds__(1024) k_moe_align(struct k_moe_align_params p)
 {
     __shared__ uint32_t s_cnt[MOE_ALIGN_MAX_E]; /* pairs per expert, then the fill cursor */
+    __shared__ uint32_t s_first[MOE_ALIGN_MAX_E]; /* each expert's first row block */
+    __shared__ uint32_t s_num[MOE_ALIGN_MAX_E];   /* and its pairs */
     __shared__ uint32_t s_warp[32];
     const struct k_step *st = k_step_of(p.step);
     const uint32_t E = p.d.E, k = p.d.k, tid = threadIdx.x;
@@ -163,16 +165,25 @@ extern "C" __global__ void __launch_bounds__(1024) k_moe_align(struct k_moe_alig
     uint32_t total, first = moe_scan(nb, s_warp, &total) - nb;
     if (tid < E) {
         ((uint32_t *)p.counts)[tid] = cnt;
-        for (uint32_t j = 0; j < nb; j++)
-            ((uint32_t *)p.block_expert)[first + j] = tid;
-        for (uint32_t r = cnt; r < nb * K_MOE_BM; r++) /* the padding of its last block */
-            sorted[(uint64_t)first * K_MOE_BM + r] = K_MOE_SENTINEL;
         s_cnt[tid] = first * K_MOE_BM; /* now the next free row of expert tid */
+        s_first[tid] = first, s_num[tid] = cnt;
     }
     if (tid == 0)
         *(uint32_t *)p.n_blocks = total;
     __syncthreads();
-    for (uint32_t i = tid; i < npairs; i += blockDim.x) {
+    /* each expert's block ids and the padding of its last block, by one warp an expert with
+     * consecutive lanes on consecutive words (a thread an expert stored 32 scattered words an
+     * instruction: most of this kernel's time) */
+    const uint32_t lane = tid & 31, nw = blockDim.x >> 5;
+    for (uint32_t e = tid >> 5; e < E; e += nw) {
+        const uint32_t f = s_first[e], c = e + 1 < E ? s_first[e + 1] - f : total - f;
+        const uint32_t n = s_num[e];
+        for (uint32_t j = lane; j < c; j += 32)
+            ((uint32_t *)p.block_expert)[f + j] = e;
+        for (uint32_t r = n + lane; r < c * K_MOE_BM; r += 32)
+            sorted[(uint64_t)f * K_MOE_BM + r] = K_MOE_SENTINEL;
+    }
+    for (uint32_t i = tid; i < npairs; i += blockDim.x) { /* rows below the padding */
         uint32_t e = (uint32_t)ids[i];
         if (e < E)
             sorted[atomicAdd(&s_cnt[e], 1u)] = i;
