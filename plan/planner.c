@@ -10,8 +10,8 @@
  * 256 experts of every layer, so each chunk streams ~17 GB of expert weights (~6 ms on an
  * H100) and expands the dense INT4 projections for cuBLAS again. A 4096-token prompt in one
  * chunk measured 42,589 tok/s against 40,096 as two of 2048 (H100, same run), for 96 MiB more
- * overlay. Buckets of 16, 64, 256 and 1024 tokens below it, and half the chunk, keep shorter
- * prompts from paying for 4096 (cuBLAS computes every row of a bucket). */
+ * overlay. Buckets below it (16, 64, the powers of two from 128 and 1.5 times those from 512:
+ * buckets()) keep shorter prompts from paying for 4096 (cuBLAS computes every row of a bucket). */
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
