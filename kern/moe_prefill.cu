@@ -307,43 +307,57 @@ struct moe_tc_ctx {
     uint32_t K, N, nk;   /* inputs, output columns, stages per column tile */
     uint32_t KG, group;  /* INT4: groups per row, group size */
     uint32_t sc_off[2];  /* INT4: element offset of scale ranges 0 and 1 (up: gate, up) */
-    const uint16_t *xb;  /* token rows: up, x; down, act */
-    uint32_t x[4];       /* element offsets of this thread's copies' rows (~0u: padding) */
-    const uint8_t *w[4]; /* weight rows of its copies in column tile 0 (null: past N) */
-    uint32_t wc[4];      /* their output columns in tile 0 */
+    const uint16_t *xb;   /* token rows: up, x; down, act */
+    uint32_t x[4];        /* element offsets of this thread's copies' rows (~0u: padding) */
+    const uint8_t *w[4];  /* weight rows of its copies in column tile 0 (null: past N) */
+    uint32_t wc[4];       /* their output columns in tile 0 */
+    uint32_t xo, wo;      /* shared offsets of its copies 0 in a stage (copy i: + i * 2048) */
 };
 
-/* Queue the copies of stage `kt` of column tile `tile` into the stage at shared address st. */
-template <bool I4, int W, int WR, int NT>
+/* Queue the copies of stage `kt` of column tile `tile` into the stage at shared address st.
+ * A thread's copies i = 0, 1, .. take rows THREADS / XU (and THREADS / WU) apart at the same
+ * 16-byte unit, and both swizzles repeat every 8 rows, so copy i lands 2048 i bytes past copy
+ * 0 (xo, wo) and only its source advances with the stage. Token rows of n8 tiles past NX are
+ * not copied: no MMA reads them. A stage past K (K % BK != 0) zero-fills the inputs beyond K. */
+template <bool I4, int W, int WR, int NT, int NX>
 __device__ __forceinline__ void moe_tc_load(const struct moe_tc_ctx &c, uint32_t st, uint32_t tile,
                                             uint32_t kt)
 {
     using G = moe_tc_geom<I4, W, WR>;
-    const uint32_t tid = threadIdx.x, k0 = kt * G::BK;
+    constexpr uint32_t XR = G::THREADS / G::XU, WR_ = G::THREADS / G::WU; /* rows a copy apart */
+    static_assert(XR * (I4 ? 128 : 64) == 2048 && WR_ * (I4 ? 32 : 64) == 2048 && XR % 8 == 0 &&
+                      WR_ % 8 == 0,
+                  "copy i lands 2048 i bytes past copy 0 (moe_tc_xoff, moe_tc_woff)");
+    const uint32_t tid = threadIdx.x, k0 = kt * G::BK, xu = 8 * (tid % G::XU);
+    const uint32_t wu = (I4 ? 32 : 8) * (tid % G::WU); /* the unit's first input */
+    const uint64_t row_bytes = I4 ? c.K / 2 : 2ull * c.K, tile_off = NT > 1 ? tile * G::ROWS * row_bytes : 0;
+    if (k0 + G::BK <= c.K) { /* every input of the stage is inside K */
+#pragma unroll
+        for (uint32_t i = 0; i < G::X_CP; i++)
+            if (i * XR < 8 * NX && c.x[i] != ~0u)
+                moe_cp16(st + c.xo + 2048 * i, c.xb + (c.x[i] + k0 + xu), 16);
+#pragma unroll
+        for (uint32_t i = 0; i < G::W_CP; i++)
+            if (c.w[i] && (NT == 1 || c.wc[i] + tile * G::ROWS < c.N))
+                moe_cp16(st + c.wo + 2048 * i, c.w[i] + tile_off + (I4 ? (k0 + wu) / 2 : 2 * (k0 + wu)), 16);
+        return;
+    }
 #pragma unroll
     for (uint32_t i = 0; i < G::X_CP; i++) {
-        const uint32_t idx = tid + i * G::THREADS, r = idx / G::XU, u = idx % G::XU;
-        const uint32_t k = k0 + 8 * u;
-        if (c.x[i] != ~0u)
-            moe_cp16(st + moe_tc_xoff<I4>(r, u), c.xb + c.x[i] + (k < c.K ? k : 0),
-                     k < c.K ? 16 : 0);
+        const uint32_t k = k0 + xu;
+        if (i * XR < 8 * NX && c.x[i] != ~0u)
+            moe_cp16(st + c.xo + 2048 * i, c.xb + c.x[i] + (k < c.K ? k : 0), k < c.K ? 16 : 0);
     }
-    const uint64_t row_bytes = I4 ? c.K / 2 : 2ull * c.K;
 #pragma unroll
     for (uint32_t i = 0; i < G::W_CP; i++) {
-        const uint32_t idx = tid + i * G::THREADS, j = idx / G::WU, u = idx % G::WU;
-        const uint32_t k = I4 ? k0 + 32 * u : k0 + 8 * u;
+        const uint32_t k = k0 + wu;
         if (c.w[i] && c.wc[i] + tile * G::ROWS < c.N) {
-            const uint8_t *row = c.w[i] + (NT > 1 ? tile * G::ROWS * row_bytes : 0);
-            moe_cp16(st + G::X_BYTES + moe_tc_woff<I4>(j, u),
-                     k < c.K ? row + (I4 ? k / 2 : 2ull * k) : row, k < c.K ? 16 : 0);
+            const uint8_t *row = c.w[i] + tile_off;
+            moe_cp16(st + c.wo + 2048 * i, k < c.K ? row + (I4 ? k / 2 : 2ull * k) : row, k < c.K ? 16 : 0);
         }
     }
 }
 
-/* One 32-input chunk into the warp's tiles for the NX live n8 tiles of tokens: per tile one
- * 16-byte load of token row 8 n + g gives the B operands of both mma steps. Step 0 runs over
- * every tile before step 1, so an accumulator's two mma are NX * MW apart, not back to back. */
 template <bool I4, bool ZERO, int MW, int NX>
 __device__ __forceinline__ void moe_tc_chunk(float (&d)[MW][NX][4], const uint32_t (&a)[MW][2][4],
                                              uint32_t xs, uint32_t h)
@@ -705,7 +719,7 @@ __device__ __forceinline__ void moe_wg_main(const struct k_moe_gemm_params &p,
 #pragma unroll
     for (int s = 0; s < STAGES - 1; s++) {
         if (s < (int)n_it) {
-            moe_tc_load<true, W, WR, NT>(c, c.smem + s * G::STAGE, ld_tile, ld_kt);
+            moe_tc_load<true, W, WR, NT, NX>(c, c.smem + s * G::STAGE, ld_tile, ld_kt);
             if (++ld_kt == c.nk)
                 ld_kt = 0, ld_tile++;
         }
@@ -729,7 +743,7 @@ __device__ __forceinline__ void moe_wg_main(const struct k_moe_gemm_params &p,
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         __syncthreads();
         if (it + STAGES - 1 < n_it) {
-            moe_tc_load<true, W, WR, NT>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE,
+            moe_tc_load<true, W, WR, NT, NX>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE,
                                          ld_tile, ld_kt);
             if (++ld_kt == c.nk)
                 ld_kt = 0, ld_tile++;
@@ -773,7 +787,7 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
 #pragma unroll
     for (int s = 0; s < STAGES - 1; s++) {
         if (s < (int)n_it) {
-            moe_tc_load<I4, W, WR, NT>(c, c.smem + s * G::STAGE, ld_tile, ld_kt);
+            moe_tc_load<I4, W, WR, NT, NX>(c, c.smem + s * G::STAGE, ld_tile, ld_kt);
             if (++ld_kt == c.nk)
                 ld_kt = 0, ld_tile++;
         }
@@ -784,7 +798,7 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
         moe_cp_wait<STAGES - 2>(); /* stage it has landed (this thread's copies) */
         __syncthreads();           /* everyone's; and stage it - 1 is free to refill */
         if (it + STAGES - 1 < n_it) {
-            moe_tc_load<I4, W, WR, NT>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE, ld_tile,
+            moe_tc_load<I4, W, WR, NT, NX>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE, ld_tile,
                                        ld_kt);
             if (++ld_kt == c.nk)
                 ld_kt = 0, ld_tile++;
@@ -892,6 +906,8 @@ __device__ __forceinline__ void moe_tc_gemm(const struct k_moe_gemm_params &p)
         c.wc[i] = n;
         c.w[i] = i < G::W_CP && n < N ? (const uint8_t *)p.w + row * row_bytes : nullptr;
     }
+    c.xo = moe_tc_xoff<I4>(tid / G::XU, tid % G::XU);
+    c.wo = G::X_BYTES + moe_tc_woff<I4>(tid / G::WU, tid % G::WU);
     if (live == 0) { /* no pairs (k_moe_align makes no such block): up writes its zero rows */
         const float zero[WR / 16][1][4] = {};
         if (UP)
