@@ -40,8 +40,11 @@
  *   Staging: cp.async copies of 16 bytes, K_MOE_TC_STAGES stages deep, one barrier per stage.
  *   A stage holds BK inputs (INT4: 64, bf16: 32) of the 64 token rows (gathered rows of x for
  *   up, act rows for down) and of the weight rows, the INT4 nibbles as stored. Rows that are
- *   padding or columns past N are not copied: their stale values reach only outputs that are
- *   not written. Inputs past K are zero-filled (a zero token input cancels any weight).
+ *   padding, token rows of n8 tiles past the live ones, and columns past N are not copied:
+ *   their stale values reach only outputs that are not written. Inputs past K are zero-filled
+ *   (a zero token input cancels any weight). A thread's copies sit rows apart by a multiple of
+ *   8, where the swizzles repeat, so each lands at a fixed offset from its first (moe_tc_load):
+ *   only the sources advance with the stage.
  *
  *   The k order inside a 32-input chunk is permuted, the same way for both operands, so that
  *   each is one wide shared-memory load with no register moves: lane (g, t) (g = lane / 4,
