@@ -333,7 +333,8 @@ __device__ __forceinline__ void moe_tc_load(const struct moe_tc_ctx &c, uint32_t
                   "copy i lands 2048 i bytes past copy 0 (moe_tc_xoff, moe_tc_woff)");
     const uint32_t tid = threadIdx.x, k0 = kt * G::BK, xu = 8 * (tid % G::XU);
     const uint32_t wu = (I4 ? 32 : 8) * (tid % G::WU); /* the unit's first input */
-    const uint64_t row_bytes = I4 ? c.K / 2 : 2ull * c.K, tile_off = NT > 1 ? tile * G::ROWS * row_bytes : 0;
+    const uint64_t row_bytes = I4 ? c.K / 2 : 2ull * c.K;
+    const uint64_t tile_off = NT > 1 ? tile * G::ROWS * row_bytes : 0;
     if (k0 + G::BK <= c.K) { /* every input of the stage is inside K */
 #pragma unroll
         for (uint32_t i = 0; i < G::X_CP; i++)
@@ -342,7 +343,8 @@ __device__ __forceinline__ void moe_tc_load(const struct moe_tc_ctx &c, uint32_t
 #pragma unroll
         for (uint32_t i = 0; i < G::W_CP; i++)
             if (c.w[i] && (NT == 1 || c.wc[i] + tile * G::ROWS < c.N))
-                moe_cp16(st + c.wo + 2048 * i, c.w[i] + tile_off + (I4 ? (k0 + wu) / 2 : 2 * (k0 + wu)), 16);
+                moe_cp16(st + c.wo + 2048 * i,
+                         c.w[i] + tile_off + (I4 ? (k0 + wu) / 2 : 2 * (k0 + wu)), 16);
         return;
     }
 #pragma unroll
@@ -356,11 +358,15 @@ __device__ __forceinline__ void moe_tc_load(const struct moe_tc_ctx &c, uint32_t
         const uint32_t k = k0 + wu;
         if (c.w[i] && c.wc[i] + tile * G::ROWS < c.N) {
             const uint8_t *row = c.w[i] + tile_off;
-            moe_cp16(st + c.wo + 2048 * i, k < c.K ? row + (I4 ? k / 2 : 2ull * k) : row, k < c.K ? 16 : 0);
+            moe_cp16(st + c.wo + 2048 * i, k < c.K ? row + (I4 ? k / 2 : 2ull * k) : row,
+                     k < c.K ? 16 : 0);
         }
     }
 }
 
+/* One 32-input chunk into the warp's tiles for the NX live n8 tiles of tokens: per tile one
+ * 16-byte load of token row 8 n + g gives the B operands of both mma steps. Step 0 runs over
+ * every tile before step 1, so an accumulator's two mma are NX * MW apart, not back to back. */
 template <bool I4, bool ZERO, int MW, int NX>
 __device__ __forceinline__ void moe_tc_chunk(float (&d)[MW][NX][4], const uint32_t (&a)[MW][2][4],
                                              uint32_t xs, uint32_t h)
@@ -747,7 +753,7 @@ __device__ __forceinline__ void moe_wg_main(const struct k_moe_gemm_params &p,
         __syncthreads();
         if (it + STAGES - 1 < n_it) {
             moe_tc_load<true, W, WR, NT, NX>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE,
-                                         ld_tile, ld_kt);
+                                             ld_tile, ld_kt);
             if (++ld_kt == c.nk)
                 ld_kt = 0, ld_tile++;
         }
@@ -801,8 +807,8 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
         moe_cp_wait<STAGES - 2>(); /* stage it has landed (this thread's copies) */
         __syncthreads();           /* everyone's; and stage it - 1 is free to refill */
         if (it + STAGES - 1 < n_it) {
-            moe_tc_load<I4, W, WR, NT, NX>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE, ld_tile,
-                                       ld_kt);
+            moe_tc_load<I4, W, WR, NT, NX>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE,
+                                           ld_tile, ld_kt);
             if (++ld_kt == c.nk)
                 ld_kt = 0, ld_tile++;
         }

@@ -177,8 +177,8 @@ static enum rt_status resolve_kernels(struct rt *r, char *err)
      * limit a kernel, the largest its ops ask for (the ops of k_gemm_i4_tc differ in K) */
     for (uint32_t i = 0; i < r->p.num_kernels; i++) {
         CUresult res;
-        if (smem[i] > 0 &&
-            (res = DRV(r, cuFuncSetAttribute(r->fns[i], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem[i])))) {
+        if (smem[i] > 0 && (res = DRV(r, cuFuncSetAttribute(r->fns[i], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                             (int)smem[i])))) {
             free(smem);
             return rt_drv_fail(r, res, RT_ERR_KERNEL, err, "raising the dynamic shared memory limit");
         }

@@ -82,9 +82,11 @@ static void good_runs(void)
     CHECK(strstr(out, "arena") && strstr(out, "overlay placed by lifetime"),
           "the summary shows the arena and the saving against the naive sum");
     CHECK(buckets_are(out, "16 64 128 256 512 768 1024 1536 2048 3072 4096"),
-          "default prefill buckets: 16, 64, the powers of two, 1.5 times those from 512, the 4096 chunk");
+          "default prefill buckets: 16, 64, the powers of two, 1.5 times those from 512, the "
+          "4096 chunk");
     rc = run(PLANNER " --max-seq 4096 --prefill-chunk 300 -o " TMP "/e.bin", out, sizeof out);
-    CHECK(rc == 0 && buckets_are(out, "16 64 128 256 300"), "--prefill-chunk 300: 16, 64, 128, 256, 300");
+    CHECK(rc == 0 && buckets_are(out, "16 64 128 256 300"),
+          "--prefill-chunk 300: 16, 64, 128, 256, 300");
     rc = run(PLANNER " --max-seq 1000 -o " TMP "/e.bin", out, sizeof out);
     CHECK(rc == 0 && buckets_are(out, "16 64 128 256 512 768 1000"),
           "--max-seq 1000: the chunk capped at 1000, the ladder below it");
