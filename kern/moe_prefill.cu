@@ -563,9 +563,11 @@ template <int N> __device__ __forceinline__ void moe_wg_wait()
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 /* Keeps the compiler from moving a register's reads or writes across the wgmma fences and
- * waits. */
-template <int A, int B, int C>
-__device__ __forceinline__ void moe_wg_pin(float (&d)[A][B][C])
+ * waits (fp32 accumulators or bf16x2 operand words). */
+__device__ __forceinline__ void moe_wg_pin1(float &v) { asm volatile("" : "+f"(v)::"memory"); }
+__device__ __forceinline__ void moe_wg_pin1(uint32_t &v) { asm volatile("" : "+r"(v)::"memory"); }
+template <typename T, int A, int B, int C>
+__device__ __forceinline__ void moe_wg_pin(T (&d)[A][B][C])
 {
 #pragma unroll
     for (int i = 0; i < A; i++)
@@ -573,18 +575,7 @@ __device__ __forceinline__ void moe_wg_pin(float (&d)[A][B][C])
         for (int j = 0; j < B; j++)
 #pragma unroll
             for (int q = 0; q < C; q++)
-                asm volatile("" : "+f"(d[i][j][q])::"memory");
-}
-template <int A, int B, int C>
-__device__ __forceinline__ void moe_wg_pin(uint32_t (&d)[A][B][C])
-{
-#pragma unroll
-    for (int i = 0; i < A; i++)
-#pragma unroll
-        for (int j = 0; j < B; j++)
-#pragma unroll
-            for (int q = 0; q < C; q++)
-                asm volatile("" : "+r"(d[i][j][q])::"memory");
+                moe_wg_pin1(d[i][j][q]);
 }
 
 /* The descriptor of a K-major bf16 B operand in the 128-byte swizzle: rows of 128 bytes, 8-row
