@@ -367,6 +367,31 @@ __device__ __forceinline__ void moe_tc_load(const struct moe_tc_ctx &c, uint32_t
 /* One 32-input chunk into the warp's tiles for the NX live n8 tiles of tokens: per tile one
  * 16-byte load of token row 8 n + g gives the B operands of both mma steps. Step 0 runs over
  * every tile before step 1, so an accumulator's two mma are NX * MW apart, not back to back. */
+/* Queue the copies of stage (ld_tile, ld_kt) into the slot at dst and step to the next stage. */
+template <bool I4, int W, int WR, int NT, int NX>
+__device__ __forceinline__ void moe_tc_queue(const struct moe_tc_ctx &c, uint32_t dst,
+                                             uint32_t &ld_tile, uint32_t &ld_kt)
+{
+    moe_tc_load<I4, W, WR, NT, NX>(c, dst, ld_tile, ld_kt);
+    if (++ld_kt == c.nk)
+        ld_kt = 0, ld_tile++;
+}
+
+/* The main loops' prologue: stages 0 .. STAGES - 2 queued, one copy group each (empty groups
+ * past the last stage keep the wait count uniform). */
+template <bool I4, int W, int WR, int NT, int STAGES, int NX>
+__device__ __forceinline__ void moe_tc_queue_first(const struct moe_tc_ctx &c, uint32_t n_it,
+                                                   uint32_t &ld_tile, uint32_t &ld_kt)
+{
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < (int)n_it)
+            moe_tc_queue<I4, W, WR, NT, NX>(c, c.smem + s * moe_tc_geom<I4, W, WR>::STAGE,
+                                            ld_tile, ld_kt);
+        moe_cp_commit();
+    }
+}
+
 template <bool I4, bool ZERO, int MW, int NX>
 __device__ __forceinline__ void moe_tc_chunk(float (&d)[MW][NX][4], const uint32_t (&a)[MW][2][4],
                                              uint32_t xs, uint32_t h)
@@ -716,15 +741,7 @@ __device__ __forceinline__ void moe_wg_main(const struct k_moe_gemm_params &p,
     float acc[MW][NX][4] = {}, gacc[MW][NX][4] = {};
     const uint32_t n_it = NT * c.nk, gshift = __ffs(c.group) - 1;
     uint32_t ld_tile = 0, ld_kt = 0; /* the next stage to queue */
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; s++) {
-        if (s < (int)n_it) {
-            moe_tc_load<true, W, WR, NT, NX>(c, c.smem + s * G::STAGE, ld_tile, ld_kt);
-            if (++ld_kt == c.nk)
-                ld_kt = 0, ld_tile++;
-        }
-        moe_cp_commit(); /* empty groups keep the wait count uniform */
-    }
+    moe_tc_queue_first<true, W, WR, NT, STAGES, NX>(c, n_it, ld_tile, ld_kt);
     moe_cp_wait<STAGES - 2>(); /* stage 0 */
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();
@@ -742,12 +759,9 @@ __device__ __forceinline__ void moe_wg_main(const struct k_moe_gemm_params &p,
         moe_cp_wait<STAGES - 3>();
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         __syncthreads();
-        if (it + STAGES - 1 < n_it) {
-            moe_tc_load<true, W, WR, NT, NX>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE,
-                                             ld_tile, ld_kt);
-            if (++ld_kt == c.nk)
-                ld_kt = 0, ld_tile++;
-        }
+        if (it + STAGES - 1 < n_it)
+            moe_tc_queue<true, W, WR, NT, NX>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE,
+                                              ld_tile, ld_kt);
         moe_cp_commit();
         moe_wg_wait<1>(); /* chunk 0: a0 free */
         moe_wg_pin(a0);
@@ -784,25 +798,14 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
     float acc[WR / 16][NX][4] = {}, gacc[I4 ? WR / 16 : 1][I4 ? NX : 1][4];
     const uint32_t n_it = NT * c.nk;
     uint32_t ld_tile = 0, ld_kt = 0; /* the next stage to queue */
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; s++) {
-        if (s < (int)n_it) {
-            moe_tc_load<I4, W, WR, NT, NX>(c, c.smem + s * G::STAGE, ld_tile, ld_kt);
-            if (++ld_kt == c.nk)
-                ld_kt = 0, ld_tile++;
-        }
-        moe_cp_commit(); /* empty groups keep the wait count uniform */
-    }
+    moe_tc_queue_first<I4, W, WR, NT, STAGES, NX>(c, n_it, ld_tile, ld_kt);
     uint32_t tile = 0, kt = 0;
     for (uint32_t it = 0; it < n_it; it++) {
         moe_cp_wait<STAGES - 2>(); /* stage it has landed (this thread's copies) */
         __syncthreads();           /* everyone's; and stage it - 1 is free to refill */
-        if (it + STAGES - 1 < n_it) {
-            moe_tc_load<I4, W, WR, NT, NX>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE,
-                                           ld_tile, ld_kt);
-            if (++ld_kt == c.nk)
-                ld_kt = 0, ld_tile++;
-        }
+        if (it + STAGES - 1 < n_it)
+            moe_tc_queue<I4, W, WR, NT, NX>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE,
+                                            ld_tile, ld_kt);
         moe_cp_commit();
         const uint32_t st = c.smem + it % STAGES * G::STAGE;
         if constexpr (I4)
