@@ -19,6 +19,13 @@
  *   K_GDN_CHUNK_TC_SMEM(dk); heads with K_GDN_CHUNK_TC_OK(dk, dv) only. It writes the core
  *   output; k_gdn_gnorm (grid (ceil(T_max nv / 8)), block K_GDN_GNORM_THREADS, the same
  *   parameters) then applies the gated RMSNorm with z in place, as it needs whole rows.
+ * k_gdn_prep + k_gdn_seq (prefill): k_gdn_chunk split in two, where K_GDN_SEQ_SMEM fits every
+ *   target (the planner's choice over k_gdn_chunk; same bits). k_gdn_prep computes what does not
+ *   depend on the state, for every chunk at once: grid (nv, ceil(T_max / K_GDN_CHUNK)), block
+ *   K_GDN_CHUNK_TC_THREADS, dynamic shared memory K_GDN_PREP_SMEM(dk); it leaves one record of
+ *   K_GDN_REC_BYTES per (value head, chunk) in `ws` (K_GDN_WS_BYTES). k_gdn_seq then walks the
+ *   chunks in order from those records: grid (nv, dv / K_GDN_CHUNK_TC_DVT), block
+ *   K_GDN_CHUNK_TC_THREADS, dynamic shared memory K_GDN_SEQ_SMEM(dk); k_gdn_gnorm follows.
  * k_gdn_chunk_fma (prefill): the same on CUDA cores for any head size, the gated RMSNorm fused
  *   at the end. Launch: grid (nv), block K_GDN_THREADS, dynamic shared memory
  *   K_GDN_CHUNK_SMEM(dk, min(dv, 128)) capped at the device's opt-in limit (the kernel takes
@@ -54,6 +61,22 @@
 #define K_GDN_CHUNK_TC_SMEM(dk)                                                                    \
     (2u * (2u * K_GDN_CHUNK * ((dk) + 8u) * 2u + K_GDN_CHUNK * 40u * 2u) +                         \
      2u * K_GDN_CHUNK * 72u * 4u + 3u * ((dk) + K_GDN_CHUNK) * 40u * 2u + 6u * K_GDN_CHUNK * 4u + 16u)
+
+/* k_gdn_prep / k_gdn_seq. A record: the 10 lower 16 x 16 blocks of Tm and of Attn (fp32, see
+ * kern/gdn_chunk_tc.cu), then rq, rk, beta, e^gam and e^(gam_63 - gam) of the chunk's rows. */
+#define K_GDN_REC_FLOATS (2u * 10u * 256u + 5u * K_GDN_CHUNK)
+#define K_GDN_REC_BYTES (4u * K_GDN_REC_FLOATS) /* 21760 */
+#define K_GDN_WS_BYTES(nv, T_max)                                                                  \
+    ((uint64_t)(nv) * (((T_max) + K_GDN_CHUNK - 1u) / K_GDN_CHUNK) * K_GDN_REC_BYTES)
+/* k_gdn_prep: raw q, k rows (C, dk + 8) bf16; L/Tm and Attn (C, 72) fp32; 6 row scalars (C) fp32;
+ * the solve's mbarrier. 73232 bytes at dk = 128 (three CTAs an SM on sm_90). */
+#define K_GDN_PREP_SMEM(dk)                                                                        \
+    (2u * K_GDN_CHUNK * ((dk) + 8u) * 2u + 2u * K_GDN_CHUNK * 72u * 4u + 6u * K_GDN_CHUNK * 4u + 16u)
+/* k_gdn_seq: two records; raw q rows, k rows twice (C, dk + 8) and v (C, 40) once, bf16; 3 bf16
+ * parts of the state (dk, 40), of X / V' and of V'' (C, 40). 162304 bytes at dk = 128. */
+#define K_GDN_SEQ_SMEM(dk)                                                                         \
+    (2u * K_GDN_REC_BYTES + 3u * K_GDN_CHUNK * ((dk) + 8u) * 2u + K_GDN_CHUNK * 40u * 2u +          \
+     3u * ((dk) + 2u * K_GDN_CHUNK) * 40u * 2u)
 
 struct k_gdn_dims {
     uint32_t nk, nv;       /* key heads, value heads */
@@ -102,6 +125,7 @@ struct k_gdn_chunk_params {
     uint64_t state;        /* (nv, dk, dv) f32, read then updated */
     uint64_t out;          /* (T_max, nv * dv) bf16 */
     uint64_t step;
+    uint64_t ws;           /* K_GDN_WS_BYTES(nv, T_max): k_gdn_prep's records for k_gdn_seq */
     struct k_gdn_dims d;
 };
 

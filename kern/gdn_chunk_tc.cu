@@ -69,9 +69,10 @@
 
 struct gdn_tc_lay {
     uint32_t dk, ldq;            /* key head size, raw row stride (bf16) */
-    __nv_bfloat16 *raw, *v0;     /* raw q, k rows and v of chunk parity 0 (see gdn_tc_q) */
+    __nv_bfloat16 *q0, *k0, *v0; /* raw q, k rows and v of chunk parity 0 (see gdn_tc_q) */
+    uint32_t qb, kb, vb;         /* how far those of parity 1 lie past them (0: one buffer) */
     float *lt, *at;              /* L / Tm, Attn */
-    __nv_bfloat16 *sp, *xv, *vv; /* parts: state, X / V', V'' (in lt) */
+    __nv_bfloat16 *sp, *xv, *vv; /* parts: state, X / V', V'' */
     float *rq, *rk, *beta, *gam, *eg, *dl;
     uint64_t *mb; /* the solve's barrier among warps 0-3 (gdn_tc_bar4) */
 };
@@ -79,15 +80,15 @@ struct gdn_tc_lay {
 /* The raw rows of buffer b (computed, not indexed, so the layout stays in registers) */
 __device__ __forceinline__ __nv_bfloat16 *gdn_tc_q(const struct gdn_tc_lay &L, int b)
 {
-    return L.raw + (2 * b) * GDN_TC_C * L.ldq;
+    return L.q0 + b * L.qb;
 }
 __device__ __forceinline__ __nv_bfloat16 *gdn_tc_k(const struct gdn_tc_lay &L, int b)
 {
-    return L.raw + (2 * b + 1) * GDN_TC_C * L.ldq;
+    return L.k0 + b * L.kb;
 }
 __device__ __forceinline__ __nv_bfloat16 *gdn_tc_v(const struct gdn_tc_lay &L, int b)
 {
-    return L.v0 + b * GDN_TC_C * GDN_TC_LDV;
+    return L.v0 + b * L.vb;
 }
 
 /* Carve the buffers in K_GDN_CHUNK_TC_SMEM's order; every offset is a multiple of 16 bytes. */
@@ -95,9 +96,10 @@ __device__ __forceinline__ void gdn_tc_layout(struct gdn_tc_lay *L, char *base, 
 {
     const uint32_t C = GDN_TC_C, raw = C * (dk + 8) * 2, vt = C * GDN_TC_LDV * 2;
     L->dk = dk, L->ldq = dk + 8;
-    L->raw = (__nv_bfloat16 *)base;
+    L->q0 = (__nv_bfloat16 *)base, L->k0 = L->q0 + C * L->ldq;
+    L->qb = L->kb = 2 * C * L->ldq;
     base += 4 * raw;
-    L->v0 = (__nv_bfloat16 *)base;
+    L->v0 = (__nv_bfloat16 *)base, L->vb = C * GDN_TC_LDV;
     base += 2 * vt;
     L->lt = (float *)base, L->vv = (__nv_bfloat16 *)base;
     L->at = L->lt + C * GDN_TC_LDF;
@@ -212,14 +214,24 @@ __device__ __forceinline__ void gdn_tc_put(__nv_bfloat16 *p, uint32_t plane, uin
         *(uint32_t *)(p + s * plane + e) = r[s];
 }
 
-/* The A fragment (16 x 16) at m of an fp32 matrix of row stride GDN_TC_LDF, in NS parts. */
-template <int NS>
+/* Block (r, ks) of a block lower triangular 64 x 64 fp32 matrix (ks <= r), and the A fragment
+ * (16 x 16) of such a block in NS parts. PK false: the matrix at m with row stride GDN_TC_LDF.
+ * PK true: the packed form k_gdn_prep writes (GDN_TC_BLK): the 10 blocks ks <= r one after
+ * another, 16 x 16 each, column c of row i stored at c ^ 8 (i & 2) / 2, so the fragment's
+ * float2 loads fall in distinct banks in each half-warp. */
+template <bool PK> __device__ __forceinline__ const float *gdn_tc_blk(const float *m, int r, int ks)
+{
+    return PK ? m + (r * (r + 1) / 2 + ks) * 256 : m + 16 * r * GDN_TC_LDF + 16 * ks;
+}
+
+template <int NS, bool PK>
 __device__ __forceinline__ void gdn_tc_lda_f32(uint32_t (&a)[NS][4], const float *m, int lane)
 {
-    const int g = lane >> 2, t = lane & 3;
-    const float *r0 = m + g * GDN_TC_LDF + 2 * t, *r1 = r0 + 8 * GDN_TC_LDF;
-    float2 v[4] = {*(const float2 *)r0, *(const float2 *)r1, *(const float2 *)(r0 + 8),
-                   *(const float2 *)(r1 + 8)};
+    const int g = lane >> 2, t = lane & 3, ld = PK ? 16 : GDN_TC_LDF, x = PK ? 4 * (g & 2) : 0;
+    const float *r0 = m + g * ld, *r1 = r0 + 8 * ld;
+    const int c0 = (2 * t) ^ x, c1 = (2 * t + 8) ^ x;
+    float2 v[4] = {*(const float2 *)(r0 + c0), *(const float2 *)(r1 + c0),
+                   *(const float2 *)(r0 + c1), *(const float2 *)(r1 + c1)};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         uint32_t r[NS];
@@ -248,9 +260,13 @@ __device__ __forceinline__ void gdn_tc_mma_split(float (&d)[NT][4], const uint32
 
 /* ---- P0: rows, norms, gates ------------------------------------------------------------------ */
 
-/* Copy the raw q, k rows (dk) and this CTA's 32 columns of v of chunk t0 into buffer `buf`
- * (rows past n as zeros), as one cp.async group, by nw warps (w: this one's index among them).
- * Half a warp a q/k row and a quarter a v row, so each access is one contiguous run. */
+__device__ __forceinline__ void gdn_tc_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+/* Queue copies of chunk t0's raw q rows (Q), k rows (K) (dk each) and this CTA's 32 columns of
+ * v (V) into buffer `buf` (rows past n as zeros), by nw warps (w: this one's index among them);
+ * the caller commits the group. Half a warp a q/k row and a quarter a v row, so each access is
+ * one contiguous run. */
+template <bool Q, bool K, bool V>
 __device__ __forceinline__ void gdn_tc_fetch(const struct k_gdn_chunk_params &p,
                                              const struct gdn_tc_lay &L, int buf, uint32_t t0,
                                              uint32_t n, uint32_t hv, uint32_t hk, uint32_t c0,
@@ -258,19 +274,21 @@ __device__ __forceinline__ void gdn_tc_fetch(const struct k_gdn_chunk_params &p,
 {
     const uint32_t lane = threadIdx.x & 31, dk = L.dk, cd = p.d.conv_dim, kd = p.d.nk * dk;
     const __nv_bfloat16 *u = (const __nv_bfloat16 *)p.u;
-    for (uint32_t i = 2 * w + (lane >> 4); i < 2 * GDN_TC_C; i += 2 * nw) { /* q 0..63, k 64.. */
-        const uint32_t row = i & 63, isk = i >> 6, t = t0 + row;
-        const __nv_bfloat16 *src = u + (size_t)t * cd + isk * kd + hk * dk;
-        __nv_bfloat16 *dst = (isk ? gdn_tc_k(L, buf) : gdn_tc_q(L, buf)) + row * L.ldq;
-        for (uint32_t c = 8 * (lane & 15); c < dk; c += 128)
-            gdn_tc_cp16(dst + c, t < n ? src + c : u, t < n);
-    }
-    for (uint32_t row = 8 * w + (lane >> 2); row < GDN_TC_C; row += 8 * nw) {
-        const uint32_t c = 8 * (lane & 3), t = t0 + row;
-        const __nv_bfloat16 *src = u + (size_t)t * cd + 2 * kd + hv * p.d.dv + c0 + c;
-        gdn_tc_cp16(gdn_tc_v(L, buf) + row * GDN_TC_LDV + c, t < n ? src : u, t < n);
-    }
-    asm volatile("cp.async.commit_group;\n" ::);
+    constexpr uint32_t lo = Q ? 0 : GDN_TC_C, hi = K ? 2 * GDN_TC_C : GDN_TC_C; /* q, then k */
+    if (Q || K)
+        for (uint32_t i = lo + 2 * w + (lane >> 4); i < hi; i += 2 * nw) {
+            const uint32_t row = i & 63, isk = i >> 6, t = t0 + row;
+            const __nv_bfloat16 *src = u + (size_t)t * cd + isk * kd + hk * dk;
+            __nv_bfloat16 *dst = (isk ? gdn_tc_k(L, buf) : gdn_tc_q(L, buf)) + row * L.ldq;
+            for (uint32_t c = 8 * (lane & 15); c < dk; c += 128)
+                gdn_tc_cp16(dst + c, t < n ? src + c : u, t < n);
+        }
+    if (V)
+        for (uint32_t row = 8 * w + (lane >> 2); row < GDN_TC_C; row += 8 * nw) {
+            const uint32_t c = 8 * (lane & 3), t = t0 + row;
+            const __nv_bfloat16 *src = u + (size_t)t * cd + 2 * kd + hv * p.d.dv + c0 + c;
+            gdn_tc_cp16(gdn_tc_v(L, buf) + row * GDN_TC_LDV + c, t < n ? src : u, t < n);
+        }
 }
 
 /* beta = b.sigmoid() (a bf16 op); g = -A_log.float().exp() * F.softplus(a.float() + dt_bias) */
@@ -482,9 +500,10 @@ __device__ __forceinline__ void gdn_tc_solve(const struct gdn_tc_lay &L)
 
 /* ---- P3 .. P5 -------------------------------------------------------------------------------- */
 
-/* P3 (warps 4-7, rows of r = 7 - warp, all 32 columns): X = beta (V - e^gam rk (kr S)) into the
- * xv parts, and qs = qr S, kept for P5. */
-template <int NS>
+/* P3 on rows of r, all 32 columns: X = beta (V - e^gam rk (kr S)) into the xv parts (X), and
+ * qs = qr S, kept for P5 (Q). k_gdn_chunk runs both on warps 4-7 (r = 7 - warp), k_gdn_seq X
+ * on warps 0-3 and qs on warps 4-7; an accumulator sees the same MMAs in the same order. */
+template <int NS, bool X, bool Q>
 __device__ __forceinline__ void gdn_tc_xqs(const struct gdn_tc_lay &L, int buf, int r,
                                            float (&qs)[4][4])
 {
@@ -501,38 +520,46 @@ __device__ __forceinline__ void gdn_tc_xqs(const struct gdn_tc_lay &L, int buf, 
             x[j][e] = 0.0f, qs[j][e] = 0.0f;
     for (uint32_t ks = 0; ks < L.dk / 16; ks++) {
         uint32_t a[4], q[4];
-        gdn_tc_ldsm(a, ak + 16 * ks);
-        gdn_tc_ldsm(q, aq + 16 * ks);
+        if (X)
+            gdn_tc_ldsm(a, ak + 16 * ks);
+        if (Q)
+            gdn_tc_ldsm(q, aq + 16 * ks);
 #pragma unroll
         for (int s = NS - 1; s >= 0; s--)
 #pragma unroll
             for (int np = 0; np < 2; np++) {
                 uint32_t b[4];
                 gdn_tc_ldsm_t(b, bs + s * splane + 16 * ks * GDN_TC_LDV + 16 * np);
-                gdn_tc_mma(x[2 * np], a, b[0], b[1]);
-                gdn_tc_mma(x[2 * np + 1], a, b[2], b[3]);
-                gdn_tc_mma(qs[2 * np], q, b[0], b[1]);
-                gdn_tc_mma(qs[2 * np + 1], q, b[2], b[3]);
+                if (X) {
+                    gdn_tc_mma(x[2 * np], a, b[0], b[1]);
+                    gdn_tc_mma(x[2 * np + 1], a, b[2], b[3]);
+                }
+                if (Q) {
+                    gdn_tc_mma(qs[2 * np], q, b[0], b[1]);
+                    gdn_tc_mma(qs[2 * np + 1], q, b[2], b[3]);
+                }
             }
     }
+    if constexpr (X) {
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const int i = 16 * r + g + 8 * h;
-        const float sk = L.eg[i] * L.rk[i], bt = L.beta[i];
+        for (int h = 0; h < 2; h++) {
+            const int i = 16 * r + g + 8 * h;
+            const float sk = L.eg[i] * L.rk[i], bt = L.beta[i];
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const int c = 8 * j + 2 * t;
-            __nv_bfloat162 v = *(const __nv_bfloat162 *)(gdn_tc_v(L, buf) + i * GDN_TC_LDV + c);
-            float x0 = (__low2float(v) - sk * x[j][2 * h]) * bt;
-            float x1 = (__high2float(v) - sk * x[j][2 * h + 1]) * bt;
-            gdn_tc_put<NS>(L.xv, GDN_TC_C * GDN_TC_LDV, i * GDN_TC_LDV + c, x0, x1);
+            for (int j = 0; j < 4; j++) {
+                const int c = 8 * j + 2 * t;
+                __nv_bfloat162 v = *(const __nv_bfloat162 *)(gdn_tc_v(L, buf) + i * GDN_TC_LDV + c);
+                float x0 = (__low2float(v) - sk * x[j][2 * h]) * bt;
+                float x1 = (__high2float(v) - sk * x[j][2 * h + 1]) * bt;
+                gdn_tc_put<NS>(L.xv, GDN_TC_C * GDN_TC_LDV, i * GDN_TC_LDV + c, x0, x1);
+            }
         }
     }
 }
 
 /* P4 (all warps; warp w: rows of r = w or 7 - w, columns 16 (w / 4) .. + 16): V' = Tm X, then
  * after the barrier the V' parts over X and the V'' = e^(gam_63 - gam) rk V' parts over Tm. */
-template <int NS> __device__ __forceinline__ void gdn_tc_vnew(const struct gdn_tc_lay &L)
+template <int NS, bool PK> __device__ __forceinline__ void gdn_tc_vnew(const struct gdn_tc_lay &L)
 {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r = warp < 4 ? warp : 7 - warp, nh = warp >> 2;
@@ -550,7 +577,7 @@ template <int NS> __device__ __forceinline__ void gdn_tc_vnew(const struct gdn_t
     for (int ks = 0; ks < 4; ks++)
         if (ks <= r) {
             uint32_t a[NS][4], b[NS][4];
-            gdn_tc_lda_f32<NS>(a, L.lt + 16 * r * GDN_TC_LDF + 16 * ks, lane);
+            gdn_tc_lda_f32<NS, PK>(a, gdn_tc_blk<PK>(L.lt, r, ks), lane);
 #pragma unroll
             for (int s = 0; s < NS; s++)
                 gdn_tc_ldsm_t(b[s], bx + s * xplane + 16 * ks * GDN_TC_LDV);
@@ -573,7 +600,7 @@ template <int NS> __device__ __forceinline__ void gdn_tc_vnew(const struct gdn_t
 }
 
 /* P5, warps 4-7: O = e^gam rq qs + Attn V' for rows of r, to `out` (rows below n). */
-template <int NS>
+template <int NS, bool PK>
 __device__ __forceinline__ void gdn_tc_out(const struct k_gdn_chunk_params &p,
                                            const struct gdn_tc_lay &L, int r, float (&o)[4][4],
                                            uint32_t t0, uint32_t n, uint32_t hv, uint32_t c0)
@@ -599,7 +626,7 @@ __device__ __forceinline__ void gdn_tc_out(const struct k_gdn_chunk_params &p,
     for (int ks = 0; ks < 4; ks++)
         if (ks <= r) {
             uint32_t a[NS][4], b[NS][8];
-            gdn_tc_lda_f32<NS>(a, L.at + 16 * r * GDN_TC_LDF + 16 * ks, lane);
+            gdn_tc_lda_f32<NS, PK>(a, gdn_tc_blk<PK>(L.at, r, ks), lane);
 #pragma unroll
             for (int s = 0; s < NS; s++)
 #pragma unroll
@@ -740,7 +767,8 @@ template <int NS> __device__ __forceinline__ void gdn_tc_run(const struct k_gdn_
         gdn_tc_state_io(p, L, hv, c0, s, 0);
         gdn_tc_state_parts<NS>(L, s);
     }
-    gdn_tc_fetch(p, L, 0, 0, n, hv, hk, c0, warp, 8);
+    gdn_tc_fetch<true, true, true>(p, L, 0, 0, n, hv, hk, c0, warp, 8);
+    gdn_tc_commit();
     const float a_log = ((const float *)p.a_log)[hv];
     const float dt_bias = k_bf2f(((const __nv_bfloat16 *)p.dt_bias)[hv]);
     uint16_t nb[2] = {0, 0}, na[2] = {0, 0}; /* raw b, a of rows lane, lane + 32 (warp 0) */
@@ -770,17 +798,20 @@ template <int NS> __device__ __forceinline__ void gdn_tc_run(const struct k_gdn_
         if (warp < 4) {
             gdn_tc_solve(L);
         } else { /* P3, then the next chunk's rows on their way while the solve finishes */
-            gdn_tc_xqs<NS>(L, buf, 7 - warp, o);
-            if (more)
-                gdn_tc_fetch(p, L, buf ^ 1, t0 + GDN_TC_C, n, hv, hk, c0, warp - 4, 4);
+            gdn_tc_xqs<NS, true, true>(L, buf, 7 - warp, o);
+            if (more) {
+                gdn_tc_fetch<true, true, true>(p, L, buf ^ 1, t0 + GDN_TC_C, n, hv, hk, c0,
+                                               warp - 4, 4);
+                gdn_tc_commit();
+            }
         }
         __syncthreads();
-        gdn_tc_vnew<NS>(L);
+        gdn_tc_vnew<NS, false>(L);
         __syncthreads();
         if (warp < 4)
             gdn_tc_state<NS>(L, buf, s);
         else
-            gdn_tc_out<NS>(p, L, 7 - warp, o, t0, n, hv, c0);
+            gdn_tc_out<NS, false>(p, L, 7 - warp, o, t0, n, hv, c0);
     }
     if (warp < 4)
         gdn_tc_state_io(p, L, hv, c0, s, 1);
@@ -792,6 +823,165 @@ extern "C" __global__ void __launch_bounds__(K_GDN_CHUNK_TC_THREADS, 1)
     k_gdn_chunk(struct k_gdn_chunk_params p)
 {
     gdn_tc_run<GDN_TC_NS>(p);
+}
+
+/* ---- k_gdn_prep + k_gdn_seq: the same rule in two launches ------------------------------------ */
+
+/* The record of chunk ch of head hv in ws (K_GDN_REC_FLOATS floats, see kern/gdn.h). */
+__device__ __forceinline__ float *gdn_tc_rec(const struct k_gdn_chunk_params &p, uint32_t hv,
+                                             uint32_t ch)
+{
+    const uint32_t nch = (p.d.T_max + GDN_TC_C - 1) / GDN_TC_C;
+    return (float *)p.ws + ((size_t)hv * nch + ch) * K_GDN_REC_FLOATS;
+}
+
+/* Copy the 10 lower 16 x 16 blocks of m (C, GDN_TC_LDF) to dst in the packed form gdn_tc_blk
+ * reads, one float4 a step, by the nt threads from i0. */
+__device__ __forceinline__ void gdn_tc_pack(float *dst, const float *m, uint32_t i0, uint32_t nt)
+{
+    for (uint32_t j = i0; j < 640; j += nt) {
+        const uint32_t b = j >> 6, i = (j >> 2) & 15, q = j & 3;
+        const uint32_t r = (b >= 1) + (b >= 3) + (b >= 6), ks = b - r * (r + 1) / 2;
+        const float4 v = *(const float4 *)(m + (16 * r + i) * GDN_TC_LDF + 16 * ks + 4 * q);
+        *(float4 *)(dst + 256 * b + 16 * i + 4 * (q ^ (i & 2))) = v;
+    }
+}
+
+/* k_gdn_prep: P0-P2 of chunk blockIdx.y of head blockIdx.x, as k_gdn_chunk runs them, then the
+ * record: Tm by warps 0-3 once the solve is done, Attn and the row scalars by warps 4-7 while it
+ * runs. */
+extern "C" __global__ void __launch_bounds__(K_GDN_CHUNK_TC_THREADS, 3)
+    k_gdn_prep(struct k_gdn_chunk_params p)
+{
+    extern __shared__ float4 gdn_prep_dsmem[];
+    const struct k_step *st = k_step_of(p.step);
+    const uint32_t n = min(st->n_tokens, p.d.T_max), hv = blockIdx.x, ch = blockIdx.y;
+    const uint32_t t0 = ch * GDN_TC_C, hk = hv / (p.d.nv / p.d.nk), tid = threadIdx.x,
+                   warp = tid >> 5, lane = tid & 31, dk = p.d.dk;
+    if (blockDim.x != K_GDN_CHUNK_TC_THREADS || !K_GDN_CHUNK_TC_OK(dk, p.d.dv))
+        __trap();
+    if (t0 >= n)
+        return;
+    struct gdn_tc_lay L = {};
+    char *base = (char *)gdn_prep_dsmem;
+    L.dk = dk, L.ldq = dk + 8;
+    L.q0 = (__nv_bfloat16 *)base, L.k0 = L.q0 + GDN_TC_C * L.ldq;
+    base += 2 * GDN_TC_C * L.ldq * 2;
+    L.lt = (float *)base, L.at = L.lt + GDN_TC_C * GDN_TC_LDF;
+    L.rq = L.at + GDN_TC_C * GDN_TC_LDF; /* rq, rk, beta, eg, dl in the record's order */
+    L.rk = L.rq + GDN_TC_C, L.beta = L.rk + GDN_TC_C, L.eg = L.beta + GDN_TC_C;
+    L.dl = L.eg + GDN_TC_C, L.gam = L.dl + GDN_TC_C;
+    L.mb = (uint64_t *)(L.gam + GDN_TC_C);
+    if (tid == 0) /* made visible by the __syncthreads() below */
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 128;\n" ::"r"(gdn_tc_sa(L.mb)) : "memory");
+    gdn_tc_fetch<true, true, false>(p, L, 0, t0, n, hv, hk, 0, warp, 8);
+    gdn_tc_commit();
+    uint16_t rb[2] = {0, 0}, ra[2] = {0, 0};
+    if (tid < 32)
+        for (int h = 0; h < 2; h++) {
+            const uint32_t t = t0 + lane + 32 * h;
+            if (t < n)
+                rb[h] = ((const uint16_t *)p.b)[(size_t)t * p.d.nv + hv],
+                ra[h] = ((const uint16_t *)p.a)[(size_t)t * p.d.nv + hv];
+        }
+    const float a_log = ((const float *)p.a_log)[hv];
+    const float dt_bias = k_bf2f(((const __nv_bfloat16 *)p.dt_bias)[hv]);
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+    __syncthreads();
+    gdn_tc_rows(L, 0, t0, n, rb, ra, a_log, dt_bias);
+    __syncthreads();
+    gdn_tc_lower(L, 0);
+    __syncthreads();
+    float *rec = gdn_tc_rec(p, hv, ch);
+    if (warp < 4) {
+        gdn_tc_solve(L);
+        gdn_tc_bar4(L.mb); /* every thread's part of Tm written */
+        gdn_tc_pack(rec, L.lt, tid, 128);
+    } else {
+        gdn_tc_pack(rec + 2560, L.at, tid - 128, 128);
+        if (tid - 128 < 5 * GDN_TC_C / 4)
+            ((float4 *)(rec + 5120))[tid - 128] = ((const float4 *)L.rq)[tid - 128];
+    }
+}
+
+/* k_gdn_seq: P3-P5 of k_gdn_chunk over the chunks in order, from k_gdn_prep's records. Per
+ * chunk: the copies of chunk c landed and chunk c - 1 done (barrier); the next chunk's k rows
+ * and record queued; P3 (X on warps 0-3, qs on warps 4-7; barrier); the next chunk's q rows and
+ * v queued; P4 (two barriers); P5. */
+template <int NS> __device__ __forceinline__ void gdn_seq_run(const struct k_gdn_chunk_params &p)
+{
+    extern __shared__ float4 gdn_seq_dsmem[];
+    const struct k_step *st = k_step_of(p.step);
+    const uint32_t n = min(st->n_tokens, p.d.T_max), hv = blockIdx.x, c0 = blockIdx.y * GDN_TC_DVT;
+    const uint32_t hk = hv / (p.d.nv / p.d.nk), tid = threadIdx.x, warp = tid >> 5, dk = p.d.dk;
+    if (blockDim.x != K_GDN_CHUNK_TC_THREADS || !K_GDN_CHUNK_TC_OK(dk, p.d.dv) ||
+        c0 + GDN_TC_DVT > p.d.dv)
+        __trap();
+    if (n == 0)
+        return;
+    /* two records, then q, k, k, v, the state parts, the X / V' and V'' parts */
+    struct gdn_tc_lay L = {};
+    float *rec0 = (float *)gdn_seq_dsmem;
+    char *base = (char *)(rec0 + 2 * K_GDN_REC_FLOATS);
+    L.dk = dk, L.ldq = dk + 8;
+    L.q0 = (__nv_bfloat16 *)base, L.k0 = L.q0 + GDN_TC_C * L.ldq, L.kb = GDN_TC_C * L.ldq;
+    L.v0 = L.k0 + 2 * GDN_TC_C * L.ldq;
+    L.sp = L.v0 + GDN_TC_C * GDN_TC_LDV;
+    L.xv = L.sp + NS * dk * GDN_TC_LDV;
+    L.vv = L.xv + NS * GDN_TC_C * GDN_TC_LDV;
+
+    float s[2][4][4] = {}, o[4][4];
+    if (warp < 4) {
+        gdn_tc_state_io(p, L, hv, c0, s, 0);
+        gdn_tc_state_parts<NS>(L, s);
+    }
+    const float *grec = gdn_tc_rec(p, hv, 0);
+    gdn_tc_fetch<true, true, true>(p, L, 0, 0, n, hv, hk, c0, warp, 8);
+    for (uint32_t i = tid; i < K_GDN_REC_BYTES / 16; i += K_GDN_CHUNK_TC_THREADS)
+        gdn_tc_cp16(rec0 + 4 * i, grec + 4 * i, true);
+    gdn_tc_commit();
+
+    for (uint32_t t0 = 0, c = 0; t0 < n; t0 += GDN_TC_C, c++) {
+        const int buf = c & 1;
+        const bool more = t0 + GDN_TC_C < n;
+        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+        __syncthreads(); /* this chunk's copies landed; the last chunk is done with every buffer */
+        if (more) {
+            float *nrec = rec0 + (buf ^ 1) * K_GDN_REC_FLOATS;
+            grec += K_GDN_REC_FLOATS;
+            gdn_tc_fetch<false, true, false>(p, L, buf ^ 1, t0 + GDN_TC_C, n, hv, hk, c0, warp, 8);
+            for (uint32_t i = tid; i < K_GDN_REC_BYTES / 16; i += K_GDN_CHUNK_TC_THREADS)
+                gdn_tc_cp16(nrec + 4 * i, grec + 4 * i, true);
+            gdn_tc_commit();
+        }
+        struct gdn_tc_lay V = L; /* this chunk's record */
+        V.lt = rec0 + buf * K_GDN_REC_FLOATS, V.at = V.lt + 2560;
+        V.rq = V.lt + 5120, V.rk = V.rq + GDN_TC_C, V.beta = V.rk + GDN_TC_C;
+        V.eg = V.beta + GDN_TC_C, V.dl = V.eg + GDN_TC_C;
+        if (warp < 4)
+            gdn_tc_xqs<NS, true, false>(V, buf, warp, o);
+        else
+            gdn_tc_xqs<NS, false, true>(V, buf, 7 - warp, o);
+        __syncthreads(); /* q and v read */
+        if (more) {
+            gdn_tc_fetch<true, false, true>(p, L, 0, t0 + GDN_TC_C, n, hv, hk, c0, warp, 8);
+            gdn_tc_commit();
+        }
+        gdn_tc_vnew<NS, true>(V);
+        __syncthreads();
+        if (warp < 4)
+            gdn_tc_state<NS>(V, buf, s);
+        else
+            gdn_tc_out<NS, true>(p, V, 7 - warp, o, t0, n, hv, c0);
+    }
+    if (warp < 4)
+        gdn_tc_state_io(p, L, hv, c0, s, 1);
+}
+
+extern "C" __global__ void __launch_bounds__(K_GDN_CHUNK_TC_THREADS, 1)
+    k_gdn_seq(struct k_gdn_chunk_params p)
+{
+    gdn_seq_run<GDN_TC_NS>(p);
 }
 
 /* Gated RMSNorm of the core output rows (t < n) in place: one warp a (token, value head) row. */

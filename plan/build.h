@@ -58,6 +58,8 @@ struct pb {
     uint32_t smem_limit;      /* opt-in shared memory per block on every target arch (bytes) */
     int gdn_chunk_fma;        /* prefill GDN on the CUDA-core chunk kernel even where the
                                  tensor-core one takes the heads (test_gpu_e2e E2E_GDN_FMA=1) */
+    int gdn_chunk_fused;      /* prefill GDN on k_gdn_chunk even where k_gdn_prep + k_gdn_seq
+                                 fit (test_gpu_e2e E2E_GDN_FUSED=1) */
 
     struct pb_buf *bufs; uint32_t nbufs, capbufs;
     struct pb_op *ops; uint32_t nops, capops;

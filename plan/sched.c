@@ -328,7 +328,34 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
      * (test_gpu_e2e does so with E2E_GDN_FMA=1, to compare the two). */
     int tc = !b->gdn_chunk_fma && K_GDN_CHUNK_TC_OK(c->lin_k_head_dim, c->lin_v_head_dim) &&
              K_GDN_CHUNK_TC_SMEM(c->lin_k_head_dim) <= b->smem_limit;
-    if (tc) {
+    /* split in two where both halves fit every target: k_gdn_prep runs every chunk's
+     * state-independent work at once (nv x chunks CTAs), k_gdn_seq the rest in order */
+    uint64_t dk = c->lin_k_head_dim, dv = c->lin_v_head_dim, C = K_GDN_CHUNK;
+    int split = tc && !b->gdn_chunk_fused && K_GDN_SEQ_SMEM(dk) <= b->smem_limit &&
+                K_GDN_PREP_SMEM(dk) <= b->smem_limit;
+    uint32_t ws = 0;
+    if (split) {
+        ws = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, K_GDN_WS_BYTES(nv, T), "l%u.gdn_rec", l);
+        grid[0] = nv, grid[1] = (uint32_t)CDIV(T, C);
+        op = pb_kernel_op(b, "k_gdn_prep", &kp, sizeof kp, grid, K_GDN_CHUNK_TC_THREADS,
+                          K_GDN_PREP_SMEM(dk), "l%u.gdn_prep", l);
+        REF(op, struct k_gdn_chunk_params, u, u);
+        REF(op, struct k_gdn_chunk_params, b, bb);
+        REF(op, struct k_gdn_chunk_params, a, aa);
+        snprintf(w, sizeof w, "layers.%u.linear_attn.A_log", l);
+        WREF(op, struct k_gdn_chunk_params, a_log, w);
+        snprintf(w, sizeof w, "layers.%u.linear_attn.dt_bias", l);
+        WREF(op, struct k_gdn_chunk_params, dt_bias, w);
+        REF(op, struct k_gdn_chunk_params, step, e->sb->step);
+        REF(op, struct k_gdn_chunk_params, ws, ws);
+        /* per chunk and head: K K^T, Q K^T and the solve; the record written */
+        pb_cost(b, op, 2ull * T * 2 * c->lin_num_k_heads * dk + (uint64_t)K_GDN_WS_BYTES(nv, T),
+                (uint64_t)nv * CDIV(T, C) * (2 * C * C * dk * 2 + 2 * C * C * C / 3));
+        grid[0] = nv, grid[1] = c->lin_v_head_dim / K_GDN_CHUNK_TC_DVT;
+        op = pb_kernel_op(b, "k_gdn_seq", &kp, sizeof kp, grid, K_GDN_CHUNK_TC_THREADS,
+                          K_GDN_SEQ_SMEM(dk), "l%u.gdn_chunk", l);
+        REF(op, struct k_gdn_chunk_params, ws, ws);
+    } else if (tc) {
         grid[0] = nv, grid[1] = c->lin_v_head_dim / K_GDN_CHUNK_TC_DVT;
         op = pb_kernel_op(b, "k_gdn_chunk", &kp, sizeof kp, grid, K_GDN_CHUNK_TC_THREADS,
                           K_GDN_CHUNK_TC_SMEM(c->lin_k_head_dim), "l%u.gdn_chunk", l);
@@ -344,7 +371,6 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
     REF(op, struct k_gdn_chunk_params, b, bb);
     REF(op, struct k_gdn_chunk_params, a, aa);
     /* per chunk of 64 and head: ~4 products of 64 x 128 x 128 plus the 64 x 64 ones */
-    uint64_t dk = c->lin_k_head_dim, dv = c->lin_v_head_dim, C = K_GDN_CHUNK;
     uint64_t flops = (uint64_t)nv * CDIV(T, C) * (2 * C * C * dk * 2 + 2 * C * dk * dv * 4);
     pb_cost(b, op, 2ull * T * (cd + 2ull * vd + 2 * nv) + 8ull * nv * dk * dv, flops);
     if (tc) { /* the gated RMSNorm over whole rows, in place: o and z read, o written */

@@ -52,7 +52,8 @@ static int write_plan(const struct model_config *c, const struct wt_format *f, i
                       char *err)
 {
     struct gpu_plan_opts o = {.max_seq = 512, .split_threshold = 64, .n_split = 8, .num_buckets = 2,
-                              .buckets = {16, 64}, .gdn_chunk_fma = getenv("E2E_GDN_FMA") != NULL};
+                              .buckets = {16, 64}, .gdn_chunk_fma = getenv("E2E_GDN_FMA") != NULL,
+                              .gdn_chunk_fused = getenv("E2E_GDN_FUSED") != NULL};
     return gpu_write_plan(c, f, sm, &o, path, err);
 }
 

@@ -5,8 +5,10 @@
  *   odd     nk 3, nv 6, dk 20, dv 28, K 3                    (the conv's generic-K path)
  * Prefill (k_gdn_conv, then the chunked rule) runs T = 1, 5, 63, 64, 65, 130, 300 tokens from a
  * zero state and window (a fresh sequence) and from a random cached one, through the
- * tensor-core k_gdn_chunk + k_gdn_gnorm where they take the heads (full, tiny-a) and through
- * k_gdn_chunk_fma at every shape; k_gdn_chunk must also give the same bits twice. Decode
+ * tensor-core k_gdn_chunk + k_gdn_gnorm where they take the heads (full, tiny-a), through its
+ * split form k_gdn_prep + k_gdn_seq + k_gdn_gnorm there too, and through k_gdn_chunk_fma at
+ * every shape; k_gdn_chunk must also give the same bits twice, and the split form the same
+ * bits as k_gdn_chunk (one order of the same operations), out and state. Decode
  * (k_gdn_step) continues a GPU prefill and must match both the reference and one longer
  * prefill, and runs once more from the reference's own state, where the tolerance is tight.
  * Every launch uses the planner's grid and block, fresh random inputs at the fixture scales
@@ -51,9 +53,10 @@
 #define E_STEP      2e-5
 #define C_CHUNK     K_GDN_CHUNK
 #define DVT_MAX     128 /* the widest value tile of k_gdn_chunk_fma */
+#define SPLIT       1   /* a "value tile" that asks gpu_chunk for k_gdn_prep + k_gdn_seq */
 
 static struct gpu g;
-static CUfunction f_conv, f_step, f_chunk, f_fma, f_gnorm;
+static CUfunction f_conv, f_step, f_chunk, f_fma, f_gnorm, f_prep, f_seq;
 static CUdeviceptr d_step;
 static int smem_optin;
 static unsigned long long rng = 0x6D4E7;
@@ -143,15 +146,38 @@ static unsigned chunk_smem(uint32_t dk, uint32_t dvt)
     return K_GDN_CHUNK_SMEM(dk, dvt);
 }
 
-/* The planner's choice (plan/sched.c): k_gdn_chunk where it takes the heads, as the value tile
- * 0; else k_gdn_chunk_fma with the widest tile. */
+/* The planner's choice (plan/sched.c): k_gdn_prep + k_gdn_seq where k_gdn_chunk takes the heads
+ * and both halves fit (SPLIT), k_gdn_chunk where only it fits (the value tile 0); else
+ * k_gdn_chunk_fma with the widest tile. */
 static int tc_takes(const struct k_gdn_dims *d)
 {
     return K_GDN_CHUNK_TC_OK(d->dk, d->dv) && (int)K_GDN_CHUNK_TC_SMEM(d->dk) <= smem_optin;
 }
+static int split_takes(const struct k_gdn_dims *d)
+{
+    return tc_takes(d) && (int)K_GDN_SEQ_SMEM(d->dk) <= smem_optin &&
+           (int)K_GDN_PREP_SMEM(d->dk) <= smem_optin;
+}
 static uint32_t plan_dvt(const struct k_gdn_dims *d)
 {
-    return tc_takes(d) ? 0 : d->dv < DVT_MAX ? d->dv : DVT_MAX;
+    return split_takes(d) ? SPLIT : tc_takes(d) ? 0 : d->dv < DVT_MAX ? d->dv : DVT_MAX;
+}
+
+/* k_gdn_prep then k_gdn_seq with the planner's grids, blocks and shared memory; ws fresh and
+ * poisoned (every record the sequence reads is written first). */
+static void launch_split(struct k_gdn_chunk_params *p)
+{
+    uint64_t wsb = K_GDN_WS_BYTES(p->d.nv, p->d.T_max);
+    CUdeviceptr ws = dalloc(wsb);
+    dpoison(ws, wsb);
+    p->ws = ws;
+    unsigned sp = K_GDN_PREP_SMEM(p->d.dk), ss = K_GDN_SEQ_SMEM(p->d.dk);
+    CU(&g, cuFuncSetAttribute(f_prep, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)sp));
+    CU(&g, cuFuncSetAttribute(f_seq, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)ss));
+    launch_xy(f_prep, p, p->d.nv, (p->d.T_max + C_CHUNK - 1) / C_CHUNK, K_GDN_CHUNK_TC_THREADS, sp);
+    launch_xy(f_seq, p, p->d.nv, p->d.dv / K_GDN_CHUNK_TC_DVT, K_GDN_CHUNK_TC_THREADS, ss);
+    dfree(ws);
+    p->ws = 0;
 }
 
 /* ---- fixtures and the reference --------------------------------------------------------- */
@@ -400,8 +426,8 @@ static void gpu_conv(const struct fix *f, struct dev_seq *s, uint32_t t0, uint32
 
 /* The chunked rule over rows [t0, t0 + n) of post-conv u (host rows t0.., or the device buffer du
  * when non-zero) into out (T_max + SLACK rows of vd, poisoned first): k_gdn_chunk then
- * k_gdn_gnorm when dvt is 0, else k_gdn_chunk_fma with a value tile of dvt columns' worth of
- * shared memory. */
+ * k_gdn_gnorm when dvt is 0, k_gdn_prep + k_gdn_seq then k_gdn_gnorm when it is SPLIT, else
+ * k_gdn_chunk_fma with a value tile of dvt columns' worth of shared memory. */
 static void gpu_chunk(const struct fix *f, struct dev_seq *s, const uint16_t *u, CUdeviceptr du,
                       uint32_t t0, uint32_t n, uint32_t T_max, CUdeviceptr out, uint32_t dvt)
 {
@@ -422,11 +448,15 @@ static void gpu_chunk(const struct fix *f, struct dev_seq *s, const uint16_t *u,
                                    .d = f->d};
     p.d.T_max = T_max;
     set_step(n, 0);
-    if (!dvt) {
+    if (!dvt || dvt == SPLIT) {
         unsigned smem = K_GDN_CHUNK_TC_SMEM(f->d.dk), rows = K_GDN_GNORM_THREADS / 32;
         CU(&g,
            cuFuncSetAttribute(f_chunk, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem));
-        launch_xy(f_chunk, &p, f->d.nv, f->d.dv / K_GDN_CHUNK_TC_DVT, K_GDN_CHUNK_TC_THREADS, smem);
+        if (dvt)
+            launch_split(&p);
+        else
+            launch_xy(f_chunk, &p, f->d.nv, f->d.dv / K_GDN_CHUNK_TC_DVT, K_GDN_CHUNK_TC_THREADS,
+                      smem);
         launch_xy(f_gnorm, &p, (T_max * f->d.nv + rows - 1) / rows, 1, K_GDN_GNORM_THREADS, 0);
     } else {
         unsigned smem = chunk_smem(f->d.dk, dvt);
@@ -563,7 +593,8 @@ static void gpu_prefill(const struct fix *f, struct dev_seq *s, uint32_t t0, uin
 
 /* Prefill of T tokens from a zero (fresh sequence) or the cached start: k_gdn_conv against the
  * reference conv (when tag is NULL), then the chunked rule on the reference's post-conv rows
- * against the recurrence. dvt: 0 for k_gdn_chunk, else k_gdn_chunk_fma's value tile. */
+ * against the recurrence. dvt: 0 for k_gdn_chunk, SPLIT for k_gdn_prep + k_gdn_seq, else
+ * k_gdn_chunk_fma's value tile. */
 static void test_prefill(const struct fix *f, uint32_t T, int cached, uint32_t dvt, const char *tag)
 {
     const char *start = cached ? "cached" : "zero";
@@ -604,7 +635,8 @@ static void test_prefill(const struct fix *f, uint32_t T, int cached, uint32_t d
     CHECK(!obad && !sbad && stray < 0,
           "%s %s T=%u %s%s: outputs vs the recurrence (%zu off, worst %.2f of allowed), "
           "state (%zu off, worst %.2f), rows past n untouched (first stray %ld)",
-          dvt ? "k_gdn_chunk_fma" : "k_gdn_chunk", f->name, T, start, tag ? tag : "", obad, wo,
+          dvt == SPLIT ? "k_gdn_prep + k_gdn_seq" : dvt ? "k_gdn_chunk_fma" : "k_gdn_chunk", f->name,
+          T, start, tag ? tag : "", obad, wo,
           sbad, ws, stray);
 
     seq_free(&s), dfree(du), dfree(dout);
@@ -612,7 +644,8 @@ static void test_prefill(const struct fix *f, uint32_t T, int cached, uint32_t d
     run_free(&r);
 }
 
-/* k_gdn_chunk twice on the same input from the cached start: the same bits, out and state. */
+/* k_gdn_chunk twice on the same input from the cached start: the same bits, out and state; and
+ * k_gdn_prep + k_gdn_seq (where they fit) the same bits as k_gdn_chunk. */
 static void test_same_bits(const struct fix *f, uint32_t T)
 {
     uint32_t T_max = T + 5;
@@ -634,6 +667,23 @@ static void test_same_bits(const struct fix *f, uint32_t T)
     CHECK(same,
           "k_gdn_chunk %s T=%u: two runs on the same input give the same bits (out and state)",
           f->name, T);
+    if (split_takes(&f->d)) {
+        struct dev_seq s;
+        seq_put(f, &s, f->win0, f->state0);
+        dpoison(dout, no * 2);
+        gpu_chunk(f, &s, u, 0, 0, T, T_max, dout, SPLIT);
+        dget(o2, dout, no * 2), dget(s2, s.state, sn * 4);
+        seq_free(&s);
+        size_t od = 0, sd = 0;
+        for (size_t i = 0; i < no; i++)
+            od += o1[i] != o2[i];
+        for (size_t i = 0; i < sn; i++)
+            sd += memcmp(&s1[i], &s2[i], 4) != 0;
+        CHECK(!od && !sd,
+              "k_gdn_prep + k_gdn_seq %s T=%u: the same bits as k_gdn_chunk (out %zu of %zu "
+              "differ, state %zu of %zu)",
+              f->name, T, od, no, sd, sn);
+    }
     dfree(dout);
     free(u), free(o1), free(o2), free(s1), free(s2);
 }
@@ -848,6 +898,22 @@ static void report_chunk_speed(const struct shape *sh, uint32_t T)
     double tn =
         time_chunk_us(f_gnorm, &pk, (T * f.d.nv + rows - 1) / rows, 1, K_GDN_GNORM_THREADS, 0, reps);
     double tf = time_chunk_us(f_fma, &pk, f.d.nv, 1, K_GDN_THREADS, sm_fma, T > 512 ? 2 : 5);
+    if (split_takes(&f.d)) { /* the split form; k_gdn_prep's records stay valid across reps */
+        uint64_t wsb = K_GDN_WS_BYTES(f.d.nv, T);
+        unsigned sp = K_GDN_PREP_SMEM(sh->dk), ss = K_GDN_SEQ_SMEM(sh->dk);
+        pk.ws = dalloc(wsb);
+        CU(&g, cuFuncSetAttribute(f_prep, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)sp));
+        CU(&g, cuFuncSetAttribute(f_seq, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)ss));
+        double tp = time_chunk_us(f_prep, &pk, f.d.nv, (T + C_CHUNK - 1) / C_CHUNK,
+                                  K_GDN_CHUNK_TC_THREADS, sp, reps);
+        double tq = time_chunk_us(f_seq, &pk, f.d.nv, f.d.dv / K_GDN_CHUNK_TC_DVT,
+                                  K_GDN_CHUNK_TC_THREADS, ss, reps);
+        printf("# speed %s T=%u from a cached state: k_gdn_prep %.1f us + k_gdn_seq %.1f us = "
+               "%.1f us against k_gdn_chunk %.1f us: %.2fx\n",
+               sh->name, T, tp, tq, tp + tq, tk, tk / (tp + tq));
+        dfree(pk.ws);
+        pk.ws = 0;
+    }
     double C = C_CHUNK, dk = sh->dk, dv = sh->dv;
     double flops = f.d.nv * ceil(T / C) * (2 * C * C * dk * 2 + 2 * C * dk * dv * 4);
     printf(
@@ -873,6 +939,8 @@ int main(void)
     CU(&g, cuModuleGetFunction(&f_chunk, m, "k_gdn_chunk"));
     CU(&g, cuModuleGetFunction(&f_fma, m, "k_gdn_chunk_fma"));
     CU(&g, cuModuleGetFunction(&f_gnorm, m, "k_gdn_gnorm"));
+    CU(&g, cuModuleGetFunction(&f_prep, m, "k_gdn_prep"));
+    CU(&g, cuModuleGetFunction(&f_seq, m, "k_gdn_seq"));
     CU(&g, cuDeviceGetAttribute(&smem_optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
                                 g.dev));
     d_step = dalloc(sizeof(struct k_step));
@@ -899,6 +967,8 @@ int main(void)
             for (int cached = 0; cached < 2; cached++) {
                 if (tc_ok)
                     test_prefill(&f, Ts[ti], cached, 0, NULL);
+                if (split_takes(&f.d))
+                    test_prefill(&f, Ts[ti], cached, SPLIT, "");
                 test_prefill(&f, Ts[ti], cached, dvt, tc_ok ? "" : NULL);
             }
         /* narrower shared memory: the value columns run as several tiles, the last one short */

@@ -125,7 +125,7 @@ static void check_ops_named(void)
         return;
     }
     const char *need[] = {"k_attn_decode_split", "k_attn_decode_reduce", "k_attn_decode",
-                          "k_attn_prefill_tc",   "k_gdn_step",           "k_gdn_chunk", "k_gdn_gnorm",
+                          "k_attn_prefill_tc",   "k_gdn_step",           "k_gdn_prep",  "k_gdn_seq",   "k_gdn_gnorm",
                           "k_router",            "k_moe_align",          "k_moe_up_g128",
                           "k_moe_down_g128",     "k_moe_gemm_up_i4",     "k_moe_gemm_down_i4",
                           "k_gemv_i4_g128",      "k_gemv_i4_g128_w",     "k_gemm_i4_g128",
