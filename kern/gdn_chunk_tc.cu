@@ -835,6 +835,44 @@ __device__ __forceinline__ float *gdn_tc_rec(const struct k_gdn_chunk_params &p,
     return (float *)p.ws + ((size_t)hv * nch + ch) * K_GDN_REC_FLOATS;
 }
 
+/* Queue the copies of a chunk's raw q or k rows by the CTA's 256 threads, each thread's offsets
+ * fixed: half-warp h takes rows h, h + 16, h + 32, h + 48, lane l of it the 16 bytes at column
+ * 8 l (threads with 8 l >= dk copy nothing). src: the chunk's first row of this head's q or k in
+ * u (row stride cd); rows at or past `valid` are zero-filled. */
+__device__ __forceinline__ void gdn_seq_rows(__nv_bfloat16 *dst, const __nv_bfloat16 *src,
+                                             uint32_t cd, uint32_t ldq, uint32_t dk,
+                                             uint32_t valid)
+{
+    const uint32_t h = threadIdx.x >> 4, col = 8 * (threadIdx.x & 15);
+    if (col >= dk)
+        return;
+#pragma unroll
+    for (uint32_t i = 0; i < 4; i++) {
+        const uint32_t row = h + 16 * i;
+        gdn_tc_cp16(dst + row * ldq + col, src + (row < valid ? (size_t)row * cd + col : 0),
+                    row < valid);
+    }
+}
+
+/* Queue the copies of this CTA's 32 columns of v (one 16-byte piece a thread) and of a record. */
+__device__ __forceinline__ void gdn_seq_v(__nv_bfloat16 *dst, const __nv_bfloat16 *src,
+                                          uint32_t cd, uint32_t valid)
+{
+    const uint32_t row = threadIdx.x >> 2, c = 8 * (threadIdx.x & 3);
+    gdn_tc_cp16(dst + row * GDN_TC_LDV + c, src + (row < valid ? (size_t)row * cd + c : 0),
+                row < valid);
+}
+__device__ __forceinline__ void gdn_seq_rec(float *dst, const float *src)
+{
+    constexpr uint32_t N = K_GDN_REC_BYTES / 16;
+#pragma unroll
+    for (uint32_t k = 0; k < (N + K_GDN_CHUNK_TC_THREADS - 1) / K_GDN_CHUNK_TC_THREADS; k++) {
+        const uint32_t i = threadIdx.x + K_GDN_CHUNK_TC_THREADS * k;
+        if (i < N)
+            gdn_tc_cp16(dst + 4 * i, src + 4 * i, true);
+    }
+}
+
 /* Copy the 10 lower 16 x 16 blocks of m (C, GDN_TC_LDF) to dst in the packed form gdn_tc_blk
  * reads, one float4 a step, by the nt threads from i0. */
 __device__ __forceinline__ void gdn_tc_pack(float *dst, const float *m, uint32_t i0, uint32_t nt)
@@ -874,7 +912,10 @@ extern "C" __global__ void __launch_bounds__(K_GDN_CHUNK_TC_THREADS, 3)
     L.mb = (uint64_t *)(L.gam + GDN_TC_C);
     if (tid == 0) /* made visible by the __syncthreads() below */
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 128;\n" ::"r"(gdn_tc_sa(L.mb)) : "memory");
-    gdn_tc_fetch<true, true, false>(p, L, 0, t0, n, hv, hk, 0, warp, 8);
+    const uint32_t kd = p.d.nk * dk;
+    const __nv_bfloat16 *uq = (const __nv_bfloat16 *)p.u + (size_t)t0 * p.d.conv_dim + hk * dk;
+    gdn_seq_rows(L.q0, uq, p.d.conv_dim, L.ldq, dk, n - t0);
+    gdn_seq_rows(L.k0, uq + kd, p.d.conv_dim, L.ldq, dk, n - t0);
     gdn_tc_commit();
     uint16_t rb[2] = {0, 0}, ra[2] = {0, 0};
     if (tid < 32)
@@ -935,10 +976,15 @@ template <int NS> __device__ __forceinline__ void gdn_seq_run(const struct k_gdn
         gdn_tc_state_io(p, L, hv, c0, s, 0);
         gdn_tc_state_parts<NS>(L, s);
     }
+    /* this head's q, k rows and the CTA's v columns of token 0 in u; the first record */
+    const uint32_t cd = p.d.conv_dim, kd = p.d.nk * dk;
+    const __nv_bfloat16 *uq = (const __nv_bfloat16 *)p.u + hk * dk, *uk = uq + kd;
+    const __nv_bfloat16 *uv = (const __nv_bfloat16 *)p.u + 2 * kd + hv * p.d.dv + c0;
     const float *grec = gdn_tc_rec(p, hv, 0);
-    gdn_tc_fetch<true, true, true>(p, L, 0, 0, n, hv, hk, c0, warp, 8);
-    for (uint32_t i = tid; i < K_GDN_REC_BYTES / 16; i += K_GDN_CHUNK_TC_THREADS)
-        gdn_tc_cp16(rec0 + 4 * i, grec + 4 * i, true);
+    gdn_seq_rows(L.q0, uq, cd, L.ldq, dk, n);
+    gdn_seq_rows(L.k0, uk, cd, L.ldq, dk, n);
+    gdn_seq_v(L.v0, uv, cd, n);
+    gdn_seq_rec(rec0, grec);
     gdn_tc_commit();
 
     for (uint32_t t0 = 0, c = 0; t0 < n; t0 += GDN_TC_C, c++) {
@@ -946,12 +992,11 @@ template <int NS> __device__ __forceinline__ void gdn_seq_run(const struct k_gdn
         const bool more = t0 + GDN_TC_C < n;
         asm volatile("cp.async.wait_group 0;\n" ::: "memory");
         __syncthreads(); /* this chunk's copies landed; the last chunk is done with every buffer */
+        const size_t next = (size_t)(t0 + GDN_TC_C) * cd; /* the next chunk's first row in u */
         if (more) {
-            float *nrec = rec0 + (buf ^ 1) * K_GDN_REC_FLOATS;
             grec += K_GDN_REC_FLOATS;
-            gdn_tc_fetch<false, true, false>(p, L, buf ^ 1, t0 + GDN_TC_C, n, hv, hk, c0, warp, 8);
-            for (uint32_t i = tid; i < K_GDN_REC_BYTES / 16; i += K_GDN_CHUNK_TC_THREADS)
-                gdn_tc_cp16(nrec + 4 * i, grec + 4 * i, true);
+            gdn_seq_rows(gdn_tc_k(L, buf ^ 1), uk + next, cd, L.ldq, dk, n - t0 - GDN_TC_C);
+            gdn_seq_rec(rec0 + (buf ^ 1) * K_GDN_REC_FLOATS, grec);
             gdn_tc_commit();
         }
         struct gdn_tc_lay V = L; /* this chunk's record */
@@ -964,7 +1009,8 @@ template <int NS> __device__ __forceinline__ void gdn_seq_run(const struct k_gdn
             gdn_tc_xqs<NS, false, true>(V, buf, 7 - warp, o);
         __syncthreads(); /* q and v read */
         if (more) {
-            gdn_tc_fetch<true, false, true>(p, L, 0, t0 + GDN_TC_C, n, hv, hk, c0, warp, 8);
+            gdn_seq_rows(L.q0, uq + next, cd, L.ldq, dk, n - t0 - GDN_TC_C);
+            gdn_seq_v(L.v0, uv + next, cd, n - t0 - GDN_TC_C);
             gdn_tc_commit();
         }
         gdn_tc_vnew<NS, true>(V);
