@@ -873,6 +873,25 @@ __device__ __forceinline__ void gdn_seq_rec(float *dst, const float *src)
     }
 }
 
+/* Bring a chunk's copies into L2 ahead of their cp.async: its q and k rows (two 128-byte lines a
+ * row), this CTA's v columns (one line a row) and its record, one line a thread at most three
+ * times. row0: the chunk's first row in u; valid: its rows below n. */
+__device__ __forceinline__ void gdn_seq_prefetch(const __nv_bfloat16 *uq, const __nv_bfloat16 *uk,
+                                                 const __nv_bfloat16 *uv, const float *rec,
+                                                 size_t row0, uint32_t cd, uint32_t dk,
+                                                 uint32_t valid)
+{
+    const uint32_t tid = threadIdx.x, row = (tid >> 1) & 63, half = tid & 1;
+    if (row < valid && 64 * half < dk) {
+        const __nv_bfloat16 *a = (tid >> 7 ? uk : uq) + row0 + (size_t)row * cd + 64 * half;
+        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(a));
+    }
+    if (tid < valid && tid < GDN_TC_C)
+        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(uv + row0 + (size_t)tid * cd));
+    if (tid < K_GDN_REC_BYTES / 128)
+        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(rec + 32 * tid));
+}
+
 /* Copy the 10 lower 16 x 16 blocks of m (C, GDN_TC_LDF) to dst in the packed form gdn_tc_blk
  * reads, one float4 a step, by the nt threads from i0. */
 __device__ __forceinline__ void gdn_tc_pack(float *dst, const float *m, uint32_t i0, uint32_t nt)
@@ -998,6 +1017,9 @@ template <int NS> __device__ __forceinline__ void gdn_seq_run(const struct k_gdn
             gdn_seq_rows(gdn_tc_k(L, buf ^ 1), uk + next, cd, L.ldq, dk, n - t0 - GDN_TC_C);
             gdn_seq_rec(rec0 + (buf ^ 1) * K_GDN_REC_FLOATS, grec);
             gdn_tc_commit();
+            if (t0 + 2 * GDN_TC_C < n) /* and the chunk after it into L2 */
+                gdn_seq_prefetch(uq, uk, uv, grec + K_GDN_REC_FLOATS, next + (size_t)GDN_TC_C * cd,
+                                 cd, dk, n - t0 - 2 * GDN_TC_C);
         }
         struct gdn_tc_lay V = L; /* this chunk's record */
         V.lt = rec0 + buf * K_GDN_REC_FLOATS, V.at = V.lt + 2560;
