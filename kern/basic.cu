@@ -10,8 +10,9 @@
  *   k_gemv_i4     the same with K_LAYOUT_I4_ROWS weights and bf16 group scales
  *                 grid (sum of ceil(n_s / rows per CTA)), block K_GEMV_THREADS: one warp per
  *                 bf16 row, K_GEMV_I4_RPW INT4 rows per warp (kern/gemv.h).
- *   k_dequant_i4  out = bf16(scale * (q - 8)) over a whole matrix            (kern/dequant.h)
- *                 grid (ceil(N*K / (K_DQ_THREADS*32))), block K_DQ_THREADS: 32 weights a thread.
+ *   k_dequant_i4  out = bf16(scale * (q - 8)) over up to K_DQ_MAX whole matrices (kern/dequant.h)
+ *                 grid (sum of ceil(N*K / (K_DQ_THREADS*32))), block K_DQ_THREADS: 32 weights
+ *                 a thread.
  *   k_silu_mul    out = bf16(bf16(silu(gate)) * up)                          (kern/moe.h)
  *                 grid (T_max), block 256: one CTA per row.
  *
@@ -422,19 +423,23 @@ extern "C" __global__ void __launch_bounds__(K_GEMV_G128W_THREADS) k_gemv_i4_g12
 
 /* ---- k_dequant_i4 ---------------------------------------------------------------------------- */
 
-/* A CTA expands K_DQ_THREADS * 32 consecutive weights, a warp 1024 of them as 4 passes over
- * 128 nibble words: in pass i lane l takes word 32 i + l (8 weights), so a warp's load is 128
- * contiguous bytes and its store 512 (one 16-byte store per lane; a lane storing 64 contiguous
- * bytes instead made each store instruction touch 32 scattered pieces and ran at 36% of the
- * copy rate). */
+/* A CTA expands K_DQ_THREADS * 32 consecutive weights of its matrix, a warp 1024 of them as 4
+ * passes over 128 nibble words: in pass i lane l takes word 32 i + l (8 weights), so a warp's
+ * load is 128 contiguous bytes and its store 512 (one 16-byte store per lane; a lane storing 64
+ * contiguous bytes instead made each store instruction touch 32 scattered pieces and ran at 36%
+ * of the copy rate). */
 extern "C" __global__ void __launch_bounds__(K_DQ_THREADS) k_dequant_i4(struct k_dequant_params p)
 {
     k_pdl_enter();
-    const uint64_t n = (uint64_t)p.N * p.K;
-    const uint64_t base = ((uint64_t)blockIdx.x * K_DQ_THREADS + (threadIdx.x & ~31u)) * 32; /* the warp's first */
-    const uint8_t *w = (const uint8_t *)p.w;
-    const uint16_t *sc = (const uint16_t *)(w + p.scales_offset);
-    const uint32_t gs = __ffs(p.group) - 1; /* group is a power of two */
+    uint32_t i0 = 0; /* this CTA's matrix */
+    while (i0 + 1 < p.n && i0 + 1 < K_DQ_MAX && blockIdx.x >= p.m[i0 + 1].first)
+        i0++;
+    const struct k_dequant_mat &m = p.m[i0];
+    const uint64_t n = (uint64_t)m.N * m.K;
+    const uint64_t base = ((uint64_t)(blockIdx.x - m.first) * K_DQ_THREADS + (threadIdx.x & ~31u)) * 32; /* the warp's first */
+    const uint8_t *w = (const uint8_t *)m.w;
+    const uint16_t *sc = (const uint16_t *)(w + m.scales_offset);
+    const uint32_t gs = __ffs(m.group) - 1; /* group is a power of two */
     uint32_t word[4];
     float s[4];
 #pragma unroll
@@ -442,9 +447,9 @@ extern "C" __global__ void __launch_bounds__(K_DQ_THREADS) k_dequant_i4(struct k
         const uint64_t e = base + 8 * (32 * i + (threadIdx.x & 31)); /* first of word i's 8 */
         word[i] = 0, s[i] = 0.0f;
         if (e < n) {
-            const uint64_t row = e / p.K;
-            const uint32_t col = (uint32_t)(e - row * p.K);
-            s[i] = k_bfbits2f(__ldg(sc + row * (p.K >> gs) + (col >> gs)));
+            const uint64_t row = e / m.K;
+            const uint32_t col = (uint32_t)(e - row * m.K);
+            s[i] = k_bfbits2f(__ldg(sc + row * (m.K >> gs) + (col >> gs)));
             asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(word[i]) : "l"(w + e / 2));
         }
     }
@@ -459,7 +464,7 @@ extern "C" __global__ void __launch_bounds__(K_DQ_THREADS) k_dequant_i4(struct k
             uint32_t v = ((word[i] >> (4 * k)) & 0x000F000Fu) | 0x43004300u;
             o[k] = basic_pack(s[i] * (basic_lo(v) - 136.0f), s[i] * (basic_hi(v) - 136.0f));
         }
-        *(uint4 *)((uint16_t *)p.out + e) = make_uint4(o[0], o[1], o[2], o[3]);
+        *(uint4 *)((uint16_t *)m.out + e) = make_uint4(o[0], o[1], o[2], o[3]);
     }
 }
 

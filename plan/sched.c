@@ -52,6 +52,8 @@ struct shared_bufs {
 };
 
 /* One schedule being emitted. */
+#define SCHED_DQ_MAX 16 /* INT4 matrices of one layer dequant_layer expands together */
+
 struct em {
     struct pb *b;
     const struct model_config *c;
@@ -61,6 +63,10 @@ struct em {
     int split;         /* decode attention: split-K + reduce instead of single pass */
     uint32_t kv;       /* filled length the costs assume */
     int i4;            /* projections are INT4 */
+    /* prefill: the layer's INT4 matrices dequant_layer expanded, at their offsets in dequant */
+    uint32_t dq_n;
+    const char *dq_name[SCHED_DQ_MAX];
+    uint64_t dq_off[SCHED_DQ_MAX];
 };
 
 static const uint32_t one[3] = {1, 1, 1};
@@ -163,6 +169,62 @@ static uint32_t gemv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, u
     return gemv_conv(e, x, K, s, nseg, i4, flags, NULL, nm);
 }
 
+/* k_dequant_i4 launches, named nm, expanding the n INT4 matrices w[] into dequant at off[]
+ * (K_DQ_MAX a launch). */
+static void dequant(struct em *e, const char *const *w, const uint64_t *off, uint32_t n,
+                    const char *nm)
+{
+    struct pb *b = e->b;
+    for (uint32_t i0 = 0; i0 < n; i0 += K_DQ_MAX) {
+        struct k_dequant_params d = {.n = n - i0 < K_DQ_MAX ? n - i0 : K_DQ_MAX};
+        uint64_t ctas = 0, bytes = 0, flops = 0;
+        for (uint32_t i = 0; i < d.n; i++) {
+            const struct wt_tensor_desc *t = pb_weight(b, w[i0 + i]);
+            uint32_t N = (uint32_t)t->shape[0], K = (uint32_t)t->shape[1];
+            d.m[i] = (struct k_dequant_mat){.scales_offset = t->scales_offset, .N = N, .K = K,
+                                            .group = t->group_size, .first = (uint32_t)ctas};
+            ctas += K_DQ_CTAS(N, K);
+            bytes += t->size + 2ull * N * K, flops += 2ull * N * K;
+        }
+        uint32_t grid[3] = {(uint32_t)ctas, 1, 1};
+        uint32_t op = pb_kernel_op(b, "k_dequant_i4", &d, sizeof d, grid, K_DQ_THREADS, 0,
+                                   i0 ? "%s.%u" : "%s", nm, i0 / K_DQ_MAX);
+        for (uint32_t i = 0; i < d.n; i++) {
+            size_t m = offsetof(struct k_dequant_params, m) + i * sizeof(struct k_dequant_mat);
+            pb_ref_weight(b, op, (uint32_t)(m + offsetof(struct k_dequant_mat, w)), w[i0 + i], 0);
+            pb_ref_buf(b, op, (uint32_t)(m + offsetof(struct k_dequant_mat, out)), e->sb->dequant,
+                       off[i0 + i]);
+        }
+        pb_cost(b, op, bytes, flops);
+    }
+}
+
+/* The n matrices w[] (a prefill chunk past K_GEMM_I4_MAXT tokens: all through cuBLAS) expanded
+ * side by side in dequant by one launch, for the gemm() calls that follow at once: small
+ * matrices used one after another (the shared expert's three, attention's k and v), which
+ * otherwise each pay a launch. Large ones stay one launch each, right before their GEMM, where
+ * the expanded matrix is still in L2 (expanding a whole layer at once made the GEMMs read
+ * them back from memory). */
+static void dequant_set(struct em *e, const char *const *w, uint32_t n, const char *nm)
+{
+    e->dq_n = 0;
+    if (!e->prefill || e->T <= K_GEMM_I4_MAXT || !e->sb->dequant)
+        return;
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < n && e->dq_n < SCHED_DQ_MAX; i++) {
+        const struct wt_tensor_desc *t = pb_weight(e->b, w[i]);
+        if (t->layout != K_LAYOUT_I4_ROWS || t->ndim != 2)
+            continue;
+        e->dq_name[e->dq_n] = t->name;
+        e->dq_off[e->dq_n] = at;
+        at += (2 * t->shape[0] * t->shape[1] + 255) & ~255ull, e->dq_n++;
+    }
+    if (e->dq_n > 1)
+        dequant(e, e->dq_name, e->dq_off, e->dq_n, nm);
+    else
+        e->dq_n = 0; /* one matrix: gemm() expands it itself */
+}
+
 /* y (T, N) = x (T, K) W^T (prefill): INT4 group-128 weights at chunks of up to K_GEMM_I4_MAXT
  * tokens by k_gemm_i4_g128; else through cuBLAS, INT4 weights expanded first. */
 static uint32_t gemm(struct em *e, uint32_t x, const char *w, uint32_t N, uint32_t K, const char *nm)
@@ -183,22 +245,26 @@ static uint32_t gemm(struct em *e, uint32_t x, const char *w, uint32_t N, uint32
         pb_cost(b, op, t->size + 2ull * e->T * (K + N), 2ull * e->T * N * K);
         return y;
     }
+    uint64_t off = 0; /* of the expanded matrix in dequant */
     if (i4) {
-        struct k_dequant_params d = {.scales_offset = t->scales_offset, .N = N, .K = K,
-                                     .group = t->group_size};
-        uint32_t grid[3] = {(uint32_t)CDIV((uint64_t)N * K, K_DQ_THREADS * 32ull), 1, 1};
-        uint32_t op = pb_kernel_op(b, "k_dequant_i4", &d, sizeof d, grid, K_DQ_THREADS, 0,
-                                   "%s.dequant", nm);
-        WREF(op, struct k_dequant_params, w, w);
-        REF(op, struct k_dequant_params, out, e->sb->dequant);
-        pb_cost(b, op, t->size + 2ull * N * K, 2ull * N * K);
+        uint32_t i = 0;
+        while (i < e->dq_n && strcmp(e->dq_name[i], w))
+            i++;
+        if (i < e->dq_n) {
+            off = e->dq_off[i];
+        } else { /* at offset 0, over whatever a set left there */
+            char dn[80];
+            snprintf(dn, sizeof dn, "%s.dequant", nm);
+            dequant(e, &w, &off, 1, dn);
+            e->dq_n = 0;
+        }
     }
     struct plan_gemm g = {.m = N, .n = e->T, .k = K, .lda = K, .ldb = K, .ldc = N, .trans_a = 1,
                           .trans_b = 0, .dtype_ab = PLAN_DTYPE_BF16, .dtype_c = PLAN_DTYPE_BF16,
                           .alpha = 1.0f, .beta = 0.0f};
     uint32_t op = pb_runtime_op(b, PLAN_OP_GEMM, &g, sizeof g, "%s", nm);
     if (i4)
-        REF(op, struct plan_gemm, a, e->sb->dequant);
+        pb_ref_buf(b, op, offsetof(struct plan_gemm, a), e->sb->dequant, off);
     else
         WREF(op, struct plan_gemm, a, w);
     REF(op, struct plan_gemm, b, x);
@@ -500,6 +566,8 @@ static uint32_t attention(struct em *e, uint32_t l, uint32_t hn)
         return out;
     }
     snprintf(nm, sizeof nm, "l%u.qg", l), qg = gemm(e, hn, w[0], 2 * qd, H, nm);
+    const char *kv[2] = {w[1], w[2]};
+    snprintf(nm, sizeof nm, "l%u.kv.dequant", l), dequant_set(e, kv, 2, nm);
     snprintf(nm, sizeof nm, "l%u.k", l), kk = gemm(e, hn, w[1], kvd, H, nm);
     snprintf(nm, sizeof nm, "l%u.v", l), vv = gemm(e, hn, w[2], kvd, H, nm);
     uint32_t q = attn_rope(e, l, qg, kk, vv);
@@ -786,7 +854,12 @@ static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
 
     int32_t shared = -1;
     if (S) { /* shared expert: two GEMMs for gate and up, SiLU * up, the down GEMM */
-        char w[96], nm[64];
+        char w[96], nm[64], sw[3][96];
+        const char *set[3] = {sw[0], sw[1], sw[2]};
+        snprintf(sw[0], 96, "layers.%u.mlp.shared_expert.gate_proj.weight", l);
+        snprintf(sw[1], 96, "layers.%u.mlp.shared_expert.up_proj.weight", l);
+        snprintf(sw[2], 96, "layers.%u.mlp.shared_expert.down_proj.weight", l);
+        snprintf(nm, sizeof nm, "l%u.shared.dequant", l), dequant_set(e, set, 3, nm);
         snprintf(w, sizeof w, "layers.%u.mlp.shared_expert.gate_proj.weight", l);
         snprintf(nm, sizeof nm, "l%u.shared_gate_proj", l);
         uint32_t g = gemm(e, hn, w, S, H, nm);
@@ -940,14 +1013,27 @@ static void shared_buffers(struct pb *b, struct shared_bufs *sb)
     sb->cand = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_F32, 8ull * K_SAMPLE_PARTS * K_SAMPLE_CAND,
                       "sample.candidates");
     sb->cublas = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_BF16, CUBLAS_WORKSPACE, "cublas.workspace");
-    /* INT4 prefill: the largest dense projection expanded to bf16 */
-    uint64_t big = 0;
+    /* INT4 prefill: the largest dense projection expanded to bf16, or the largest set that
+     * dequant_set expands side by side (a layer's shared expert, its k and v) */
+    uint64_t big = 0, set[2][MODEL_MAX_LAYERS] = {{0}};
     for (uint32_t i = 0; i < b->man.n; i++) {
         const struct wt_tensor_desc *t = &b->man.t[i];
-        if (t->layout == K_LAYOUT_I4_ROWS && t->ndim == 2 && strncmp(t->name, "mtp.", 4) &&
-            strcmp(t->name, "lm_head.weight"))
-            big = 2 * t->shape[0] * t->shape[1] > big ? 2 * t->shape[0] * t->shape[1] : big;
+        unsigned l;
+        if (t->layout != K_LAYOUT_I4_ROWS || t->ndim != 2 || !strncmp(t->name, "mtp.", 4) ||
+            !strcmp(t->name, "lm_head.weight"))
+            continue;
+        uint64_t sz = 2 * t->shape[0] * t->shape[1];
+        big = sz > big ? sz : big;
+        if (sscanf(t->name, "layers.%u.", &l) != 1 || l >= c->num_layers)
+            continue;
+        if (strstr(t->name, ".mlp.shared_expert."))
+            set[0][l] += (sz + 255) & ~255ull;
+        else if (strstr(t->name, ".self_attn.k_proj.") || strstr(t->name, ".self_attn.v_proj."))
+            set[1][l] += (sz + 255) & ~255ull;
     }
+    for (uint32_t l = 0; l < c->num_layers; l++)
+        for (int k = 0; k < 2; k++)
+            big = set[k][l] > big ? set[k][l] : big;
     sb->dequant = big ? pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_BF16, big, "dequant.weights") : 0;
 }
 

@@ -261,7 +261,7 @@ static void test_hand_word(void)
     CUdeviceptr dw = dput(img, sizeof img), dout = dalloc((32 + SLACK) * 2);
     dpoison(dout, (32 + SLACK) * 2);
     struct k_dequant_params dp = {
-        .w = dw, .scales_offset = 16, .out = dout, .N = 1, .K = 32, .group = 32};
+        .n = 1, .m = {{.w = dw, .scales_offset = 16, .out = dout, .N = 1, .K = 32, .group = 32}}};
     launch(f_dequant, &dp, 1, K_DQ_THREADS);
     uint16_t out[32 + SLACK];
     dget(out, dout, sizeof out);
@@ -327,9 +327,8 @@ static void test_dequant(uint32_t N, uint32_t K, uint32_t group)
     CUdeviceptr dout = dalloc((n + SLACK) * 2);
     dpoison(dout, (n + SLACK) * 2);
     struct k_dequant_params p = {
-        .w = m.d, .scales_offset = m.so, .out = dout, .N = N, .K = K, .group = group};
-    launch(f_dequant, &p, (unsigned)((n + K_DQ_THREADS * 32 - 1) / (K_DQ_THREADS * 32)),
-           K_DQ_THREADS);
+        .n = 1, .m = {{.w = m.d, .scales_offset = m.so, .out = dout, .N = N, .K = K, .group = group}}};
+    launch(f_dequant, &p, (unsigned)K_DQ_CTAS(N, K), K_DQ_THREADS);
     uint16_t *got = test_malloc((n + SLACK) * 2), *want = test_malloc(n * 2);
     dget(got, dout, (n + SLACK) * 2);
     kref_dequant_i4(want, m.nib, m.sc, N, K, group);
@@ -340,11 +339,64 @@ static void test_dequant(uint32_t N, uint32_t K, uint32_t group)
           "the end (stray %ld)",
           N, K, group, bad, stray);
     if (n >= 8000000) { /* information: the rate, nibbles and scales in, bf16 out */
-        double us = gpu_time_us(&g, f_dequant, &p, (unsigned)((n + K_DQ_THREADS * 32 - 1) / (K_DQ_THREADS * 32)),
-                                1, K_DQ_THREADS, 0, TIME_REPS);
+        double us = gpu_time_us(&g, f_dequant, &p, (unsigned)K_DQ_CTAS(N, K), 1, K_DQ_THREADS, 0,
+                                TIME_REPS);
         printf("#   time: %.1f us, %.0f GB/s moved\n", us, (n / 2.0 + n / group * 2.0 + n * 2.0) / us / 1e3);
     }
     free(got), free(want), dfree(dout), i4m_free(&m);
+}
+
+/* Several matrices of different shapes and groups in one launch (what the planner gives a
+ * layer), each into its own poisoned buffer: every one bit-exact, nothing past any end. With
+ * time, the launch against the same matrices one launch each. */
+static void test_dequant_multi(int time)
+{
+    static const uint32_t shp[][3] = {{20, 96, 32},    {512, 2048, 128}, {96, 256, 64},
+                                      {8192, 2048, 128}, {512, 2048, 128}, {2048, 4096, 128},
+                                      {64, 128, 32},   {4096, 2048, 128}};
+    const uint32_t nm = (uint32_t)(sizeof shp / sizeof shp[0]);
+    struct i4m m[K_DQ_MAX];
+    CUdeviceptr out[K_DQ_MAX];
+    struct k_dequant_params p = {.n = nm};
+    uint32_t ctas = 0;
+    for (uint32_t i = 0; i < nm; i++) {
+        size_t n = (size_t)shp[i][0] * shp[i][1];
+        i4m_new(&m[i], shp[i][0], shp[i][1], shp[i][2], 0);
+        out[i] = dalloc((n + SLACK) * 2);
+        dpoison(out[i], (n + SLACK) * 2);
+        p.m[i] = (struct k_dequant_mat){.w = m[i].d, .scales_offset = m[i].so, .out = out[i],
+                                        .N = shp[i][0], .K = shp[i][1], .group = shp[i][2],
+                                        .first = ctas};
+        ctas += (uint32_t)K_DQ_CTAS(shp[i][0], shp[i][1]);
+    }
+    launch(f_dequant, &p, ctas, K_DQ_THREADS);
+    size_t bad = 0, strays = 0;
+    for (uint32_t i = 0; i < nm; i++) {
+        size_t n = (size_t)shp[i][0] * shp[i][1];
+        uint16_t *got = test_malloc((n + SLACK) * 2), *want = test_malloc(n * 2);
+        dget(got, out[i], (n + SLACK) * 2);
+        kref_dequant_i4(want, m[i].nib, m[i].sc, shp[i][0], shp[i][1], shp[i][2]);
+        bad += cmp_bits("out", got, want, n);
+        strays += stray16(got, n, n + SLACK) >= 0;
+        free(got), free(want);
+    }
+    CHECK(bad == 0 && strays == 0,
+          "k_dequant_i4, %u matrices of 20x96 .. 8192x2048 and groups 32-128 in one launch: "
+          "bit-exact (%zu differ), nothing past any end (%zu with strays)",
+          nm, bad, strays);
+    if (time) {
+        double one = gpu_time_us(&g, f_dequant, &p, ctas, 1, K_DQ_THREADS, 0, TIME_REPS), apart = 0;
+        for (uint32_t i = 0; i < nm; i++) {
+            struct k_dequant_params q = {.n = 1, .m = {p.m[i]}};
+            q.m[0].first = 0;
+            apart += gpu_time_us(&g, f_dequant, &q, (unsigned)K_DQ_CTAS(shp[i][0], shp[i][1]), 1,
+                                 K_DQ_THREADS, 0, TIME_REPS);
+        }
+        printf("#   time: %u matrices in one launch %.1f us, one launch each %.1f us\n", nm, one,
+               apart);
+    }
+    for (uint32_t i = 0; i < nm; i++)
+        i4m_free(&m[i]), dfree(out[i]);
 }
 
 /* ---- GEMV ------------------------------------------------------------------------------------ */
@@ -995,6 +1047,7 @@ int main(void)
     test_dequant(8192, 2048, 64);
     test_dequant(8192, 2048, 128);
     test_dequant(20, 96, 32); /* 1920 weights: a partial CTA */
+    test_dequant_multi(1);
     test_gemvs();
     test_gemms();
     {
