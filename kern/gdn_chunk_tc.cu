@@ -1,7 +1,8 @@
 /* gdn_chunk_tc.cu — k_gdn_chunk: the prefill gated delta rule in chunked WY/UT form (kern/gdn.h,
  * MODEL.md §2.2) on tensor cores, continuing from and updating the cached fp32 state, with the
- * q/k l2 norms and the gates fused in; and k_gdn_gnorm, the gated RMSNorm it leaves to a second
- * launch. Heads whose sizes it cannot take run k_gdn_chunk_fma (gdn_chunk.cu) instead.
+ * q/k l2 norms and the gates fused in; its split form k_gdn_prep + k_gdn_seq (below); and
+ * k_gdn_gnorm, the gated RMSNorm both leave to a last launch. Heads whose sizes neither takes
+ * run k_gdn_chunk_fma (gdn_chunk.cu) instead.
  *
  * Launch: grid (nv, dv / 32): CTA (hv, y) owns value columns c0 = 32 y .. c0 + 32 of head hv
  * (DVT = K_GDN_CHUNK_TC_DVT), the matching 32 columns of V, V', O and of the state S (dk, 32),
@@ -43,9 +44,21 @@
  *
  * Limits: on an H200 a 64-token chunk takes about 11 us at dk = dv = 128 (T = 2048: 354 us,
  * 30 TFLOP/s of the useful FLOPs, test_gpu_gdn), bound by latency, not by the tensor cores:
- * one CTA of 8 warps an SM, six barriers a chunk, the fp32 solve on 4 warps. Overlapping the
- * next chunk's S-independent P0-P2 with this chunk's P3-P5 (warp specialisation, with the
- * buffers they share doubled) is the next step.
+ * one CTA of 8 warps an SM, six barriers a chunk, the fp32 solve on 4 warps.
+ *
+ * The split form. P0-P2 do not depend on the state, so k_gdn_prep runs them for every chunk
+ * at once (grid (nv, chunks), three CTAs an SM) and leaves a record per (head, chunk) in ws:
+ * the 10 lower 16 x 16 blocks of Tm and of Attn, each block's column c of row i at
+ * c ^ 8 (i & 2) / 2 (gdn_tc_blk: the fragment's float2 loads then fall in distinct banks), and
+ * rq, rk, beta, e^gam, e^(gam_63 - gam). k_gdn_seq (grid (nv, dv / 32), as k_gdn_chunk) walks
+ * the chunks from the records: X on warps 0-3 while warps 4-7 form qs, P4, P5 as above, three
+ * barriers a chunk; the next chunk's k rows and record are copied as a chunk starts, its q rows
+ * and v once P3 has read them, and the chunk after it is brought into L2 ahead. The same
+ * operations in the same order on each accumulator, so the same bits as k_gdn_chunk. Shared
+ * memory K_GDN_SEQ_SMEM(dk) (162304 bytes at dk = 128): two records, q and v once, k twice, the
+ * state, X / V' and V'' parts. H100, T = 2048: k_gdn_prep 46 us + k_gdn_seq 166 us against
+ * 358 us. A chunk of k_gdn_seq (5.2 us) issues 1,632 MMAs a CTA (the split operands triple
+ * them), about 2.6 us at mma.sync's rate by that count; P3 is the longest phase.
  *
  * Shared memory (row strides pad rows so the 8 rows that one ldmatrix or one fragment access
  * reads fall in distinct banks):
