@@ -5,8 +5,10 @@
  *               over the chunk's rows t < step->n_tokens, xin[< 0] read from the window, which
  *               is left holding the last K-1 inputs of [window; chunk] (so a chunk shorter
  *               than K-1 shifts it). grid (K_GDN_CONV_GRID(conv_dim, T_max)), block 128: a
- *               thread walks K_GDN_CONV_TB tokens of one channel with the taps in registers
- *               (one thread per channel walking a 2048-token chunk took 0.6 ms a layer).
+ *               thread walks K_GDN_CONV_TB(T_max) tokens of K_GDN_CONV_CH channels with the
+ *               taps in registers (one thread per channel walking a 2048-token chunk took
+ *               0.6 ms a layer; one channel a thread, 2-byte accesses, 64 tokens a walk at
+ *               every chunk size: 49 us a layer at 2048 tokens, 17 at 128).
  *   k_gdn_step  one decode token, fused: q/k l2 norms, gates, the delta rule with one read
  *               and one write of the fp32 state, gated RMSNorm with z. The conv and its
  *               window update ran in the in_proj GEMV's epilogue (kern/gemv.h, K_GEMV_CONV).
@@ -37,7 +39,7 @@
 #include "gdn.h"
 
 #define GDN_KMAX        8    /* conv taps a thread keeps in registers (servable: <= 8) */
-#define GDN_CONV_UNROLL 4    /* tokens per k_gdn_conv loop trip: loads in flight */
+#define GDN_CONV_UNROLL 8    /* tokens per k_gdn_conv loop trip: loads in flight */
 #define GDN_STEP_WARPS  (K_GDN_STEP_THREADS / 32)
 #define GDN_STEP_RPT    8    /* state rows per decode thread: dk <= 16 warps x 8 */
 #define GDN_STEP_ROWS   (GDN_STEP_WARPS * GDN_STEP_RPT)
@@ -64,14 +66,26 @@ __device__ __forceinline__ void gdn_gates(__nv_bfloat16 b, __nv_bfloat16 a, floa
 
 /* ---- k_gdn_conv ----------------------------------------------------------------------------- */
 
-/* One channel over tokens [t0, t1) of n. KM >= K register slots, right-aligned: slot KM-1 is
- * the current token, slots KM-K .. KM-2 the K-1 inputs before it; slots left of those carry
- * zero taps, so every loop has compile-time bounds and the fmaf chain equals the K-tap one (a
- * zero tap on a finite input adds a signed zero to +0, which stays +0). Inputs before the
- * chunk come from the window, which only the first token block's thread reads; that thread
- * also writes the new window (the last K-1 inputs of [window; chunk], read from the chunk and
- * from its own copy of the old window), so no thread reads a window another has rewritten. */
-template <int KM>
+/* CH inputs of token row x (CH adjacent channels: one 4-byte load for two) as floats. */
+template <int CH> __device__ __forceinline__ void gdn_conv_ld(float (&v)[CH], const __nv_bfloat16 *x)
+{
+    if (CH == 2) {
+        const uint32_t u = *(const uint32_t *)x;
+        v[0] = k_bfbits2f(u & 0xFFFF), v[CH - 1] = k_bfbits2f(u >> 16);
+    } else {
+        v[0] = k_bf2f(x[0]);
+    }
+}
+
+/* CH adjacent channels from c over tokens [t0, t1) of n. KM >= K register slots a channel,
+ * right-aligned: slot KM-1 is the current token, slots KM-K .. KM-2 the K-1 inputs before it;
+ * slots left of those carry zero taps, so every loop has compile-time bounds and the fmaf chain
+ * equals the K-tap one (a zero tap on a finite input adds a signed zero to +0, which stays +0).
+ * Inputs before the chunk come from the window, which only the first token block's thread
+ * reads; that thread also writes the new window (the last K-1 inputs of [window; chunk], read
+ * from the chunk and from its own copy of the old window), so no thread reads a window another
+ * has rewritten. */
+template <int KM, int CH>
 __device__ __forceinline__ void gdn_conv_channel(const struct k_gdn_conv_params &p, uint32_t c,
                                                  uint32_t t0, uint32_t t1, uint32_t n)
 {
@@ -80,44 +94,68 @@ __device__ __forceinline__ void gdn_conv_channel(const struct k_gdn_conv_params 
     const __nv_bfloat16 *wc = (const __nv_bfloat16 *)p.conv_w + (size_t)c * K;
     __nv_bfloat16 *win = (__nv_bfloat16 *)p.window + (size_t)c * (K - 1);
     __nv_bfloat16 *out = (__nv_bfloat16 *)p.out + c;
-    float w[KM], h[KM]; /* taps; h[KM-1] is a scratch slot for the current input */
+    float w[CH][KM], h[CH][KM]; /* taps; h[][KM-1] is a scratch slot for the current input */
 #pragma unroll
     for (int s = 0; s < KM; s++) {
         int j = s - (KM - (int)K);        /* tap / window index of slot s, < 0: unused */
         int pos = (int)t0 - (KM - 1) + s; /* the input slot s holds before token t0 */
-        w[s] = j >= 0 ? k_bf2f(wc[j]) : 0.0f;
-        h[s] = j < 0 || s == KM - 1 ? 0.0f : pos >= 0 ? k_bf2f(x[(size_t)pos * cd]) : k_bf2f(win[j]);
+        float v[CH];
+        if (j >= 0 && s < KM - 1 && pos >= 0)
+            gdn_conv_ld<CH>(v, x + (size_t)pos * cd);
+#pragma unroll
+        for (int q = 0; q < CH; q++) {
+            w[q][s] = j >= 0 ? k_bf2f(wc[(size_t)q * K + j]) : 0.0f;
+            h[q][s] = j < 0 || s == KM - 1 ? 0.0f : pos >= 0 ? v[q] : k_bf2f(win[q * (K - 1) + j]);
+        }
     }
     for (uint32_t tb = t0; tb < t1; tb += GDN_CONV_UNROLL) {
-        float xt[GDN_CONV_UNROLL];
+        float xt[GDN_CONV_UNROLL][CH];
 #pragma unroll
-        for (int i = 0; i < GDN_CONV_UNROLL; i++)
-            xt[i] = tb + i < t1 ? k_bf2f(x[(size_t)(tb + i) * cd]) : 0.0f;
+        for (int i = 0; i < GDN_CONV_UNROLL; i++) {
+            if (tb + i < t1)
+                gdn_conv_ld<CH>(xt[i], x + (size_t)(tb + i) * cd);
+            else
+#pragma unroll
+                for (int q = 0; q < CH; q++)
+                    xt[i][q] = 0.0f;
+        }
 #pragma unroll
         for (int i = 0; i < GDN_CONV_UNROLL; i++) {
             if (tb + i >= t1)
                 break;
-            h[KM - 1] = xt[i];
-            float acc = 0.0f;
+            float y[CH];
 #pragma unroll
-            for (int s = 0; s < KM; s++)
-                acc = fmaf(w[s], h[s], acc);
-            out[(size_t)(tb + i) * cd] = k_f2bf(k_gdn_conv_act(acc));
+            for (int q = 0; q < CH; q++) {
+                h[q][KM - 1] = xt[i][q];
+                float acc = 0.0f;
 #pragma unroll
-            for (int s = 0; s + 1 < KM; s++) /* slide: the current input joins the window */
-                h[s] = h[s + 1];
+                for (int s = 0; s < KM; s++)
+                    acc = fmaf(w[q][s], h[q][s], acc);
+                y[q] = k_gdn_conv_act(acc);
+#pragma unroll
+                for (int s = 0; s + 1 < KM; s++) /* slide: the current input joins the window */
+                    h[q][s] = h[q][s + 1];
+            }
+            if (CH == 2)
+                *(__nv_bfloat162 *)(out + (size_t)(tb + i) * cd) =
+                    __halves2bfloat162(k_f2bf(y[0]), k_f2bf(y[CH - 1]));
+            else
+                out[(size_t)(tb + i) * cd] = k_f2bf(y[0]);
         }
     }
     if (t0 != 0)
         return;
 #pragma unroll
-    for (int s = 0; s + 1 < KM; s++) { /* window slot j takes input n - (K-1) + j */
-        int j = s - (KM - (int)K);
-        int pos = (int)n - (KM - 1) + s;
-        /* pos < 0: old slot j + n, not yet rewritten (the slots go up, j + n > j) */
-        if (j >= 0)
-            win[j] = pos >= 0 ? x[(size_t)pos * cd] : win[j + n];
-    }
+    for (int q = 0; q < CH; q++)
+#pragma unroll
+        for (int s = 0; s + 1 < KM; s++) { /* window slot j takes input n - (K-1) + j */
+            int j = s - (KM - (int)K);
+            int pos = (int)n - (KM - 1) + s;
+            /* pos < 0: old slot j + n, not yet rewritten (the slots go up, j + n > j) */
+            __nv_bfloat16 *wq = win + q * (K - 1);
+            if (j >= 0)
+                wq[j] = pos >= 0 ? x[(size_t)pos * cd + q] : wq[j + n];
+        }
 }
 
 extern "C" __global__ void __launch_bounds__(128) k_gdn_conv(struct k_gdn_conv_params p)
@@ -125,17 +163,20 @@ extern "C" __global__ void __launch_bounds__(128) k_gdn_conv(struct k_gdn_conv_p
     k_pdl_enter();
     const struct k_step *st = k_step_of(p.step);
     uint32_t n = min(st->n_tokens, p.d.T_max);
-    const uint32_t ncb = (p.d.conv_dim + 127) / 128; /* channel blocks; then token blocks */
-    uint32_t c = (blockIdx.x % ncb) * blockDim.x + threadIdx.x, t0 = (blockIdx.x / ncb) * K_GDN_CONV_TB;
-    if (p.d.kernel < 2 || p.d.kernel > GDN_KMAX)
+    const uint32_t ch = K_GDN_CONV_CH(p.d.conv_dim), tb = K_GDN_CONV_TB(p.d.T_max);
+    const uint32_t ncb = (p.d.conv_dim + 128 * ch - 1) / (128 * ch); /* channel blocks; then token blocks */
+    uint32_t c = ((blockIdx.x % ncb) * blockDim.x + threadIdx.x) * ch, t0 = (blockIdx.x / ncb) * tb;
+    if (p.d.kernel < 2 || p.d.kernel > GDN_KMAX || blockDim.x != 128)
         __trap();
     if (st->done || c >= p.d.conv_dim || t0 >= n)
         return;
-    uint32_t t1 = min(t0 + K_GDN_CONV_TB, n);
-    if (p.d.kernel == 4)
-        gdn_conv_channel<4>(p, c, t0, t1, n);
+    uint32_t t1 = min(t0 + tb, n);
+    if (ch == 2)
+        p.d.kernel == 4 ? gdn_conv_channel<4, 2>(p, c, t0, t1, n)
+                        : gdn_conv_channel<GDN_KMAX, 2>(p, c, t0, t1, n);
     else
-        gdn_conv_channel<GDN_KMAX>(p, c, t0, t1, n);
+        p.d.kernel == 4 ? gdn_conv_channel<4, 1>(p, c, t0, t1, n)
+                        : gdn_conv_channel<GDN_KMAX, 1>(p, c, t0, t1, n);
 }
 
 /* ---- k_gdn_step ----------------------------------------------------------------------------- */

@@ -10,8 +10,8 @@
  *
  * k_gdn_conv (prefill): the causal conv + SiLU over the chunk, reading the window for the
  *   first K-1 taps and leaving the last K-1 inputs in it. Launch: grid
- *   (K_GDN_CONV_GRID(conv_dim, T_max)): channel blocks of 128 times token blocks of
- *   K_GDN_CONV_TB, block 128.
+ *   (K_GDN_CONV_GRID(conv_dim, T_max)): channel blocks of 128 threads times token blocks of
+ *   K_GDN_CONV_TB(T_max), block 128.
  * k_gdn_chunk (prefill): the chunked delta rule, chunks of K_GDN_CHUNK tokens in WY/UT form
  *   (MODEL.md §2.2) on tensor cores, continuing from and updating the cached state S; q/k l2
  *   norms and the gates are computed inside. Launch: grid (nv, dv / K_GDN_CHUNK_TC_DVT), one
@@ -37,8 +37,14 @@
 
 #define K_GDN_THREADS 256
 #define K_GDN_STEP_THREADS 512
-#define K_GDN_CONV_TB 64 /* tokens a k_gdn_conv thread walks */
-#define K_GDN_CONV_GRID(cd, T) ((((cd) + 127u) / 128u) * (((T) + K_GDN_CONV_TB - 1u) / K_GDN_CONV_TB))
+/* k_gdn_conv: a thread walks K_GDN_CONV_TB(T_max) tokens (short chunks: more, shorter walks) of
+ * K_GDN_CONV_CH(conv_dim) adjacent channels (two where conv_dim is even: 4-byte accesses, a
+ * warp's 128 bytes one line); block 128. */
+#define K_GDN_CONV_TB(T) ((T) <= 512u ? 16u : 64u)
+#define K_GDN_CONV_CH(cd) ((cd) % 2u ? 1u : 2u)
+#define K_GDN_CONV_GRID(cd, T)                                                                     \
+    ((((cd) + 128u * K_GDN_CONV_CH(cd) - 1u) / (128u * K_GDN_CONV_CH(cd))) *                       \
+     (((T) + K_GDN_CONV_TB(T) - 1u) / K_GDN_CONV_TB(T)))
 #define K_GDN_CHUNK 64
 
 /* Dynamic shared memory of k_gdn_chunk_fma with a value tile of dvt columns (a multiple of 4):

@@ -3,7 +3,7 @@
  *   full    nk 16, nv 32, dk = dv = 128, conv_dim 8192, K 4   (Qwen3.5-35B-A3B)
  *   tiny-a  nk 2, nv 4, dk = dv = 32, K 4
  *   odd     nk 3, nv 6, dk 20, dv 28, K 3                    (the conv's generic-K path)
- * Prefill (k_gdn_conv, then the chunked rule) runs T = 1, 5, 63, 64, 65, 130, 300 tokens from a
+ * Prefill (k_gdn_conv, then the chunked rule) runs T = 1, 5, 63, 64, 65, 130, 300, 700 tokens from a
  * zero state and window (a fresh sequence) and from a random cached one, through the
  * tensor-core k_gdn_chunk + k_gdn_gnorm where they take the heads (full, tiny-a), through its
  * split form k_gdn_prep + k_gdn_seq + k_gdn_gnorm there too, and through k_gdn_chunk_fma at
@@ -817,9 +817,8 @@ static double time_us(CUfunction f, void *params, unsigned grid, unsigned block,
 
 /* Times of the three kernels at full size, T = 512 for prefill, with the bytes and FLOPs the
  * planner charges them (plan/sched.c), as # lines. */
-static void report_speed(const struct shape *sh)
+static void report_speed(const struct shape *sh, uint32_t T)
 {
-    const uint32_t T = 512;
     struct fix f;
     fix_init(&f, sh, T);
     struct dev_seq s;
@@ -956,11 +955,11 @@ int main(void)
         {"tiny-a", 2, 4, 32, 32, 4},
         {"odd", 3, 6, 20, 28, 3},
     };
-    static const uint32_t Ts[] = {1, 5, 63, 64, 65, 130, 300};
+    static const uint32_t Ts[] = {1, 5, 63, 64, 65, 130, 300, 700}; /* 700: k_gdn_conv's long walks */
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const struct shape *sh = &shapes[si];
         struct fix f;
-        fix_init(&f, sh, 310);
+        fix_init(&f, sh, 710);
         uint32_t dvt = sh->dv < DVT_MAX ? sh->dv : DVT_MAX;
         int tc_ok = tc_takes(&f.d);
         for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++)
@@ -981,7 +980,9 @@ int main(void)
         test_step_ba(&f, si == 0 ? 2048 : 72);
         fix_free(&f);
     }
-    report_speed(&shapes[0]);
+    report_speed(&shapes[0], 128);
+    report_speed(&shapes[0], 512);
+    report_speed(&shapes[0], 2048);
     report_chunk_speed(&shapes[0], 128);
     report_chunk_speed(&shapes[0], 2048);
     dfree(d_step);
