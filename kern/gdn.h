@@ -40,7 +40,7 @@
 /* k_gdn_conv: a thread walks K_GDN_CONV_TB(T_max) tokens (short chunks: more, shorter walks) of
  * K_GDN_CONV_CH(conv_dim) adjacent channels (two where conv_dim is even: 4-byte accesses, a
  * warp's 128 bytes one line); block 128. */
-#define K_GDN_CONV_TB(T) ((T) <= 512u ? 16u : 64u)
+#define K_GDN_CONV_TB(T) ((T) <= 512u ? 16u : 32u)
 #define K_GDN_CONV_CH(cd) ((cd) % 2u ? 1u : 2u)
 #define K_GDN_CONV_GRID(cd, T)                                                                     \
     ((((cd) + 128u * K_GDN_CONV_CH(cd) - 1u) / (128u * K_GDN_CONV_CH(cd))) *                       \
