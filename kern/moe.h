@@ -16,7 +16,10 @@
  * k_moe_align: per-expert counts of the T*k (token, slot) pairs, each expert's rows padded to
  *   K_MOE_BM, sorted pair ids (t * k + slot, padding = K_MOE_SENTINEL), the expert of every
  *   row block and the number of used blocks; all on the device, no host round trip.
- *   Launch: grid (1), block 1024.
+ *   Launch: grid (1), block 1024. With cursor != 0 it leaves each expert's first row in
+ *   cursor[e] and k_moe_scatter, launched next (grid (ceil(T_max * k / K_MOE_SCATTER_THREADS)),
+ *   block K_MOE_SCATTER_THREADS), places the pairs from many CTAs: one CTA's scattered stores
+ *   of thousands of pairs are most of its time at long chunks.
  * k_moe_gemm_up: per row block of one expert, gather the tokens' h rows, gu = h W_gu^T on
  *   tensor cores (bf16 mma, fp32 accumulation, INT4 expanded in registers), act =
  *   silu(gate) * up, into rows of the sorted order. Blocks past the used count exit at once.
@@ -176,7 +179,10 @@ struct k_moe_align_params {
     uint64_t n_blocks;     /* (1) u32 used blocks */
     uint64_t step;
     struct k_moe_dims d;
+    uint64_t cursor;       /* (E) u32 or 0: the pairs placed by k_moe_scatter (above) */
 };
+#define K_MOE_SCATTER_THREADS 256
+#define K_MOE_SCATTER_MIN 1024 /* chunks from this many tokens take k_moe_scatter */
 
 struct k_moe_gemm_params {
     uint64_t x;            /* up: (T_max, H) bf16 tokens; down: (max_blocks * BM, I) act */

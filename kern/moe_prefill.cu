@@ -186,11 +186,31 @@ extern "C" __global__ void __launch_bounds__(1024) k_moe_align(struct k_moe_alig
         for (uint32_t r = n + lane; r < c * K_MOE_BM; r += 32)
             sorted[(uint64_t)f * K_MOE_BM + r] = K_MOE_SENTINEL;
     }
+    if (p.cursor) { /* k_moe_scatter places the pairs */
+        if (tid < E)
+            ((uint32_t *)p.cursor)[tid] = s_cnt[tid];
+        return;
+    }
     for (uint32_t i = tid; i < npairs; i += blockDim.x) { /* rows below the padding */
         uint32_t e = (uint32_t)ids[i];
         if (e < E)
             sorted[atomicAdd(&s_cnt[e], 1u)] = i;
     }
+}
+
+/* The pairs into their experts' rows after k_moe_align left the cursors: a thread a pair, the
+ * row from a global atomic on its expert's cursor (the order inside an expert is arbitrary, as
+ * with k_moe_align's shared-memory atomics). */
+extern "C" __global__ void __launch_bounds__(K_MOE_SCATTER_THREADS)
+    k_moe_scatter(struct k_moe_align_params p)
+{
+    const struct k_step *st = k_step_of(p.step);
+    const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (st->done || i >= moe_live_rows(st, p.d.T_max) * p.d.k)
+        return;
+    const uint32_t e = (uint32_t)((const int32_t *)p.ids)[i];
+    if (e < p.d.E)
+        ((uint32_t *)p.sorted)[atomicAdd((uint32_t *)p.cursor + e, 1u)] = i;
 }
 
 /* ---- the tensor-core expert GEMMs ------------------------------------------------------------ */

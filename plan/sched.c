@@ -46,7 +46,7 @@ struct shared_bufs {
     uint32_t step, tokens_in;
     uint32_t k_cache[MODEL_MAX_LAYERS], v_cache[MODEL_MAX_LAYERS];
     uint32_t window[MODEL_MAX_LAYERS], state[MODEL_MAX_LAYERS];
-    uint32_t part_o, part_ml, counts, sorted, block_expert, n_blocks, cand, cublas, dequant;
+    uint32_t part_o, part_ml, counts, cursor, sorted, block_expert, n_blocks, cand, cublas, dequant;
     uint32_t fold_count; /* k_moe_down_g128's ticket for the norm folded into it (kern/moe.h) */
     uint32_t max_blocks;
 };
@@ -845,6 +845,17 @@ static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
     REF(op, struct k_moe_align_params, n_blocks, e->sb->n_blocks);
     REF(op, struct k_moe_align_params, step, e->sb->step);
     pb_cost(b, op, 4ull * T * k * 2 + 4ull * e->sb->max_blocks * (K_MOE_BM + 1), 0);
+    if (T >= K_MOE_SCATTER_MIN) { /* the pairs placed by many CTAs */
+        REF(op, struct k_moe_align_params, cursor, e->sb->cursor);
+        uint32_t g[3] = {(uint32_t)CDIV((uint64_t)T * k, K_MOE_SCATTER_THREADS), 1, 1};
+        op = pb_kernel_op(b, "k_moe_scatter", &ap, sizeof ap, g, K_MOE_SCATTER_THREADS, 0,
+                          "l%u.moe_scatter", l);
+        REF(op, struct k_moe_align_params, ids, ids);
+        REF(op, struct k_moe_align_params, sorted, e->sb->sorted);
+        REF(op, struct k_moe_align_params, step, e->sb->step);
+        REF(op, struct k_moe_align_params, cursor, e->sb->cursor);
+        pb_cost(b, op, 4ull * T * k * 3, 0);
+    }
 
     uint32_t act = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16,
                           2ull * e->sb->max_blocks * K_MOE_BM * I, "l%u.moe_act", l);
@@ -1003,6 +1014,7 @@ static void shared_buffers(struct pb *b, struct shared_bufs *sb)
                          "attn.part_ml");
     sb->max_blocks = CDIV(C * c->num_experts_per_tok, K_MOE_BM) + c->num_experts;
     sb->counts = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_I32, 4ull * c->num_experts, "moe.counts");
+    sb->cursor = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_I32, 4ull * c->num_experts, "moe.cursor");
     sb->sorted = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_I32, 4ull * sb->max_blocks * K_MOE_BM,
                         "moe.sorted_ids");
     sb->block_expert = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_I32, 4ull * sb->max_blocks,

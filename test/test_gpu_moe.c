@@ -59,7 +59,7 @@ static const struct shape shapes[] = {
 };
 
 struct kerns {
-    CUfunction router, up, down, align, combine;
+    CUfunction router, up, down, align, scatter, combine;
     int g128; /* decode runs k_moe_up_g128 / k_moe_down_g128 (the planner's choice: K_MOE_G128_OK) */
     CUfunction gemm[2][2]; /* [down][tc]: the CUDA-core (_simt) and the tensor-core builds */
 };
@@ -769,6 +769,42 @@ static int check_align(const struct model *M, uint32_t n, uint32_t mb, const int
     return bad == 0;
 }
 
+/* k_moe_align leaving the cursors and k_moe_scatter placing the pairs (what the planner runs for
+ * long chunks), into fresh buffers, checked as check_align does; from K_MOE_SCATTER_MIN tokens
+ * also timed against k_moe_align placing them itself (ap, as the caller ran it). */
+static int test_scatter(struct gpu *g, const struct kerns *K, const struct model *M,
+                        const struct k_moe_align_params *ap, uint32_t T, uint32_t n, uint32_t mb)
+{
+    const struct shape *s = M->s;
+    const uint32_t E = s->E;
+    char note[160];
+    struct k_moe_align_params sp = *ap;
+    sp.counts = dalloc(g, 4ull * E, POISON_ALIGN);
+    sp.sorted = dalloc(g, 4ull * mb * K_MOE_BM, POISON_ALIGN);
+    sp.block_expert = dalloc(g, 4ull * mb, POISON_ALIGN), sp.n_blocks = dalloc(g, 4, POISON_ALIGN);
+    sp.cursor = dalloc(g, 4ull * E, POISON_ALIGN);
+    const unsigned gs = CDIV(T * s->k, K_MOE_SCATTER_THREADS);
+    launch(g, K->align, &sp, 1, 1, 1024);
+    launch(g, K->scatter, &sp, gs, 1, K_MOE_SCATTER_THREADS);
+    int32_t *ids = dget(g, sp.ids, 4ull * T * s->k);
+    uint32_t *c2 = dget(g, sp.counts, 4ull * E), *s2 = dget(g, sp.sorted, 4ull * mb * K_MOE_BM);
+    uint32_t *b2 = dget(g, sp.block_expert, 4ull * mb), *n2 = dget(g, sp.n_blocks, 4);
+    int ok = check_align(M, n, mb, ids, c2, s2, b2, *n2, note);
+    CHECK(ok, "%s prefill T=%u k_moe_align + k_moe_scatter: structure (%s)", s->name, T, note);
+    if (T >= K_MOE_SCATTER_MIN) { /* information: one CTA placing the pairs against many */
+        double one = time_us(g, K->align, (void *)ap, 1, 1, 1024, 0);
+        double two = time_us(g, K->align, &sp, 1, 1, 1024, 0) +
+                     time_us(g, K->scatter, &sp, gs, 1, K_MOE_SCATTER_THREADS, 0);
+        printf("# %s T=%u: k_moe_align %.1f us; k_moe_align + k_moe_scatter %.1f us\n", s->name,
+               T, one, two);
+    }
+    free(ids), free(c2), free(s2), free(b2), free(n2);
+    CUdeviceptr fr[5] = {sp.counts, sp.sorted, sp.block_expert, sp.n_blocks, sp.cursor};
+    for (int i = 0; i < 5; i++)
+        CU(g, cuMemFree(fr[i]));
+    return ok;
+}
+
 static void test_prefill(struct gpu *g, const struct kerns *K, const struct model *M, uint32_t T,
                          const float *dec_out)
 {
@@ -786,7 +822,7 @@ static void test_prefill(struct gpu *g, const struct kerns *K, const struct mode
     ok = check_router_logits(g, K, M, b.ids, b.wts, b.sg, b.step, T, n, note);
     CHECK(ok, "%s prefill T=%u n=%u k_router from GEMV logits (%s)", s->name, T, n, note);
 
-    struct k_moe_align_params ap = {b.ids, b.counts, b.sorted, b.bexp, b.nblk, b.step, d};
+    struct k_moe_align_params ap = {b.ids, b.counts, b.sorted, b.bexp, b.nblk, b.step, d, 0};
     launch(g, K->align, &ap, 1, 1, 1024);
     int32_t *ids = dget(g, b.ids, 4ull * T * k);
     uint32_t *counts = dget(g, b.counts, 4ull * E),
@@ -795,6 +831,8 @@ static void test_prefill(struct gpu *g, const struct kerns *K, const struct mode
     ok = check_align(M, n, mb, ids, counts, sorted, bexp, nblk, note);
     CHECK(ok, "%s prefill T=%u k_moe_align: structure (%s)", s->name, T, note);
     if (!ok || nblk > mb)
+        goto out;
+    if (!test_scatter(g, K, M, &ap, T, n, mb))
         goto out;
 
     /* gemm_up: the rows of the sorted order, padding rows zero, nothing past n_blocks; then
@@ -890,7 +928,7 @@ static void test_done_flag(struct gpu *g, const struct kerns *K, const struct mo
     d.T_max = T, d.max_blocks = mb;
     rp = router_params(M, pb.ids, pb.wts, pb.sg, pb.step, T);
     launch(g, K->router, &rp, T, 1, K_ROUTER_THREADS);
-    struct k_moe_align_params ap = {pb.ids, pb.counts, pb.sorted, pb.bexp, pb.nblk, pb.step, d};
+    struct k_moe_align_params ap = {pb.ids, pb.counts, pb.sorted, pb.bexp, pb.nblk, pb.step, d, 0};
     launch(g, K->align, &ap, 1, 1, 1024);
     uint8_t bad = 0;
     const uint32_t one = 1, zero = 0;
@@ -1006,8 +1044,9 @@ static void test_timing(struct gpu *g, const struct kerns *K, const struct model
     CU(g, cuMemcpyHtoD(b.ids, ids, 4ull * np));
     CU(g, cuMemcpyHtoD(b.wts, wts, 4ull * np));
     CUdeviceptr x_d = upload_bf16(g, x, (size_t)T * H);
-    struct k_moe_align_params ap = {b.ids, b.counts, b.sorted, b.bexp, b.nblk, b.step, d};
+    struct k_moe_align_params ap = {b.ids, b.counts, b.sorted, b.bexp, b.nblk, b.step, d, 0};
     launch(g, K->align, &ap, 1, 1, 1024);
+    test_scatter(g, K, M, &ap, T, T, mb);
     uint32_t nblk, *sorted = dget(g, b.sorted, 4ull * mb * K_MOE_BM);
     CU(g, cuMemcpyDtoH(&nblk, b.nblk, 4));
 
@@ -1106,6 +1145,7 @@ int main(void)
         struct kerns K;
         CU(&g, cuModuleGetFunction(&K.router, m, "k_router"));
         CU(&g, cuModuleGetFunction(&K.align, m, "k_moe_align"));
+        CU(&g, cuModuleGetFunction(&K.scatter, m, "k_moe_scatter"));
         CU(&g, cuModuleGetFunction(&K.combine, m, "k_moe_combine"));
         kern_get(&g, m, &K.up, "k_moe_up", s->group);
         kern_get(&g, m, &K.down, "k_moe_down", s->group);
