@@ -1065,7 +1065,11 @@ extern "C" __global__ void __launch_bounds__(K_GDN_CHUNK_TC_THREADS, 1)
     gdn_seq_run<GDN_TC_NS>(p);
 }
 
-/* Gated RMSNorm of the core output rows (t < n) in place: one warp a (token, value head) row. */
+/* Gated RMSNorm of the core output rows (t < n) in place: one warp a (token, value head) row.
+ * Rows of up to 2 * 32 * GDN_GNORM_REG values (dv = 128: two pairs a lane) keep o, z and w in
+ * registers, their loads issued together before the sum (a second pass re-read o and waited on
+ * z after the reduction); the same sums in the same order, so the same bits. */
+#define GDN_GNORM_REG 4
 extern "C" __global__ void __launch_bounds__(K_GDN_GNORM_THREADS)
     k_gdn_gnorm(struct k_gdn_chunk_params p)
 {
@@ -1080,6 +1084,35 @@ extern "C" __global__ void __launch_bounds__(K_GDN_GNORM_THREADS)
     __nv_bfloat162 *o = (__nv_bfloat162 *)((__nv_bfloat16 *)p.out + at);
     const __nv_bfloat162 *z = (const __nv_bfloat162 *)((const __nv_bfloat16 *)p.z + at);
     const float2 *w = (const float2 *)p.norm_w;
+    if (dv <= 2 * 32 * GDN_GNORM_REG) { /* the row's o, z and w in registers, all loaded at once */
+        __nv_bfloat162 xo[GDN_GNORM_REG], xz[GDN_GNORM_REG];
+        float2 xw[GDN_GNORM_REG];
+        float ss = 0.0f;
+#pragma unroll
+        for (int i = 0; i < GDN_GNORM_REG; i++) {
+            const uint32_t j = lane + 32 * i;
+            if (j < dv / 2)
+                xo[i] = o[j], xz[i] = z[j], xw[i] = w[j];
+        }
+#pragma unroll
+        for (int i = 0; i < GDN_GNORM_REG; i++)
+            if (lane + 32 * i < dv / 2) {
+                float2 x = __bfloat1622float2(xo[i]);
+                ss = fmaf(x.x, x.x, fmaf(x.y, x.y, ss));
+            }
+        const float rstd = 1.0f / sqrtf(k_warp_sum(ss) / (float)dv + p.d.eps);
+#pragma unroll
+        for (int i = 0; i < GDN_GNORM_REG; i++) {
+            const uint32_t j = lane + 32 * i;
+            if (j < dv / 2) {
+                float2 x = __bfloat1622float2(xo[i]), zz = __bfloat1622float2(xz[i]);
+                float y0 = k_round_bf16(x.x * rstd), y1 = k_round_bf16(x.y * rstd);
+                o[j] = __floats2bfloat162_rn(xw[i].x * y0 * k_silu(zz.x),
+                                             xw[i].y * y1 * k_silu(zz.y));
+            }
+        }
+        return;
+    }
     float ss = 0.0f;
     for (uint32_t j = lane; j < dv / 2; j += 32) {
         float2 x = __bfloat1622float2(o[j]);
