@@ -865,18 +865,16 @@ static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
 
     int32_t shared = -1;
     if (S) { /* shared expert: two GEMMs for gate and up, SiLU * up, the down GEMM */
-        char w[96], nm[64], sw[3][96];
+        char nm[64], sw[3][96];
         const char *set[3] = {sw[0], sw[1], sw[2]};
         snprintf(sw[0], 96, "layers.%u.mlp.shared_expert.gate_proj.weight", l);
         snprintf(sw[1], 96, "layers.%u.mlp.shared_expert.up_proj.weight", l);
         snprintf(sw[2], 96, "layers.%u.mlp.shared_expert.down_proj.weight", l);
         snprintf(nm, sizeof nm, "l%u.shared.dequant", l), dequant_set(e, set, 3, nm);
-        snprintf(w, sizeof w, "layers.%u.mlp.shared_expert.gate_proj.weight", l);
         snprintf(nm, sizeof nm, "l%u.shared_gate_proj", l);
-        uint32_t g = gemm(e, hn, w, S, H, nm);
-        snprintf(w, sizeof w, "layers.%u.mlp.shared_expert.up_proj.weight", l);
+        uint32_t g = gemm(e, hn, sw[0], S, H, nm);
         snprintf(nm, sizeof nm, "l%u.shared_up_proj", l);
-        uint32_t u = gemm(e, hn, w, S, H, nm);
+        uint32_t u = gemm(e, hn, sw[1], S, H, nm);
         uint32_t a = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * S, "l%u.shared_act", l);
         struct k_silu_mul_params sp = {.n = S, .T_max = T};
         uint32_t grid[3] = {T, 1, 1};
@@ -886,9 +884,8 @@ static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
         REF(op, struct k_silu_mul_params, out, a);
         REF(op, struct k_silu_mul_params, step, e->sb->step);
         pb_cost(b, op, 6ull * T * S, 5ull * T * S);
-        snprintf(w, sizeof w, "layers.%u.mlp.shared_expert.down_proj.weight", l);
         snprintf(nm, sizeof nm, "l%u.shared_down_proj", l);
-        shared = (int32_t)gemm(e, a, w, H, S, nm);
+        shared = (int32_t)gemm(e, a, sw[2], H, S, nm);
     }
     uint32_t out = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * H, "l%u.moe_out", l);
     struct k_moe_combine_params cp = {.d = moe_dims(e)};
