@@ -19,13 +19,14 @@
  *   of one kv head folded into the M dimension (pack GQA), fp32 softmax statistics, output
  *   gate fused. Launch: grid (ceil(T_max * group / K_ATTN_BM), n_kv), block K_ATTN_THREADS.
  * k_attn_prefill_tc: the same contract on tensor cores (mma.sync bf16, FlashAttention-2
- *   style), for head_dim with K_ATTN_TC_OK. Launch: grid (ceil(T_max * group / K_ATTN_TC_BM),
- *   n_kv, n_split), block K_ATTN_TC_THREADS, K_ATTN_TC_SMEM(head_dim) bytes of dynamic shared
- *   memory. With n_split > 1 (a short chunk, whose few CTAs would each walk the whole prefix)
- *   CTA z takes the z-th of n_split equal runs of the key tiles its rows need and leaves, for
- *   each live row, its output normalised over its own keys (fp32, part_o (n_split, T_max,
- *   n_heads, head_dim)) and the running max (log2 units) and sum of exponents (part_ml
- *   (n_split, T_max, n_heads, 2)); a row none of whose keys fall in the run leaves 0, -inf, 0.
+ *   style; wgmma in the sm_90a image at head_dim 256), for head_dim with K_ATTN_TC_OK.
+ *   Launch: grid (ceil(T_max * group / K_ATTN_TC_BM), n_kv, n_split), block
+ *   K_ATTN_TC_THREADS, K_ATTN_TC_SMEM(head_dim) bytes of dynamic shared memory. With
+ *   n_split > 1 (a short chunk, whose few CTAs would each walk the whole prefix) CTA z takes
+ *   the z-th of n_split equal runs of the key tiles its rows need and leaves, for each live
+ *   row, its output normalised over its own keys (fp32, part_o (n_split, T_max, n_heads,
+ *   head_dim)) and the running max (log2 units) and sum of exponents (part_ml (n_split,
+ *   T_max, n_heads, 2)); a row none of whose keys fall in the run leaves 0, -inf, 0.
  * k_attn_prefill_reduce: combines those runs as k_attn_decode_reduce combines its pieces,
  *   times sigmoid(gate), bf16 into out; rows t >= step->n_tokens are not written. Launch: grid
  *   (T_max * n_heads), block K_ATTN_REDUCE_THREADS(head_dim). */
@@ -40,14 +41,16 @@
 #define K_ATTN_BM 64
 
 /* k_attn_prefill_tc: 8 warps of 16 packed query rows each, keys in tiles of 32; shared memory
- * holds the CTA's q rows and two stages of K and V tiles, rows padded to a multiple of 64
- * elements (the swizzle permutes 16-byte chunks within groups of 8) */
+ * holds the CTA's q rows and K_ATTN_TC_STAGES stages of K and V tiles (the mma.sync build uses
+ * two), rows padded to a multiple of 64 elements (the swizzle permutes 16-byte chunks within
+ * groups of 8), and 1 KiB to start the wgmma build's tiles on a 1024-byte boundary */
 #define K_ATTN_TC_THREADS 256
 #define K_ATTN_TC_BM 128
 #define K_ATTN_TC_BN 32
+#define K_ATTN_TC_STAGES 3
 #define K_ATTN_TC_OK(hd) ((hd) % 8 == 0 && (hd) >= 8 && (hd) <= 256)
 #define K_ATTN_TC_LD(hd) (((hd) + 63u) / 64u * 64u)
-#define K_ATTN_TC_SMEM(hd) ((K_ATTN_TC_BM + 4u * K_ATTN_TC_BN) * K_ATTN_TC_LD(hd) * 2u)
+#define K_ATTN_TC_SMEM(hd) ((K_ATTN_TC_BM + 2u * K_ATTN_TC_STAGES * K_ATTN_TC_BN) * K_ATTN_TC_LD(hd) * 2u + 1024u)
 /* the planner splits the keys of a chunk whose launch has fewer than K_ATTN_PF_CTAS CTAs, into
  * at most K_ATTN_PF_MAXS runs */
 #define K_ATTN_PF_CTAS 128

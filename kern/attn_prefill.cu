@@ -73,10 +73,13 @@ struct attn_pf_smem {
 };
 
 /* cp.async of 16 bytes; src_bytes 0 fills the destination with zeros */
+__device__ __forceinline__ void attn_cp16s(uint32_t sa, const void *src, bool full)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(src), "r"(full ? 16 : 0));
+}
 __device__ __forceinline__ void attn_cp16(void *dst, const void *src, bool full)
 {
-    uint32_t sa = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(src), "r"(full ? 16 : 0));
+    attn_cp16s((uint32_t)__cvta_generic_to_shared(dst), src, full);
 }
 
 __device__ __forceinline__ void attn_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
@@ -283,7 +286,161 @@ __device__ __forceinline__ void attn_tc_load_q(uint16_t *qs, const struct k_attn
     }
 }
 
-/* The kernel body; FULL: head_dim 256, every size a constant. */
+/* Key tiles [it0, it1) of a CTA whose rows need the keys below kend: all of them, or run
+ * blockIdx.z of n_split. */
+__device__ __forceinline__ void attn_tc_runs(const struct k_attn_prefill_params &p, uint32_t kend, uint32_t &it0,
+                                             uint32_t &it1)
+{
+    it0 = 0, it1 = (kend + K_ATTN_TC_BN - 1) / K_ATTN_TC_BN;
+    if (p.n_split > 1) {
+        uint32_t per = (it1 + p.n_split - 1) / p.n_split;
+        it0 = min(it1, blockIdx.z * per);
+        it1 = min(it1, it0 + per);
+    }
+}
+
+/* The causal mask on diagonal tiles (key kb + 8j + 2 t4 + e against the row's limit), then the
+ * online softmax step for rows g and g + 8 of the warp (a quad's 4 lanes hold a row's 32
+ * scores): s becomes the probabilities, m and l move on and o is rescaled. */
+__device__ __forceinline__ void attn_tc_softmax(float (&s)[ATTN_TC_NT][4], float (&o)[2 * ATTN_TC_KS][4],
+                                                float &m0, float &m1, float &l0, float &l1, uint32_t kb,
+                                                uint32_t wmin, uint32_t lim0, uint32_t lim1, float sl2)
+{
+    const uint32_t t4 = threadIdx.x & 3;
+    if (kb + K_ATTN_TC_BN - 1 > wmin) {
+#pragma unroll
+        for (int j = 0; j < ATTN_TC_NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                if (kb + 8 * j + 2 * t4 + (e & 1) > (e < 2 ? lim0 : lim1))
+                    s[j][e] = -INFINITY;
+    }
+    float x0 = -INFINITY, x1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < ATTN_TC_NT; j++) {
+        x0 = fmaxf(x0, fmaxf(s[j][0], s[j][1]));
+        x1 = fmaxf(x1, fmaxf(s[j][2], s[j][3]));
+    }
+    x0 = fmaxf(x0, __shfl_xor_sync(ATTN_FULL, x0, 1));
+    x1 = fmaxf(x1, __shfl_xor_sync(ATTN_FULL, x1, 1));
+    x0 = fmaxf(x0, __shfl_xor_sync(ATTN_FULL, x0, 2));
+    x1 = fmaxf(x1, __shfl_xor_sync(ATTN_FULL, x1, 2));
+    float n0 = fmaxf(m0, x0 * sl2), n1 = fmaxf(m1, x1 * sl2);
+    float c0 = m0 == n0 ? 1.0f : exp2f(m0 - n0); /* m = -inf, n finite: 0 */
+    float c1 = m1 == n1 ? 1.0f : exp2f(m1 - n1);
+    m0 = n0, m1 = n1;
+    float b0 = n0 == -INFINITY ? 0.0f : n0, b1 = n1 == -INFINITY ? 0.0f : n1; /* no NaN */
+    float r0 = 0.0f, r1 = 0.0f;
+#pragma unroll
+    for (int j = 0; j < ATTN_TC_NT; j++) {
+        s[j][0] = exp2f(fmaf(s[j][0], sl2, -b0));
+        s[j][1] = exp2f(fmaf(s[j][1], sl2, -b0));
+        s[j][2] = exp2f(fmaf(s[j][2], sl2, -b1));
+        s[j][3] = exp2f(fmaf(s[j][3], sl2, -b1));
+        r0 += s[j][0] + s[j][1];
+        r1 += s[j][2] + s[j][3];
+    }
+    l0 = fmaf(l0, c0, r0);
+    l1 = fmaf(l1, c1, r1);
+    if (__any_sync(ATTN_FULL, c0 != 1.0f || c1 != 1.0f)) {
+#pragma unroll
+        for (int j = 0; j < 2 * ATTN_TC_KS; j++) {
+            o[j][0] *= c0, o[j][1] *= c0;
+            o[j][2] *= c1, o[j][3] *= c1;
+        }
+    }
+}
+
+/* The probabilities of k-step kq (keys 16 kq .. 16 kq + 15 of the tile) as the A fragments of
+ * P V, hi and lo: the S accumulator registers are already that layout (C rows g, g + 8,
+ * columns 2t, 2t + 1 = A rows g, g + 8, k slots 2t, 2t + 1; two n-tiles per k-step). */
+__device__ __forceinline__ void attn_tc_pfrag(const float (&s)[ATTN_TC_NT][4], int kq, uint32_t (&ph)[4],
+                                              uint32_t (&pl)[4])
+{
+    attn_tc_split(s[2 * kq][0], s[2 * kq][1], ph[0], pl[0]);
+    attn_tc_split(s[2 * kq][2], s[2 * kq][3], ph[1], pl[1]);
+    attn_tc_split(s[2 * kq + 1][0], s[2 * kq + 1][1], ph[2], pl[2]);
+    attn_tc_split(s[2 * kq + 1][2], s[2 * kq + 1][3], ph[3], pl[3]);
+}
+
+/* wgmma build: byte offset of 16-byte chunk c (dims 8c .. 8c + 7) of row r in a tile of `rows`
+ * rows of 256 dims, kept as four 64-dim blocks of rows x 128 bytes in the 128-byte swizzle
+ * (chunk c % 8 of row r at (c ^ r) % 8). */
+__device__ __forceinline__ uint32_t attn_wg_off(uint32_t rows, uint32_t r, uint32_t c)
+{
+    return (c >> 3) * rows * 128 + r * 128 + (((c ^ r) & 7) << 4);
+}
+
+/* Element offset of chunk c of the CTA's packed row r in the q region: rows of ld elements with
+ * chunk c at c ^ (r % 8) (mma.sync build), or attn_wg_off (wgmma build). */
+template <bool WG> __device__ __forceinline__ uint32_t attn_tc_qat(uint32_t r, uint32_t c, uint32_t ld)
+{
+    return WG ? attn_wg_off(K_ATTN_TC_BM, r, c) >> 1 : r * ld + ((c ^ (r & 7)) << 3);
+}
+
+/* The end of a live warp's run: the row sums over the quad; with n_split > 1 the rows
+ * normalised over the run's keys with their max and sum; else the rows normalised, rounded to
+ * bf16 into the warp's own q rows of shared memory (qs; free once the warp's last MMA has read
+ * them), and read back as 16-byte chunks of whole rows for the gate (attn_gate8) and coalesced
+ * stores, consecutive lanes on consecutive chunks. */
+template <bool FULL, bool WG>
+__device__ __forceinline__ void attn_tc_finish(const struct k_attn_prefill_params &p, float (&o)[2 * ATTN_TC_KS][4],
+                                               float m0, float m1, float l0, float l1, uint16_t *qs,
+                                               uint32_t ld, uint32_t R0, uint32_t n_live)
+{
+    const struct k_attn_dims &d = p.d;
+    const uint32_t hd = FULL ? 256 : d.head_dim, hdp = FULL ? 256 : (d.head_dim + 15) & ~15u;
+    const uint32_t group = d.n_heads / d.n_kv, kvh = blockIdx.y;
+    const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    const uint32_t R0w = R0 + warp * 16;
+    l0 += __shfl_xor_sync(ATTN_FULL, l0, 1);
+    l1 += __shfl_xor_sync(ATTN_FULL, l1, 1);
+    l0 += __shfl_xor_sync(ATTN_FULL, l0, 2);
+    l1 += __shfl_xor_sync(ATTN_FULL, l1, 2);
+    float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f; /* 0: no key in the run */
+    if (p.n_split > 1) { /* the run's rows, normalised over its keys, with their max and sum */
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            uint32_t R = R0w + g + 8 * h, t = R / group;
+            if (t >= n_live)
+                continue;
+            uint64_t row = ((uint64_t)blockIdx.z * d.T_max + t) * d.n_heads + kvh * group + (R - t * group);
+            float *po = (float *)p.part_o + row * hd + 2 * t4, inv = h ? i1 : i0;
+#pragma unroll
+            for (int j = 0; j < 2 * ATTN_TC_KS; j++) {
+                if (!FULL && (uint32_t)j * 8 >= hd)
+                    break;
+                *(float2 *)(po + 8 * j) = make_float2(o[j][2 * h] * inv, o[j][2 * h + 1] * inv);
+            }
+            if (t4 == 0)
+                *(float2 *)((float *)p.part_ml + row * 2) = make_float2(h ? m1 : m0, h ? l1 : l0);
+        }
+        return;
+    }
+#pragma unroll
+    for (int j = 0; j < 2 * ATTN_TC_KS; j++) {
+        if (!FULL && (uint32_t)j * 8 >= hdp)
+            break;
+        __nv_bfloat162 h0 = __floats2bfloat162_rn(o[j][0] * i0, o[j][1] * i0);
+        __nv_bfloat162 h1 = __floats2bfloat162_rn(o[j][2] * i1, o[j][3] * i1);
+        *reinterpret_cast<__nv_bfloat162 *>(qs + attn_tc_qat<WG>(16 * warp + g, j, ld) + 2 * t4) = h0;
+        *reinterpret_cast<__nv_bfloat162 *>(qs + attn_tc_qat<WG>(16 * warp + g + 8, j, ld) + 2 * t4) = h1;
+    }
+    __syncwarp();
+    uint32_t cv = hd / 8;
+    for (uint32_t i = lane; i < 16 * cv; i += 32) {
+        uint32_t r = i / cv, c = i - r * cv, R = R0w + r, t = R / group;
+        if (t >= n_live)
+            continue;
+        float of[8];
+        attn_unpack(*(const uint4 *)(qs + attn_tc_qat<WG>(16 * warp + r, c, ld)), of);
+        uint64_t row = (uint64_t)t * d.n_heads + kvh * group + (R - t * group);
+        const uint16_t *gp = (const uint16_t *)p.qg + row * 2 * hd + hd + c * 8;
+        *(uint4 *)((uint16_t *)p.out + row * hd + c * 8) = attn_gate8(of, __ldg((const uint4 *)gp));
+    }
+}
+
+/* The mma.sync body; FULL: head_dim 256, every size a constant. */
 template <bool FULL>
 __device__ __forceinline__ void attn_tc_run(const struct k_attn_prefill_params &p, uint16_t *sm)
 {
@@ -299,7 +456,7 @@ __device__ __forceinline__ void attn_tc_run(const struct k_attn_prefill_params &
         return; /* the whole CTA: no live rows */
     uint32_t t_last = min(n_live - 1, (R0 + K_ATTN_TC_BM - 1) / group);
     uint32_t kend = min(pos + t_last + 1, d.max_seq);
-    uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
     uint32_t R0w = R0 + warp * 16;
     bool live = R0w / group < n_live; /* warp-uniform: a warp past the chunk only loads */
     /* last key of rows g and g + 8, and of the warp's first and last rows */
@@ -329,13 +486,8 @@ __device__ __forceinline__ void attn_tc_run(const struct k_attn_prefill_params &
     float m0 = -INFINITY, m1 = -INFINITY; /* running max of rows g, g + 8 (log2 units) */
     float l0 = 0.0f, l1 = 0.0f;           /* this lane's share of their sums of exponents */
     const float sl2 = d.scale * ATTN_LOG2E;
-    /* key tiles [it0, it1): all of them, or run z of n_split */
-    uint32_t it0 = 0, it1 = (kend + K_ATTN_TC_BN - 1) / K_ATTN_TC_BN;
-    if (p.n_split > 1) {
-        uint32_t per = (it1 + p.n_split - 1) / p.n_split;
-        it0 = min(it1, blockIdx.z * per);
-        it1 = min(it1, it0 + per);
-    }
+    uint32_t it0, it1;
+    attn_tc_runs(p, kend, it0, it1);
 
     attn_tc_load_q(qs, p, R0, n_live, hd, hdp, ld);
     attn_tc_load_kv(ks, vs, K, V, it0 * K_ATTN_TC_BN, kend, hd, hdp, ld);
@@ -368,58 +520,12 @@ __device__ __forceinline__ void attn_tc_run(const struct k_attn_prefill_params &
                     k_mma16816(s[2 * np + 1], a[0], a[1], a[2], a[3], b[2], b[3]);
                 }
             }
-            /* causal mask on diagonal tiles: key kb + 8j + 2 t4 + e against the row's limit */
-            if (kb + K_ATTN_TC_BN - 1 > wmin) {
-#pragma unroll
-                for (int j = 0; j < ATTN_TC_NT; j++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++)
-                        if (kb + 8 * j + 2 * t4 + (e & 1) > (e < 2 ? lim0 : lim1))
-                            s[j][e] = -INFINITY;
-            }
-            /* online softmax: the quad's 4 lanes hold a row's 32 scores */
-            float x0 = -INFINITY, x1 = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < ATTN_TC_NT; j++) {
-                x0 = fmaxf(x0, fmaxf(s[j][0], s[j][1]));
-                x1 = fmaxf(x1, fmaxf(s[j][2], s[j][3]));
-            }
-            x0 = fmaxf(x0, __shfl_xor_sync(ATTN_FULL, x0, 1));
-            x1 = fmaxf(x1, __shfl_xor_sync(ATTN_FULL, x1, 1));
-            x0 = fmaxf(x0, __shfl_xor_sync(ATTN_FULL, x0, 2));
-            x1 = fmaxf(x1, __shfl_xor_sync(ATTN_FULL, x1, 2));
-            float n0 = fmaxf(m0, x0 * sl2), n1 = fmaxf(m1, x1 * sl2);
-            float c0 = m0 == n0 ? 1.0f : exp2f(m0 - n0); /* m = -inf, n finite: 0 */
-            float c1 = m1 == n1 ? 1.0f : exp2f(m1 - n1);
-            m0 = n0, m1 = n1;
-            float b0 = n0 == -INFINITY ? 0.0f : n0, b1 = n1 == -INFINITY ? 0.0f : n1; /* no NaN */
-            float r0 = 0.0f, r1 = 0.0f;
-#pragma unroll
-            for (int j = 0; j < ATTN_TC_NT; j++) {
-                s[j][0] = exp2f(fmaf(s[j][0], sl2, -b0));
-                s[j][1] = exp2f(fmaf(s[j][1], sl2, -b0));
-                s[j][2] = exp2f(fmaf(s[j][2], sl2, -b1));
-                s[j][3] = exp2f(fmaf(s[j][3], sl2, -b1));
-                r0 += s[j][0] + s[j][1];
-                r1 += s[j][2] + s[j][3];
-            }
-            l0 = fmaf(l0, c0, r0);
-            l1 = fmaf(l1, c1, r1);
-            if (__any_sync(ATTN_FULL, c0 != 1.0f || c1 != 1.0f)) {
-#pragma unroll
-                for (int j = 0; j < 2 * ATTN_TC_KS; j++) {
-                    o[j][0] *= c0, o[j][1] *= c0;
-                    o[j][2] *= c1, o[j][3] *= c1;
-                }
-            }
+            attn_tc_softmax(s, o, m0, m1, l0, l1, kb, wmin, lim0, lim1, sl2);
             /* O += P V, P = hi + lo; k-step kq covers keys 16 kq .. 16 kq + 15 of the tile */
 #pragma unroll
             for (int kq = 0; kq < ATTN_TC_NT / 2; kq++) {
                 uint32_t ph[4], pl[4];
-                attn_tc_split(s[2 * kq][0], s[2 * kq][1], ph[0], pl[0]);
-                attn_tc_split(s[2 * kq][2], s[2 * kq][3], ph[1], pl[1]);
-                attn_tc_split(s[2 * kq + 1][0], s[2 * kq + 1][1], ph[2], pl[2]);
-                attn_tc_split(s[2 * kq + 1][2], s[2 * kq + 1][3], ph[3], pl[3]);
+                attn_tc_pfrag(s, kq, ph, pl);
 #pragma unroll
                 for (int dp = 0; dp < ATTN_TC_KS; dp++) {
                     if (!FULL && (uint32_t)dp * 16 >= hdp)
@@ -436,60 +542,189 @@ __device__ __forceinline__ void attn_tc_run(const struct k_attn_prefill_params &
         __syncthreads(); /* the stage is refilled by the next iteration */
     }
     asm volatile("cp.async.wait_all;\n" ::); /* a run without tiles still queued q */
-    if (!live)
-        return;
+    if (live)
+        attn_tc_finish<FULL, false>(p, o, m0, m1, l0, l1, qs, ld, R0, n_live);
+}
 
-    l0 += __shfl_xor_sync(ATTN_FULL, l0, 1);
-    l1 += __shfl_xor_sync(ATTN_FULL, l1, 1);
-    l0 += __shfl_xor_sync(ATTN_FULL, l0, 2);
-    l1 += __shfl_xor_sync(ATTN_FULL, l1, 2);
-    float i0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, i1 = l1 > 0.0f ? 1.0f / l1 : 0.0f; /* 0: no key in the run */
-    if (p.n_split > 1) { /* the run's rows, normalised over its keys, with their max and sum */
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            uint32_t R = R0w + g + 8 * h, t = R / group;
-            if (t >= n_live)
-                continue;
-            uint64_t row = ((uint64_t)blockIdx.z * d.T_max + t) * d.n_heads + kvh * group + (R - t * group);
-            float *po = (float *)p.part_o + row * hd + 2 * t4, inv = h ? i1 : i0;
-#pragma unroll
-            for (int j = 0; j < 2 * ATTN_TC_KS; j++) {
-                if (!FULL && (uint32_t)j * 8 >= hd)
-                    break;
-                *(float2 *)(po + 8 * j) = make_float2(o[j][2 * h] * inv, o[j][2 * h + 1] * inv);
-            }
-            if (t4 == 0)
-                *(float2 *)((float *)p.part_ml + row * 2) = make_float2(h ? m1 : m0, h ? l1 : l0);
-        }
-        return;
-    }
+#if K_WG
+/* ---- the sm_90a body at head_dim 256: wgmma ---- */
 
-    /* normalise, round to bf16 into the warp's own q rows (free since the last barrier) */
-    uint16_t *ow = qs + warp * 16 * ld;
+/* tiles queued ahead: tile it - 1's stage may still be read by its P V */
+#define ATTN_WG_DIST (K_ATTN_TC_STAGES - 2)
+
+#if ATTN_TC_NT != 4 || ATTN_TC_KS != 16 || K_ATTN_TC_STAGES < 3
+#error "attn_wg_run: 32-key tiles of 256 dims, three stages or more"
+#endif
+
+/* S (64 packed rows x 32 keys, the warpgroup's) (+)= Q K^T over one k16 step: both operands
+ * from shared memory, K-major; acc 0 starts S. */
+__device__ __forceinline__ void attn_wg_qk(float (&s)[ATTN_TC_NT][4], uint64_t dq, uint64_t dk, uint32_t acc)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, "
+                 "%8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(s[0][0]), "+f"(s[0][1]), "+f"(s[0][2]), "+f"(s[0][3]), "+f"(s[1][0]), "+f"(s[1][1]),
+                   "+f"(s[1][2]), "+f"(s[1][3]), "+f"(s[2][0]), "+f"(s[2][1]), "+f"(s[2][2]), "+f"(s[2][3]),
+                   "+f"(s[3][0]), "+f"(s[3][1]), "+f"(s[3][2]), "+f"(s[3][3])
+                 : "l"(dq), "l"(dk), "r"(acc));
+}
+
+/* O (64 packed rows x 256 dims) += P V over one k16 step of keys: P (hi or lo) from registers
+ * in the mma A layout, V from shared memory, MN-major (its rows are the keys). */
+#define ATTN_WG_O(j) "+f"(o[j][0]), "+f"(o[j][1]), "+f"(o[j][2]), "+f"(o[j][3])
+__device__ __forceinline__ void attn_wg_pv(float (&o)[2 * ATTN_TC_KS][4], const uint32_t (&a)[4], uint64_t dv)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+                 "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+                 "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+                 "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+                 "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+                 "{%128, %129, %130, %131}, %132, p, 1, 1, 1;\n}\n"
+                 : ATTN_WG_O(0), ATTN_WG_O(1), ATTN_WG_O(2), ATTN_WG_O(3), ATTN_WG_O(4), ATTN_WG_O(5),
+                   ATTN_WG_O(6), ATTN_WG_O(7), ATTN_WG_O(8), ATTN_WG_O(9), ATTN_WG_O(10), ATTN_WG_O(11),
+                   ATTN_WG_O(12), ATTN_WG_O(13), ATTN_WG_O(14), ATTN_WG_O(15), ATTN_WG_O(16), ATTN_WG_O(17),
+                   ATTN_WG_O(18), ATTN_WG_O(19), ATTN_WG_O(20), ATTN_WG_O(21), ATTN_WG_O(22), ATTN_WG_O(23),
+                   ATTN_WG_O(24), ATTN_WG_O(25), ATTN_WG_O(26), ATTN_WG_O(27), ATTN_WG_O(28), ATTN_WG_O(29),
+                   ATTN_WG_O(30), ATTN_WG_O(31)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(dv), "r"(1u));
+}
+#undef ATTN_WG_O
+
+/* Queue keys [kb, kb + K_ATTN_TC_BN) of K and V into the stage at st (K, then V; attn_wg_off
+ * layout), zeros past kend: warp w copies rows w, w + 8, ..., a lane one 16-byte chunk. */
+__device__ __forceinline__ void attn_wg_load_kv(uint32_t st, const uint16_t *K, const uint16_t *V, uint32_t kb,
+                                                uint32_t kend)
+{
+    const uint32_t lane = threadIdx.x & 31;
 #pragma unroll
-    for (int j = 0; j < 2 * ATTN_TC_KS; j++) {
-        if (!FULL && (uint32_t)j * 8 >= hdp)
-            break;
-        uint32_t at = (((uint32_t)j ^ g) << 3) + 2 * t4; /* rows g and g + 8: same swizzle */
-        __nv_bfloat162 h0 = __floats2bfloat162_rn(o[j][0] * i0, o[j][1] * i0);
-        __nv_bfloat162 h1 = __floats2bfloat162_rn(o[j][2] * i1, o[j][3] * i1);
-        *reinterpret_cast<__nv_bfloat162 *>(ow + g * ld + at) = h0;
-        *reinterpret_cast<__nv_bfloat162 *>(ow + (g + 8) * ld + at) = h1;
-    }
-    __syncwarp();
-    /* gate and store: 16-byte chunks of whole rows, consecutive lanes on consecutive chunks */
-    uint32_t cv = hd / 8;
-    for (uint32_t i = lane; i < 16 * cv; i += 32) {
-        uint32_t r = i / cv, c = i - r * cv, R = R0w + r, t = R / group;
-        if (t >= n_live)
-            continue;
-        float of[8];
-        attn_unpack(*(const uint4 *)(ow + r * ld + ((c ^ (r & 7)) << 3)), of);
-        uint64_t row = (uint64_t)t * d.n_heads + kvh * group + (R - t * group);
-        const uint16_t *gp = (const uint16_t *)p.qg + row * 2 * hd + hd + c * 8;
-        *(uint4 *)((uint16_t *)p.out + row * hd + c * 8) = attn_gate8(of, __ldg((const uint4 *)gp));
+    for (uint32_t j = threadIdx.x >> 5; j < K_ATTN_TC_BN; j += K_ATTN_TC_THREADS / 32) {
+        uint32_t key = kb + j, at = st + attn_wg_off(K_ATTN_TC_BN, j, lane);
+        bool ok = key < kend;
+        uint64_t off = ok ? (uint64_t)key * 256 + lane * 8 : 0;
+        attn_cp16s(at, K + off, ok);
+        attn_cp16s(at + K_ATTN_TC_BN * 512, V + off, ok);
     }
 }
+
+/* Queue the CTA's K_ATTN_TC_BM packed q rows from R0 into qs (zeros past the live rows). */
+__device__ __forceinline__ void attn_wg_load_q(uint32_t qs, const struct k_attn_prefill_params &p, uint32_t R0,
+                                               uint32_t n_live)
+{
+    const struct k_attn_dims &d = p.d;
+    const uint32_t group = d.n_heads / d.n_kv, lane = threadIdx.x & 31;
+    const uint16_t *q = (const uint16_t *)p.q;
+    for (uint32_t r = threadIdx.x >> 5; r < K_ATTN_TC_BM; r += K_ATTN_TC_THREADS / 32) {
+        uint32_t R = R0 + r, t = R / group;
+        bool ok = t < n_live;
+        uint64_t head = (uint64_t)t * d.n_heads + blockIdx.y * group + (R - t * group);
+        attn_cp16s(qs + attn_wg_off(K_ATTN_TC_BM, r, lane), q + (ok ? head * 256 + lane * 8 : 0), ok);
+    }
+}
+
+/* Warpgroup v (warps 4v .. 4v + 3) owns packed rows R0 + 64v .. + 63, each warp its 16 as in
+ * the mma.sync body, so the accumulators, the softmax and the end are that body's. A key tile:
+ *   S = Q K^T: 16 wgmma m64n32k16, Q and K read by the hardware from shared memory;
+ *   the softmax in registers (attn_tc_softmax);
+ *   O += P V: per 16 keys two wgmma m64n256k16 (P hi, then lo, from registers), V read from
+ *   shared memory as the MN-major operand.
+ * The P V stays in flight while the warpgroup passes the next barrier and issues the next S,
+ * whose wait covers both. So after tile it's barrier both warpgroups are done with tile
+ * it - 2, and tile it + STAGES - 2 is queued into its stage (three stages: one landing, one
+ * read by S and P V, one still read by the last P V). */
+__device__ __forceinline__ void attn_wg_run(const struct k_attn_prefill_params &p, uint16_t *sm)
+{
+    const struct k_step *st = k_step_of(p.step);
+    const struct k_attn_dims &d = p.d;
+    uint32_t n_live = attn_live_rows(st, d.T_max), pos = st->pos;
+    uint32_t group = d.n_heads / d.n_kv, kvh = blockIdx.y;
+    uint32_t R0 = (gridDim.x - 1 - blockIdx.x) * K_ATTN_TC_BM;
+    if (R0 / group >= n_live)
+        return; /* the whole CTA: no live rows */
+    uint32_t t_last = min(n_live - 1, (R0 + K_ATTN_TC_BM - 1) / group);
+    uint32_t kend = min(pos + t_last + 1, d.max_seq);
+    uint32_t warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, wg = warp >> 2;
+    uint32_t R0w = R0 + warp * 16, R0g = R0 + wg * 64;
+    bool live = R0g / group < n_live; /* warpgroup-uniform: a warpgroup past the chunk only loads */
+    uint32_t lim0 = min(pos + (R0w + g) / group, kend - 1);
+    uint32_t lim1 = min(pos + (R0w + g + 8) / group, kend - 1);
+    uint32_t wmin = min(pos + R0w / group, kend - 1), gmax = min(pos + (R0g + 63) / group, kend - 1);
+
+    /* q (BM rows), then the stages (K then V, BN rows each), from a 1024-byte boundary */
+    const uint32_t base = attn_tc_sa(sm), qs = (base + 1023) & ~1023u, kv0 = qs + K_ATTN_TC_BM * 512;
+    const uint32_t tile_b = K_ATTN_TC_BN * 512, stage_b = 2 * tile_b;
+    const uint16_t *K = (const uint16_t *)p.k_cache + (uint64_t)kvh * d.max_seq * 256;
+    const uint16_t *V = (const uint16_t *)p.v_cache + (uint64_t)kvh * d.max_seq * 256;
+    float o[2 * ATTN_TC_KS][4];
+#pragma unroll
+    for (int j = 0; j < 2 * ATTN_TC_KS; j++)
+        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    const float sl2 = d.scale * ATTN_LOG2E;
+    uint32_t it0, it1;
+    attn_tc_runs(p, kend, it0, it1);
+
+    attn_wg_load_q(qs, p, R0, n_live);
+#pragma unroll
+    for (uint32_t u = 0; u < ATTN_WG_DIST; u++) {
+        if (it0 + u < it1)
+            attn_wg_load_kv(kv0 + u * stage_b, K, V, (it0 + u) * K_ATTN_TC_BN, kend);
+        attn_cp_commit(); /* possibly empty: one group per tile */
+    }
+#pragma unroll 1
+    for (uint32_t it = it0, sl = 0; it < it1; it++) {
+        asm volatile("cp.async.wait_group %0;\n" ::"n"(ATTN_WG_DIST - 1)); /* tile it's copies */
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        __syncthreads();
+        uint32_t sf = (sl + ATTN_WG_DIST) % K_ATTN_TC_STAGES; /* tile it + DIST's stage */
+        if (it + ATTN_WG_DIST < it1)
+            attn_wg_load_kv(kv0 + sf * stage_b, K, V, (it + ATTN_WG_DIST) * K_ATTN_TC_BN, kend);
+        attn_cp_commit();
+        uint32_t kb = it * K_ATTN_TC_BN, ks = kv0 + sl * stage_b;
+        if (live && kb <= gmax) {
+            float s[ATTN_TC_NT][4];
+            k_wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < ATTN_TC_KS; kk++)
+                attn_wg_qk(s, k_wg_desc(qs + (kk >> 2) * K_ATTN_TC_BM * 128 + wg * 64 * 128 + (kk & 3) * 32, 16),
+                           k_wg_desc(ks + (kk >> 2) * K_ATTN_TC_BN * 128 + (kk & 3) * 32, 16), kk > 0);
+            k_wg_commit();
+            k_wg_wait<0>();
+            k_wg_pin(s);
+            k_wg_pin(o); /* the last P V too */
+            attn_tc_softmax(s, o, m0, m1, l0, l1, kb, wmin, lim0, lim1, sl2);
+            uint32_t ph[2][4], pl[2][4];
+            attn_tc_pfrag(s, 0, ph[0], pl[0]);
+            attn_tc_pfrag(s, 1, ph[1], pl[1]);
+            k_wg_pin(o);
+            k_wg_pin(ph);
+            k_wg_pin(pl);
+            k_wg_fence();
+#pragma unroll
+            for (int kq = 0; kq < 2; kq++) {
+                /* keys 16 kq ..: two 8-row groups from row 16 kq; dims in 64-wide blocks tile_b / 4 apart */
+                uint64_t dv = k_wg_desc(ks + tile_b + kq * 2048, tile_b / 4);
+                attn_wg_pv(o, ph[kq], dv);
+                attn_wg_pv(o, pl[kq], dv);
+            }
+            k_wg_commit(); /* left in flight: the next tile's S waits for it */
+        } else {
+            k_wg_wait<0>(); /* a warpgroup past its keys: its last P V, before the stage is refilled */
+            k_wg_pin(o);
+        }
+        sl = sl == K_ATTN_TC_STAGES - 1 ? 0 : sl + 1;
+    }
+    k_wg_wait<0>();
+    k_wg_pin(o);
+    asm volatile("cp.async.wait_all;\n" ::); /* a run without tiles still queued q */
+    if (live)
+        attn_tc_finish<true, true>(p, o, m0, m1, l0, l1, sm + (qs - base) / 2, 0, R0, n_live);
+}
+#endif
 
 /* ---- k_attn_prefill_reduce --------------------------------------------------------------------- */
 
@@ -525,7 +760,11 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_TC_THREADS, 1) k_attn_prefil
 {
     extern __shared__ __align__(16) uint16_t attn_tc_smem[];
     if (p.d.head_dim == 256)
+#if K_WG
+        attn_wg_run(p, attn_tc_smem);
+#else
         attn_tc_run<true>(p, attn_tc_smem);
+#endif
     else
         attn_tc_run<false>(p, attn_tc_smem);
 }

@@ -88,6 +88,55 @@ __device__ __forceinline__ void k_mma16816(float (&d)[4], uint32_t a0, uint32_t 
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+/* ---- wgmma (sm_90a images only) ------------------------------------------------------------ */
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define K_WG 1
+#else
+#define K_WG 0
+#endif
+
+#if K_WG
+__device__ __forceinline__ void k_wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void k_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+/* until at most N of this warpgroup's commit groups are pending */
+template <int N> __device__ __forceinline__ void k_wg_wait()
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/* Keeps the compiler from moving a register's reads or writes across the wgmma fences and
+ * waits (fp32 accumulators or bf16x2 operand words). */
+__device__ __forceinline__ void k_wg_pin1(float &v) { asm volatile("" : "+f"(v)::"memory"); }
+__device__ __forceinline__ void k_wg_pin1(uint32_t &v) { asm volatile("" : "+r"(v)::"memory"); }
+template <typename T, int A, int B>
+__device__ __forceinline__ void k_wg_pin(T (&d)[A][B])
+{
+#pragma unroll
+    for (int i = 0; i < A; i++)
+#pragma unroll
+        for (int j = 0; j < B; j++)
+            k_wg_pin1(d[i][j]);
+}
+template <typename T, int A, int B, int C>
+__device__ __forceinline__ void k_wg_pin(T (&d)[A][B][C])
+{
+#pragma unroll
+    for (int i = 0; i < A; i++)
+        k_wg_pin(d[i]);
+}
+
+/* The descriptor of a bf16 operand in the 128-byte swizzle: rows of 128 bytes whose 16-byte
+ * unit u sits at u ^ (row % 8), 8-row groups 1024 bytes apart (the stride offset) from a
+ * 1024-byte boundary; a is the shared address of the first row of the slice (plus 32 bytes per
+ * k16 step for a K-major operand). lbo: for a K-major operand unused (16); for an MN-major one
+ * the distance between its 64-element column blocks. */
+__device__ __forceinline__ uint64_t k_wg_desc(uint32_t a, uint32_t lbo)
+{
+    return (uint64_t)((a & 0x3FFFFu) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(1024 >> 4) << 32 |
+           (uint64_t)1 << 62;
+}
+#endif
+
 /* Pair i (elements 2i, 2i + 1: nibbles i and i + 4, kern/quant.h) of a nibble word as bf16x2
  * q - 8, exact: OR-ing 0x4300 makes the bf16 128 + q, and 136 is subtracted in bf16x2. */
 __device__ __forceinline__ uint32_t k_i4_bf16x2(uint32_t w, int i)

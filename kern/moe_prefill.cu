@@ -236,11 +236,7 @@ static_assert(moe_tc_geom<true, K_MOE_TC_WARPS, K_MOE_TC_WROWS>::STAGE == K_MOE_
 
 #define MOE_TC_AUX 512 /* bytes after the stages: the rows' pair ids and routing weights */
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define MOE_WG 1 /* sm_90a: the INT4 GEMMs issue wgmma (see the file-top comment) */
-#else
-#define MOE_WG 0
-#endif
+#define MOE_WG K_WG /* sm_90a: the INT4 GEMMs issue wgmma (see the file-top comment) */
 
 /* byte offset of 16-byte unit u of token row r / weight row j inside a stage (the swizzles of
  * the file-top comment) */
@@ -594,45 +590,6 @@ __device__ __forceinline__ void moe_tc_store(const struct k_moe_gemm_params &p,
 #if MOE_WG
 /* ---- sm_90a: the INT4 main loop on wgmma ---- */
 
-__device__ __forceinline__ void moe_wg_fence()
-{
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void moe_wg_commit()
-{
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-/* until at most N of this warpgroup's commit groups are pending */
-template <int N> __device__ __forceinline__ void moe_wg_wait()
-{
-    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-/* Keeps the compiler from moving a register's reads or writes across the wgmma fences and
- * waits (fp32 accumulators or bf16x2 operand words). */
-__device__ __forceinline__ void moe_wg_pin1(float &v) { asm volatile("" : "+f"(v)::"memory"); }
-__device__ __forceinline__ void moe_wg_pin1(uint32_t &v) { asm volatile("" : "+r"(v)::"memory"); }
-template <typename T, int A, int B, int C>
-__device__ __forceinline__ void moe_wg_pin(T (&d)[A][B][C])
-{
-#pragma unroll
-    for (int i = 0; i < A; i++)
-#pragma unroll
-        for (int j = 0; j < B; j++)
-#pragma unroll
-            for (int q = 0; q < C; q++)
-                moe_wg_pin1(d[i][j][q]);
-}
-
-/* The descriptor of a K-major bf16 B operand in the 128-byte swizzle: rows of 128 bytes, 8-row
- * groups 1024 bytes apart (the leading offset is unused: a k16 slice is inside one row); a is
- * the shared address of the slice's first row (its 1024-byte group aligned, plus 32 bytes per
- * k16 step). */
-__device__ __forceinline__ uint64_t moe_wg_desc(uint32_t a)
-{
-    return (uint64_t)((a & 0x3FFFFu) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 |
-           (uint64_t)1 << 62;
-}
-
 /* d (+)= A (64 weight rows x 16 inputs, this warp's 16 rows in registers, the mma.m16n8k16 A
  * layout) . B (16 inputs x 8 NX token rows at desc); accumulate 0: d = A . B. */
 template <int NX>
@@ -719,7 +676,7 @@ __device__ __forceinline__ void moe_wg_build(uint32_t (&a)[WR / 16][2][4], uint3
             a[m][s][3] = moe_i4_bf2(wh[2 * s + 1] >> (4 * t), 0);
         }
     }
-    moe_wg_pin(a);
+    k_wg_pin(a);
 }
 
 /* The four wgmma of chunk h of the stage at st: both k16 steps, every m64 tile. */
@@ -728,14 +685,14 @@ __device__ __forceinline__ void moe_wg_chunk(float (&gacc)[MW][NX][4],
                                              const uint32_t (&a)[MW][2][4], uint32_t st,
                                              uint32_t h, uint32_t start)
 {
-    moe_wg_pin(gacc);
-    moe_wg_fence();
+    k_wg_pin(gacc);
+    k_wg_fence();
 #pragma unroll
     for (int s = 0; s < 2; s++)
 #pragma unroll
         for (int m = 0; m < MW; m++)
-            moe_wg_mma<NX>(gacc[m], a[m][s], moe_wg_desc(st + 64 * h + 32 * s), s || !start);
-    moe_wg_commit();
+            moe_wg_mma<NX>(gacc[m], a[m][s], k_wg_desc(st + 64 * h + 32 * s, 16), s || !start);
+    k_wg_commit();
 }
 
 /* The main loop on wgmma, for groups of 64 or 128 inputs (K % 64 == 0: every stage whole and
@@ -783,12 +740,12 @@ __device__ __forceinline__ void moe_wg_main(const struct k_moe_gemm_params &p,
             moe_tc_queue<true, W, WR, NT, NX>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE,
                                               ld_tile, ld_kt);
         moe_cp_commit();
-        moe_wg_wait<1>(); /* chunk 0: a0 free */
-        moe_wg_pin(a0);
+        k_wg_wait<1>(); /* chunk 0: a0 free */
+        k_wg_pin(a0);
         if (it + 1 < n_it)
             moe_wg_build<W, WR>(a0, c.smem + (it + 1) % STAGES * G::STAGE, 0);
-        moe_wg_wait<0>(); /* chunk 1: the stage is read, a1 and gacc free */
-        moe_wg_pin(gacc);
+        k_wg_wait<0>(); /* chunk 1: the stage is read, a1 and gacc free */
+        k_wg_pin(gacc);
         if (((k0 + G::BK) & (c.group - 1)) == 0) /* a group's last stage */
             moe_tc_scale<UP, W, WR, NX>(acc, gacc, c, sc, k0 >> gshift, tile);
         if (++kt == c.nk) {
