@@ -731,6 +731,22 @@ __device__ __forceinline__ void gdn_tc_state(const struct gdn_tc_lay &L, int buf
     gdn_tc_state_parts<NS>(L, s);
 }
 
+/* P4 and P5 of a chunk whose P3 is done: V' on all warps, a barrier, then the state on warps
+ * 0-3 and the output rows on warps 4-7 (PK: Tm and Attn in k_gdn_prep's packed blocks). */
+template <int NS, bool PK>
+__device__ __forceinline__ void gdn_tc_p45(const struct k_gdn_chunk_params &p, const struct gdn_tc_lay &L,
+                                           int buf, float (&s)[2][4][4], float (&o)[4][4], uint32_t t0,
+                                           uint32_t n, uint32_t hv, uint32_t c0)
+{
+    const int warp = threadIdx.x >> 5;
+    gdn_tc_vnew<NS, PK>(L);
+    __syncthreads();
+    if (warp < 4)
+        gdn_tc_state<NS>(L, buf, s);
+    else
+        gdn_tc_out<NS, PK>(p, L, 7 - warp, o, t0, n, hv, c0);
+}
+
 /* Load (dir 0) or store (dir 1) the state of warp w < 4's rows, columns c0 .. c0 + 32. */
 __device__ __forceinline__ void gdn_tc_state_io(const struct k_gdn_chunk_params &p,
                                                 const struct gdn_tc_lay &L, uint32_t hv,
@@ -819,12 +835,7 @@ template <int NS> __device__ __forceinline__ void gdn_tc_run(const struct k_gdn_
             }
         }
         __syncthreads();
-        gdn_tc_vnew<NS, false>(L);
-        __syncthreads();
-        if (warp < 4)
-            gdn_tc_state<NS>(L, buf, s);
-        else
-            gdn_tc_out<NS, false>(p, L, 7 - warp, o, t0, n, hv, c0);
+        gdn_tc_p45<NS, false>(p, L, buf, s, o, t0, n, hv, c0);
     }
     if (warp < 4)
         gdn_tc_state_io(p, L, hv, c0, s, 1);
@@ -1048,12 +1059,7 @@ template <int NS> __device__ __forceinline__ void gdn_seq_run(const struct k_gdn
             gdn_seq_v(L.v0, uv + next, cd, n - t0 - GDN_TC_C);
             gdn_tc_commit();
         }
-        gdn_tc_vnew<NS, true>(V);
-        __syncthreads();
-        if (warp < 4)
-            gdn_tc_state<NS>(V, buf, s);
-        else
-            gdn_tc_out<NS, true>(p, V, 7 - warp, o, t0, n, hv, c0);
+        gdn_tc_p45<NS, true>(p, V, buf, s, o, t0, n, hv, c0);
     }
     if (warp < 4)
         gdn_tc_state_io(p, L, hv, c0, s, 1);
