@@ -25,7 +25,7 @@
  *
  * k_attn_prefill_tc (tensor cores, FlashAttention-2 style). Launch: grid (ceil(T_max * group
  * / K_ATTN_TC_BM), n_kv, n_split), block K_ATTN_TC_THREADS (8 warps), K_ATTN_TC_SMEM(hd)
- * bytes of dynamic shared memory (128 KiB at head_dim 256). With n_split > 1 CTA z walks only
+ * bytes of dynamic shared memory (161 KiB at head_dim 256). With n_split > 1 CTA z walks only
  * the z-th run of ceil(tiles / n_split) of the key tiles its rows need and stores its rows'
  * o / l in fp32 with m and l (kern/attn.h); k_attn_prefill_reduce (grid T_max * n_heads, a
  * thread a dim) weighs run s by 2^(m_s - M) l_s, divides by the weights' sum, and gates.
@@ -33,7 +33,7 @@
  * ranges start first. Warp w owns packed
  * rows R0 + 16w .. R0 + 16w + 15 as the M = 16 of mma.m16n8k16 (bf16 in, fp32 accumulate).
  *   Shared memory: the CTA's 128 q rows (loaded once), then K and V tiles of K_ATTN_TC_BN = 32
- *   keys in two stages, cp.async double-buffered as in k_attn_prefill. Rows are hd bf16 padded
+ *   keys in two of the K_ATTN_TC_STAGES stages, cp.async double-buffered as in k_attn_prefill. Rows are hd bf16 padded
  *   to ld = K_ATTN_TC_LD(hd) elements; 16-byte chunk c of row r is stored at chunk c ^ (r % 8),
  *   so the 8 row addresses of every ldmatrix phase hit 8 different bank groups. Chunks past
  *   hd / 8 up to the next multiple of 16 dims are zero-filled, so head_dim needs only be a
@@ -56,7 +56,13 @@
  *   O is 16 x 256 fp32 per warp (128 registers a lane). At the end it is divided by the row
  *   sum (fp32 sum of the unrounded p), rounded to bf16 into the warp's own q rows of shared
  *   memory, and read back as 16-byte row chunks for the gate (attn_gate8) and coalesced
- *   stores. */
+ *   stores.
+ * The sm_90a image at head_dim 256 runs another body on wgmma (attn_wg_run): the same rows per
+ * warp, so the same accumulator layout, softmax and end, with warpgroup v (warps 4v .. 4v + 3)
+ * issuing the MMAs of rows R0 + 64v .. + 63. q, K and V tiles are kept as four 64-dim blocks of
+ * 128-byte rows in the 128-byte swizzle (attn_wg_off), from a 1024-byte boundary: the K-major
+ * operands of S = Q K^T (wgmma m64n32k16, both from shared memory) and the MN-major B of
+ * O += P V (wgmma m64n256k16, P hi and lo from registers). */
 #include "attn_core.cuh"
 
 #define ATTN_PF_TILE 16 /* keys per stage */
