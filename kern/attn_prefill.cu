@@ -292,6 +292,22 @@ __device__ __forceinline__ void attn_tc_load_q(uint16_t *qs, const struct k_attn
     }
 }
 
+/* The CTA's first packed row R0 (CTA x takes block gridDim.x - 1 - x), the chunk's live rows
+ * n_live, its position pos and the end kend of the keys the CTA's rows need; false when none of
+ * the CTA's rows is live. */
+__device__ __forceinline__ bool attn_tc_cta(const struct k_attn_prefill_params &p, uint32_t &R0, uint32_t &n_live,
+                                            uint32_t &pos, uint32_t &kend)
+{
+    const struct k_step *st = k_step_of(p.step);
+    const uint32_t group = p.d.n_heads / p.d.n_kv;
+    n_live = attn_live_rows(st, p.d.T_max), pos = st->pos;
+    R0 = (gridDim.x - 1 - blockIdx.x) * K_ATTN_TC_BM;
+    if (R0 / group >= n_live)
+        return false;
+    kend = min(pos + min(n_live - 1, (R0 + K_ATTN_TC_BM - 1) / group) + 1, p.d.max_seq);
+    return true;
+}
+
 /* Key tiles [it0, it1) of a CTA whose rows need the keys below kend: all of them, or run
  * blockIdx.z of n_split. */
 __device__ __forceinline__ void attn_tc_runs(const struct k_attn_prefill_params &p, uint32_t kend, uint32_t &it0,
@@ -450,18 +466,14 @@ __device__ __forceinline__ void attn_tc_finish(const struct k_attn_prefill_param
 template <bool FULL>
 __device__ __forceinline__ void attn_tc_run(const struct k_attn_prefill_params &p, uint16_t *sm)
 {
-    const struct k_step *st = k_step_of(p.step);
     const struct k_attn_dims &d = p.d;
     const uint32_t hd = FULL ? 256 : d.head_dim;
     const uint32_t hdp = FULL ? 256 : (d.head_dim + 15) & ~15u; /* dims the MMAs cover */
     const uint32_t ld = FULL ? 256 : K_ATTN_TC_LD(d.head_dim);  /* shared row stride */
-    uint32_t n_live = attn_live_rows(st, d.T_max), pos = st->pos;
-    uint32_t group = d.n_heads / d.n_kv, kvh = blockIdx.y;
-    uint32_t R0 = (gridDim.x - 1 - blockIdx.x) * K_ATTN_TC_BM;
-    if (R0 / group >= n_live)
+    uint32_t R0, n_live, pos, kend;
+    if (!attn_tc_cta(p, R0, n_live, pos, kend))
         return; /* the whole CTA: no live rows */
-    uint32_t t_last = min(n_live - 1, (R0 + K_ATTN_TC_BM - 1) / group);
-    uint32_t kend = min(pos + t_last + 1, d.max_seq);
+    uint32_t group = d.n_heads / d.n_kv, kvh = blockIdx.y;
     uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
     uint32_t R0w = R0 + warp * 16;
     bool live = R0w / group < n_live; /* warp-uniform: a warp past the chunk only loads */
@@ -644,15 +656,11 @@ __device__ __forceinline__ void attn_wg_load_q(uint32_t qs, const struct k_attn_
  * read by S and P V, one still read by the last P V). */
 __device__ __forceinline__ void attn_wg_run(const struct k_attn_prefill_params &p, uint16_t *sm)
 {
-    const struct k_step *st = k_step_of(p.step);
     const struct k_attn_dims &d = p.d;
-    uint32_t n_live = attn_live_rows(st, d.T_max), pos = st->pos;
-    uint32_t group = d.n_heads / d.n_kv, kvh = blockIdx.y;
-    uint32_t R0 = (gridDim.x - 1 - blockIdx.x) * K_ATTN_TC_BM;
-    if (R0 / group >= n_live)
+    uint32_t R0, n_live, pos, kend;
+    if (!attn_tc_cta(p, R0, n_live, pos, kend))
         return; /* the whole CTA: no live rows */
-    uint32_t t_last = min(n_live - 1, (R0 + K_ATTN_TC_BM - 1) / group);
-    uint32_t kend = min(pos + t_last + 1, d.max_seq);
+    uint32_t group = d.n_heads / d.n_kv, kvh = blockIdx.y;
     uint32_t warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, wg = warp >> 2;
     uint32_t R0w = R0 + warp * 16, R0g = R0 + wg * 64;
     bool live = R0g / group < n_live; /* warpgroup-uniform: a warpgroup past the chunk only loads */
