@@ -653,7 +653,7 @@ __device__ __forceinline__ void attn_wg_load_q(uint32_t qs, const struct k_attn_
  * The P V stays in flight while the warpgroup passes the next barrier and issues the next S,
  * whose wait covers both. So after tile it's barrier both warpgroups are done with tile
  * it - 2, and tile it + STAGES - 2 is queued into its stage (three stages: one landing, one
- * read by S and P V, one still read by the last P V). */
+ * read by S and P V, one still read by the last P V), right after the S is issued. */
 __device__ __forceinline__ void attn_wg_run(const struct k_attn_prefill_params &p, uint16_t *sm)
 {
     const struct k_attn_dims &d = p.d;
@@ -694,10 +694,11 @@ __device__ __forceinline__ void attn_wg_run(const struct k_attn_prefill_params &
         asm volatile("cp.async.wait_group %0;\n" ::"n"(ATTN_WG_DIST - 1)); /* tile it's copies */
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         __syncthreads();
-        uint32_t sf = (sl + ATTN_WG_DIST) % K_ATTN_TC_STAGES; /* tile it + DIST's stage */
-        if (it + ATTN_WG_DIST < it1)
-            attn_wg_load_kv(kv0 + sf * stage_b, K, V, (it + ATTN_WG_DIST) * K_ATTN_TC_BN, kend);
-        attn_cp_commit();
+        /* tile it + DIST's copies, into its stage; queued after this tile's S (they took as
+         * long to issue as the S, and held it up when queued first) */
+        const uint32_t lst = kv0 + (sl + ATTN_WG_DIST) % K_ATTN_TC_STAGES * stage_b;
+        const uint32_t lkb = (it + ATTN_WG_DIST) * K_ATTN_TC_BN;
+        const bool load = it + ATTN_WG_DIST < it1;
         uint32_t kb = it * K_ATTN_TC_BN, ks = kv0 + sl * stage_b;
         if (live && kb <= gmax) {
             float s[ATTN_TC_NT][4];
@@ -707,6 +708,8 @@ __device__ __forceinline__ void attn_wg_run(const struct k_attn_prefill_params &
                 attn_wg_qk(s, k_wg_desc(qs + (kk >> 2) * K_ATTN_TC_BM * 128 + wg * 64 * 128 + (kk & 3) * 32, 16),
                            k_wg_desc(ks + (kk >> 2) * K_ATTN_TC_BN * 128 + (kk & 3) * 32, 16), kk > 0);
             k_wg_commit();
+            if (load)
+                attn_wg_load_kv(lst, K, V, lkb, kend);
             k_wg_wait<0>();
             k_wg_pin(s);
             k_wg_pin(o); /* the last P V too */
@@ -727,9 +730,12 @@ __device__ __forceinline__ void attn_wg_run(const struct k_attn_prefill_params &
             }
             k_wg_commit(); /* left in flight: the next tile's S waits for it */
         } else {
+            if (load)
+                attn_wg_load_kv(lst, K, V, lkb, kend);
             k_wg_wait<0>(); /* a warpgroup past its keys: its last P V, before the stage is refilled */
             k_wg_pin(o);
         }
+        attn_cp_commit();
         sl = sl == K_ATTN_TC_STAGES - 1 ? 0 : sl + 1;
     }
     k_wg_wait<0>();
