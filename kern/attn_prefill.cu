@@ -33,9 +33,10 @@
  * ranges start first. Warp w owns packed
  * rows R0 + 16w .. R0 + 16w + 15 as the M = 16 of mma.m16n8k16 (bf16 in, fp32 accumulate).
  *   Shared memory: the CTA's 128 q rows (loaded once), then K and V tiles of K_ATTN_TC_BN = 32
- *   keys in two of the K_ATTN_TC_STAGES stages, cp.async double-buffered as in k_attn_prefill. Rows are hd bf16 padded
- *   to ld = K_ATTN_TC_LD(hd) elements; 16-byte chunk c of row r is stored at chunk c ^ (r % 8),
- *   so the 8 row addresses of every ldmatrix phase hit 8 different bank groups. Chunks past
+ *   keys in two of the K_ATTN_TC_STAGES stages, cp.async double-buffered as in k_attn_prefill.
+ *   Rows are hd bf16 padded to ld = K_ATTN_TC_LD(hd) elements; 16-byte chunk c of row r is
+ *   stored at chunk c ^ (r % 8), so the 8 row addresses of every ldmatrix phase hit 8
+ *   different bank groups. Chunks past
  *   hd / 8 up to the next multiple of 16 dims are zero-filled, so head_dim needs only be a
  *   multiple of 8: the padded dims add zero to q.k, and their output columns are not stored.
  *   S = q k^T: per 16 dims, one ldmatrix.x4 of q (the A fragment) and one of K per 16 keys
