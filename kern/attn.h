@@ -50,7 +50,8 @@
 #define K_ATTN_TC_STAGES 3
 #define K_ATTN_TC_OK(hd) ((hd) % 8 == 0 && (hd) >= 8 && (hd) <= 256)
 #define K_ATTN_TC_LD(hd) (((hd) + 63u) / 64u * 64u)
-#define K_ATTN_TC_SMEM(hd) ((K_ATTN_TC_BM + 2u * K_ATTN_TC_STAGES * K_ATTN_TC_BN) * K_ATTN_TC_LD(hd) * 2u + 1024u)
+#define K_ATTN_TC_SMEM(hd)                                                                         \
+    ((K_ATTN_TC_BM + 2u * K_ATTN_TC_STAGES * K_ATTN_TC_BN) * K_ATTN_TC_LD(hd) * 2u + 1024u)
 /* the planner splits the keys of a chunk whose launch has fewer than K_ATTN_PF_CTAS CTAs, into
  * at most K_ATTN_PF_MAXS runs */
 #define K_ATTN_PF_CTAS 128
