@@ -75,6 +75,27 @@ __device__ __forceinline__ uint4 k_ld_stream(const void *p)
     return v;
 }
 
+/* 16 bytes from global to shared memory, asynchronously (cp.async, sm_80); complete once the
+ * thread's k_cp_wait_all returns */
+__device__ __forceinline__ void k_cp16(void *dst, const void *src)
+{
+    const uint32_t sa = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(src) : "memory");
+}
+__device__ __forceinline__ void k_cp_wait_all()
+{
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+/* a u32 another CTA of the running grid releases (its writes before it, __threadfence, are
+ * visible after this load returns the value they preceded) */
+__device__ __forceinline__ uint32_t k_ld_acquire(const uint32_t *p)
+{
+    uint32_t v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
 /* d += A B, m16n8k16, bf16 inputs, fp32 accumulators (PTX ISA fragments: lane = 4 g + t holds
  * A rows g, g + 8 at k slots 2t, 2t + 1 (a0 row g, a1 row g + 8) and 2t + 8, 2t + 9 (a2, a3);
  * B k slots 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1) of column g; D rows g (d0, d1) and g + 8

@@ -782,30 +782,41 @@ __device__ __forceinline__ float moe_down_g128_row(const struct k_moe_vec_params
     return v * v;
 }
 
-/* Every thread of a k_moe_down_g128 CTA, with the next norm folded in (kern/moe.h next_w): the
- * CTA's part of the sum of squares (warp 0's rows), a ticket, and in the last CTA the whole
- * norm, all its loads in flight at once. scratch: 32 floats of shared memory no longer read. */
-__device__ __forceinline__ void moe_down_g128_next_norm(const struct k_moe_vec_params &p, float sq,
-                                                        float *scratch)
+/* Every thread of a down CTA (blk of nblk), after warp 0's rows: warp 0's sum of squares sq
+ * left in part[blk] (part != 0), then a ticket from *count. True in the last CTA to take one,
+ * to which every other's rows and part are visible. */
+__device__ __forceinline__ bool moe_fold_ticket(float sq, float *part, uint32_t *count,
+                                                uint32_t nblk, uint32_t blk)
 {
-    const uint32_t H = p.d.H, nblk = gridDim.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float *part = (float *)p.fold_part;
-    uint32_t *count = (uint32_t *)p.fold_count;
+    const uint32_t warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     __shared__ uint32_t s_last;
     __threadfence(); /* warp 0's x rows, before the ticket */
     if (warp == 0) {
         sq = k_warp_sum(sq);
         if (lane == 0) {
-            part[blockIdx.x] = sq;
+            if (part)
+                part[blk] = sq;
             __threadfence();
             s_last = atomicAdd(count, 1u) == nblk - 1;
         }
     }
     __syncthreads();
     if (!s_last)
-        return;
+        return false;
     __threadfence(); /* the last CTA: every other CTA's rows and part are visible */
+    return true;
+}
+
+/* The last down CTA, every thread, with the next norm folded in (kern/moe.h next_w): the whole
+ * norm from the nblk parts, all its loads in flight at once. scratch: 32 floats of shared
+ * memory no longer read. */
+__device__ __forceinline__ void moe_fold_norm(const struct k_moe_vec_params &p, uint32_t nblk,
+                                              float *scratch)
+{
+    const uint32_t H = p.d.H;
+    const float *part = (const float *)p.fold_part;
     constexpr int U = K_MOE_G128_MAXH / (8 * K_MOE_G128_THREADS); /* 16-byte slices a thread */
+    static_assert(K_MOE_G128_THREADS == K_MOE_FUSED_THREADS, "both kernels' last CTA run this");
     const uint16_t *x = (const uint16_t *)p.h, *w = (const uint16_t *)p.next_w;
     uint4 xv[U], wv[U];
 #pragma unroll
@@ -826,8 +837,227 @@ __device__ __forceinline__ void moe_down_g128_next_norm(const struct k_moe_vec_p
         if (k < H)
             *(uint4 *)(out + k) = k_norm8(xv[j], wv[j], r);
     }
+}
+
+/* Every thread of a k_moe_down_g128 CTA, with the next norm folded in (kern/moe.h next_w): the
+ * CTA's part of the sum of squares (warp 0's rows), a ticket, and in the last CTA the whole
+ * norm. scratch: 32 floats of shared memory no longer read. */
+__device__ __forceinline__ void moe_down_g128_next_norm(const struct k_moe_vec_params &p, float sq,
+                                                        float *scratch)
+{
+    uint32_t *count = (uint32_t *)p.fold_count;
+    if (!moe_fold_ticket(sq, (float *)p.fold_part, count, gridDim.x, blockIdx.x))
+        return;
+    moe_fold_norm(p, gridDim.x, scratch);
     if (threadIdx.x == 0)
         *count = 0; /* for the next launch, which starts after this one completes */
+}
+
+/* ---- k_moe_fused_g128 (kern/moe.h) -------------------------------------------------------- */
+
+/* Shared-memory rows of INT4 nibbles: the 16-byte unit u of row r sits at u ^ 4 (r & 1) where
+ * a row has 8 or more units, so the 8 lanes of a quarter warp (rows g, g + 1, units 4c + t)
+ * read 128 distinct bytes. */
+__device__ __forceinline__ uint32_t moe_fz_unit(uint32_t r, uint32_t u, uint32_t units)
+{
+    return units >= 8 ? u ^ ((r & 1u) << 2) : u;
+}
+
+/* Queue rows [0, rows) of K nibbles each from src (rows back to back) into dst, and their
+ * rows * K / 128 bf16 scales (back to back from ssrc) into sdst. */
+__device__ __forceinline__ void moe_fz_copy(uint8_t *dst, const uint8_t *src, uint16_t *sdst,
+                                            const uint16_t *ssrc, uint32_t rows, uint32_t K)
+{
+    const uint32_t units = K / 32, n = rows * units;
+    for (uint32_t j = threadIdx.x; j < n; j += K_MOE_FUSED_THREADS) {
+        const uint32_t r = j / units, u = j - r * units;
+        k_cp16(dst + (uint64_t)r * (K / 2) + 16 * moe_fz_unit(r, u, units), src + (uint64_t)j * 16);
+    }
+    for (uint32_t j = threadIdx.x; j < rows * K / 1024;
+         j += K_MOE_FUSED_THREADS) /* 8 scales a copy */
+        k_cp16(sdst + 8 * j, ssrc + 8 * j);
+}
+
+/* Lane (g, t)'s 16 bytes of group c of rows g and g + 8 of a copied tile (moe_fz_copy) */
+__device__ __forceinline__ uint4 moe_fz_ld(const uint8_t *tile, uint32_t r, uint32_t c, uint32_t t,
+                                           uint32_t K)
+{
+    return *(const uint4 *)(tile + (uint64_t)r * (K / 2) + 16 * moe_fz_unit(r, 4 * c + t, K / 32));
+}
+
+extern "C" __global__ void __launch_bounds__(K_MOE_FUSED_THREADS, K_MOE_FUSED_CTAS)
+    k_moe_fused_g128(struct k_moe_vec_params p)
+{
+    K_TRACE_BEGIN();
+    extern __shared__ __align__(16) uint8_t fz_smem[];
+    __shared__ float red[MOE_G128_WARPS][K_MOE_G128_MAXSEG][16];
+    __shared__ int32_t s_ids[K_MOE_G128_MAXSEG];
+    __shared__ float s_w[K_MOE_G128_MAXSEG], s_gate;
+    __shared__ uint32_t s_ticket;
+    const uint32_t k = p.d.k, H = p.d.H, I = p.d.I, S = p.d.S, wmax = max(I, S),
+                   nseg = k + (S ? 1 : 0);
+    const uint32_t nup = K_MOE_FUSED_UP(p.d), ndown = K_MOE_FUSED_DOWN(p.d), R = K_MOE_FUSED_ROWS;
+    if (blockDim.x != K_MOE_FUSED_THREADS || !K_MOE_FUSED_OK(p.d) || gridDim.x != nup + ndown ||
+        !p.logits)
+        __trap();
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    uint32_t *ctr = (uint32_t *)p.fold_count; /* next norm's ticket, role ticket, up count */
+    if (threadIdx.x == 0)
+        s_ticket = atomicAdd(ctr + 1, 1u);
+    __syncthreads();
+    const uint32_t ticket = s_ticket;
+    const bool up = ticket < nup;
+    /* the role's place: up, slot s rows [i0, i0 + 16); down, output rows [n0, n0 + 16) */
+    const uint32_t per = I / R, s = !up ? 0 : ticket < k * per ? ticket / per : k;
+    const uint32_t i0 = !up ? 0 : ticket < k * per ? (ticket % per) * R : (ticket - k * per) * R;
+    const uint32_t n0 = up ? 0 : (ticket - nup) * R;
+    uint8_t *w_s = fz_smem;
+    /* before the wait: the shared expert's rows (not routed), and the up CTAs' normed input */
+    if (up) {
+        uint16_t *sc = (uint16_t *)(w_s + R * H), *xs = sc + 2 * R * (H / 128);
+        if (s == k) {
+            const uint64_t ro = (uint64_t)i0 * (H / 2), so = (uint64_t)i0 * (H / 128);
+            moe_fz_copy(w_s, (const uint8_t *)p.sh_gate + ro, sc,
+                        (const uint16_t *)(p.sh_gate + p.sh_gate_scales) + so, R, H);
+            moe_fz_copy(w_s + R * H / 2, (const uint8_t *)p.sh_up + ro, sc + R * (H / 128),
+                        (const uint16_t *)(p.sh_up + p.sh_up_scales) + so, R, H);
+        }
+        if (p.norm_w) /* the folded post-attention norm: its inputs are older than the kernel ahead
+                       */
+            k_norm_stage(xs, (const uint16_t *)p.h, (const uint16_t *)p.x_add,
+                         (const uint16_t *)p.norm_w, p.norm_eps, H, &red[0][0][0]);
+        else /* h does not come from the kernel ahead (the router GEMV reads it too) */
+            for (uint32_t j = threadIdx.x * 8; j < H; j += K_MOE_FUSED_THREADS * 8)
+                *(uint4 *)(xs + j) = moe_ld_ro((const uint16_t *)p.h + j);
+    } else if (S) {
+        uint16_t *sc = (uint16_t *)(w_s + nseg * R * wmax / 2);
+        moe_fz_copy(w_s + k * R * wmax / 2, (const uint8_t *)p.sh_down + (uint64_t)n0 * (S / 2),
+                    sc + k * R * (wmax / 128),
+                    (const uint16_t *)(p.sh_down + p.sh_down_scales) + (uint64_t)n0 * (S / 128), R,
+                    S);
+    }
+    k_pdl_enter();
+    /* route (the logits come from the kernel ahead), the step's flag loaded alongside */
+    __shared__ uint32_t s_done;
+    if (warp == 0) {
+        const uint32_t done = k_step_of(p.step)->done;
+        uint32_t id;
+        float w;
+        const float *lg = (const float *)p.logits;
+        moe_topk_warp(lg, p.d.E, k, lane, &id, &w);
+        if (lane < k)
+            s_ids[lane] = (int32_t)id, s_w[lane] = w;
+        if (lane == 0)
+            s_gate = S ? k_sigmoid(lg[p.d.E]) : 0.0f, s_done = done;
+    }
+    __syncthreads();
+    if (s_done) { /* uniform: no CTA wrote anything; the last ticket resets */
+        k_cp_wait_all();
+        if (threadIdx.x == 0 && atomicAdd(ctr, 1u) == nup + ndown - 1)
+            ctr[0] = ctr[1] = ctr[2] = 0;
+        return;
+    }
+    K_TRACE_MARK();
+    if (up) {
+        uint16_t *sc = (uint16_t *)(w_s + R * H), *xs = sc + 2 * R * (H / 128);
+        const uint32_t nch = H / 128;
+        if (s < k) {
+            const uint64_t e = (uint32_t)s_ids[s], rg = e * 2 * I + i0, ru = rg + I;
+            const uint8_t *gu = (const uint8_t *)p.gate_up;
+            const uint16_t *gs = (const uint16_t *)(p.gate_up + p.gate_up_scales);
+            moe_fz_copy(w_s, gu + rg * (H / 2), sc, gs + rg * nch, R, H);
+            moe_fz_copy(w_s + R * H / 2, gu + ru * (H / 2), sc + R * nch, gs + ru * nch, R, H);
+        }
+        k_cp_wait_all();
+        __syncthreads();
+        /* two 16-row tiles (8 gate rows, the 8 matching up rows), the groups split over the
+         * warps as k_g128_run splits them: the pair's arithmetic and order */
+        float a[2] = {0.0f, 0.0f}, b[2] = {0.0f, 0.0f};
+        for (uint32_t c = warp; c < nch; c += MOE_G128_WARPS)
+#pragma unroll
+            for (int q = 0; q < 2; q++) {
+                const uint32_t r = 8 * q + g;
+                float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                k_i4_g128_mma(d, moe_fz_ld(w_s, r, c, t, H), moe_fz_ld(w_s + R * H / 2, r, c, t, H),
+                              xs + 128 * c + 32 * t);
+                a[q] = fmaf(k_bfbits2f(sc[r * nch + c]), d[0], a[q]);
+                b[q] = fmaf(k_bfbits2f(sc[(R + r) * nch + c]), d[2], b[q]);
+            }
+        if (t == 0)
+#pragma unroll
+            for (int q = 0; q < 2; q++)
+                red[warp][q][g] = a[q], red[warp][q][g + 8] = b[q];
+        __syncthreads();
+        if (warp == 0 && lane < R) {
+            const uint32_t q = lane / 8, r = lane % 8;
+            float gate = 0.0f, upv = 0.0f;
+#pragma unroll
+            for (int w = 0; w < MOE_G128_WARPS; w++) /* fixed order: deterministic */
+                gate += red[w][q][r], upv += red[w][q][r + 8];
+            /* act_fn(gate) * up on bf16 tensors: gate, up, silu and the product each round */
+            const float v = k_round_bf16(k_silu(k_round_bf16(gate))) * k_round_bf16(upv);
+            ((__nv_bfloat16 *)p.act)[(uint64_t)s * wmax + i0 + lane] = k_f2bf(v);
+        }
+        __syncthreads();
+        if (threadIdx.x ==
+            0) { /* the CTA's rows above, then the count (a grid barrier's release) */
+            __threadfence();
+            atomicAdd(ctr + 2, 1u);
+        }
+        K_TRACE_END();
+        return;
+    }
+    /* down: every routed slot's 16 rows, then the wait for every up CTA's act */
+    uint16_t *sc = (uint16_t *)(w_s + nseg * R * wmax / 2), *xa = sc + nseg * R * (wmax / 128);
+    for (uint32_t j = 0; j < k; j++) {
+        const uint64_t r0 = (uint64_t)(uint32_t)s_ids[j] * H + n0;
+        moe_fz_copy(w_s + j * R * wmax / 2, (const uint8_t *)p.down + r0 * (I / 2),
+                    sc + j * R * (wmax / 128),
+                    (const uint16_t *)(p.down + p.down_scales) + r0 * (I / 128), R, I);
+    }
+    if (threadIdx.x == 0)
+        while (k_ld_acquire(ctr + 2) < nup)
+            ;
+    __syncthreads();
+    if (p.norm_w && threadIdx.x < R) {
+        /* the residual update of the folded norm: every up CTA and the router GEMV, which
+         * read x, are done */
+        uint16_t *x = (uint16_t *)p.h + n0 + threadIdx.x;
+        const uint16_t ad = ((const uint16_t *)p.x_add)[n0 + threadIdx.x];
+        *x = __bfloat16_as_ushort(k_f2bf(k_bfbits2f(*x) + k_bfbits2f(ad)));
+    }
+    for (uint32_t j = threadIdx.x * 8; j < nseg * wmax; j += K_MOE_FUSED_THREADS * 8)
+        *(uint4 *)(xa + j) = __ldcg((const uint4 *)((const uint16_t *)p.act + j));
+    k_cp_wait_all();
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < K_MOE_G128_MAXSEG; j++) {
+        if ((uint32_t)j >= nseg)
+            break;
+        const uint32_t K = S && (uint32_t)j == k ? S : I;
+        const uint8_t *tile = w_s + j * R * wmax / 2;
+        const uint16_t *ts = sc + j * R * (wmax / 128);
+        float acc_a = 0.0f, acc_b = 0.0f;
+        for (uint32_t c = warp; c < K / 128; c += MOE_G128_WARPS) {
+            float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            k_i4_g128_mma(d, moe_fz_ld(tile, g, c, t, K), moe_fz_ld(tile, g + 8, c, t, K),
+                          xa + (uint64_t)j * wmax + 128 * c + 32 * t);
+            acc_a = fmaf(k_bfbits2f(ts[g * (K / 128) + c]), d[0], acc_a);
+            acc_b = fmaf(k_bfbits2f(ts[(g + 8) * (K / 128) + c]), d[2], acc_b);
+        }
+        if (t == 0)
+            red[warp][j][g] = acc_a, red[warp][j][g + 8] = acc_b;
+    }
+    __syncthreads();
+    const float sq =
+        warp == 0 && lane < R ? moe_down_g128_row(p, n0 + lane, red, lane, s_w, s_gate) : 0.0f;
+    if (!moe_fold_ticket(sq, p.next_w ? (float *)p.fold_part : NULL, ctr, ndown, ticket - nup))
+        return;
+    if (p.next_w)
+        moe_fold_norm(p, ndown, &red[0][0][0]);
+    if (threadIdx.x == 0)
+        ctr[0] = ctr[1] = ctr[2] = 0; /* every CTA has its ticket and every up CTA is done */
+    K_TRACE_END();
 }
 
 #endif /* K_MOE_CU */

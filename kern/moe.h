@@ -74,6 +74,44 @@
 /* dims whose router the g128 pair can run from logits (one warp's registers, E <= 256) */
 #define K_MOE_G128_ROUTES(d) (K_MOE_G128_OK(d) && (d).E <= 256)
 
+/* k_moe_fused_g128: the INT4 group-128 decode block in one launch (the planner's choice where
+ * K_MOE_FUSED_OK): the up and down steps of the pair above in CTAs of two roles, taken in
+ * ticket order. The first K_MOE_FUSED_UP(d) tickets are up CTAs: 16 gate rows and their 16 up
+ * rows of one slot, act written to global memory, then a count raised. The last
+ * K_MOE_FUSED_DOWN(d) are down CTAs: 16 output rows of every slot, their weights copied to
+ * shared memory as soon as the top-k is known, then a wait for the count to reach every up
+ * CTA. A down CTA only waits on up CTAs, which took their tickets first and wait on nothing,
+ * so the launch completes whatever the number of CTAs resident at once. Both roles route from
+ * the logits (the GEMV right ahead) after the launch wait; the shared expert's rows are copied
+ * before it. Arithmetic, folded norms and the ticket of the next norm are the pair's, and so
+ * are the bits. fold_count is 4 u32 (the next norm's ticket, the role ticket, the up count),
+ * zero between launches: the last down CTA resets them. Launch: grid (K_MOE_FUSED_UP(d) +
+ * K_MOE_FUSED_DOWN(d)), block K_MOE_FUSED_THREADS, dynamic shared memory K_MOE_FUSED_SMEM(d). */
+#define K_MOE_FUSED_THREADS  128
+#define K_MOE_FUSED_ROWS     16    /* gate rows of an up CTA, output rows of a down CTA */
+#define K_MOE_FUSED_CTAS     4     /* resident CTAs per SM its registers are cut for */
+#define K_MOE_FUSED_COUNTERS 4     /* u32 at fold_count */
+#define K_MOE_FUSED_MAXSMEM  98304 /* dynamic shared memory the planner allows it */
+#define K_MOE_FUSED_UP(d)    ((d).k * ((d).I / K_MOE_FUSED_ROWS) + (d).S / K_MOE_FUSED_ROWS)
+#define K_MOE_FUSED_DOWN(d)  ((d).H / K_MOE_FUSED_ROWS)
+#define K_MOE_FUSED_WMAX(d)  ((d).I > (d).S ? (d).I : (d).S)
+#define K_MOE_FUSED_NSEG(d)  ((d).k + ((d).S ? 1u : 0u))
+/* up: 32 rows of H nibbles, their scales, the normed input; down: 16 rows of every slot, their
+ * scales, the slots' act */
+#define K_MOE_FUSED_SMEM_UP(d)                                                                     \
+    (K_MOE_FUSED_ROWS * (d).H + K_MOE_FUSED_ROWS * (d).H / 32 + 2 * (d).H)
+#define K_MOE_FUSED_SMEM_DOWN(d)                                                                   \
+    (K_MOE_FUSED_NSEG(d) *                                                                         \
+     (K_MOE_FUSED_ROWS * K_MOE_FUSED_WMAX(d) / 2 + K_MOE_FUSED_ROWS * K_MOE_FUSED_WMAX(d) / 64 +   \
+      2 * K_MOE_FUSED_WMAX(d)))
+#define K_MOE_FUSED_SMEM(d)                                                                        \
+    (K_MOE_FUSED_SMEM_UP(d) > K_MOE_FUSED_SMEM_DOWN(d) ? K_MOE_FUSED_SMEM_UP(d)                    \
+                                                       : K_MOE_FUSED_SMEM_DOWN(d))
+#define K_MOE_FUSED_OK(d)                                                                          \
+    ((d).group == 128 && (d).H % 128 == 0 && (d).H <= K_MOE_G128_MAXH && (d).I % 128 == 0 &&       \
+     (d).S % 128 == 0 && (d).k >= 1 && (d).k + 1 <= K_MOE_G128_MAXSEG && (d).E <= 256 &&           \
+     (d).E >= (d).k && (uint64_t)K_MOE_FUSED_SMEM(d) <= K_MOE_FUSED_MAXSMEM)
+
 #define K_MOE_BM 64        /* rows per expert block in the batched GEMMs */
 #define K_MOE_BN 128       /* output columns per CTA of the CUDA-core (_simt) GEMMs */
 #define K_MOE_SENTINEL 0xFFFFFFFFu

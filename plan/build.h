@@ -60,6 +60,8 @@ struct pb {
                                  tensor-core one takes the heads (test_gpu_e2e E2E_GDN_FMA=1) */
     int gdn_chunk_fused;      /* prefill GDN on k_gdn_chunk even where k_gdn_prep + k_gdn_seq
                                  fit (test_gpu_e2e E2E_GDN_FUSED=1) */
+    int moe_fused;            /* decode MoE as one launch, k_moe_fused_g128, where it takes
+                                 the shape (planner --moe-decode fused) */
 
     struct pb_buf *bufs; uint32_t nbufs, capbufs;
     struct pb_op *ops; uint32_t nops, capops;

@@ -40,6 +40,7 @@ struct opts {
     uint64_t device_mem;
     int quiet;
     int arch_given;         /* --arch was on the command line */
+    int moe_fused;          /* --moe-decode fused */
 };
 
 static void usage(FILE *f)
@@ -71,6 +72,9 @@ static void usage(FILE *f)
             "  --split-threshold N  decode attention uses split-K above this filled length\n"
             "                       (default %d)\n"
             "  --splits N           split-K pieces per KV head (default %d)\n"
+            "  --moe-decode K       the INT4 group-128 decode MoE block as an up and a down\n"
+            "                       kernel (pair, the default) or as one launch whose CTAs\n"
+            "                       take both roles (fused; slower on an H100 today)\n"
             "  --device-mem SIZE    fail if arena plus weights exceed SIZE (bytes, or with K, M, G)\n"
             "  -o FILE              write to FILE instead of standard output\n"
             "  --verify FILE        check an existing plan.bin and print its summary\n"
@@ -202,6 +206,10 @@ static int parse_args(struct opts *o, int argc, char **argv)
             if ((n = parse_count(v, 1024)) < 0)
                 return die("--splits %s: expected 1..1024%s", v, "");
             o->splits = (uint32_t)n;
+        } else if (!strcmp(a, "--moe-decode")) {
+            if (strcmp(v, "fused") && strcmp(v, "pair"))
+                return die("--moe-decode %s: expected pair or fused%s", v, "");
+            o->moe_fused = !strcmp(v, "fused");
         } else if (!strcmp(a, "--device-mem")) {
             if (parse_size(v, &o->device_mem))
                 return die("--device-mem %s: expected a size such as 80G%s", v, "");
@@ -424,6 +432,7 @@ static int plan(const struct opts *o_in)
     }
     b.split_threshold = o->split_threshold;
     b.n_split = o->splits;
+    b.moe_fused = o->moe_fused;
     /* archs whose shared memory cannot hold the largest kernel: an explicit --arch is an error,
      * the default list just leaves them out (and says so) */
     struct opts oo = *o;

@@ -660,14 +660,22 @@ static void router_with(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uin
             2ull * e->T * E1 * c->hidden_size);
 }
 
-/* the decode vec-mat path: 8 experts + shared in two launches */
+/* the decode vec-mat path: 8 experts + shared in two launches (or one, k_moe_fused_g128) */
+/* Whether decode runs the MoE block as k_moe_fused_g128 (kern/moe.h): asked for
+ * (--moe-decode fused), and it takes the shape within the shared memory of every target */
+static int moe_decode_fused(struct em *e)
+{
+    struct k_moe_dims d = moe_dims(e);
+    return e->i4 && e->b->moe_fused && K_MOE_FUSED_OK(d) && K_MOE_FUSED_SMEM(d) <= e->b->smem_limit;
+}
+
 /* Whether decode folds the post-attention norm into the MoE block (moe_decode with nw): the
- * g128 pair routing itself (K_MOE_G128_ROUTES) */
+ * g128 pair routing itself (K_MOE_G128_ROUTES), or k_moe_fused_g128 */
 static int moe_decode_folds_norm(struct em *e)
 {
     struct k_moe_dims d = moe_dims(e);
-    return e->i4 && K_MOE_G128_ROUTES(d) && e->c->hidden_size <= K_GEMV_NORM_MAXK &&
-           e->c->hidden_size % 8 == 0;
+    return e->i4 && (K_MOE_G128_ROUTES(d) || moe_decode_fused(e)) &&
+           e->c->hidden_size <= K_GEMV_NORM_MAXK && e->c->hidden_size % 8 == 0;
 }
 
 /* hn the normed input; or, with nw (moe_decode_folds_norm), hn the residual stream x and add
@@ -686,7 +694,9 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn, uint32_t add, 
     /* INT4 group 128: the tensor-core pair (kern/moe.h), which also routes from the logits
      * itself: each CTA of the up and down kernels runs the top-k on one warp, k_router is not
      * launched, and the down kernel routes before its launch wait */
-    const int g128 = e->i4 && K_MOE_G128_OK(p.d), self = g128 && K_MOE_G128_ROUTES(p.d);
+    const int fused = moe_decode_fused(e);
+    const int g128 = e->i4 && K_MOE_G128_OK(p.d) && !fused,
+              self = fused || (g128 && K_MOE_G128_ROUTES(p.d));
     const int fold_next = self && nw && next_w;
     uint32_t ids = 0, wts = 0, sg = 0, nx = 0, part = 0;
     *next_hn = UINT32_MAX;
@@ -733,12 +743,19 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn, uint32_t add, 
     char kname[32];
     uint64_t per_expert_up = wsize(e, gu) / c->num_experts, per_expert_dn = wsize(e, dn) / c->num_experts;
     uint64_t sh_up = S ? wsize(e, sgw) + wsize(e, suw) : 0, sh_dn = S ? wsize(e, sdw) : 0;
-    for (int down = 0; down < 2; down++) {
+    /* down: 0 the up kernel, 1 the down kernel, 2 the one launch of both */
+    for (int down = fused ? 2 : 0; down < (fused ? 3 : 2); down++) {
         uint32_t rows = g128 ? (down ? K_MOE_G128_DOWN_ROWS : K_MOE_G128_UP_ROWS) : K_MOE_ROWS;
         uint32_t grid[3] = {down ? CDIV(H, rows) : k + (S ? 1 : 0), down ? 1 : CDIV(wmax, rows), 1};
         snprintf(kname, sizeof kname, down ? "k_moe_down_%s" : "k_moe_up_%s", sfx);
-        uint32_t op = pb_kernel_op(b, kname, &p, sizeof p, grid, g128 ? K_MOE_G128_THREADS : K_MOE_THREADS,
-                                   0, "l%u.%s", l, down ? "moe_down" : "moe_up");
+        uint32_t threads = g128 ? K_MOE_G128_THREADS : K_MOE_THREADS, smem = 0;
+        if (down == 2) { /* the whole block in one launch (kern/moe.h) */
+            grid[0] = K_MOE_FUSED_UP(p.d) + K_MOE_FUSED_DOWN(p.d), grid[1] = 1;
+            snprintf(kname, sizeof kname, "k_moe_fused_g128");
+            threads = K_MOE_FUSED_THREADS, smem = K_MOE_FUSED_SMEM(p.d);
+        }
+        const char *what = down == 2 ? "moe" : down ? "moe_down" : "moe_up";
+        uint32_t op = pb_kernel_op(b, kname, &p, sizeof p, grid, threads, smem, "l%u.%s", l, what);
         REF(op, struct k_moe_vec_params, h, hn);
         WREF(op, struct k_moe_vec_params, gate_up, gu);
         WREF(op, struct k_moe_vec_params, down, dn);
@@ -751,6 +768,8 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn, uint32_t add, 
             REF(op, struct k_moe_vec_params, x_add, add);
             WREF(op, struct k_moe_vec_params, norm_w, nw);
         }
+        if (down == 2) /* its tickets whether or not the next norm is folded in */
+            REF(op, struct k_moe_vec_params, fold_count, e->sb->fold_count);
         if (down && fold_next) {
             WREF(op, struct k_moe_vec_params, next_w, next_w);
             REF(op, struct k_moe_vec_params, next_out, nx);
@@ -767,12 +786,17 @@ static uint32_t moe_decode(struct em *e, uint32_t l, uint32_t hn, uint32_t add, 
         REF(op, struct k_moe_vec_params, act, act);
         REF(op, struct k_moe_vec_params, out, out);
         REF(op, struct k_moe_vec_params, step, e->sb->step);
-        if (down)
-            pb_cost(b, op, k * per_expert_dn + sh_dn + 2ull * (k + 1) * wmax + (fold_next ? 8ull : 2ull) * H,
-                    2ull * H * ((uint64_t)k * I + S));
+        const uint64_t dn_bytes = k * per_expert_dn + sh_dn + 2ull * (k + 1) * wmax +
+                                  (fold_next ? 8ull : 2ull) * H,
+                       up_bytes = k * per_expert_up + sh_up + 2ull * H + 2ull * (k + 1) * wmax;
+        const uint64_t dn_flops = 2ull * H * ((uint64_t)k * I + S),
+                       up_flops = 2ull * H * 2 * ((uint64_t)k * I + S);
+        if (down == 2)
+            pb_cost(b, op, up_bytes + dn_bytes, up_flops + dn_flops);
+        else if (down)
+            pb_cost(b, op, dn_bytes, dn_flops);
         else
-            pb_cost(b, op, k * per_expert_up + sh_up + 2ull * H + 2ull * (k + 1) * wmax,
-                    2ull * H * 2 * ((uint64_t)k * I + S));
+            pb_cost(b, op, up_bytes, up_flops);
     }
     return out;
 }
@@ -1018,7 +1042,8 @@ static void shared_buffers(struct pb *b, struct shared_bufs *sb)
                               "moe.block_expert");
     sb->n_blocks = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_I32, 4, "moe.n_blocks");
     /* zero at load and at every reset, and back to zero after each launch that uses it */
-    sb->fold_count = pb_buf(b, PLAN_REGION_PERSISTENT, PLAN_DTYPE_I32, 4, "moe.fold_count");
+    sb->fold_count = pb_buf(b, PLAN_REGION_PERSISTENT, PLAN_DTYPE_I32, 4ull * K_MOE_FUSED_COUNTERS,
+                            "moe.fold_count");
     sb->cand = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_F32, 8ull * K_SAMPLE_PARTS * K_SAMPLE_CAND,
                       "sample.candidates");
     sb->cublas = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_BF16, CUBLAS_WORKSPACE, "cublas.workspace");

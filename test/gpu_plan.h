@@ -17,6 +17,7 @@ struct gpu_plan_opts {
     uint32_t num_buckets, buckets[4];  /* prefill chunk buckets */
     int gdn_chunk_fma;                 /* plan the CUDA-core chunked GDN kernel */
     int gdn_chunk_fused;               /* plan k_gdn_chunk, not k_gdn_prep + k_gdn_seq */
+    int moe_fused;                     /* decode MoE as k_moe_fused_g128 (--moe-decode fused) */
 };
 
 /* Plan c in weight format f for compute capability sm into path. Returns 0, or -1 with a
@@ -29,6 +30,7 @@ static inline int gpu_write_plan(const struct model_config *c, const struct wt_f
         return -1;
     b.split_threshold = o->split_threshold, b.n_split = o->n_split;
     b.gdn_chunk_fma = o->gdn_chunk_fma, b.gdn_chunk_fused = o->gdn_chunk_fused;
+    b.moe_fused = o->moe_fused;
     b.num_buckets = o->num_buckets;
     for (uint32_t i = 0; i < o->num_buckets; i++)
         b.buckets[i] = o->buckets[i];

@@ -61,6 +61,7 @@ static const struct shape shapes[] = {
 struct kerns {
     CUfunction router, up, down, align, scatter, combine;
     int g128; /* decode runs k_moe_up_g128 / k_moe_down_g128 (the planner's choice: K_MOE_G128_OK) */
+    CUfunction fused;      /* k_moe_fused_g128 where K_MOE_FUSED_OK, else 0 */
     CUfunction gemm[2][2]; /* [down][tc]: the CUDA-core (_simt) and the tensor-core builds */
 };
 
@@ -101,6 +102,15 @@ static void launch(struct gpu *g, CUfunction f, void *params, unsigned gx, unsig
 {
     void *args[] = {params};
     CU(g, cuLaunchKernel(f, gx, gy, 1, block, 1, 1, 0, NULL, args, NULL));
+    CU(g, cuCtxSynchronize());
+}
+
+static void launch_smem(struct gpu *g, CUfunction f, void *params, unsigned gx, unsigned block,
+                        unsigned smem)
+{
+    void *args[] = {params};
+    CU(g, cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)smem));
+    CU(g, cuLaunchKernel(f, gx, 1, 1, block, 1, 1, smem, NULL, args, NULL));
     CU(g, cuCtxSynchronize());
 }
 
@@ -462,6 +472,109 @@ static double mat_bytes(const struct shape *s, double rows, double K)
     return s->group ? rows * K * (0.5 + 2.0 / s->group) : rows * K * 2;
 }
 
+/* k_moe_fused_g128 against the pair it replaces (kern/moe.h: the same arithmetic, so the same
+ * bits): q the pair routing itself (its out: out), q3 with both norms folded in (its out o3,
+ * x3 and next norm nx3, from x = xh). Also: the counters back at zero after every launch, a
+ * step marked done writing nothing, and one CTA per SM (the dynamic shared memory at the
+ * device's limit), where the down CTAs wait while up CTAs are still to start. */
+static void fused_checks(struct gpu *g, const struct kerns *K, const struct model *M,
+                         const struct dec_bufs *b, const struct k_moe_vec_params *q,
+                         const struct k_moe_vec_params *q3, const uint16_t *out, const uint16_t *o3,
+                         const uint16_t *x3, const uint16_t *nx3, const uint16_t *xh)
+{
+    const struct shape *s = M->s;
+    const uint32_t H = s->H, na = (s->k + 1) * M->wmax;
+    const unsigned grid = K_MOE_FUSED_UP(q->d) + K_MOE_FUSED_DOWN(q->d),
+                   smem = K_MOE_FUSED_SMEM(q->d);
+    CUdeviceptr cnt = dalloc(g, 4 * K_MOE_FUSED_COUNTERS, 0);
+    uint32_t c[K_MOE_FUSED_COUNTERS];
+    int zero = 1;
+#define FUSED_ZERO()                                                                               \
+    do {                                                                                           \
+        CU(g, cuMemcpyDtoH(c, cnt, sizeof c));                                                     \
+        for (int i = 0; i < K_MOE_FUSED_COUNTERS; i++)                                             \
+            zero &= c[i] == 0;                                                                     \
+    } while (0)
+    /* routing itself, no norm folded in: twice, the second with one CTA per SM */
+    struct k_moe_vec_params f = *q;
+    f.fold_count = cnt;
+    int same[2] = {0, 0};
+    for (int one = 0; one < 2; one++) {
+        CU(g, cuMemsetD8(b->act, (unsigned char)POISON, 2ull * na));
+        CU(g, cuMemsetD8(b->out, (unsigned char)POISON, 2ull * H));
+        launch_smem(g, K->fused, &f, grid, K_MOE_FUSED_THREADS,
+                    one ? (unsigned)smem_optin - 4096 : smem);
+        uint16_t *o = dget(g, b->out, 2ull * H);
+        same[one] = !memcmp(o, out, 2ull * H);
+        free(o);
+        FUSED_ZERO();
+    }
+    CHECK(same[0] && same[1] && zero,
+          "%s decode k_moe_fused_g128 (%u CTAs): out the same bits as the k_moe_up/down_g128 pair "
+          "(%s; with one CTA per SM: %s), counters back at 0 (%s)",
+          s->name, grid, same[0] ? "yes" : "no", same[1] ? "yes" : "no", zero ? "yes" : "no");
+
+    /* both norms folded in: out, x and the next norm the pair's bits */
+    struct k_moe_vec_params f3 = *q3;
+    f3.fold_count = cnt;
+    int ok3[2][3] = {{0}};
+    for (int one = 0; one < 2; one++) {
+        CU(g, cuMemcpyHtoD(f3.h, xh, 2ull * H));
+        CU(g, cuMemsetD8(b->act, (unsigned char)POISON, 2ull * na));
+        CU(g, cuMemsetD8(b->out, (unsigned char)POISON, 2ull * H));
+        CU(g, cuMemsetD8(f3.next_out, (unsigned char)POISON, 2ull * H));
+        launch_smem(g, K->fused, &f3, grid, K_MOE_FUSED_THREADS,
+                    one ? (unsigned)smem_optin - 4096 : smem);
+        uint16_t *o = dget(g, b->out, 2ull * H), *x = dget(g, f3.h, 2ull * H),
+                 *n = dget(g, f3.next_out, 2ull * H);
+        ok3[one][0] = !memcmp(o, o3, 2ull * H), ok3[one][1] = !memcmp(x, x3, 2ull * H);
+        ok3[one][2] = !memcmp(n, nx3, 2ull * H);
+        free(o), free(x), free(n);
+        FUSED_ZERO();
+    }
+    CHECK(
+        ok3[0][0] && ok3[0][1] && ok3[0][2] && ok3[1][0] && ok3[1][1] && ok3[1][2] && zero,
+        "%s decode k_moe_fused_g128 with both norms folded in: out, x and the next norm the pair's "
+        "bits (%s %s %s; one CTA per SM: %s %s %s), counters back at 0 (%s)",
+        s->name, ok3[0][0] ? "yes" : "no", ok3[0][1] ? "yes" : "no", ok3[0][2] ? "yes" : "no",
+        ok3[1][0] ? "yes" : "no", ok3[1][1] ? "yes" : "no", ok3[1][2] ? "yes" : "no",
+        zero ? "yes" : "no");
+
+    /* a step marked done: nothing written, x untouched, counters at 0 */
+    struct k_moe_vec_params fd = f3;
+    fd.step = step_new(g, 1, 1);
+    CU(g, cuMemcpyHtoD(fd.h, xh, 2ull * H));
+    CU(g, cuMemsetD8(b->act, (unsigned char)POISON, 2ull * na));
+    CU(g, cuMemsetD8(b->out, (unsigned char)POISON, 2ull * H));
+    launch_smem(g, K->fused, &fd, grid, K_MOE_FUSED_THREADS, smem);
+    uint16_t *o = dget(g, b->out, 2ull * H), *x = dget(g, fd.h, 2ull * H),
+             *a = dget(g, b->act, 2ull * na);
+    int untouched = !memcmp(x, xh, 2ull * H);
+    for (uint32_t i = 0; i < H; i++)
+        untouched &= o[i] == (uint16_t)(POISON * 0x101);
+    for (uint32_t i = 0; i < na; i++)
+        untouched &= a[i] == (uint16_t)(POISON * 0x101);
+    FUSED_ZERO();
+    CHECK(untouched && zero,
+          "%s decode k_moe_fused_g128 on a step marked done: act, out and x untouched "
+          "(%s), counters at 0 (%s)",
+          s->name, untouched ? "yes" : "no", zero ? "yes" : "no");
+    free(o), free(x), free(a);
+    CU(g, cuMemFree(fd.step));
+#undef FUSED_ZERO
+    if (H >= 2048) { /* informational, L2-warm: the pair's two launches against the one */
+        const struct dec_launch lu = dec_of(K, M, 0), ld = dec_of(K, M, 1);
+        CU(g, cuFuncSetAttribute(K->fused, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int)smem));
+        double tf = time_us(g, K->fused, &f, grid, 1, K_MOE_FUSED_THREADS, smem);
+        double tu = time_us(g, lu.f, &f, lu.gx, lu.gy, lu.block, 0);
+        double td = time_us(g, ld.f, &f, ld.gx, ld.gy, ld.block, 0);
+        printf("# %s decode, L2-warm: k_moe_fused_g128 %.1f us, the pair %.1f + %.1f us\n", s->name,
+               tf, tu, td);
+    }
+    CU(g, cuMemFree(cnt));
+}
+
 static void test_decode(struct gpu *g, const struct kerns *K, const struct model *M, float *dec_out)
 {
     const struct shape *s = M->s;
@@ -609,6 +722,11 @@ static void test_decode(struct gpu *g, const struct kerns *K, const struct model
             CU(g, cuMemcpyDtoH(&cnt, dcnt, 4));
         }
         x3g = dget(g, dx, 2ull * H);
+        if (K->fused) {
+            uint16_t *o3 = dget(g, b.out, 2ull * H);
+            fused_checks(g, K, M, &b, &q, &q3, out, o3, x3g, nx[0], xh);
+            free(o3);
+        }
         ok = compare("next norm", BF16, nx[0], yn3, mask, H, POISON, R_CHAIN, A_CHAIN, note);
         int x3ok = !memcmp(x3g, x3, 2ull * H), same2 = !memcmp(nx[0], nx[1], 2ull * H);
         CHECK(ok && x3ok && same2 && cnt == 0,
@@ -1151,6 +1269,9 @@ int main(void)
         kern_get(&g, m, &K.down, "k_moe_down", s->group);
         const struct k_moe_dims dd = {.H = s->H, .E = s->E, .k = s->k, .I = s->I, .S = s->S, .group = s->group};
         K.g128 = K_MOE_G128_OK(dd);
+        K.fused = 0;
+        if (K_MOE_FUSED_OK(dd))
+            CU(&g, cuModuleGetFunction(&K.fused, m, "k_moe_fused_g128"));
         if (K.g128) {
             CU(&g, cuModuleGetFunction(&K.up, m, "k_moe_up_g128"));
             CU(&g, cuModuleGetFunction(&K.down, m, "k_moe_down_g128"));

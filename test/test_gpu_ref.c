@@ -12,7 +12,8 @@
  * group-128 decode kernel, the self-routing expert pair and both folded norms included) as
  * INT4 group 128, the same with an INT4
  * lm_head, and as bf16; and wide-2l (the real widths of Qwen3.5-35B-A3B, 16 experts) as INT4
- * group 128, with the planner's default buckets. Prompts are random tokens; after each prompt,
+ * group 128, with the planner's default buckets; and tiny-g128 as INT4 again with the decode
+ * MoE block as one launch (k_moe_fused_g128). Prompts are random tokens; after each prompt,
  * decode steps feed the float32 reference's greedy picks to all three runs (teacher forcing).
  *
  * Bounds, tighter than test_gpu_e2e's against transformers because the reference's yardstick
@@ -51,6 +52,7 @@ struct image_spec {
     struct wt_format fmt;
     int tiny_buckets;   /* prefill buckets 16 and 64 (prompts run as several chunks) */
     uint32_t cases[8], ncases, steps; /* REF_QUICK=1: the first two cases; steps <= MAX_STEPS */
+    int moe_fused; /* the plan runs decode MoE as k_moe_fused_g128 (planner --moe-decode fused) */
 };
 
 /* Errors over rows: squared distances of the GPU and of the bf16 reference to the float32
@@ -200,6 +202,7 @@ static void run_image(struct gpu *gp, const struct image_spec *is)
     if (!is->tiny_buckets)
         po = (struct gpu_plan_opts){.max_seq = 512, .split_threshold = 256, .n_split = 64,
                                     .num_buckets = 4, .buckets = {16, 64, 256, 512}};
+    po.moe_fused = is->moe_fused;
     ok = ok && wt_convert(&co, NULL, err) == 0 && model_config_load(&c, cfg, err) == 0 &&
          gpu_write_plan(&c, &is->fmt, gp->sm, &po, plan, err) == 0;
     struct rt *r = NULL;
@@ -254,10 +257,11 @@ int main(void)
     const struct wt_format i4h = {PLAN_QUANT_INT4, 128, PLAN_QUANT_INT4};
     const struct wt_format bf = {PLAN_QUANT_BF16, 0, PLAN_QUANT_BF16};
     const struct image_spec images[] = {
-        {"tiny-g128.i4", "tiny-g128", i4, 1, {65, 130, 1, 5, 63, 64, 300}, 7, 16},
-        {"tiny-g128.i4-head", "tiny-g128", i4h, 1, {5, 65, 1, 130}, 4, 16},
-        {"tiny-g128.bf16", "tiny-g128", bf, 1, {5, 65, 1, 63, 64, 130, 300}, 7, 16},
-        {"wide-2l.i4", "wide-2l", i4, 0, {3, 70}, 2, 4},
+        {"tiny-g128.i4", "tiny-g128", i4, 1, {65, 130, 1, 5, 63, 64, 300}, 7, 16, 0},
+        {"tiny-g128.i4-head", "tiny-g128", i4h, 1, {5, 65, 1, 130}, 4, 16, 0},
+        {"tiny-g128.bf16", "tiny-g128", bf, 1, {5, 65, 1, 63, 64, 130, 300}, 7, 16, 0},
+        {"wide-2l.i4", "wide-2l", i4, 0, {3, 70}, 2, 4, 0},
+        {"tiny-g128.i4-fused", "tiny-g128", i4, 1, {65, 5, 130}, 3, 16, 1},
     };
     uint32_t n = getenv("REF_QUICK") ? 1 : sizeof images / sizeof images[0];
     for (uint32_t i = 0; i < n; i++)

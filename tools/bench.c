@@ -538,6 +538,27 @@ static void bench_model(void)
         }
         rt_close(r4);
     }
+    /* the decode MoE block as one launch (planner --moe-decode fused, k_moe_fused_g128):
+     * decode at 4096, against the default plan's kernel pair in the same run */
+    if (want_decode && !system("build/planner -q --max-seq 8192 --moe-decode fused -o "
+                               "build/benchdata/plan-fused.bin")) {
+        struct rt *rp = NULL;
+        struct rt_options op = o;
+        op.plan_path = "build/benchdata/plan-fused.bin";
+        greedy.max_new = 64;
+        if (!rt_open(&rp, &op, err) &&
+            !rt_generate(rp, prompt, 4096, &greedy, model_count, NULL, &st, err)) {
+            static char note[64];
+            double tps = (st.new_tokens - 1) / (st.decode_ms * 1e-3);
+            uint64_t b = step_bytes(rp, "decode_split") - kv_per_tok * (in.max_seq - 4096);
+            double roof = copy_gbs * 1e9 / (double)b;
+            snprintf(note, 64, "%.1f%% of the %.0f tok/s roofline", 100 * tps / roof, roof);
+            add("decode 4096, MoE in one launch", tps, "tok/s", note);
+        } else {
+            fprintf(stderr, "bench: fused MoE plan: %s\n", err);
+        }
+        rt_close(rp);
+    }
     /* a 16k-token prompt on a plan for 32k of context (prefill tok/s, first launch to the first
      * sampled token; the 5.4 GFLOP/token ratio leaves out attention's growth with context) */
     if (want_prefill &&
