@@ -560,6 +560,22 @@ extern "C" __global__ void __launch_bounds__(K_MOE_THREADS) k_moe_down_i4(struct
     moe_down<true>(p);
 }
 
+/* Warp 0 of a g128 decode CTA that routes itself (K_MOE_G128_ROUTES): k_router's softmax and
+ * top-k on the logits, the slots' expert ids and weights and the shared gate's sigmoid into
+ * shared memory. */
+__device__ __forceinline__ void moe_route_smem(const struct k_moe_vec_params &p, uint32_t lane,
+                                               int32_t *s_ids, float *s_w, float *s_gate)
+{
+    uint32_t id;
+    float w;
+    const float *lg = (const float *)p.logits;
+    moe_topk_warp(lg, p.d.E, p.d.k, lane, &id, &w);
+    if (lane < p.d.k)
+        s_ids[lane] = (int32_t)id, s_w[lane] = w;
+    if (lane == 0)
+        *s_gate = p.d.S ? k_sigmoid(lg[p.d.E]) : 0.0f;
+}
+
 /* ---- k_moe_up_g128, k_moe_down_g128 (INT4 group 128, tensor cores) ----------------------- */
 
 #define MOE_G128_WARPS K_G128_WARPS
@@ -666,16 +682,8 @@ extern "C" __global__ void __launch_bounds__(K_MOE_G128_THREADS) k_moe_down_g128
     __shared__ int32_t s_ids[K_MOE_G128_MAXSEG];
     __shared__ float s_w[K_MOE_G128_MAXSEG], s_gate;
     if (p.logits) {
-        if (warp == 0) {
-            uint32_t id;
-            float w;
-            const float *lg = (const float *)p.logits;
-            moe_topk_warp(lg, p.d.E, k, lane, &id, &w);
-            if (lane < k)
-                s_ids[lane] = (int32_t)id, s_w[lane] = w;
-            if (lane == 0)
-                s_gate = S ? k_sigmoid(lg[p.d.E]) : 0.0f;
-        }
+        if (warp == 0)
+            moe_route_smem(p, lane, s_ids, s_w, &s_gate);
         __syncthreads();
         ids = s_ids;
     }
@@ -941,14 +949,9 @@ extern "C" __global__ void __launch_bounds__(K_MOE_FUSED_THREADS, K_MOE_FUSED_CT
     __shared__ uint32_t s_done;
     if (warp == 0) {
         const uint32_t done = k_step_of(p.step)->done;
-        uint32_t id;
-        float w;
-        const float *lg = (const float *)p.logits;
-        moe_topk_warp(lg, p.d.E, k, lane, &id, &w);
-        if (lane < k)
-            s_ids[lane] = (int32_t)id, s_w[lane] = w;
+        moe_route_smem(p, lane, s_ids, s_w, &s_gate);
         if (lane == 0)
-            s_gate = S ? k_sigmoid(lg[p.d.E]) : 0.0f, s_done = done;
+            s_done = done;
     }
     __syncthreads();
     if (s_done) { /* uniform: no CTA wrote anything; the last ticket resets */

@@ -443,6 +443,45 @@ static void trace_table(struct rt *r, const char *sched)
     printf("%-24s %6u %10.1f\n", "step", n, ops[n - 1].go_last - ops[0].go);
 }
 
+/* Decode at a context of 4096 on another plan of the same model (planner flags args, written
+ * to path), as a row named label with its share of that plan's roofline. */
+struct alt_decode {
+    const struct rt_options *o;
+    const int32_t *prompt;
+    uint64_t kv_per_tok; /* KV cache bytes a token of context reads */
+    uint32_t max_seq;
+};
+
+static void alt_decode(const struct alt_decode *a, const char *args, const char *path,
+                       const char *label)
+{
+    char cmd[256], err[RT_ERR_LEN] = "";
+    snprintf(cmd, sizeof cmd, "build/planner -q --max-seq 8192 %s -o %s", args, path);
+    if (system(cmd)) {
+        fprintf(stderr, "bench: %s: the planner failed\n", label);
+        return;
+    }
+    struct rt *r = NULL;
+    struct rt_options o = *a->o;
+    struct rt_sampling greedy = {.max_new = 64, .top_p = 1.0f};
+    struct rt_stats st;
+    o.plan_path = path;
+    if (!rt_open(&r, &o, err) &&
+        !rt_generate(r, a->prompt, 4096, &greedy, model_count, NULL, &st, err)) {
+        static char notes[4][64];
+        static int n;
+        char *note = notes[n++ % 4];
+        double tps = (st.new_tokens - 1) / (st.decode_ms * 1e-3);
+        uint64_t b = step_bytes(r, "decode_split") - a->kv_per_tok * (a->max_seq - 4096);
+        double roof = copy_gbs * 1e9 / (double)b;
+        snprintf(note, 64, "%.1f%% of the %.0f tok/s roofline", 100 * tps / roof, roof);
+        add(label, tps, "tok/s", note);
+    } else {
+        fprintf(stderr, "bench: %s: %s\n", label, err);
+    }
+    rt_close(r);
+}
+
 static void bench_model(void)
 {
     char err[RT_ERR_LEN];
@@ -519,45 +558,15 @@ static void bench_model(void)
         qsort(ms32, 3, sizeof ms32[0], cmp_double);
         add("prefill tok/s at 32", 32 / (ms32[1] * 1e-3), "tok/s", "median of 3; the 64-token bucket");
     }
-    /* the same model with lm_head in INT4 (planner and converter --lm-head int4): decode at 4096 */
-    if (want_decode &&
-        !system("build/planner -q --max-seq 8192 --lm-head int4 -o build/benchdata/plan-lm4.bin")) {
-        struct rt *r4 = NULL;
-        struct rt_options o4 = o;
-        o4.plan_path = "build/benchdata/plan-lm4.bin";
-        greedy.max_new = 64;
-        if (!rt_open(&r4, &o4, err) && !rt_generate(r4, prompt, 4096, &greedy, model_count, NULL, &st, err)) {
-            static char note[64];
-            double tps = (st.new_tokens - 1) / (st.decode_ms * 1e-3);
-            uint64_t b = step_bytes(r4, "decode_split") - kv_per_tok * (in.max_seq - 4096);
-            double roof = copy_gbs * 1e9 / (double)b;
-            snprintf(note, 64, "%.1f%% of the %.0f tok/s roofline", 100 * tps / roof, roof);
-            add("decode 4096, INT4 lm_head", tps, "tok/s", note);
-        } else {
-            fprintf(stderr, "bench: INT4 lm_head plan: %s\n", err);
-        }
-        rt_close(r4);
-    }
-    /* the decode MoE block as one launch (planner --moe-decode fused, k_moe_fused_g128):
-     * decode at 4096, against the default plan's kernel pair in the same run */
-    if (want_decode && !system("build/planner -q --max-seq 8192 --moe-decode fused -o "
-                               "build/benchdata/plan-fused.bin")) {
-        struct rt *rp = NULL;
-        struct rt_options op = o;
-        op.plan_path = "build/benchdata/plan-fused.bin";
-        greedy.max_new = 64;
-        if (!rt_open(&rp, &op, err) &&
-            !rt_generate(rp, prompt, 4096, &greedy, model_count, NULL, &st, err)) {
-            static char note[64];
-            double tps = (st.new_tokens - 1) / (st.decode_ms * 1e-3);
-            uint64_t b = step_bytes(rp, "decode_split") - kv_per_tok * (in.max_seq - 4096);
-            double roof = copy_gbs * 1e9 / (double)b;
-            snprintf(note, 64, "%.1f%% of the %.0f tok/s roofline", 100 * tps / roof, roof);
-            add("decode 4096, MoE in one launch", tps, "tok/s", note);
-        } else {
-            fprintf(stderr, "bench: fused MoE plan: %s\n", err);
-        }
-        rt_close(rp);
+    /* the same model with lm_head in INT4 (planner and converter --lm-head int4), and with the
+     * decode MoE block as one launch (planner --moe-decode fused, k_moe_fused_g128, against
+     * the default plan's kernel pair in the same run): decode at 4096 */
+    if (want_decode) {
+        struct alt_decode ad = {&o, prompt, kv_per_tok, in.max_seq};
+        alt_decode(&ad, "--lm-head int4", "build/benchdata/plan-lm4.bin",
+                   "decode 4096, INT4 lm_head");
+        alt_decode(&ad, "--moe-decode fused", "build/benchdata/plan-fused.bin",
+                   "decode 4096, MoE in one launch");
     }
     /* a 16k-token prompt on a plan for 32k of context (prefill tok/s, first launch to the first
      * sampled token; the 5.4 GFLOP/token ratio leaves out attention's growth with context) */
