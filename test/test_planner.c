@@ -11,10 +11,13 @@
 #include <sys/stat.h>
 
 #include "../kern/attn.h"
+#include "../kern/moe.h"
 #include "../plan/arena.h"
 #include "../plan/build.h"
 #include "../plan/planfile.h"
 #include "test.h"
+
+static int plan_moe_fused; /* make_plan plans --moe-decode fused */
 
 /* Build a plan in memory (fake one-arch image). Returns the serialized plan or NULL. */
 static uint8_t *make_plan(const struct model_config *c, const char *quant, uint32_t max_seq,
@@ -24,7 +27,7 @@ static uint8_t *make_plan(const struct model_config *c, const char *quant, uint3
     struct wt_format f = {PLAN_QUANT_BF16, 0, PLAN_QUANT_BF16};
     if (wt_format_parse(quant, &f.quant, &f.group_size) || pb_init(&b, c, &f, max_seq, err))
         return NULL;
-    b.split_threshold = 256, b.n_split = 16;
+    b.split_threshold = 256, b.n_split = 16, b.moe_fused = plan_moe_fused;
     b.num_buckets = 0;
     for (uint32_t t = 16; t < chunk; t *= 4)
         b.buckets[b.num_buckets++] = t;
@@ -207,6 +210,61 @@ static void check_ops_named(void)
 
 /* Prefill buckets the library is handed: none, out of order, or past max_seq is an error with a
  * message, never an out-of-range read. */
+/* Decode MoE ops of the default model by kernel, over the decode schedules: the pair's up
+ * and down kernels, and k_moe_fused_g128 (with its launch shape checked). */
+static void count_moe_ops(int fused, uint32_t *up, uint32_t *down, uint32_t *one, int *shape_ok)
+{
+    struct model_config c;
+    model_config_default(&c);
+    char err[FMT_ERR_LEN];
+    size_t n;
+    plan_moe_fused = fused;
+    uint8_t *p = make_plan(&c, "int4", 4096, 2048, &n, err);
+    plan_moe_fused = 0;
+    struct plan_view v;
+    *up = *down = *one = 0, *shape_ok = 1;
+    if (!p || plan_read(&v, p, n, err) != FMT_OK) {
+        CHECK(0, "plan with --moe-decode %s reads: %s", fused ? "fused" : "pair", err);
+        free(p);
+        return;
+    }
+    for (uint32_t s = 0; s < v.num_schedules; s++) {
+        struct plan_schedule sc;
+        plan_get_schedule(&v, s, &sc);
+        for (uint32_t i = sc.first_op; sc.kind == PLAN_SCHED_DECODE && i < sc.first_op + sc.op_count; i++) {
+            struct plan_op op;
+            struct plan_kernel kk;
+            plan_get_op(&v, i, &op);
+            if (op.kind != PLAN_OP_KERNEL)
+                continue;
+            plan_get_kernel(&v, op.kernel, &kk);
+            const char *name = plan_str(&v, kk.name);
+            *up += !strcmp(name, "k_moe_up_g128"), *down += !strcmp(name, "k_moe_down_g128");
+            if (!strcmp(name, "k_moe_fused_g128")) {
+                ++*one;
+                /* 8 slots of 512 rows and the shared 512 in 16-row up CTAs, 2048 / 16 down CTAs */
+                *shape_ok &= op.grid[0] == 8 * 32 + 32 + 128 && op.block[0] == K_MOE_FUSED_THREADS &&
+                             op.smem > 0 && op.smem <= 48 * 1024;
+            }
+        }
+    }
+    free(p);
+}
+
+static void check_moe_decode(void)
+{
+    uint32_t up, down, one;
+    int shape_ok;
+    count_moe_ops(0, &up, &down, &one, &shape_ok);
+    CHECK(up > 0 && up == down && one == 0, "decode MoE by default: the g128 pair (%u up, %u down, %u fused)",
+          up, down, one);
+    count_moe_ops(1, &up, &down, &one, &shape_ok);
+    CHECK(up == 0 && down == 0 && one > 0 && shape_ok,
+          "--moe-decode fused: one k_moe_fused_g128 a layer and decode schedule (%u), no pair, launch "
+          "shape 416 x %u threads with its shared memory (%s)",
+          one, K_MOE_FUSED_THREADS, shape_ok ? "yes" : "no");
+}
+
 static void check_bad_buckets(void)
 {
     struct model_config c;
@@ -252,6 +310,7 @@ int main(void)
         }
     }
     check_ops_named();
+    check_moe_decode();
     check_bad_buckets();
     return test_done();
 }

@@ -98,8 +98,8 @@ static void good_runs(void)
     CHECK(rc == 0 && strstr(out, "valid plan"), "planner --verify accepts it");
     rc = run(PLANNER " --help", out, sizeof out);
     const char *flags[] = {"--max-seq", "--config", "--quant", "--lm-head", "--prefill-chunk",
-                           "--arch", "--kern-dir", "--split-threshold", "--splits", "--device-mem",
-                           "-o FILE", "--verify", "--help"};
+                           "--arch", "--kern-dir", "--split-threshold", "--splits", "--moe-decode",
+                           "--device-mem", "-o FILE", "--verify", "--help"};
     int all = rc == 0;
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         all &= strstr(out, flags[i]) != NULL;
@@ -169,6 +169,7 @@ int main(void)
     bad("--arch sm_75", "--arch sm_75");
     bad("--prefill-chunk 0", "--prefill-chunk 0");
     bad("--frobnicate 1", "unknown option");
+    bad("--moe-decode one", "--moe-decode one: expected pair or fused");
     bad("--config /nonexistent/config.json", "/nonexistent/config.json");
     bad("--config test/data/config/qwen3.5-35b-a3b.json --device-mem 4G", "--device-mem");
     bad("--kern-dir /nonexistent", "kernel image");
