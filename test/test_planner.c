@@ -231,7 +231,8 @@ static void count_moe_ops(int fused, uint32_t *up, uint32_t *down, uint32_t *one
     for (uint32_t s = 0; s < v.num_schedules; s++) {
         struct plan_schedule sc;
         plan_get_schedule(&v, s, &sc);
-        for (uint32_t i = sc.first_op; sc.kind == PLAN_SCHED_DECODE && i < sc.first_op + sc.op_count; i++) {
+        for (uint32_t i = sc.first_op;
+             sc.kind == PLAN_SCHED_DECODE && i < sc.first_op + sc.op_count; i++) {
             struct plan_op op;
             struct plan_kernel kk;
             plan_get_op(&v, i, &op);
@@ -243,8 +244,9 @@ static void count_moe_ops(int fused, uint32_t *up, uint32_t *down, uint32_t *one
             if (!strcmp(name, "k_moe_fused_g128")) {
                 ++*one;
                 /* 8 slots of 512 rows and the shared 512 in 16-row up CTAs, 2048 / 16 down CTAs */
-                *shape_ok &= op.grid[0] == 8 * 32 + 32 + 128 && op.block[0] == K_MOE_FUSED_THREADS &&
-                             op.smem > 0 && op.smem <= 48 * 1024;
+                *shape_ok &= op.grid[0] == 8 * 32 + 32 + 128 &&
+                             op.block[0] == K_MOE_FUSED_THREADS && op.smem > 0 &&
+                             op.smem <= 48 * 1024;
             }
         }
     }
@@ -256,11 +258,12 @@ static void check_moe_decode(void)
     uint32_t up, down, one;
     int shape_ok;
     count_moe_ops(0, &up, &down, &one, &shape_ok);
-    CHECK(up > 0 && up == down && one == 0, "decode MoE by default: the g128 pair (%u up, %u down, %u fused)",
-          up, down, one);
+    CHECK(up > 0 && up == down && one == 0,
+          "decode MoE by default: the g128 pair (%u up, %u down, %u fused)", up, down, one);
     count_moe_ops(1, &up, &down, &one, &shape_ok);
     CHECK(up == 0 && down == 0 && one > 0 && shape_ok,
-          "--moe-decode fused: one k_moe_fused_g128 a layer and decode schedule (%u), no pair, launch "
+          "--moe-decode fused: one k_moe_fused_g128 a layer and decode schedule (%u), no pair, "
+          "launch "
           "shape 416 x %u threads with its shared memory (%s)",
           one, K_MOE_FUSED_THREADS, shape_ok ? "yes" : "no");
 }
