@@ -263,8 +263,7 @@ static void check_moe_decode(void)
     count_moe_ops(1, &up, &down, &one, &shape_ok);
     CHECK(up == 0 && down == 0 && one > 0 && shape_ok,
           "--moe-decode fused: one k_moe_fused_g128 a layer and decode schedule (%u), no pair, "
-          "launch "
-          "shape 416 x %u threads with its shared memory (%s)",
+          "launch shape 416 x %u threads with its shared memory (%s)",
           one, K_MOE_FUSED_THREADS, shape_ok ? "yes" : "no");
 }
 
