@@ -74,8 +74,8 @@
 /* dims whose router the g128 pair can run from logits (one warp's registers, E <= 256) */
 #define K_MOE_G128_ROUTES(d) (K_MOE_G128_OK(d) && (d).E <= 256)
 
-/* k_moe_fused_g128: the INT4 group-128 decode block in one launch (the planner's choice where
- * K_MOE_FUSED_OK): the up and down steps of the pair above in CTAs of two roles, taken in
+/* k_moe_fused_g128: the INT4 group-128 decode block in one launch (planned with --moe-decode
+ * fused where K_MOE_FUSED_OK; slower than the pair on an H100, README): the up and down steps of the pair above in CTAs of two roles, taken in
  * ticket order. The first K_MOE_FUSED_UP(d) tickets are up CTAs: 16 gate rows and their 16 up
  * rows of one slot, act written to global memory, then a count raised. The last
  * K_MOE_FUSED_DOWN(d) are down CTAs: 16 output rows of every slot, their weights copied to

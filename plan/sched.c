@@ -661,6 +661,7 @@ static void router_with(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uin
 }
 
 /* the decode vec-mat path: 8 experts + shared in two launches (or one, k_moe_fused_g128) */
+
 /* Whether decode runs the MoE block as k_moe_fused_g128 (kern/moe.h): asked for
  * (--moe-decode fused), and it takes the shape within the shared memory of every target */
 static int moe_decode_fused(struct em *e)
