@@ -79,16 +79,6 @@ struct attn_pf_smem {
     __align__(16) float pb[ATTN_WARPS][ATTN_PB];
 };
 
-/* cp.async of 16 bytes; src_bytes 0 fills the destination with zeros */
-__device__ __forceinline__ void attn_cp16s(uint32_t sa, const void *src, bool full)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(src), "r"(full ? 16 : 0));
-}
-__device__ __forceinline__ void attn_cp16(void *dst, const void *src, bool full)
-{
-    attn_cp16s((uint32_t)__cvta_generic_to_shared(dst), src, full);
-}
-
 __device__ __forceinline__ void attn_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 
 __device__ __forceinline__ void attn_cp_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
@@ -103,8 +93,8 @@ __device__ __forceinline__ void attn_pf_load(struct attn_pf_smem *sm, int st, ui
         uint32_t j = i / cpr, c = i - j * cpr, key = tile * ATTN_PF_TILE + j;
         bool ok = key < kend;
         uint64_t off = ok ? (uint64_t)key * hd + c * 8 : 0;
-        attn_cp16(&sm->k[st][j * hd + c * 8], K + off, ok);
-        attn_cp16(&sm->v[st][j * hd + c * 8], V + off, ok);
+        k_cp16(&sm->k[st][j * hd + c * 8], K + off, ok);
+        k_cp16(&sm->v[st][j * hd + c * 8], V + off, ok);
     }
 }
 
@@ -272,8 +262,8 @@ __device__ __forceinline__ void attn_tc_load_kv(uint16_t *ks, uint16_t *vs, cons
         bool ok = key < kend && c < cv;
         uint64_t off = ok ? (uint64_t)key * hd + c * 8 : 0;
         uint32_t at = j * ld + ((c ^ (j & 7)) << 3);
-        attn_cp16(ks + at, K + off, ok);
-        attn_cp16(vs + at, V + off, ok);
+        k_cp16(ks + at, K + off, ok);
+        k_cp16(vs + at, V + off, ok);
     }
 }
 
@@ -289,7 +279,7 @@ __device__ __forceinline__ void attn_tc_load_q(uint16_t *qs, const struct k_attn
         uint32_t r = i / cpr, c = i - r * cpr, R = R0 + r, t = R / group;
         bool ok = t < n_live && c < cv;
         uint64_t head = (uint64_t)t * d.n_heads + blockIdx.y * group + (R - t * group);
-        attn_cp16(qs + r * ld + ((c ^ (r & 7)) << 3), q + (ok ? head * hd + c * 8 : 0), ok);
+        k_cp16(qs + r * ld + ((c ^ (r & 7)) << 3), q + (ok ? head * hd + c * 8 : 0), ok);
     }
 }
 
@@ -625,8 +615,8 @@ __device__ __forceinline__ void attn_wg_load_kv(uint32_t st, const uint16_t *K, 
         uint32_t key = kb + j, at = st + attn_wg_off(K_ATTN_TC_BN, j, lane);
         bool ok = key < kend;
         uint64_t off = ok ? (uint64_t)key * 256 + lane * 8 : 0;
-        attn_cp16s(at, K + off, ok);
-        attn_cp16s(at + K_ATTN_TC_BN * 512, V + off, ok);
+        k_cp16s(at, K + off, ok);
+        k_cp16s(at + K_ATTN_TC_BN * 512, V + off, ok);
     }
 }
 
@@ -641,7 +631,7 @@ __device__ __forceinline__ void attn_wg_load_q(uint32_t qs, const struct k_attn_
         uint32_t R = R0 + r, t = R / group;
         bool ok = t < n_live;
         uint64_t head = (uint64_t)t * d.n_heads + blockIdx.y * group + (R - t * group);
-        attn_cp16s(qs + attn_wg_off(K_ATTN_TC_BM, r, lane), q + (ok ? head * 256 + lane * 8 : 0), ok);
+        k_cp16s(qs + attn_wg_off(K_ATTN_TC_BM, r, lane), q + (ok ? head * 256 + lane * 8 : 0), ok);
     }
 }
 

@@ -75,8 +75,18 @@ __device__ __forceinline__ uint4 k_ld_stream(const void *p)
     return v;
 }
 
-/* 16 bytes from global to shared memory, asynchronously (cp.async, sm_80); complete once the
- * thread's k_cp_wait_all returns */
+/* 16 bytes from global to shared memory, asynchronously (cp.async, sm_80), bypassing L1;
+ * complete once the thread's wait for its group (or k_cp_wait_all) returns. With full ==
+ * false the copy writes zeros and reads nothing (sa: the destination's shared address). */
+__device__ __forceinline__ void k_cp16s(uint32_t sa, const void *src, bool full)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(src),
+                 "r"(full ? 16 : 0));
+}
+__device__ __forceinline__ void k_cp16(void *dst, const void *src, bool full)
+{
+    k_cp16s((uint32_t)__cvta_generic_to_shared(dst), src, full);
+}
 __device__ __forceinline__ void k_cp16(void *dst, const void *src)
 {
     const uint32_t sa = (uint32_t)__cvta_generic_to_shared(dst);

@@ -169,13 +169,6 @@ __device__ __forceinline__ float gdn_tc_exp(float x)
     return y;
 }
 
-/* 16 bytes global -> shared, bypassing L1; ok == false writes zeros and reads nothing */
-__device__ __forceinline__ void gdn_tc_cp16(void *dst, const void *src, bool ok)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(gdn_tc_sa(dst)), "l"(src),
-                 "r"(ok ? 16 : 0));
-}
-
 /* The barrier of warps 0-3 in the solve, while warps 4-7 run P3: an mbarrier that expects
  * their 128 arrivals and flips phase when the last lands; each thread waits on the phase its
  * own arrival returned. A named barrier (bar.sync 1, 128) orders the same, but
@@ -294,13 +287,13 @@ __device__ __forceinline__ void gdn_tc_fetch(const struct k_gdn_chunk_params &p,
             const __nv_bfloat16 *src = u + (size_t)t * cd + isk * kd + hk * dk;
             __nv_bfloat16 *dst = (isk ? gdn_tc_k(L, buf) : gdn_tc_q(L, buf)) + row * L.ldq;
             for (uint32_t c = 8 * (lane & 15); c < dk; c += 128)
-                gdn_tc_cp16(dst + c, t < n ? src + c : u, t < n);
+                k_cp16(dst + c, t < n ? src + c : u, t < n);
         }
     if (V)
         for (uint32_t row = 8 * w + (lane >> 2); row < GDN_TC_C; row += 8 * nw) {
             const uint32_t c = 8 * (lane & 3), t = t0 + row;
             const __nv_bfloat16 *src = u + (size_t)t * cd + 2 * kd + hv * p.d.dv + c0 + c;
-            gdn_tc_cp16(gdn_tc_v(L, buf) + row * GDN_TC_LDV + c, t < n ? src : u, t < n);
+            k_cp16(gdn_tc_v(L, buf) + row * GDN_TC_LDV + c, t < n ? src : u, t < n);
         }
 }
 
@@ -873,8 +866,8 @@ __device__ __forceinline__ void gdn_seq_rows(__nv_bfloat16 *dst, const __nv_bflo
 #pragma unroll
     for (uint32_t i = 0; i < 4; i++) {
         const uint32_t row = h + 16 * i;
-        gdn_tc_cp16(dst + row * ldq + col, src + (row < valid ? (size_t)row * cd + col : 0),
-                    row < valid);
+        k_cp16(dst + row * ldq + col, src + (row < valid ? (size_t)row * cd + col : 0),
+               row < valid);
     }
 }
 
@@ -883,8 +876,7 @@ __device__ __forceinline__ void gdn_seq_v(__nv_bfloat16 *dst, const __nv_bfloat1
                                           uint32_t cd, uint32_t valid)
 {
     const uint32_t row = threadIdx.x >> 2, c = 8 * (threadIdx.x & 3);
-    gdn_tc_cp16(dst + row * GDN_TC_LDV + c, src + (row < valid ? (size_t)row * cd + c : 0),
-                row < valid);
+    k_cp16(dst + row * GDN_TC_LDV + c, src + (row < valid ? (size_t)row * cd + c : 0), row < valid);
 }
 __device__ __forceinline__ void gdn_seq_rec(float *dst, const float *src)
 {
@@ -893,7 +885,7 @@ __device__ __forceinline__ void gdn_seq_rec(float *dst, const float *src)
     for (uint32_t k = 0; k < (N + K_GDN_CHUNK_TC_THREADS - 1) / K_GDN_CHUNK_TC_THREADS; k++) {
         const uint32_t i = threadIdx.x + K_GDN_CHUNK_TC_THREADS * k;
         if (i < N)
-            gdn_tc_cp16(dst + 4 * i, src + 4 * i, true);
+            k_cp16(dst + 4 * i, src + 4 * i, true);
     }
 }
 

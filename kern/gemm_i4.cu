@@ -35,12 +35,6 @@ static_assert(K_GEMM_I4_BN == 16 * (K_GEMM_I4_THREADS / 32), "a warp takes one 1
 #define GEMM_I4_CPT (K_GEMM_I4_BT * 16 / K_GEMM_I4_THREADS) /* 16-byte copies a thread a stage */
 static_assert(GEMM_I4_CPT * K_GEMM_I4_THREADS == K_GEMM_I4_BT * 16, "a stage is whole copies a thread");
 
-__device__ __forceinline__ void gemm_i4_cp16(void *dst, const void *src, bool full)
-{
-    const uint32_t sa = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(src), "r"(full ? 16 : 0));
-}
-
 /* the inputs [128 c, 128 c + 128) of tokens t0 .. t0 + BT into a stage; past T zeros; c past
  * the last group: nothing, but the commit group still counts */
 __device__ __forceinline__ void gemm_i4_stage(uint16_t (*xs)[GEMM_I4_LDX], const uint16_t *x, uint32_t K,
@@ -51,7 +45,7 @@ __device__ __forceinline__ void gemm_i4_stage(uint16_t (*xs)[GEMM_I4_LDX], const
         const uint32_t q = threadIdx.x + K_GEMM_I4_THREADS * i, row = q >> 4, col = q & 15;
         const bool live = t0 + row < T;
         const uint16_t *src = x + (uint64_t)(live ? t0 + row : t0) * K + 128 * c + 8 * col;
-        gemm_i4_cp16(&xs[row][8 * col], src, live);
+        k_cp16(&xs[row][8 * col], src, live);
     }
     asm volatile("cp.async.commit_group;\n" ::);
 }

@@ -881,9 +881,8 @@ __device__ __forceinline__ void moe_fz_copy(uint8_t *dst, const uint8_t *src, ui
         const uint32_t r = j / units, u = j - r * units;
         k_cp16(dst + (uint64_t)r * (K / 2) + 16 * moe_fz_unit(r, u, units), src + (uint64_t)j * 16);
     }
-    for (uint32_t j = threadIdx.x; j < rows * K / 1024;
-         j += K_MOE_FUSED_THREADS) /* 8 scales a copy */
-        k_cp16(sdst + 8 * j, ssrc + 8 * j);
+    for (uint32_t j = threadIdx.x; j < rows * K / 1024; j += K_MOE_FUSED_THREADS)
+        k_cp16(sdst + 8 * j, ssrc + 8 * j); /* 8 scales a copy */
 }
 
 /* Lane (g, t)'s 16 bytes of group c of rows g and g + 8 of a copied tile (moe_fz_copy) */
@@ -930,8 +929,8 @@ extern "C" __global__ void __launch_bounds__(K_MOE_FUSED_THREADS, K_MOE_FUSED_CT
             moe_fz_copy(w_s + R * H / 2, (const uint8_t *)p.sh_up + ro, sc + R * (H / 128),
                         (const uint16_t *)(p.sh_up + p.sh_up_scales) + so, R, H);
         }
-        if (p.norm_w) /* the folded post-attention norm: its inputs are older than the kernel ahead
-                       */
+        /* the folded post-attention norm: its inputs are older than the kernel ahead */
+        if (p.norm_w)
             k_norm_stage(xs, (const uint16_t *)p.h, (const uint16_t *)p.x_add,
                          (const uint16_t *)p.norm_w, p.norm_eps, H, &red[0][0][0]);
         else /* h does not come from the kernel ahead (the router GEMV reads it too) */
@@ -1002,8 +1001,7 @@ extern "C" __global__ void __launch_bounds__(K_MOE_FUSED_THREADS, K_MOE_FUSED_CT
             ((__nv_bfloat16 *)p.act)[(uint64_t)s * wmax + i0 + lane] = k_f2bf(v);
         }
         __syncthreads();
-        if (threadIdx.x ==
-            0) { /* the CTA's rows above, then the count (a grid barrier's release) */
+        if (threadIdx.x == 0) { /* the CTA's rows above, then the count: a barrier's release */
             __threadfence();
             atomicAdd(ctr + 2, 1u);
         }
