@@ -34,6 +34,10 @@
  *   (odd test models, or when the tensor-core tile's shared memory does not fit). Launch: grid
  *   (max_blocks, ceil(N / K_MOE_BN)) with N = I (up) or H (down), block K_MOE_THREADS, no
  *   dynamic shared memory.
+ * k_moe_few_{up,down}_g128: the same contracts for INT4 group 128, for short chunks (below).
+ * Every expert GEMM may be launched with fewer than max_blocks row blocks, as long as the grid
+ *   covers the blocks its chunk can need: the planner sizes it per bucket, ceil(T k / K_MOE_BM)
+ *   + min(E, T k) (each expert's pairs fill all its blocks but the last).
  * k_moe_combine: out[t] = sum over slots y[t, s] (fp32, one rounding) + shared[t] * gate[t].
  *   Launch: grid (T_max), block 256. The shared expert itself runs as GEMMs, with
  * k_silu_mul: out = silu(gate) * up between them. Launch: grid (T_max), block 256. */
@@ -149,6 +153,22 @@
      ((i4) && (group) ? ((up) ? 2u * (K_MOE_TC_ROWS * ((K) / (group)) + 16u)                       \
                               : (K_MOE_TC_NT_DOWN * K_MOE_TC_ROWS * 2u * ((K) / (group)) + 16u))   \
                       : 0u))
+
+/* The expert GEMMs of a short chunk, INT4 group 128 (kern/moe_prefill.cu: k_moe_few_up_g128,
+ * k_moe_few_down_g128): the contract of k_moe_gemm_{up,down}_i4, weights streamed into
+ * registers instead of staged. Launch: grid (blocks, ceil(I / K_MOE_FEW_BN_UP)) (up) or
+ * (blocks, ceil(H / K_MOE_FEW_BN_DOWN)) (down), block K_MOE_FEW_THREADS, dynamic shared
+ * memory K_MOE_FEW_SMEM(d, up): the rows' pair ids and routing weights, then the token rows of
+ * K_MOE_FEW_NX n8 tiles over all of K. The planner gives them chunks of up to
+ * K_MOE_FEW_MAXT tokens, where a block holds a few pairs. */
+#define K_MOE_FEW_THREADS 128
+#define K_MOE_FEW_NX      2   /* n8 tiles of tokens a pass over the weights */
+#define K_MOE_FEW_BN_UP   64  /* act columns a CTA: 16 a warp */
+#define K_MOE_FEW_BN_DOWN 128 /* output columns a CTA: 32 a warp */
+#define K_MOE_FEW_MAXT    128 /* largest chunk the planner gives them */
+#define K_MOE_FEW_OK(d) ((d).group == 128 && (d).H % 128 == 0 && (d).I % 128 == 0)
+#define K_MOE_FEW_SMEM(d, up)                                                                      \
+    (8u * K_MOE_BM + 8u * K_MOE_FEW_NX * (2u * ((up) ? (d).H : (d).I) + 16u))
 
 struct k_moe_dims {
     uint32_t H, E, k;      /* hidden, experts, experts per token */

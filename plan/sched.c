@@ -816,10 +816,21 @@ static void moe_gemm(struct em *e, uint32_t l, int down, uint32_t x, uint32_t y,
     int tc = K_MOE_TC_OK(e->i4, K, N) && K_MOE_TC_FITS(p.d) && smem <= b->smem_limit;
     snprintf(kname, sizeof kname, "k_moe_gemm_%s_%s%s", down ? "down" : "up", e->i4 ? "i4" : "bf16",
              tc ? "" : "_simt");
-    uint32_t grid[3] = {e->sb->max_blocks,
+    /* the blocks this chunk can need: an expert's pairs fill all its blocks but the last */
+    uint64_t pairs = (uint64_t)e->T * c->num_experts_per_tok;
+    uint64_t blocks = CDIV(pairs, K_MOE_BM) + (pairs < c->num_experts ? pairs : c->num_experts);
+    uint32_t grid[3] = {blocks < e->sb->max_blocks ? (uint32_t)blocks : e->sb->max_blocks,
                         CDIV(N, tc ? (down ? K_MOE_TC_BN_DOWN : K_MOE_TC_BN_UP) : K_MOE_BN), 1};
-    uint32_t op = pb_kernel_op(b, kname, &p, sizeof p, grid, tc ? K_MOE_TC_THREADS : K_MOE_THREADS,
-                               tc ? smem : 0, "l%u.%s", l, down ? "moe_gemm_down" : "moe_gemm_up");
+    uint32_t threads = tc ? K_MOE_TC_THREADS : K_MOE_THREADS;
+    /* a short chunk (a few pairs an expert): the weights streamed into registers */
+    if (e->i4 && e->T <= K_MOE_FEW_MAXT && K_MOE_FEW_OK(p.d) &&
+        K_MOE_FEW_SMEM(p.d, !down) <= b->smem_limit) {
+        snprintf(kname, sizeof kname, "k_moe_few_%s_g128", down ? "down" : "up");
+        grid[1] = CDIV(N, down ? K_MOE_FEW_BN_DOWN : K_MOE_FEW_BN_UP);
+        threads = K_MOE_FEW_THREADS, smem = K_MOE_FEW_SMEM(p.d, !down), tc = 1;
+    }
+    uint32_t op = pb_kernel_op(b, kname, &p, sizeof p, grid, threads, tc ? smem : 0, "l%u.%s", l,
+                               down ? "moe_gemm_down" : "moe_gemm_up");
     REF(op, struct k_moe_gemm_params, x, x);
     WREF(op, struct k_moe_gemm_params, w, w);
     REF(op, struct k_moe_gemm_params, sorted, e->sb->sorted);

@@ -8,9 +8,12 @@
  * intermediates; decode uses token 0, prefill chunks of T = 1, 5, 64, 300 use the first
  * n_tokens < T tokens (all of T = 1). The prefill expert GEMMs are checked in both builds:
  * the CUDA-core one (_simt) on every shape, then the tensor-core one where the shape takes it
- * (the planner's choice; odd's down GEMM stays on CUDA cores). At full size with INT4 g128,
- * T = 4096 and 1341 tokens routed at random check sampled outputs of the tensor-core GEMMs
- * and time both builds (test_timing). MOE_SHAPE=name runs one shape (quick timing runs).
+ * (odd's down GEMM stays on CUDA cores), then on INT4 group-128 shapes the few-token one
+ * (k_moe_few_*_g128). At full size with INT4 g128, T = 4096, 1341, 256 and 128 tokens routed
+ * at random check sampled outputs of the tensor-core and few-token GEMMs and time the builds
+ * (test_timing): the few-token one must win exactly where the planner picks it (T <=
+ * K_MOE_FEW_MAXT). MOE_SHAPE=name runs one shape, MOE_TIMING=T only the timing at T tokens
+ * (quick timing runs).
  *
  * Inputs are fresh per shape: expert weights uniform in +-0.06 (std 0.035), bf16 or packed to
  * K_LAYOUT_I4_ROWS by the CPU packer (the reference then uses the dequantized values). The
@@ -62,7 +65,7 @@ struct kerns {
     CUfunction router, up, down, align, scatter, combine;
     int g128; /* decode runs k_moe_up_g128 / k_moe_down_g128 (the planner's choice: K_MOE_G128_OK) */
     CUfunction fused;      /* k_moe_fused_g128 where K_MOE_FUSED_OK, else 0 */
-    CUfunction gemm[2][2]; /* [down][tc]: the CUDA-core (_simt) and the tensor-core builds */
+    CUfunction gemm[2][3]; /* [down][build]: CUDA-core (_simt), tensor-core, few-token (or 0) */
 };
 
 static int smem_optin; /* the device's opt-in shared memory per block */
@@ -806,9 +809,9 @@ static struct k_moe_gemm_params gemm_params(const struct model *M, const struct 
                                       .d = *d};
 }
 
-/* One build of one expert GEMM as the planner launches it: the tensor-core kernel when asked
- * for and the shape takes it (K_MOE_TC_OK, its shared memory within the device's), else the
- * CUDA-core one. */
+/* One build of one expert GEMM as the planner launches it: asked for the tensor-core kernel
+ * (tc 1) or the few-token one (tc 2), that kernel where the shape takes it (K_MOE_TC_OK or
+ * K_MOE_FEW_OK, its shared memory within the device's), else the CUDA-core one (tc 0). */
 struct glaunch {
     CUfunction f;
     unsigned gy, block, smem;
@@ -819,8 +822,16 @@ struct glaunch {
 static struct glaunch gemm_launch(const struct kerns *K, const struct shape *s, int down, int tc)
 {
     const uint32_t i4 = s->group != 0, Kd = down ? s->I : s->H, N = down ? s->H : s->I;
-    const unsigned smem = K_MOE_TC_SMEM(i4, !down, Kd, s->group);
+    const struct k_moe_dims d = {.H = s->H, .I = s->I, .group = s->group};
     struct glaunch l;
+    if (tc == 2 && K->gemm[down][2] && (int)K_MOE_FEW_SMEM(d, !down) <= smem_optin) {
+        l.tc = 2, l.f = K->gemm[down][2], l.block = K_MOE_FEW_THREADS;
+        l.gy = CDIV(N, down ? K_MOE_FEW_BN_DOWN : K_MOE_FEW_BN_UP);
+        l.smem = K_MOE_FEW_SMEM(d, !down);
+        snprintf(l.name, sizeof l.name, "k_moe_few_%s_g128", down ? "down" : "up");
+        return l;
+    }
+    const unsigned smem = K_MOE_TC_SMEM(i4, !down, Kd, s->group);
     l.tc = tc && K_MOE_TC_OK(i4, Kd, N) && (int)smem <= smem_optin;
     l.f = K->gemm[down][l.tc];
     l.gy = CDIV(N, l.tc ? (down ? K_MOE_TC_BN_DOWN : K_MOE_TC_BN_UP) : K_MOE_BN);
@@ -954,14 +965,15 @@ static void test_prefill(struct gpu *g, const struct kerns *K, const struct mode
         goto out;
 
     /* gemm_up: the rows of the sorted order, padding rows zero, nothing past n_blocks; then
-     * gemm_down fed that act. The CUDA-core build, then the planner's pick where it differs. */
+     * gemm_down fed that act. The CUDA-core build, then the tensor-core and the few-token
+     * builds where the shape takes them. */
     size_t na = (size_t)mb * K_MOE_BM * I, ny = (size_t)T * k * H;
     float *want = calloc(na > ny ? na : ny, sizeof(float));
     uint8_t *mask = calloc(na > ny ? na : ny, 1);
     uint16_t *act = NULL, *y = NULL;
-    for (int tc = 0; tc < 2; tc++) {
+    for (int tc = 0; tc < 3; tc++) {
         struct glaunch lu = gemm_launch(K, s, 0, tc), ld = gemm_launch(K, s, 1, tc);
-        if (tc && !lu.tc && !ld.tc)
+        if (tc && lu.tc != tc && ld.tc != tc)
             break;
         free(act), free(y);
         CU(g, cuMemsetD8(b.act, POISON, 2 * na));
@@ -1055,7 +1067,7 @@ static void test_done_flag(struct gpu *g, const struct kerns *K, const struct mo
     gb.nblk = dalloc(g, 4, 0);
     CU(g, cuMemcpyHtoD(gb.nblk, &one, 4));
     CU(g, cuMemcpyHtoD(gb.bexp, &zero, 4));
-    for (int tc = 0; tc < 2; tc++) { /* both builds */
+    for (int tc = 0; tc < 3; tc++) { /* every build */
         struct glaunch lu = gemm_launch(K, s, 0, tc), ld = gemm_launch(K, s, 1, tc);
         struct k_moe_gemm_params gp = gemm_params(M, &gb, &d, 0);
         gemm_run(g, &lu, &gp, mb);
@@ -1168,13 +1180,9 @@ static void test_timing(struct gpu *g, const struct kerns *K, const struct model
     uint32_t nblk, *sorted = dget(g, b.sorted, 4ull * mb * K_MOE_BM);
     CU(g, cuMemcpyDtoH(&nblk, b.nblk, 4));
 
-    struct glaunch lu = gemm_launch(K, s, 0, 1), ld = gemm_launch(K, s, 1, 1);
     struct glaunch su = gemm_launch(K, s, 0, 0), sd = gemm_launch(K, s, 1, 0);
     struct k_moe_gemm_params pu = gemm_params(M, &b, &d, 0), pd = gemm_params(M, &b, &d, 1);
     pu.x = x_d;
-    gemm_run(g, &lu, &pu, mb);
-    gemm_run(g, &ld, &pd, mb);
-    uint16_t *act = dget(g, b.act, 2ull * mb * K_MOE_BM * I), *y = dget(g, b.y, 2ull * np * H);
 
     /* samples: pair -> its row in the sorted order, a random column */
     uint32_t *row_of = malloc(4ull * np);
@@ -1184,48 +1192,90 @@ static void test_timing(struct gpu *g, const struct kerns *K, const struct model
     float *got = malloc(sizeof(float) * 2 * N_SAMPLES), *want = got + N_SAMPLES;
     float *actf = malloc(sizeof(float) * I);
     char note[160];
-    for (int down = 0; down < 2; down++) {
-        for (uint32_t i = 0; i < N_SAMPLES; i++) {
-            uint32_t pr = (uint32_t)(test_rand(&r) % np), e = (uint32_t)ids[pr];
-            uint32_t row = row_of[pr], c = (uint32_t)(test_rand(&r) % (down ? H : I));
-            if (!down) {
-                const float *gw = M->gu + ((uint64_t)e * 2 * I + c) * H;
-                kref_moe_up(x + (uint64_t)(pr / k) * H, gw, gw + (uint64_t)I * H, 1, H, &want[i]);
-                got[i] = kref_bf2f(act[(uint64_t)row * I + c]);
-            } else {
-                for (uint32_t j = 0; j < I; j++)
-                    actf[j] = kref_bf2f(act[(uint64_t)row * I + j]);
-                kref_moe_down(actf, M->dn + ((uint64_t)e * H + c) * I, I, 1, wts[pr], &want[i]);
-                got[i] = kref_bf2f(y[(uint64_t)pr * H + c]);
+    double us[3][2] = {{0}}; /* [build][down] */
+    struct glaunch L[3][2] = {{su, sd}};
+    for (int bld = 1; bld < 3; bld++) { /* the tensor-core build, then the few-token one */
+        struct glaunch lu = gemm_launch(K, s, 0, bld), ld = gemm_launch(K, s, 1, bld);
+        if (lu.tc != bld || ld.tc != bld)
+            continue;
+        L[bld][0] = lu, L[bld][1] = ld;
+        CU(g, cuMemsetD8(b.act, POISON, 2ull * mb * K_MOE_BM * I));
+        CU(g, cuMemsetD8(b.y, POISON, 2ull * np * H));
+        gemm_run(g, &lu, &pu, mb);
+        gemm_run(g, &ld, &pd, mb);
+        uint16_t *act = dget(g, b.act, 2ull * mb * K_MOE_BM * I), *y = dget(g, b.y, 2ull * np * H);
+        for (int down = 0; down < 2; down++) {
+            for (uint32_t i = 0; i < N_SAMPLES; i++) {
+                uint32_t pr = (uint32_t)(test_rand(&r) % np), e = (uint32_t)ids[pr];
+                uint32_t row = row_of[pr], c = (uint32_t)(test_rand(&r) % (down ? H : I));
+                if (!down) {
+                    const float *gw = M->gu + ((uint64_t)e * 2 * I + c) * H;
+                    kref_moe_up(x + (uint64_t)(pr / k) * H, gw, gw + (uint64_t)I * H, 1, H,
+                                &want[i]);
+                    got[i] = kref_bf2f(act[(uint64_t)row * I + c]);
+                } else {
+                    for (uint32_t j = 0; j < I; j++)
+                        actf[j] = kref_bf2f(act[(uint64_t)row * I + j]);
+                    kref_moe_down(actf, M->dn + ((uint64_t)e * H + c) * I, I, 1, wts[pr],
+                                  &want[i]);
+                    got[i] = kref_bf2f(y[(uint64_t)pr * H + c]);
+                }
             }
+            int ok = down ? compare_list("y", got, want, N_SAMPLES, R_OP, A_OP, note)
+                          : compare_list("act", got, want, N_SAMPLES, R_CHAIN, A_CHAIN, note);
+            CHECK(ok,
+                  "%s T=%u random routing, %u blocks: %s, %u sampled outputs vs the "
+                  "reference%s (%s)",
+                  s->name, T, nblk, down ? ld.name : lu.name, N_SAMPLES,
+                  down ? " fed the device's act" : "", note);
         }
-        int ok = down ? compare_list("y", got, want, N_SAMPLES, R_OP, A_OP, note)
-                      : compare_list("act", got, want, N_SAMPLES, R_CHAIN, A_CHAIN, note);
-        CHECK(ok,
-              "%s T=%u random routing, %u blocks: %s, %u sampled outputs vs the reference%s (%s)",
-              s->name, T, nblk, down ? ld.name : lu.name, N_SAMPLES,
-              down ? " fed the device's act" : "", note);
+        free(act), free(y);
+        us[bld][0] = gemm_time(g, &lu, &pu, mb), us[bld][1] = gemm_time(g, &ld, &pd, mb);
     }
-
-    double tu = gemm_time(g, &lu, &pu, mb), td = gemm_time(g, &ld, &pd, mb);
-    double tsu = gemm_time(g, &su, &pu, mb), tsd = gemm_time(g, &sd, &pd, mb);
+    us[0][0] = gemm_time(g, &su, &pu, mb), us[0][1] = gemm_time(g, &sd, &pd, mb);
     const double fu = 4.0 * np * H * I, fd = 2.0 * np * H * I;
-    CHECK(tu < tsu && td < tsd,
-          "%s T=%u timing: %s %.0f us = %.1f TFLOP/s, %s %.0f us = %.1f TFLOP/s, together %.1f "
-          "TFLOP/s (CUDA-core build: %.0f us = %.1f, %.0f us = %.1f, together %.1f)",
-          s->name, T, lu.name, tu, fu / tu / 1e6, ld.name, td, fd / td / 1e6,
-          (fu + fd) / (tu + td) / 1e6, tsu, fu / tsu / 1e6, tsd, fd / tsd / 1e6,
-          (fu + fd) / (tsu + tsd) / 1e6);
+    for (int bld = 1; bld < 3; bld++) {
+        if (us[bld][0] == 0)
+            continue;
+        /* against the CUDA-core build; the few-token build against the tensor-core one, which
+         * it must beat where the planner picks it (T <= K_MOE_FEW_MAXT) and lose to well past
+         * that (T >= 4 K_MOE_FEW_MAXT); in between, where the two meet, it is reported */
+        const int vs = bld == 2 ? 1 : 0, few = T <= K_MOE_FEW_MAXT;
+        const int judged = bld == 1 || few || T >= 4 * K_MOE_FEW_MAXT;
+        const double sum = us[bld][0] + us[bld][1], other = us[vs][0] + us[vs][1];
+        char line[400];
+        snprintf(line, sizeof line,
+                 "%s T=%u timing: %s %.0f us = %.1f TFLOP/s, %s %.0f us = %.1f TFLOP/s, together "
+                 "%.1f TFLOP/s (%s: %.0f us = %.1f, %.0f us = %.1f, together %.1f)%s",
+                 s->name, T, L[bld][0].name, us[bld][0], fu / us[bld][0] / 1e6, L[bld][1].name,
+                 us[bld][1], fd / us[bld][1] / 1e6, (fu + fd) / sum / 1e6, L[vs][0].name,
+                 us[vs][0], fu / us[vs][0] / 1e6, us[vs][1], fd / us[vs][1] / 1e6,
+                 (fu + fd) / other / 1e6,
+                 bld == 1 ? ""
+                 : few    ? "; the planner picks it here, so it must be faster"
+                 : judged ? "; the planner does not pick it here, so it must be slower"
+                          : "; near the planner's line, not judged");
+        if (judged)
+            CHECK(bld == 2 ? (sum < other) == few : us[1][0] < us[0][0] && us[1][1] < us[0][1],
+                  "%s", line);
+        else
+            printf("#    %s\n", line);
+    }
 
     CUdeviceptr dd[] = {b.ids, b.wts, b.counts, b.sorted, b.bexp, b.nblk, b.act, b.y, b.step, x_d};
     for (size_t i = 0; i < sizeof dd / sizeof dd[0]; i++)
         CU(g, cuMemFree(dd[i]));
-    free(ids), free(wts), free(perm), free(x), free(sorted), free(act), free(y), free(row_of);
-    free(got), free(actf);
+    free(ids), free(wts), free(perm), free(x), free(sorted), free(row_of), free(got), free(actf);
 }
 
 static void run_shape(struct gpu *g, const struct kerns *K, const struct model *M)
 {
+    const char *only_t = getenv("MOE_TIMING"); /* only the timing at this many tokens */
+    if (only_t) {
+        if (M->s->group == 128 && M->s->H >= 2048)
+            test_timing(g, K, M, (uint32_t)strtoul(only_t, NULL, 10));
+        return;
+    }
     float *dec_out = malloc(sizeof(float) * M->s->H);
     test_decode(g, K, M, dec_out);
     for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++)
@@ -1234,6 +1284,8 @@ static void run_shape(struct gpu *g, const struct kerns *K, const struct model *
     if (M->s->group == 128 && M->s->H >= 2048) {
         test_timing(g, K, M, 4096);
         test_timing(g, K, M, 1341);
+        test_timing(g, K, M, 256); /* the few-token build's side of the planner's line */
+        test_timing(g, K, M, 128);
     }
     free(dec_out);
 }
@@ -1283,6 +1335,11 @@ int main(void)
         CU(&g, cuModuleGetFunction(&K.gemm[0][0], m, nm));
         snprintf(nm, sizeof nm, "k_moe_gemm_down_%s_simt", s->group ? "i4" : "bf16");
         CU(&g, cuModuleGetFunction(&K.gemm[1][0], m, nm));
+        K.gemm[0][2] = K.gemm[1][2] = 0;
+        if (K_MOE_FEW_OK(dd)) {
+            CU(&g, cuModuleGetFunction(&K.gemm[0][2], m, "k_moe_few_up_g128"));
+            CU(&g, cuModuleGetFunction(&K.gemm[1][2], m, "k_moe_few_down_g128"));
+        }
         struct model M;
         model_init(&g, &M, s, 0x5EED0000ull + i);
         run_shape(&g, &K, &M);

@@ -267,6 +267,67 @@ static void check_moe_decode(void)
           one, K_MOE_FUSED_THREADS, shape_ok ? "yes" : "no");
 }
 
+/* Prefill expert GEMMs on INT4 g128: the few-token kernels for the buckets up to
+ * K_MOE_FEW_MAXT tokens, the tensor-core ones above; every launch sized for the blocks its
+ * bucket can need (an expert's pairs fill all its blocks but the last), not the largest chunk's. */
+static void check_moe_prefill(void)
+{
+    struct model_config c;
+    model_config_default(&c);
+    char err[FMT_ERR_LEN];
+    size_t n;
+    uint8_t *p = make_plan(&c, "int4", 4096, 2048, &n, err);
+    struct plan_view v;
+    if (!p || plan_read(&v, p, n, err) != FMT_OK) {
+        CHECK(0, "int4 plan reads: %s", err);
+        free(p);
+        return;
+    }
+    uint32_t few = 0, tc = 0, bad = 0, buckets = 0, largest = 0;
+    for (uint32_t s = 0; s < v.num_schedules; s++) {
+        struct plan_schedule sc;
+        plan_get_schedule(&v, s, &sc);
+        if (sc.kind == PLAN_SCHED_PREFILL && sc.tokens > largest)
+            largest = sc.tokens;
+    }
+    const uint64_t k = c.num_experts_per_tok, most = (largest * k + K_MOE_BM - 1) / K_MOE_BM + c.num_experts;
+    for (uint32_t s = 0; s < v.num_schedules; s++) {
+        struct plan_schedule sc;
+        plan_get_schedule(&v, s, &sc);
+        if (sc.kind != PLAN_SCHED_PREFILL)
+            continue;
+        buckets++;
+        const uint64_t pairs = (uint64_t)sc.tokens * k;
+        uint64_t blocks = (pairs + K_MOE_BM - 1) / K_MOE_BM + (pairs < c.num_experts ? pairs : c.num_experts);
+        blocks = blocks < most ? blocks : most;
+        for (uint32_t i = sc.first_op; i < sc.first_op + sc.op_count; i++) {
+            struct plan_op op;
+            struct plan_kernel kk;
+            plan_get_op(&v, i, &op);
+            if (op.kind != PLAN_OP_KERNEL)
+                continue;
+            plan_get_kernel(&v, op.kernel, &kk);
+            const char *name = plan_str(&v, kk.name);
+            const int is_few = !strncmp(name, "k_moe_few_", 10), is_tc = !strncmp(name, "k_moe_gemm_", 11);
+            if (!is_few && !is_tc)
+                continue;
+            few += is_few, tc += is_tc;
+            const int down = strstr(name, "down") != NULL;
+            const uint32_t N = down ? c.hidden_size : c.moe_inter;
+            const uint32_t bn = is_few ? (down ? K_MOE_FEW_BN_DOWN : K_MOE_FEW_BN_UP)
+                                       : (down ? K_MOE_TC_BN_DOWN : K_MOE_TC_BN_UP);
+            bad += is_few != (sc.tokens <= K_MOE_FEW_MAXT) || op.grid[0] != blocks ||
+                   op.grid[1] != (N + bn - 1) / bn ||
+                   op.block[0] != (is_few ? K_MOE_FEW_THREADS : K_MOE_TC_THREADS);
+        }
+    }
+    free(p);
+    CHECK(buckets > 0 && few > 0 && tc > 0 && bad == 0,
+          "prefill expert GEMMs: k_moe_few_* in the buckets up to %u tokens (%u launches), the "
+          "tensor-core pair above (%u), grids sized per bucket (%u wrong)",
+          K_MOE_FEW_MAXT, few, tc, bad);
+}
+
 static void check_bad_buckets(void)
 {
     struct model_config c;
@@ -313,6 +374,7 @@ int main(void)
     }
     check_ops_named();
     check_moe_decode();
+    check_moe_prefill();
     check_bad_buckets();
     return test_done();
 }
