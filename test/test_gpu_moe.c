@@ -11,7 +11,7 @@
  * (odd's down GEMM stays on CUDA cores), then on INT4 group-128 shapes the few-token one
  * (k_moe_few_*_g128). At full size with INT4 g128, T = 4096, 1341, 256 and 128 tokens routed
  * at random check sampled outputs of the tensor-core and few-token GEMMs and time the builds
- * (test_timing): the few-token one must win exactly where the planner picks it (T <=
+ * (test_timing): the few-token down GEMM must win where the planner picks it (T <=
  * K_MOE_FEW_MAXT). MOE_SHAPE=name runs one shape, MOE_TIMING=T only the timing at T tokens
  * (quick timing runs).
  *
@@ -1237,9 +1237,11 @@ static void test_timing(struct gpu *g, const struct kerns *K, const struct model
     for (int bld = 1; bld < 3; bld++) {
         if (us[bld][0] == 0)
             continue;
-        /* against the CUDA-core build; the few-token build against the tensor-core one, which
-         * it must beat where the planner picks it (T <= K_MOE_FEW_MAXT) and lose to well past
-         * that (T >= 4 K_MOE_FEW_MAXT); in between, where the two meet, it is reported */
+        /* against the CUDA-core build; the few-token build against the tensor-core one. The
+         * planner gives k_moe_few_down_g128 the chunks up to K_MOE_FEW_MAXT tokens: there it
+         * must win, and well past that (T >= 4 K_MOE_FEW_MAXT) lose; in between, where the
+         * two meet, it is reported. The up kernel measured even with k_moe_gemm_up_i4 at 128
+         * tokens and is not planned: reported. */
         const int vs = bld == 2 ? 1 : 0, few = T <= K_MOE_FEW_MAXT;
         const int judged = bld == 1 || few || T >= 4 * K_MOE_FEW_MAXT;
         const double sum = us[bld][0] + us[bld][1], other = us[vs][0] + us[vs][1];
@@ -1252,11 +1254,12 @@ static void test_timing(struct gpu *g, const struct kerns *K, const struct model
                  us[vs][0], fu / us[vs][0] / 1e6, us[vs][1], fd / us[vs][1] / 1e6,
                  (fu + fd) / other / 1e6,
                  bld == 1 ? ""
-                 : few    ? "; the planner picks it here, so it must be faster"
-                 : judged ? "; the planner does not pick it here, so it must be slower"
+                 : few    ? "; the planner picks the down kernel here, so it must be faster"
+                 : judged ? "; the planner does not pick the down kernel here, so it must be slower"
                           : "; near the planner's line, not judged");
         if (judged)
-            CHECK(bld == 2 ? (sum < other) == few : us[1][0] < us[0][0] && us[1][1] < us[0][1],
+            CHECK(bld == 2 ? (us[2][1] < us[1][1]) == few
+                           : us[1][0] < us[0][0] && us[1][1] < us[0][1],
                   "%s", line);
         else
             printf("#    %s\n", line);

@@ -267,8 +267,8 @@ static void check_moe_decode(void)
           one, K_MOE_FUSED_THREADS, shape_ok ? "yes" : "no");
 }
 
-/* Prefill expert GEMMs on INT4 g128: the few-token kernels for the buckets up to
- * K_MOE_FEW_MAXT tokens, the tensor-core ones above; every launch sized for the blocks its
+/* Prefill expert GEMMs on INT4 g128: the few-token down kernel for the buckets up to
+ * K_MOE_FEW_MAXT tokens, the tensor-core ones otherwise; every launch sized for the blocks its
  * bucket can need (an expert's pairs fill all its blocks but the last), not the largest chunk's. */
 static void check_moe_prefill(void)
 {
@@ -316,15 +316,15 @@ static void check_moe_prefill(void)
             const uint32_t N = down ? c.hidden_size : c.moe_inter;
             const uint32_t bn = is_few ? (down ? K_MOE_FEW_BN_DOWN : K_MOE_FEW_BN_UP)
                                        : (down ? K_MOE_TC_BN_DOWN : K_MOE_TC_BN_UP);
-            bad += is_few != (sc.tokens <= K_MOE_FEW_MAXT) || op.grid[0] != blocks ||
+            bad += is_few != (down && sc.tokens <= K_MOE_FEW_MAXT) || op.grid[0] != blocks ||
                    op.grid[1] != (N + bn - 1) / bn ||
                    op.block[0] != (is_few ? K_MOE_FEW_THREADS : K_MOE_TC_THREADS);
         }
     }
     free(p);
     CHECK(buckets > 0 && few > 0 && tc > 0 && bad == 0,
-          "prefill expert GEMMs: k_moe_few_* in the buckets up to %u tokens (%u launches), the "
-          "tensor-core pair above (%u), grids sized per bucket (%u wrong)",
+          "prefill expert GEMMs: k_moe_few_down_g128 in the buckets up to %u tokens (%u "
+          "launches), the tensor-core kernels otherwise (%u), grids sized per bucket (%u wrong)",
           K_MOE_FEW_MAXT, few, tc, bad);
 }
 
