@@ -642,7 +642,7 @@ int main(int argc, char **argv)
                    "  runs the benchmarks (host always, device when there is one) and prints one\n"
                    "  table; run from the repository root after `make`. --decode or --prefill\n"
                    "  measures only that half of the model (decode tok/s and the decode op table,\n"
-                   "  or prefill tok/s, the op tables of a 2048-token chunk and of the 256\n"
+                   "  or prefill tok/s, the op tables of a 2048-token chunk and of the 128\n"
                    "  bucket at 128 live tokens, that bucket in its graph with each kernel left\n"
                    "  out in turn, and how many experts the synthetic weights route a\n"
                    "  128-token prompt to); the load time, arena and weight bytes come\n"
