@@ -837,6 +837,23 @@ __device__ __forceinline__ uint32_t moe_tc_load_scales(uint32_t dst, const uint8
     return lead / 2;
 }
 
+/* Row block blockIdx.x's pair ids into pair[K_MOE_BM] and, for the down GEMM, their routing
+ * weights as bf16 into wt; returns the block's live rows (its pairs come first, k_moe_align:
+ * rows 0..live-1). A barrier for the whole CTA. */
+template <bool UP>
+__device__ __forceinline__ uint32_t moe_block_rows(const struct k_moe_gemm_params &p,
+                                                   uint32_t *pair, float *wt)
+{
+    const uint32_t tid = threadIdx.x;
+    if (tid < K_MOE_BM) {
+        const uint32_t pr = ((const uint32_t *)p.sorted)[(uint64_t)blockIdx.x * K_MOE_BM + tid];
+        pair[tid] = pr;
+        if (!UP) /* y_k * routing_weights.to(bf16) */
+            wt[tid] = pr != K_MOE_SENTINEL ? k_round_bf16(((const float *)p.weights)[pr]) : 0.0f;
+    }
+    return __syncthreads_count(tid < K_MOE_BM && pair[tid] != K_MOE_SENTINEL);
+}
+
 template <bool I4, bool UP, int W, int WR, int NT, int STAGES>
 __device__ __forceinline__ void moe_tc_gemm(const struct k_moe_gemm_params &p)
 {
@@ -856,14 +873,7 @@ __device__ __forceinline__ void moe_tc_gemm(const struct k_moe_gemm_params &p)
     const uint32_t e = ((const uint32_t *)p.block_expert)[blk];
     uint32_t *pair = (uint32_t *)(moe_tc_smem + STAGES * G::STAGE);
     float *wt = (float *)(pair + K_MOE_BM);
-    if (tid < K_MOE_BM) {
-        const uint32_t pr = ((const uint32_t *)p.sorted)[(uint64_t)blk * K_MOE_BM + tid];
-        pair[tid] = pr;
-        if (!UP) /* y_k * routing_weights.to(bf16) */
-            wt[tid] = pr != K_MOE_SENTINEL ? k_round_bf16(((const float *)p.weights)[pr]) : 0.0f;
-    }
-    /* the block's pairs come first (k_moe_align): live rows are 0..live-1 */
-    const uint32_t live = __syncthreads_count(tid < K_MOE_BM && pair[tid] != K_MOE_SENTINEL);
+    const uint32_t live = moe_block_rows<UP>(p, pair, wt);
 
     struct moe_tc_ctx c;
     c.smem = (uint32_t)__cvta_generic_to_shared(moe_tc_smem);
@@ -1086,14 +1096,7 @@ __device__ __forceinline__ void moe_few_gemm(const struct k_moe_gemm_params &p)
     const uint32_t e = ((const uint32_t *)p.block_expert)[blk];
     uint32_t *pair = (uint32_t *)moe_few_smem;
     float *wt = (float *)(pair + K_MOE_BM);
-    if (tid < K_MOE_BM) {
-        const uint32_t pr = ((const uint32_t *)p.sorted)[(uint64_t)blk * K_MOE_BM + tid];
-        pair[tid] = pr;
-        if (!UP) /* y_k * routing_weights.to(bf16) */
-            wt[tid] = pr != K_MOE_SENTINEL ? k_round_bf16(((const float *)p.weights)[pr]) : 0.0f;
-    }
-    /* the block's pairs come first (k_moe_align): live rows are 0..live-1 */
-    const uint32_t live = __syncthreads_count(tid < K_MOE_BM && pair[tid] != K_MOE_SENTINEL);
+    const uint32_t live = moe_block_rows<UP>(p, pair, wt);
 
     const uint32_t lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
     struct moe_tc_ctx c;

@@ -114,19 +114,42 @@ static void check_config(const char *label, const struct model_config *c, const 
     free(p2);
 }
 
+/* Op i of the plan into op; the name of its kernel, or NULL for a runtime op */
+static const char *op_kernel(const struct plan_view *v, uint32_t i, struct plan_op *op)
+{
+    struct plan_kernel kk;
+    plan_get_op(v, i, op);
+    if (op->kind != PLAN_OP_KERNEL)
+        return NULL;
+    plan_get_kernel(v, op->kernel, &kk);
+    return plan_str(v, kk.name);
+}
+
+/* The default model (into c) and its INT4 plan (max_seq 4096, chunks of 2048) read into v;
+ * the plan bytes (free them), or NULL after a failed check */
+static uint8_t *int4_plan(struct model_config *c, struct plan_view *v)
+{
+    model_config_default(c);
+    char err[FMT_ERR_LEN];
+    size_t n;
+    uint8_t *p = make_plan(c, "int4", 4096, 2048, &n, err);
+    if (!p || plan_read(v, p, n, err) != FMT_OK) {
+        CHECK(0, "default plan reads: %s", err);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void check_moe_prefill(const struct model_config *cfg, const struct plan_view *pv);
+
 static void check_ops_named(void)
 {
     struct model_config c;
-    model_config_default(&c);
-    char err[FMT_ERR_LEN];
-    size_t n;
-    uint8_t *p = make_plan(&c, "int4", 4096, 2048, &n, err);
     struct plan_view v;
-    if (!p || plan_read(&v, p, n, err) != FMT_OK) {
-        CHECK(0, "default plan reads: %s", err);
-        free(p);
+    uint8_t *p = int4_plan(&c, &v);
+    if (!p)
         return;
-    }
     const char *need[] = {"k_attn_decode_split", "k_attn_decode_reduce", "k_attn_decode",
                           "k_attn_prefill_tc",   "k_gdn_step",           "k_gdn_prep",  "k_gdn_seq",   "k_gdn_gnorm",
                           "k_router",            "k_moe_align",          "k_moe_up_g128",
@@ -205,6 +228,7 @@ static void check_ops_named(void)
           "k_attn_pf_splits: 128 / CTAs runs, at most 16, none below 2");
     CHECK(runs_ok, "prefill attention in key runs (and a reduce after it) exactly where a bucket's launch has "
                    "fewer than %u CTAs", K_ATTN_PF_CTAS);
+    check_moe_prefill(&c, &v);
     free(p);
 }
 
@@ -234,12 +258,9 @@ static void count_moe_ops(int fused, uint32_t *up, uint32_t *down, uint32_t *one
         for (uint32_t i = sc.first_op;
              sc.kind == PLAN_SCHED_DECODE && i < sc.first_op + sc.op_count; i++) {
             struct plan_op op;
-            struct plan_kernel kk;
-            plan_get_op(&v, i, &op);
-            if (op.kind != PLAN_OP_KERNEL)
+            const char *name = op_kernel(&v, i, &op);
+            if (!name)
                 continue;
-            plan_get_kernel(&v, op.kernel, &kk);
-            const char *name = plan_str(&v, kk.name);
             *up += !strcmp(name, "k_moe_up_g128"), *down += !strcmp(name, "k_moe_down_g128");
             if (!strcmp(name, "k_moe_fused_g128")) {
                 ++*one;
@@ -270,19 +291,10 @@ static void check_moe_decode(void)
 /* Prefill expert GEMMs on INT4 g128: the few-token down kernel for the buckets up to
  * K_MOE_FEW_MAXT tokens, the tensor-core ones otherwise; every launch sized for the blocks its
  * bucket can need (an expert's pairs fill all its blocks but the last), not the largest chunk's. */
-static void check_moe_prefill(void)
+static void check_moe_prefill(const struct model_config *cfg, const struct plan_view *pv)
 {
-    struct model_config c;
-    model_config_default(&c);
-    char err[FMT_ERR_LEN];
-    size_t n;
-    uint8_t *p = make_plan(&c, "int4", 4096, 2048, &n, err);
-    struct plan_view v;
-    if (!p || plan_read(&v, p, n, err) != FMT_OK) {
-        CHECK(0, "int4 plan reads: %s", err);
-        free(p);
-        return;
-    }
+    const struct model_config c = *cfg;
+    const struct plan_view v = *pv;
     uint32_t few = 0, tc = 0, bad = 0, buckets = 0, largest = 0;
     for (uint32_t s = 0; s < v.num_schedules; s++) {
         struct plan_schedule sc;
@@ -290,7 +302,8 @@ static void check_moe_prefill(void)
         if (sc.kind == PLAN_SCHED_PREFILL && sc.tokens > largest)
             largest = sc.tokens;
     }
-    const uint64_t k = c.num_experts_per_tok, most = (largest * k + K_MOE_BM - 1) / K_MOE_BM + c.num_experts;
+    const uint64_t k = c.num_experts_per_tok, E = c.num_experts;
+    const uint64_t most = (largest * k + K_MOE_BM - 1) / K_MOE_BM + E;
     for (uint32_t s = 0; s < v.num_schedules; s++) {
         struct plan_schedule sc;
         plan_get_schedule(&v, s, &sc);
@@ -298,17 +311,15 @@ static void check_moe_prefill(void)
             continue;
         buckets++;
         const uint64_t pairs = (uint64_t)sc.tokens * k;
-        uint64_t blocks = (pairs + K_MOE_BM - 1) / K_MOE_BM + (pairs < c.num_experts ? pairs : c.num_experts);
+        uint64_t blocks = (pairs + K_MOE_BM - 1) / K_MOE_BM + (pairs < E ? pairs : E);
         blocks = blocks < most ? blocks : most;
         for (uint32_t i = sc.first_op; i < sc.first_op + sc.op_count; i++) {
             struct plan_op op;
-            struct plan_kernel kk;
-            plan_get_op(&v, i, &op);
-            if (op.kind != PLAN_OP_KERNEL)
+            const char *name = op_kernel(&v, i, &op);
+            if (!name)
                 continue;
-            plan_get_kernel(&v, op.kernel, &kk);
-            const char *name = plan_str(&v, kk.name);
-            const int is_few = !strncmp(name, "k_moe_few_", 10), is_tc = !strncmp(name, "k_moe_gemm_", 11);
+            const int is_few = !strncmp(name, "k_moe_few_", 10);
+            const int is_tc = !strncmp(name, "k_moe_gemm_", 11);
             if (!is_few && !is_tc)
                 continue;
             few += is_few, tc += is_tc;
@@ -321,7 +332,6 @@ static void check_moe_prefill(void)
                    op.block[0] != (is_few ? K_MOE_FEW_THREADS : K_MOE_TC_THREADS);
         }
     }
-    free(p);
     CHECK(buckets > 0 && few > 0 && tc > 0 && bad == 0,
           "prefill expert GEMMs: k_moe_few_down_g128 in the buckets up to %u tokens (%u "
           "launches), the tensor-core kernels otherwise (%u), grids sized per bucket (%u wrong)",
@@ -374,7 +384,6 @@ int main(void)
     }
     check_ops_named();
     check_moe_decode();
-    check_moe_prefill();
     check_bad_buckets();
     return test_done();
 }
