@@ -159,18 +159,18 @@
  * registers instead of staged. Launch: grid (blocks, ceil(I / K_MOE_FEW_BN_UP)) (up) or
  * (blocks, ceil(H / K_MOE_FEW_BN_DOWN)) (down), block K_MOE_FEW_THREADS, dynamic shared
  * memory K_MOE_FEW_SMEM(d, up): the rows' pair ids and routing weights, then the token rows of
- * K_MOE_FEW_NX n8 tiles over all of K. The planner gives the down kernel the chunks of up to
- * K_MOE_FEW_MAXT tokens, where a block holds a few pairs (H100, 128 tokens: 70-72 us against
- * 81-89 for k_moe_gemm_down_i4); the up kernel measured even with k_moe_gemm_up_i4 there
+ * K_MOE_FEW_NX(up) n8 tiles over all of K. The planner gives the down kernel the chunks of up to
+ * K_MOE_FEW_MAXT tokens, where a block holds a few pairs (H100, 128 tokens: 61-62 us against
+ * 81-84 for k_moe_gemm_down_i4); the up kernel measured even with k_moe_gemm_up_i4 there
  * (158-183 us against 160-186) and is not planned. */
 #define K_MOE_FEW_THREADS 128
-#define K_MOE_FEW_NX      2   /* n8 tiles of tokens a pass over the weights */
+#define K_MOE_FEW_NX(up) ((up) ? 2u : 1u) /* n8 tiles of tokens a pass over the weights */
 #define K_MOE_FEW_BN_UP   64  /* act columns a CTA: 16 a warp */
 #define K_MOE_FEW_BN_DOWN 128 /* output columns a CTA: 32 a warp */
 #define K_MOE_FEW_MAXT    128 /* largest chunk the planner gives the down kernel */
 #define K_MOE_FEW_OK(d) ((d).group == 128 && (d).H % 128 == 0 && (d).I % 128 == 0)
 #define K_MOE_FEW_SMEM(d, up)                                                                      \
-    (8u * K_MOE_BM + 8u * K_MOE_FEW_NX * (2u * ((up) ? (d).H : (d).I) + 16u))
+    (8u * K_MOE_BM + 8u * K_MOE_FEW_NX(up) * (2u * ((up) ? (d).H : (d).I) + 16u))
 
 struct k_moe_dims {
     uint32_t H, E, k;      /* hidden, experts, experts per token */

@@ -965,27 +965,31 @@ MOE_TC_KERNEL(k_moe_gemm_down_i4, true, false, K_MOE_TC_NT_DOWN)
  * shared memory in stages and spends about 400 instructions a warp a stage, well short of the
  * copy rate there. These kernels read them as the decode MoE does (kern/common.cuh,
  * k_i4_g128_mma): lane (g, t) loads, per group of 128 inputs, the 16 bytes of rows g and g + 8
- * that cover inputs 32 t .. 32 t + 31, straight into registers, MOE_FEW_RING groups ahead,
- * and the MMA's B operand is token g of an n8 tile at the same inputs, read from the block's
- * token rows staged in shared memory.
+ * that cover inputs 32 t .. 32 t + 31, straight into registers, MOE_FEW_RING(up) groups
+ * ahead, and the MMA's B operand is token g of an n8 tile at the same inputs, read from the
+ * block's token rows staged in shared memory.
  *
  * A CTA of K_MOE_FEW_THREADS takes one row block (one expert, its pairs first) against
  * 4 warps x 32 weight rows: up, warp w the 16 gate rows and the 16 up rows of act columns
  * n0 + 16 w ..; down, 32 output columns. The block's live n8 tiles run in passes of up to
- * K_MOE_FEW_NX tiles: a pass stages its token rows over all of K (cp.async, zeros for padding
- * rows), then streams the weights once; a block with more pairs than a pass holds streams them
- * again (from L2 if they are still there). Numerics and outputs are those of the tensor-core
+ * K_MOE_FEW_NX(up) tiles: a pass stages its token rows over all of K (cp.async, zeros for
+ * padding rows), then streams the weights once; a block with more pairs than a pass holds
+ * streams them again (from L2 if they are still there). Numerics and outputs are those of the tensor-core
  * build (moe_tc_store): per group the exact products summed in fp32 by the MMA, acc +=
  * scale * group sum in group order, one rounding; act rows of padding are zero. */
 
-#define MOE_FEW_RING 4 /* groups of weights a lane has in flight */
-/* resident CTAs per SM the registers are cut for: three where the shared memory of three fits
- * (sm_90: 227 KiB), else two */
+/* Groups of weights a lane has in flight, and resident CTAs per SM the registers are cut for.
+ * Up (K = H): four groups, three CTAs where the shared memory of three fits (sm_90: 227 KiB),
+ * else two. Down (K = I, four groups at full size, one n8 tile a pass): two groups, five CTAs
+ * (H100, 128 tokens: 61-62 us against 70-72 with the up kernel's four groups, two n8 tiles a
+ * pass and three CTAs; four CTAs 65, six 63, one group and eight CTAs 75). */
+#define MOE_FEW_RING(up) ((up) ? 4 : 2)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define MOE_FEW_CTAS 3
+#define MOE_FEW_CTAS_UP 3
 #else
-#define MOE_FEW_CTAS 2
+#define MOE_FEW_CTAS_UP 2
 #endif
+#define MOE_FEW_CTAS_DOWN 5
 
 /* Lane (g, t)'s weight rows: row g of the warp's m16 tile 0 at its 16 bytes of group 0, and
  * its scales; half h (rows + 8) and tile m (rows + ms) lie at fixed distances from it */
@@ -1060,23 +1064,24 @@ __device__ __forceinline__ void moe_few_pass(const struct k_moe_gemm_params &p,
                                              uint32_t t0)
 {
     const uint32_t nch = c.KG;
-    uint4 q[MOE_FEW_RING][2][2];
-    float s[MOE_FEW_RING][2][2];
+    constexpr int RING = MOE_FEW_RING(UP);
+    uint4 q[RING][2][2];
+    float s[RING][2][2];
 #pragma unroll
-    for (int i = 0; i < MOE_FEW_RING; i++)
+    for (int i = 0; i < RING; i++)
         if ((uint32_t)i < nch)
             moe_few_fetch(q[i], s[i], r, i);
     k_cp_wait_all();
     __syncthreads();
     float acc[2][NX][4] = {};
-    for (uint32_t c0 = 0; c0 < nch; c0 += MOE_FEW_RING)
+    for (uint32_t c0 = 0; c0 < nch; c0 += RING)
 #pragma unroll
-        for (int i = 0; i < MOE_FEW_RING; i++) {
+        for (int i = 0; i < RING; i++) {
             const uint32_t ch = c0 + i;
             if (ch < nch) {
                 moe_few_group<NX>(acc, q[i], s[i], xs + 256 * ch, ts);
-                if (ch + MOE_FEW_RING < nch)
-                    moe_few_fetch(q[i], s[i], r, ch + MOE_FEW_RING);
+                if (ch + RING < nch)
+                    moe_few_fetch(q[i], s[i], r, ch + RING);
             }
         }
     moe_tc_store<UP, K_MOE_FEW_THREADS / 32, 32, NX, false>(p, c, acc, pair, wt, 0, t0);
@@ -1114,8 +1119,9 @@ __device__ __forceinline__ void moe_few_gemm(const struct k_moe_gemm_params &p)
     const uint32_t xs0 = (uint32_t)__cvta_generic_to_shared(moe_few_smem + 2 * 4 * K_MOE_BM);
     const uint32_t xs = xs0 + g * pitch + 64 * t, ts = 8 * pitch;
     const uint32_t ntiles = (live + 7) / 8;
-    for (uint32_t t0 = 0; t0 < ntiles; t0 += K_MOE_FEW_NX) {
-        const uint32_t nx = min(ntiles - t0, (uint32_t)K_MOE_FEW_NX);
+    constexpr uint32_t NX = K_MOE_FEW_NX(UP);
+    for (uint32_t t0 = 0; t0 < ntiles; t0 += NX) {
+        const uint32_t nx = min(ntiles - t0, NX);
         if (t0)
             __syncthreads(); /* the last pass has read its rows */
         for (uint32_t rr = 0; rr < 8 * nx; rr++) {
@@ -1129,8 +1135,8 @@ __device__ __forceinline__ void moe_few_gemm(const struct k_moe_gemm_params &p)
                 k_cp16s(xs0 + rr * pitch + 16 * u, src + 8 * u, pr != K_MOE_SENTINEL);
         }
         asm volatile("cp.async.commit_group;\n" ::);
-        if (nx == K_MOE_FEW_NX)
-            moe_few_pass<UP, K_MOE_FEW_NX>(p, c, r, pair, wt, xs, ts, t0);
+        if (nx == NX)
+            moe_few_pass<UP, NX>(p, c, r, pair, wt, xs, ts, t0);
         else
             moe_few_pass<UP, 1>(p, c, r, pair, wt, xs, ts, t0);
     }
@@ -1145,12 +1151,12 @@ __device__ __forceinline__ void moe_few_gemm(const struct k_moe_gemm_params &p)
         }
 }
 
-extern "C" __global__ void __launch_bounds__(K_MOE_FEW_THREADS, MOE_FEW_CTAS)
+extern "C" __global__ void __launch_bounds__(K_MOE_FEW_THREADS, MOE_FEW_CTAS_UP)
     k_moe_few_up_g128(struct k_moe_gemm_params p)
 {
     moe_few_gemm<true>(p);
 }
-extern "C" __global__ void __launch_bounds__(K_MOE_FEW_THREADS, MOE_FEW_CTAS)
+extern "C" __global__ void __launch_bounds__(K_MOE_FEW_THREADS, MOE_FEW_CTAS_DOWN)
     k_moe_few_down_g128(struct k_moe_gemm_params p)
 {
     moe_few_gemm<false>(p);
