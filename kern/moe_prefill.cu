@@ -974,9 +974,9 @@ MOE_TC_KERNEL(k_moe_gemm_down_i4, true, false, K_MOE_TC_NT_DOWN)
  * n0 + 16 w ..; down, 32 output columns. The block's live n8 tiles run in passes of up to
  * K_MOE_FEW_NX(up) tiles: a pass stages its token rows over all of K (cp.async, zeros for
  * padding rows), then streams the weights once; a block with more pairs than a pass holds
- * streams them again (from L2 if they are still there). Numerics and outputs are those of the tensor-core
- * build (moe_tc_store): per group the exact products summed in fp32 by the MMA, acc +=
- * scale * group sum in group order, one rounding; act rows of padding are zero. */
+ * streams them again (from L2 if they are still there). Numerics and outputs are those of the
+ * tensor-core build (moe_tc_store): per group the exact products summed in fp32 by the MMA,
+ * acc += scale * group sum in group order, one rounding; act rows of padding are zero. */
 
 /* Groups of weights a lane has in flight, and resident CTAs per SM the registers are cut for.
  * Up (K = H): four groups, three CTAs where the shared memory of three fits (sm_90: 227 KiB),
