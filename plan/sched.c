@@ -825,10 +825,10 @@ static void moe_gemm(struct em *e, uint32_t l, int down, uint32_t x, uint32_t y,
     /* the down GEMM of a short chunk (a few pairs an expert): the weights streamed into
      * registers (k_moe_few_up_g128 measured even with the tensor-core build: not planned) */
     if (down && e->i4 && e->T <= K_MOE_FEW_MAXT && K_MOE_FEW_OK(p.d) &&
-        K_MOE_FEW_SMEM(p.d, !down) <= b->smem_limit) {
-        snprintf(kname, sizeof kname, "k_moe_few_%s_g128", down ? "down" : "up");
-        grid[1] = CDIV(N, down ? K_MOE_FEW_BN_DOWN : K_MOE_FEW_BN_UP);
-        threads = K_MOE_FEW_THREADS, smem = K_MOE_FEW_SMEM(p.d, !down), tc = 1;
+        K_MOE_FEW_SMEM(p.d, 0) <= b->smem_limit) {
+        snprintf(kname, sizeof kname, "k_moe_few_down_g128");
+        grid[1] = CDIV(N, K_MOE_FEW_BN_DOWN);
+        threads = K_MOE_FEW_THREADS, smem = K_MOE_FEW_SMEM(p.d, 0), tc = 1;
     }
     uint32_t op = pb_kernel_op(b, kname, &p, sizeof p, grid, threads, tc ? smem : 0, "l%u.%s", l,
                                down ? "moe_gemm_down" : "moe_gemm_up");
