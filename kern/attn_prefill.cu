@@ -79,7 +79,6 @@ struct attn_pf_smem {
     __align__(16) float pb[ATTN_WARPS][ATTN_PB];
 };
 
-__device__ __forceinline__ void attn_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 
 __device__ __forceinline__ void attn_cp_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
 
@@ -187,11 +186,11 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_prefill(s
     float sl2 = d.scale * ATTN_LOG2E;
     uint32_t n_tiles = (kend + ATTN_PF_TILE - 1) / ATTN_PF_TILE;
     attn_pf_load(&sm, 0, 0, K, V, kend, hd);
-    attn_cp_commit();
+    k_cp_commit();
     for (uint32_t it = 0; it < n_tiles; it++) {
         if (it + 1 < n_tiles)
             attn_pf_load(&sm, (it + 1) & 1, it + 1, K, V, kend, hd);
-        attn_cp_commit(); /* possibly empty: keeps the group count for wait_group 1 */
+        k_cp_commit(); /* possibly empty: keeps the group count for wait_group 1 */
         attn_cp_wait_prev();
         __syncthreads();
         uint32_t key_base = it * ATTN_PF_TILE;
@@ -500,13 +499,13 @@ __device__ __forceinline__ void attn_tc_run(const struct k_attn_prefill_params &
 
     attn_tc_load_q(qs, p, R0, n_live, hd, hdp, ld);
     attn_tc_load_kv(ks, vs, K, V, it0 * K_ATTN_TC_BN, kend, hd, hdp, ld);
-    attn_cp_commit();
+    k_cp_commit();
 #pragma unroll 1
     for (uint32_t it = it0; it < it1; it++) {
         uint32_t nb = ((it - it0 + 1) & 1) * K_ATTN_TC_BN * ld;
         if (it + 1 < it1)
             attn_tc_load_kv(ks + nb, vs + nb, K, V, (it + 1) * K_ATTN_TC_BN, kend, hd, hdp, ld);
-        attn_cp_commit(); /* possibly empty: keeps the group count for wait_group 1 */
+        k_cp_commit(); /* possibly empty: keeps the group count for wait_group 1 */
         attn_cp_wait_prev();
         __syncthreads();
         uint32_t kb = it * K_ATTN_TC_BN, so = ((it - it0) & 1) * stage_b;
@@ -678,7 +677,7 @@ __device__ __forceinline__ void attn_wg_run(const struct k_attn_prefill_params &
     for (uint32_t u = 0; u < ATTN_WG_DIST; u++) {
         if (it0 + u < it1)
             attn_wg_load_kv(kv0 + u * stage_b, K, V, (it0 + u) * K_ATTN_TC_BN, kend);
-        attn_cp_commit(); /* possibly empty: one group per tile */
+        k_cp_commit(); /* possibly empty: one group per tile */
     }
 #pragma unroll 1
     for (uint32_t it = it0, sl = 0; it < it1; it++) {
@@ -726,7 +725,7 @@ __device__ __forceinline__ void attn_wg_run(const struct k_attn_prefill_params &
             k_wg_wait<0>(); /* a warpgroup past its keys: its last P V, before the stage is refilled */
             k_wg_pin(o);
         }
-        attn_cp_commit();
+        k_cp_commit();
         sl = sl == K_ATTN_TC_STAGES - 1 ? 0 : sl + 1;
     }
     k_wg_wait<0>();

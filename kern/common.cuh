@@ -74,6 +74,15 @@ __device__ __forceinline__ uint4 k_ld_stream(const void *p)
         : "l"(p));
     return v;
 }
+/* the same, L2 fetching the whole 128-byte line (the rest of it is read soon after) */
+__device__ __forceinline__ uint4 k_ld_stream_line(const void *p)
+{
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
 
 /* 16 bytes from global to shared memory, asynchronously (cp.async, sm_80), bypassing L1;
  * complete once the thread's wait for its group (or k_cp_wait_all) returns. With full ==
@@ -91,6 +100,10 @@ __device__ __forceinline__ void k_cp16(void *dst, const void *src)
 {
     const uint32_t sa = (uint32_t)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(src) : "memory");
+}
+__device__ __forceinline__ void k_cp_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
 }
 __device__ __forceinline__ void k_cp_wait_all()
 {

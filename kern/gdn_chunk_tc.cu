@@ -266,7 +266,6 @@ __device__ __forceinline__ void gdn_tc_mma_split(float (&d)[NT][4], const uint32
 
 /* ---- P0: rows, norms, gates ------------------------------------------------------------------ */
 
-__device__ __forceinline__ void gdn_tc_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 
 /* Queue copies of chunk t0's raw q rows (Q), k rows (K) (dk each) and this CTA's 32 columns of
  * v (V) into buffer `buf` (rows past n as zeros), by nw warps (w: this one's index among them);
@@ -790,7 +789,7 @@ template <int NS> __device__ __forceinline__ void gdn_tc_run(const struct k_gdn_
         gdn_tc_state_parts<NS>(L, s);
     }
     gdn_tc_fetch<true, true, true>(p, L, 0, 0, n, hv, hk, c0, warp, 8);
-    gdn_tc_commit();
+    k_cp_commit();
     const float a_log = ((const float *)p.a_log)[hv];
     const float dt_bias = k_bf2f(((const __nv_bfloat16 *)p.dt_bias)[hv]);
     uint16_t nb[2] = {0, 0}, na[2] = {0, 0}; /* raw b, a of rows lane, lane + 32 (warp 0) */
@@ -824,7 +823,7 @@ template <int NS> __device__ __forceinline__ void gdn_tc_run(const struct k_gdn_
             if (more) {
                 gdn_tc_fetch<true, true, true>(p, L, buf ^ 1, t0 + GDN_TC_C, n, hv, hk, c0,
                                                warp - 4, 4);
-                gdn_tc_commit();
+                k_cp_commit();
             }
         }
         __syncthreads();
@@ -951,7 +950,7 @@ extern "C" __global__ void __launch_bounds__(K_GDN_CHUNK_TC_THREADS, 3)
     const __nv_bfloat16 *uq = (const __nv_bfloat16 *)p.u + (size_t)t0 * p.d.conv_dim + hk * dk;
     gdn_seq_rows(L.q0, uq, p.d.conv_dim, L.ldq, dk, n - t0);
     gdn_seq_rows(L.k0, uq + kd, p.d.conv_dim, L.ldq, dk, n - t0);
-    gdn_tc_commit();
+    k_cp_commit();
     uint16_t rb[2] = {0, 0}, ra[2] = {0, 0};
     if (tid < 32)
         for (int h = 0; h < 2; h++) {
@@ -1020,7 +1019,7 @@ template <int NS> __device__ __forceinline__ void gdn_seq_run(const struct k_gdn
     gdn_seq_rows(L.k0, uk, cd, L.ldq, dk, n);
     gdn_seq_v(L.v0, uv, cd, n);
     gdn_seq_rec(rec0, grec);
-    gdn_tc_commit();
+    k_cp_commit();
 
     for (uint32_t t0 = 0, c = 0; t0 < n; t0 += GDN_TC_C, c++) {
         const int buf = c & 1;
@@ -1042,7 +1041,7 @@ template <int NS> __device__ __forceinline__ void gdn_seq_run(const struct k_gdn
             grec += K_GDN_REC_FLOATS;
             gdn_seq_rows(gdn_tc_k(L, buf ^ 1), uk + next, cd, L.ldq, dk, n - t0 - GDN_TC_C);
             gdn_seq_rec(rec0 + (buf ^ 1) * K_GDN_REC_FLOATS, grec);
-            gdn_tc_commit();
+            k_cp_commit();
             if (t0 + 2 * GDN_TC_C < n) /* and the chunk after it into L2 */
                 gdn_seq_prefetch(uq, uk, uv, grec + K_GDN_REC_FLOATS, next + (size_t)GDN_TC_C * cd,
                                  cd, dk, n - t0 - 2 * GDN_TC_C);
@@ -1051,7 +1050,7 @@ template <int NS> __device__ __forceinline__ void gdn_seq_run(const struct k_gdn
         if (more) {
             gdn_seq_rows(L.q0, uq + next, cd, L.ldq, dk, n - t0 - GDN_TC_C);
             gdn_seq_v(L.v0, uv + next, cd, n - t0 - GDN_TC_C);
-            gdn_tc_commit();
+            k_cp_commit();
         }
         gdn_tc_p45<NS, true>(p, V, buf, s, o, t0, n, hv, c0);
     }

@@ -47,7 +47,7 @@ __device__ __forceinline__ void gemm_i4_stage(uint16_t (*xs)[GEMM_I4_LDX], const
         const uint16_t *src = x + (uint64_t)(live ? t0 + row : t0) * K + 128 * c + 8 * col;
         k_cp16(&xs[row][8 * col], src, live);
     }
-    asm volatile("cp.async.commit_group;\n" ::);
+    k_cp_commit();
 }
 
 extern "C" __global__ void __launch_bounds__(K_GEMM_I4_THREADS, 3) k_gemm_i4_g128(struct k_gemm_i4_params p)

@@ -259,10 +259,6 @@ __device__ __forceinline__ void moe_cp16(uint32_t dst, const void *src, uint32_t
     asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                  "r"(bytes));
 }
-__device__ __forceinline__ void moe_cp_commit()
-{
-    asm volatile("cp.async.commit_group;\n" ::);
-}
 template <int N> __device__ __forceinline__ void moe_cp_wait()
 {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
@@ -406,7 +402,7 @@ __device__ __forceinline__ void moe_tc_queue_first(const struct moe_tc_ctx &c, u
         if (s < (int)n_it)
             moe_tc_queue<I4, W, WR, NT, NX>(c, c.smem + s * moe_tc_geom<I4, W, WR>::STAGE,
                                             ld_tile, ld_kt);
-        moe_cp_commit();
+        k_cp_commit();
     }
 }
 
@@ -743,7 +739,7 @@ __device__ __forceinline__ void moe_wg_main(const struct k_moe_gemm_params &p,
         if (it + STAGES - 1 < n_it)
             moe_tc_queue<true, W, WR, NT, NX>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE,
                                               ld_tile, ld_kt);
-        moe_cp_commit();
+        k_cp_commit();
         k_wg_wait<1>(); /* chunk 0: a0 free */
         k_wg_pin(a0);
         if (it + 1 < n_it)
@@ -787,7 +783,7 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
         if (it + STAGES - 1 < n_it)
             moe_tc_queue<I4, W, WR, NT, NX>(c, c.smem + (it + STAGES - 1) % STAGES * G::STAGE,
                                             ld_tile, ld_kt);
-        moe_cp_commit();
+        k_cp_commit();
         const uint32_t st = c.smem + it % STAGES * G::STAGE;
         if constexpr (I4)
             moe_tc_stage_i4<UP, W, WR, NX>(acc, gacc, c, st, sc, kt * G::BK, tile);
@@ -1009,9 +1005,7 @@ __device__ __forceinline__ void moe_few_fetch(uint4 (&q)[2][2], float (&s)[2][2]
             const uint32_t row = m * r.ms + 8 * h;
             /* L2 fetches the whole 128-byte line: this group's 64 bytes of the row and the
              * next group's (T = 128, H100: up 183 -> 158 us) */
-            asm("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
-                : "=r"(q[m][h].x), "=r"(q[m][h].y), "=r"(q[m][h].z), "=r"(q[m][h].w)
-                : "l"(r.w + (uint64_t)row * r.rb + 64 * c));
+            q[m][h] = k_ld_stream_line(r.w + (uint64_t)row * r.rb + 64 * c);
             s[m][h] = k_bfbits2f(__ldg(r.s + row * r.nch + c));
         }
 }
@@ -1134,7 +1128,7 @@ __device__ __forceinline__ void moe_few_gemm(const struct k_moe_gemm_params &p)
             for (uint32_t u = tid; u < K / 8; u += K_MOE_FEW_THREADS)
                 k_cp16s(xs0 + rr * pitch + 16 * u, src + 8 * u, pr != K_MOE_SENTINEL);
         }
-        asm volatile("cp.async.commit_group;\n" ::);
+        k_cp_commit();
         if (nx == NX)
             moe_few_pass<UP, NX>(p, c, r, pair, wt, xs, ts, t0);
         else
