@@ -65,22 +65,19 @@ __device__ __forceinline__ float k_sigmoid(float x) { return 1.0f / (1.0f + expf
 
 /* ---- INT4 group-128 rows on tensor cores (decode GEMV and MoE vec-mat) --------------------- */
 
-/* 16 bytes read once per launch, kept out of L1 (weights) */
-__device__ __forceinline__ uint4 k_ld_stream(const void *p)
+/* 16 bytes read once per launch, kept out of L1 (weights); LINE: L2 fetches the whole
+ * 128-byte line (the rest of it is read soon after) */
+template <bool LINE = false> __device__ __forceinline__ uint4 k_ld_stream(const void *p)
 {
     uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
-/* the same, L2 fetching the whole 128-byte line (the rest of it is read soon after) */
-__device__ __forceinline__ uint4 k_ld_stream_line(const void *p)
-{
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
+    if constexpr (LINE)
+        asm("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
+            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+            : "l"(p));
+    else
+        asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+            : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+            : "l"(p));
     return v;
 }
 

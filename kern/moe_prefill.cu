@@ -1005,7 +1005,7 @@ __device__ __forceinline__ void moe_few_fetch(uint4 (&q)[2][2], float (&s)[2][2]
             const uint32_t row = m * r.ms + 8 * h;
             /* L2 fetches the whole 128-byte line: this group's 64 bytes of the row and the
              * next group's (T = 128, H100: up 183 -> 158 us) */
-            q[m][h] = k_ld_stream_line(r.w + (uint64_t)row * r.rb + 64 * c);
+            q[m][h] = k_ld_stream<true>(r.w + (uint64_t)row * r.rb + 64 * c);
             s[m][h] = k_bfbits2f(__ldg(r.s + row * r.nch + c));
         }
 }
