@@ -148,11 +148,21 @@
  * 16-byte copies aligned). */
 #define K_MOE_TC_STAGE(i4)                                                                         \
     ((i4) ? 64u * 128u + K_MOE_TC_ROWS * 32u : 64u * 64u + K_MOE_TC_ROWS * 64u)
-#define K_MOE_TC_SMEM(i4, up, K, group)                                                            \
-    (K_MOE_TC_STAGES * K_MOE_TC_STAGE(i4) + 512u + ((i4) ? 1024u : 0u) +                           \
+#define K_MOE_TC_SMEM_ST(i4, up, K, group, stages)                                                 \
+    ((stages) * K_MOE_TC_STAGE(i4) + 512u + ((i4) ? 1024u : 0u) +                                  \
      ((i4) && (group) ? ((up) ? 2u * (K_MOE_TC_ROWS * ((K) / (group)) + 16u)                       \
                               : (K_MOE_TC_NT_DOWN * K_MOE_TC_ROWS * 2u * ((K) / (group)) + 16u))   \
                       : 0u))
+#define K_MOE_TC_SMEM(i4, up, K, group) K_MOE_TC_SMEM_ST(i4, up, K, group, K_MOE_TC_STAGES)
+
+/* k_moe_gemm_up_i4_deep: k_moe_gemm_up_i4 with K_MOE_TC_STAGES_DEEP copy stages (shared memory
+ * K_MOE_TC_SMEM_ST(1, 1, H, group, K_MOE_TC_STAGES_DEEP)), the same contract and launch. A
+ * short chunk gives each expert a few tokens, so the up GEMM streams weights with little work
+ * on them: more stages in flight pay there (H100, 64 / 128 / 256 tokens: 155 -> 145, 162 ->
+ * 155, 166 -> 162 us) and cost at long chunks (1341: 222 -> 238 us). The planner gives it the
+ * buckets up to K_MOE_TC_DEEP_MAXT tokens. */
+#define K_MOE_TC_STAGES_DEEP 8
+#define K_MOE_TC_DEEP_MAXT 256
 
 /* The expert GEMMs of a short chunk, INT4 group 128 (kern/moe_prefill.cu: k_moe_few_up_g128,
  * k_moe_few_down_g128): the contract of k_moe_gemm_{up,down}_i4, weights streamed into
