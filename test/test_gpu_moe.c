@@ -841,7 +841,7 @@ static struct glaunch gemm_launch(const struct kerns *K, const struct shape *s, 
     l.tc = tc && K_MOE_TC_OK(i4, Kd, N) && (int)smem <= smem_optin;
     if (l.tc && deep)
         l.tc = 3;
-    l.f = K->gemm[down][l.tc == 3 ? 3 : l.tc];
+    l.f = K->gemm[down][l.tc];
     l.gy = CDIV(N, l.tc ? (down ? K_MOE_TC_BN_DOWN : K_MOE_TC_BN_UP) : K_MOE_BN);
     l.block = l.tc ? K_MOE_TC_THREADS : K_MOE_THREADS;
     l.smem = l.tc ? smem : 0;
