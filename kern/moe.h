@@ -164,6 +164,14 @@
 #define K_MOE_TC_STAGES_DEEP 8
 #define K_MOE_TC_DEEP_MAXT 256
 
+/* k_moe_gemm_up_i4_narrow: k_moe_gemm_up_i4 (its launch and shared memory, K_MOE_TC_SMEM) with
+ * at most 2 n8 tiles of a block's tokens at a time: a block with more live rows runs passes of
+ * 16, streaming the weights again each pass. Its registers then allow K_MOE_TC_NARROW_CTAS
+ * CTAs an SM instead of K_MOE_TC_CTAS, for short chunks (a few pairs an expert) where the up
+ * GEMM is bound by issue at 2 warps a scheduler. Shapes: K_MOE_TC_OK and N % 8 == 0. */
+#define K_MOE_TC_NARROW_CTAS 3
+#define K_MOE_TC_NARROW_OK(K, N) (K_MOE_TC_OK(1, K, N) && (N) % 8 == 0)
+
 /* The expert GEMMs of a short chunk, INT4 group 128 (kern/moe_prefill.cu: k_moe_few_up_g128,
  * k_moe_few_down_g128): the contract of k_moe_gemm_{up,down}_i4, weights streamed into
  * registers instead of staged. Launch: grid (blocks, ceil(I / K_MOE_FEW_BN_UP)) (up) or

@@ -705,9 +705,10 @@ __device__ __forceinline__ void moe_wg_chunk(float (&gacc)[MW][NX][4],
  *   expand chunk 0 of stage it + 1 | wait for chunk 1 | at a group's end acc += scale * gacc.
  * The barrier frees the slot of stage it - 1, whose wgmma every thread waited for in the
  * iteration before; the first wgmma of a group's first stage starts gacc. */
-template <bool UP, int W, int WR, int NT, int STAGES, int NX>
+template <bool UP, int W, int WR, int NT, int STAGES, int NX, bool REST>
 __device__ __forceinline__ void moe_wg_main(const struct k_moe_gemm_params &p,
-                                            const struct moe_tc_ctx &c, const uint8_t *sm)
+                                            const struct moe_tc_ctx &c, const uint8_t *sm,
+                                            uint32_t t0)
 {
     using G = moe_tc_geom<true, W, WR>;
     constexpr int MW = WR / 16;
@@ -749,7 +750,7 @@ __device__ __forceinline__ void moe_wg_main(const struct k_moe_gemm_params &p,
         if (((k0 + G::BK) & (c.group - 1)) == 0) /* a group's last stage */
             moe_tc_scale<UP, W, WR, NX>(acc, gacc, c, sc, k0 >> gshift, tile);
         if (++kt == c.nk) {
-            moe_tc_store<UP, W, WR, NX>(p, c, acc, pair, wt, tile);
+            moe_tc_store<UP, W, WR, NX, REST>(p, c, acc, pair, wt, tile, t0);
 #pragma unroll
             for (int m = 0; m < MW; m++)
 #pragma unroll
@@ -764,9 +765,10 @@ __device__ __forceinline__ void moe_wg_main(const struct k_moe_gemm_params &p,
 #endif
 
 /* The pipelined main loop over NT column tiles of nk stages each, for NX live n8 tiles. */
-template <bool I4, bool UP, int W, int WR, int NT, int STAGES, int NX>
+template <bool I4, bool UP, int W, int WR, int NT, int STAGES, int NX, bool REST>
 __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
-                                            const struct moe_tc_ctx &c, const uint8_t *sm)
+                                            const struct moe_tc_ctx &c, const uint8_t *sm,
+                                            uint32_t t0)
 {
     using G = moe_tc_geom<I4, W, WR>;
     const uint32_t *pair = (const uint32_t *)(sm + STAGES * G::STAGE);
@@ -790,7 +792,7 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
         else
             moe_tc_stage_bf16<W, WR, NX>(acc, st);
         if (++kt == c.nk) {
-            moe_tc_store<UP, W, WR, NX>(p, c, acc, pair, wt, tile);
+            moe_tc_store<UP, W, WR, NX, REST>(p, c, acc, pair, wt, tile, t0);
 #pragma unroll
             for (int m = 0; m < WR / 16; m++)
 #pragma unroll
@@ -805,18 +807,19 @@ __device__ __forceinline__ void moe_tc_main(const struct k_moe_gemm_params &p,
 
 /* sm_90a INT4 with groups of 64 or more runs the wgmma stages; groups of 32 (which a K % 64 == 32
  * needs) and other builds the mma.sync ones. */
-template <bool I4, bool UP, int W, int WR, int NT, int STAGES, int NX>
+template <bool I4, bool UP, int W, int WR, int NT, int STAGES, int NX, bool REST = true>
 __device__ __forceinline__ void moe_tc_run(const struct k_moe_gemm_params &p,
-                                           const struct moe_tc_ctx &c, const uint8_t *sm)
+                                           const struct moe_tc_ctx &c, const uint8_t *sm,
+                                           uint32_t t0 = 0)
 {
 #if MOE_WG
     if constexpr (I4)
         if (c.group >= 64) {
-            moe_wg_main<UP, W, WR, NT, STAGES, NX>(p, c, sm);
+            moe_wg_main<UP, W, WR, NT, STAGES, NX, REST>(p, c, sm, t0);
             return;
         }
 #endif
-    moe_tc_main<I4, UP, W, WR, NT, STAGES, NX>(p, c, sm);
+    moe_tc_main<I4, UP, W, WR, NT, STAGES, NX, REST>(p, c, sm, t0);
 }
 
 /* Copy `bytes` of scales starting at global address a into shared memory at dst, from a's
@@ -850,7 +853,39 @@ __device__ __forceinline__ uint32_t moe_block_rows(const struct k_moe_gemm_param
     return __syncthreads_count(tid < K_MOE_BM && pair[tid] != K_MOE_SENTINEL);
 }
 
-template <bool I4, bool UP, int W, int WR, int NT, int STAGES>
+/* The narrow build's passes (NXMAX < 8, the up GEMM): the block's live n8 tiles NXMAX at a
+ * time, the stage's token rows 0 .. 8 NXMAX - 1 holding block rows 8 t0 .., the weights
+ * streamed again each pass; then the act rows past the live tiles zero. */
+template <bool I4, int W, int WR, int STAGES, int NXMAX>
+__device__ __forceinline__ void moe_tc_passes(const struct k_moe_gemm_params &p,
+                                              struct moe_tc_ctx &c, const uint8_t *sm,
+                                              const uint32_t *pair, uint32_t live)
+{
+    using G = moe_tc_geom<I4, W, WR>;
+    static_assert(NXMAX == 2 && G::THREADS / G::XU == 8 * NXMAX,
+                  "a pass's token rows are this thread's copy 0");
+    const uint32_t tid = threadIdx.x, ntiles = (live + 7) / 8, N = c.N;
+    for (uint32_t t0 = 0; t0 < ntiles; t0 += NXMAX) {
+        if (t0) {
+            __syncthreads(); /* every warp is past the last pass's stages */
+            const uint32_t pr = pair[8 * t0 + tid / G::XU];
+            c.x[0] = pr != K_MOE_SENTINEL ? pr / p.d.k * p.d.H : ~0u;
+        }
+        if (ntiles - t0 >= 2)
+            moe_tc_run<I4, true, W, WR, 1, STAGES, 2, false>(p, c, sm, t0);
+        else
+            moe_tc_run<I4, true, W, WR, 1, STAGES, 1, false>(p, c, sm, t0);
+    }
+    for (uint32_t i = tid; i < (K_MOE_BM - 8 * ntiles) * (G::ROWS / 2 / 8); i += G::THREADS) {
+        const uint32_t rr = 8 * ntiles + i / (G::ROWS / 2 / 8);
+        const uint32_t col = c.n0 + 8 * (i % (G::ROWS / 2 / 8));
+        if (col < N) /* N is a multiple of 8 here (K_MOE_TC_NARROW_OK) */
+            *(uint4 *)((uint16_t *)p.y + ((uint64_t)c.blk * K_MOE_BM + rr) * N + col) =
+                make_uint4(0, 0, 0, 0);
+    }
+}
+
+template <bool I4, bool UP, int W, int WR, int NT, int STAGES, int NXMAX = 8>
 __device__ __forceinline__ void moe_tc_gemm(const struct k_moe_gemm_params &p)
 {
     using G = moe_tc_geom<I4, W, WR>;
@@ -922,6 +957,13 @@ __device__ __forceinline__ void moe_tc_gemm(const struct k_moe_gemm_params &p)
             c.sc_off[1] = 0;
         }
     }
+    if constexpr (NXMAX < 8) {
+        static_assert(UP && NT == 1, "the narrow build is the up GEMM's");
+        if (N % 8) /* the planner launches the other builds for these */
+            return;
+        moe_tc_passes<I4, W, WR, STAGES, NXMAX>(p, c, moe_tc_smem, pair, live);
+        return;
+    }
     switch ((live + 7) / 8) {
 #define MOE_TC_CASE(NX)                                                                            \
     case NX:                                                                                       \
@@ -950,6 +992,13 @@ __device__ __forceinline__ void moe_tc_gemm(const struct k_moe_gemm_params &p)
 MOE_TC_KERNEL(k_moe_gemm_up_bf16, false, true, 1, K_MOE_TC_STAGES)
 MOE_TC_KERNEL(k_moe_gemm_up_i4, true, true, 1, K_MOE_TC_STAGES)
 MOE_TC_KERNEL(k_moe_gemm_up_i4_deep, true, true, 1, K_MOE_TC_STAGES_DEEP)
+/* k_moe_gemm_up_i4_narrow (kern/moe.h): at most 2 n8 tiles of tokens a pass, so the
+ * accumulators of the 8-tile loop do not hold the register count (and the CTAs an SM) down */
+extern "C" __global__ void __launch_bounds__(K_MOE_TC_THREADS, K_MOE_TC_NARROW_CTAS)
+    k_moe_gemm_up_i4_narrow(struct k_moe_gemm_params p)
+{
+    moe_tc_gemm<true, true, K_MOE_TC_WARPS, K_MOE_TC_WROWS, 1, K_MOE_TC_STAGES, 2>(p);
+}
 MOE_TC_KERNEL(k_moe_gemm_down_bf16, false, false, K_MOE_TC_NT_DOWN, K_MOE_TC_STAGES)
 MOE_TC_KERNEL(k_moe_gemm_down_i4, true, false, K_MOE_TC_NT_DOWN, K_MOE_TC_STAGES)
 #undef MOE_TC_KERNEL
