@@ -155,21 +155,18 @@
                       : 0u))
 #define K_MOE_TC_SMEM(i4, up, K, group) K_MOE_TC_SMEM_ST(i4, up, K, group, K_MOE_TC_STAGES)
 
-/* k_moe_gemm_up_i4_deep: k_moe_gemm_up_i4 with K_MOE_TC_STAGES_DEEP copy stages (shared memory
- * K_MOE_TC_SMEM_ST(1, 1, H, group, K_MOE_TC_STAGES_DEEP)), the same contract and launch. A
- * short chunk gives each expert a few tokens, so the up GEMM streams weights with little work
- * on them: more stages in flight pay there (H100, 64 / 128 / 256 tokens: 155 -> 145, 162 ->
- * 155, 166 -> 162 us) and cost at long chunks (1341: 222 -> 238 us). The planner gives it the
- * buckets up to K_MOE_TC_DEEP_MAXT tokens. */
-#define K_MOE_TC_STAGES_DEEP 8
-#define K_MOE_TC_DEEP_MAXT 256
-
-/* k_moe_gemm_up_i4_narrow: k_moe_gemm_up_i4 (its launch and shared memory, K_MOE_TC_SMEM) with
- * at most 2 n8 tiles of a block's tokens at a time: a block with more live rows runs passes of
- * 16, streaming the weights again each pass. Its registers then allow K_MOE_TC_NARROW_CTAS
- * CTAs an SM instead of K_MOE_TC_CTAS, for short chunks (a few pairs an expert) where the up
- * GEMM is bound by issue at 2 warps a scheduler. Shapes: K_MOE_TC_OK and N % 8 == 0. */
+/* k_moe_gemm_up_i4_narrow: k_moe_gemm_up_i4 (its contract and launch) with at most 2 n8 tiles
+ * of a block's tokens at a time: a block with more live rows runs passes of 16, streaming the
+ * weights again each pass. Its registers then allow K_MOE_TC_NARROW_CTAS CTAs an SM instead of
+ * K_MOE_TC_CTAS, with K_MOE_TC_STAGES_NARROW copy stages (shared memory K_MOE_TC_SMEM_ST(1, 1,
+ * H, group, K_MOE_TC_STAGES_NARROW)). A short chunk gives each expert a few tokens, and there
+ * the up GEMM is bound by issue at 2 warps a scheduler (H100, 64 / 128 / 256 tokens: 154 ->
+ * 124, 161 -> 138, 166 -> 145 us with 4 stages); at long chunks the passes cost (1341: 222 ->
+ * 425 us). The planner gives it the buckets up to K_MOE_TC_NARROW_MAXT tokens. Shapes:
+ * K_MOE_TC_OK and N % 8 == 0. */
 #define K_MOE_TC_NARROW_CTAS 3
+#define K_MOE_TC_STAGES_NARROW 4
+#define K_MOE_TC_NARROW_MAXT 256
 #define K_MOE_TC_NARROW_OK(K, N) (K_MOE_TC_OK(1, K, N) && (N) % 8 == 0)
 
 /* The expert GEMMs of a short chunk, INT4 group 128 (kern/moe_prefill.cu: k_moe_few_up_g128,

@@ -991,13 +991,12 @@ __device__ __forceinline__ void moe_tc_gemm(const struct k_moe_gemm_params &p)
     }
 MOE_TC_KERNEL(k_moe_gemm_up_bf16, false, true, 1, K_MOE_TC_STAGES)
 MOE_TC_KERNEL(k_moe_gemm_up_i4, true, true, 1, K_MOE_TC_STAGES)
-MOE_TC_KERNEL(k_moe_gemm_up_i4_deep, true, true, 1, K_MOE_TC_STAGES_DEEP)
 /* k_moe_gemm_up_i4_narrow (kern/moe.h): at most 2 n8 tiles of tokens a pass, so the
  * accumulators of the 8-tile loop do not hold the register count (and the CTAs an SM) down */
 extern "C" __global__ void __launch_bounds__(K_MOE_TC_THREADS, K_MOE_TC_NARROW_CTAS)
     k_moe_gemm_up_i4_narrow(struct k_moe_gemm_params p)
 {
-    moe_tc_gemm<true, true, K_MOE_TC_WARPS, K_MOE_TC_WROWS, 1, K_MOE_TC_STAGES, 2>(p);
+    moe_tc_gemm<true, true, K_MOE_TC_WARPS, K_MOE_TC_WROWS, 1, K_MOE_TC_STAGES_NARROW, 2>(p);
 }
 MOE_TC_KERNEL(k_moe_gemm_down_bf16, false, false, K_MOE_TC_NT_DOWN, K_MOE_TC_STAGES)
 MOE_TC_KERNEL(k_moe_gemm_down_i4, true, false, K_MOE_TC_NT_DOWN, K_MOE_TC_STAGES)

@@ -9,12 +9,13 @@
  * n_tokens < T tokens (all of T = 1). The prefill expert GEMMs are checked in both builds:
  * the CUDA-core one (_simt) on every shape, then the tensor-core one where the shape takes it
  * (odd's down GEMM stays on CUDA cores), then on INT4 group-128 shapes the few-token one
- * (k_moe_few_*_g128), and on INT4 shapes whose groups take wgmma or mma.sync the deep up
- * kernel (k_moe_gemm_up_i4_deep) with the tensor-core down one. At full size with INT4 g128,
+ * (k_moe_few_*_g128), and on INT4 shapes whose groups take wgmma or mma.sync the narrow up
+ * kernel (k_moe_gemm_up_i4_narrow) with the tensor-core down one. At full size with INT4 g128,
  * T = 4096, 1341, 256 and 128 tokens routed at random check sampled outputs of these builds
  * and time them (test_timing): the few-token down GEMM must win where the planner picks it
- * (T <= K_MOE_FEW_MAXT), the deep up kernel at 128 tokens. MOE_SHAPE=name runs one shape,
- * MOE_TIMING=T only the timing at T tokens (quick timing runs).
+ * (T <= K_MOE_FEW_MAXT), the narrow up kernel at 128 tokens (and lose from 4
+ * K_MOE_TC_NARROW_MAXT on). MOE_SHAPE=name runs one shape, MOE_TIMING=T only the timing at T
+ * tokens (quick timing runs).
  *
  * Inputs are fresh per shape: expert weights uniform in +-0.06 (std 0.035), bf16 or packed to
  * K_LAYOUT_I4_ROWS by the CPU packer (the reference then uses the dequantized values). The
@@ -66,9 +67,9 @@ struct kerns {
     CUfunction router, up, down, align, scatter, combine;
     int g128; /* decode runs k_moe_up_g128 / k_moe_down_g128 (the planner's choice: K_MOE_G128_OK) */
     CUfunction fused;      /* k_moe_fused_g128 where K_MOE_FUSED_OK, else 0 */
-    /* [down][build]: CUDA-core (_simt), tensor-core, few-token (or 0), and the deep and the
-     * narrow up kernels with the tensor-core down one (or 0) */
-    CUfunction gemm[2][5];
+    /* [down][build]: CUDA-core (_simt), tensor-core, few-token (or 0), and the narrow up kernel
+     * with the tensor-core down one (or 0) */
+    CUfunction gemm[2][4];
 };
 
 static int smem_optin; /* the device's opt-in shared memory per block */
@@ -813,7 +814,7 @@ static struct k_moe_gemm_params gemm_params(const struct model *M, const struct 
 }
 
 /* One build of one expert GEMM as the planner launches it: asked for the tensor-core kernel
- * (tc 1), the few-token one (tc 2) or the deep up kernel (tc 3; its down GEMM is the
+ * (tc 1), the few-token one (tc 2) or the narrow up kernel (tc 3; its down GEMM is the
  * tensor-core one), that kernel where the shape takes it (K_MOE_TC_OK or K_MOE_FEW_OK, its
  * shared memory within the device's), else the CUDA-core one (tc 0). */
 struct glaunch {
@@ -835,19 +836,18 @@ static struct glaunch gemm_launch(const struct kerns *K, const struct shape *s, 
         snprintf(l.name, sizeof l.name, "k_moe_few_%s_g128", down ? "down" : "up");
         return l;
     }
-    const int deep = tc == 3 && !down && K->gemm[0][3];
-    const int narrow = tc == 4 && !down && K->gemm[0][4] && K_MOE_TC_NARROW_OK(Kd, N);
+    const int narrow = tc == 3 && !down && K->gemm[0][3] && K_MOE_TC_NARROW_OK(Kd, N);
     const unsigned smem = K_MOE_TC_SMEM_ST(i4, !down, Kd, s->group,
-                                           deep ? K_MOE_TC_STAGES_DEEP : K_MOE_TC_STAGES);
+                                           narrow ? K_MOE_TC_STAGES_NARROW : K_MOE_TC_STAGES);
     l.tc = tc && K_MOE_TC_OK(i4, Kd, N) && (int)smem <= smem_optin;
-    if (l.tc && (deep || narrow))
+    if (l.tc && narrow)
         l.tc = tc;
     l.f = K->gemm[down][l.tc];
     l.gy = CDIV(N, l.tc ? (down ? K_MOE_TC_BN_DOWN : K_MOE_TC_BN_UP) : K_MOE_BN);
     l.block = l.tc ? K_MOE_TC_THREADS : K_MOE_THREADS;
     l.smem = l.tc ? smem : 0;
     snprintf(l.name, sizeof l.name, "k_moe_gemm_%s_%s%s", down ? "down" : "up", i4 ? "i4" : "bf16",
-             l.tc == 4 ? "_narrow" : l.tc == 3 ? "_deep" : l.tc ? "" : "_simt");
+             l.tc == 3 ? "_narrow" : l.tc ? "" : "_simt");
     return l;
 }
 
@@ -974,13 +974,13 @@ static void test_prefill(struct gpu *g, const struct kerns *K, const struct mode
         goto out;
 
     /* gemm_up: the rows of the sorted order, padding rows zero, nothing past n_blocks; then
-     * gemm_down fed that act. The CUDA-core build, then the tensor-core, few-token and deep
+     * gemm_down fed that act. The CUDA-core build, then the tensor-core, few-token and narrow
      * builds where the shape takes them. */
     size_t na = (size_t)mb * K_MOE_BM * I, ny = (size_t)T * k * H;
     float *want = calloc(na > ny ? na : ny, sizeof(float));
     uint8_t *mask = calloc(na > ny ? na : ny, 1);
     uint16_t *act = NULL, *y = NULL;
-    for (int tc = 0; tc < 5; tc++) {
+    for (int tc = 0; tc < 4; tc++) {
         struct glaunch lu = gemm_launch(K, s, 0, tc), ld = gemm_launch(K, s, 1, tc);
         if (tc && lu.tc != tc && ld.tc != tc)
             continue;
@@ -1076,7 +1076,7 @@ static void test_done_flag(struct gpu *g, const struct kerns *K, const struct mo
     gb.nblk = dalloc(g, 4, 0);
     CU(g, cuMemcpyHtoD(gb.nblk, &one, 4));
     CU(g, cuMemcpyHtoD(gb.bexp, &zero, 4));
-    for (int tc = 0; tc < 5; tc++) { /* every build */
+    for (int tc = 0; tc < 4; tc++) { /* every build */
         struct glaunch lu = gemm_launch(K, s, 0, tc), ld = gemm_launch(K, s, 1, tc);
         struct k_moe_gemm_params gp = gemm_params(M, &gb, &d, 0);
         gemm_run(g, &lu, &gp, mb);
@@ -1201,9 +1201,9 @@ static void test_timing(struct gpu *g, const struct kerns *K, const struct model
     float *got = malloc(sizeof(float) * 2 * N_SAMPLES), *want = got + N_SAMPLES;
     float *actf = malloc(sizeof(float) * I);
     char note[160];
-    double us[5][2] = {{0}}; /* [build][down] */
-    struct glaunch L[5][2] = {{su, sd}};
-    for (int bld = 1; bld < 5; bld++) { /* tensor-core, few-token, deep up, narrow up */
+    double us[4][2] = {{0}}; /* [build][down] */
+    struct glaunch L[4][2] = {{su, sd}};
+    for (int bld = 1; bld < 4; bld++) { /* tensor-core, few-token, narrow up */
         struct glaunch lu = gemm_launch(K, s, 0, bld), ld = gemm_launch(K, s, 1, bld);
         if (lu.tc != bld || ld.tc != (bld >= 3 ? 1 : bld))
             continue;
@@ -1243,19 +1243,19 @@ static void test_timing(struct gpu *g, const struct kerns *K, const struct model
     }
     us[0][0] = gemm_time(g, &su, &pu, mb), us[0][1] = gemm_time(g, &sd, &pd, mb);
     const double fu = 4.0 * np * H * I, fd = 2.0 * np * H * I;
-    for (int bld = 1; bld < 5; bld++) {
+    for (int bld = 1; bld < 4; bld++) {
         if (us[bld][0] == 0)
             continue;
-        /* against the CUDA-core build; the few-token and deep builds against the tensor-core
-         * one. The planner gives k_moe_few_down_g128 the chunks up to K_MOE_FEW_MAXT tokens:
-         * there it must win, and well past that (T >= 4 K_MOE_FEW_MAXT) lose; in between,
-         * where the two meet, it is reported. The few-token up kernel measured even with
-         * k_moe_gemm_up_i4 at 128 tokens and is not planned: reported. The deep up kernel
-         * (the buckets up to K_MOE_TC_DEEP_MAXT) must win at 128 tokens, where it gains 4%;
-         * elsewhere its margin is a few percent either way: reported. */
+        /* against the CUDA-core build; the few-token and narrow builds against the
+         * tensor-core one. The planner gives k_moe_few_down_g128 the chunks up to
+         * K_MOE_FEW_MAXT tokens: there it must win, and well past that (T >= 4 K_MOE_FEW_MAXT)
+         * lose; in between, where the two meet, it is reported. The few-token up kernel
+         * measured even with k_moe_gemm_up_i4 at 128 tokens and is not planned: reported.
+         * The narrow up kernel (the buckets up to K_MOE_TC_NARROW_MAXT) must win at 128
+         * tokens, where it gains 14%, and lose from 4 K_MOE_TC_NARROW_MAXT on. */
         const int vs = bld >= 2 ? 1 : 0, few = T <= K_MOE_FEW_MAXT;
         const int judged = bld == 1 || (bld == 2 && (few || T >= 4 * K_MOE_FEW_MAXT)) ||
-                           (bld == 3 && T == 128);
+                           (bld == 3 && (T == 128 || T >= 4 * K_MOE_TC_NARROW_MAXT));
         const double sum = us[bld][0] + us[bld][1], other = us[vs][0] + us[vs][1];
         char line[400];
         snprintf(line, sizeof line,
@@ -1266,15 +1266,18 @@ static void test_timing(struct gpu *g, const struct kerns *K, const struct model
                  us[vs][0], fu / us[vs][0] / 1e6, us[vs][1], fd / us[vs][1] / 1e6,
                  (fu + fd) / other / 1e6,
                  bld == 1   ? ""
-                 : bld == 4 ? "; the narrow up kernel, not planned yet: reported"
-                 : bld == 3 ? (judged ? "; the planner picks the deep up kernel here, so it must "
-                                        "be faster"
-                                      : "; the deep up kernel's margin here is small, not judged")
+                 : bld == 3 ? (T <= K_MOE_TC_NARROW_MAXT
+                                   ? (judged ? "; the planner picks the narrow up kernel here, so "
+                                               "it must be faster"
+                                             : "; the narrow up kernel, planned here: reported")
+                                   : judged ? "; the planner does not pick the narrow up kernel "
+                                              "here, so it must be slower"
+                                            : "; the narrow up kernel, not planned here: reported")
                  : few      ? "; the planner picks the down kernel here, so it must be faster"
                  : judged ? "; the planner does not pick the down kernel here, so it must be slower"
                           : "; near the planner's line, not judged");
         if (judged)
-            CHECK(bld == 3   ? us[3][0] < us[1][0]
+            CHECK(bld == 3   ? (us[3][0] < us[1][0]) == (T <= K_MOE_TC_NARROW_MAXT)
                   : bld == 2 ? (us[2][1] < us[1][1]) == few
                              : us[1][0] < us[0][0] && us[1][1] < us[0][1],
                   "%s", line);
@@ -1356,11 +1359,9 @@ int main(void)
         snprintf(nm, sizeof nm, "k_moe_gemm_down_%s_simt", s->group ? "i4" : "bf16");
         CU(&g, cuModuleGetFunction(&K.gemm[1][0], m, nm));
         K.gemm[0][2] = K.gemm[1][2] = K.gemm[0][3] = K.gemm[1][3] = 0;
-        K.gemm[0][4] = K.gemm[1][4] = 0;
-        if (s->group >= 32) { /* INT4: the deep and narrow up kernels, tensor-core down */
-            CU(&g, cuModuleGetFunction(&K.gemm[0][3], m, "k_moe_gemm_up_i4_deep"));
-            CU(&g, cuModuleGetFunction(&K.gemm[0][4], m, "k_moe_gemm_up_i4_narrow"));
-            K.gemm[1][3] = K.gemm[1][4] = K.gemm[1][1];
+        if (s->group >= 32) { /* INT4: the narrow up kernel, tensor-core down */
+            CU(&g, cuModuleGetFunction(&K.gemm[0][3], m, "k_moe_gemm_up_i4_narrow"));
+            K.gemm[1][3] = K.gemm[1][1];
         }
         if (K_MOE_FEW_OK(dd)) {
             CU(&g, cuModuleGetFunction(&K.gemm[0][2], m, "k_moe_few_up_g128"));

@@ -295,7 +295,7 @@ static void check_moe_prefill(const struct model_config *cfg, const struct plan_
 {
     const struct model_config c = *cfg;
     const struct plan_view v = *pv;
-    uint32_t few = 0, tc = 0, deep = 0, bad = 0, buckets = 0, largest = 0;
+    uint32_t few = 0, tc = 0, narrow = 0, bad = 0, buckets = 0, largest = 0;
     for (uint32_t s = 0; s < v.num_schedules; s++) {
         struct plan_schedule sc;
         plan_get_schedule(&v, s, &sc);
@@ -327,22 +327,22 @@ static void check_moe_prefill(const struct model_config *cfg, const struct plan_
             const uint32_t N = down ? c.hidden_size : c.moe_inter;
             const uint32_t bn = is_few ? (down ? K_MOE_FEW_BN_DOWN : K_MOE_FEW_BN_UP)
                                        : (down ? K_MOE_TC_BN_DOWN : K_MOE_TC_BN_UP);
-            const int is_deep = strstr(name, "_deep") != NULL;
-            deep += is_deep;
+            const int is_narrow = strstr(name, "_narrow") != NULL;
+            narrow += is_narrow;
             bad += is_few != (down && sc.tokens <= K_MOE_FEW_MAXT) ||
-                   is_deep != (!down && sc.tokens <= K_MOE_TC_DEEP_MAXT) ||
-                   (is_deep && op.smem != K_MOE_TC_SMEM_ST(1, 1, c.hidden_size, 128,
-                                                           K_MOE_TC_STAGES_DEEP)) ||
+                   is_narrow != (!down && sc.tokens <= K_MOE_TC_NARROW_MAXT) ||
+                   (is_narrow && op.smem != K_MOE_TC_SMEM_ST(1, 1, c.hidden_size, 128,
+                                                             K_MOE_TC_STAGES_NARROW)) ||
                    op.grid[0] != blocks ||
                    op.grid[1] != (N + bn - 1) / bn ||
                    op.block[0] != (is_few ? K_MOE_FEW_THREADS : K_MOE_TC_THREADS);
         }
     }
-    CHECK(buckets > 0 && few > 0 && tc > 0 && deep > 0 && bad == 0,
+    CHECK(buckets > 0 && few > 0 && tc > 0 && narrow > 0 && bad == 0,
           "prefill expert GEMMs: k_moe_few_down_g128 in the buckets up to %u tokens (%u "
-          "launches), k_moe_gemm_up_i4_deep in those up to %u (%u), the tensor-core kernels "
+          "launches), k_moe_gemm_up_i4_narrow in those up to %u (%u), the tensor-core kernels "
           "otherwise (%u), grids sized per bucket (%u wrong)",
-          K_MOE_FEW_MAXT, few, K_MOE_TC_DEEP_MAXT, deep, tc, bad);
+          K_MOE_FEW_MAXT, few, K_MOE_TC_NARROW_MAXT, narrow, tc, bad);
 }
 
 static void check_bad_buckets(void)
