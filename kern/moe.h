@@ -160,11 +160,11 @@
  * weights again each pass. Its registers then allow K_MOE_TC_NARROW_CTAS CTAs an SM instead of
  * K_MOE_TC_CTAS, with K_MOE_TC_STAGES_NARROW copy stages (shared memory K_MOE_TC_SMEM_ST(1, 1,
  * H, group, K_MOE_TC_STAGES_NARROW)). A short chunk gives each expert a few tokens, and there
- * the up GEMM is bound by issue at 2 warps a scheduler (H100, 64 / 128 / 256 tokens: 154 ->
- * 124, 161 -> 138, 166 -> 145 us with 4 stages); at long chunks the passes cost (1341: 222 ->
- * 425 us). The planner gives it the buckets up to K_MOE_TC_NARROW_MAXT tokens. Shapes:
+ * the up GEMM is bound by issue at 2 warps a scheduler (H100, 64 / 128 / 256 tokens: 155 ->
+ * 120, 161 -> 128, 166 -> 134 us at 4 CTAs an SM, 124 / 138 / 145 at 3); at long chunks the
+ * passes cost (1341: 222 -> 425 us). The planner gives it the buckets up to K_MOE_TC_NARROW_MAXT tokens. Shapes:
  * K_MOE_TC_OK and N % 8 == 0. */
-#define K_MOE_TC_NARROW_CTAS 3
+#define K_MOE_TC_NARROW_CTAS 4
 #define K_MOE_TC_STAGES_NARROW 4
 #define K_MOE_TC_NARROW_MAXT 256
 #define K_MOE_TC_NARROW_OK(K, N) (K_MOE_TC_OK(1, K, N) && (N) % 8 == 0)
