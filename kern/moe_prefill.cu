@@ -36,6 +36,9 @@
  * CTA, the copy pipeline running on across the tile boundary (K = I is short: a CTA per tile
  * would spend a large share of its life filling the pipeline). Two CTAs share an SM
  * (K_MOE_TC_CTAS), so one computes while the other waits at its barrier or fills its pipeline.
+ * k_moe_gemm_up_i4_narrow (short chunks, kern/moe.h) is the INT4 up GEMM built for at most 2
+ * n8 tiles of tokens a pass (moe_tc_passes): its registers allow K_MOE_TC_NARROW_CTAS CTAs an
+ * SM.
  *
  *   Staging: cp.async copies of 16 bytes, K_MOE_TC_STAGES stages deep, one barrier per stage.
  *   A stage holds BK inputs (INT4: 64, bf16: 32) of the 64 token rows (gathered rows of x for
