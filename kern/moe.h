@@ -148,24 +148,22 @@
  * 16-byte copies aligned). */
 #define K_MOE_TC_STAGE(i4)                                                                         \
     ((i4) ? 64u * 128u + K_MOE_TC_ROWS * 32u : 64u * 64u + K_MOE_TC_ROWS * 64u)
-#define K_MOE_TC_SMEM_ST(i4, up, K, group, stages)                                                 \
-    ((stages) * K_MOE_TC_STAGE(i4) + 512u + ((i4) ? 1024u : 0u) +                                  \
+#define K_MOE_TC_SMEM(i4, up, K, group)                                                            \
+    (K_MOE_TC_STAGES * K_MOE_TC_STAGE(i4) + 512u + ((i4) ? 1024u : 0u) +                           \
      ((i4) && (group) ? ((up) ? 2u * (K_MOE_TC_ROWS * ((K) / (group)) + 16u)                       \
                               : (K_MOE_TC_NT_DOWN * K_MOE_TC_ROWS * 2u * ((K) / (group)) + 16u))   \
                       : 0u))
-#define K_MOE_TC_SMEM(i4, up, K, group) K_MOE_TC_SMEM_ST(i4, up, K, group, K_MOE_TC_STAGES)
 
-/* k_moe_gemm_up_i4_narrow: k_moe_gemm_up_i4 (its contract and launch) with at most 2 n8 tiles
- * of a block's tokens at a time: a block with more live rows runs passes of 16, streaming the
- * weights again each pass. Its registers then allow K_MOE_TC_NARROW_CTAS CTAs an SM instead of
- * K_MOE_TC_CTAS, with K_MOE_TC_STAGES_NARROW copy stages (shared memory K_MOE_TC_SMEM_ST(1, 1,
- * H, group, K_MOE_TC_STAGES_NARROW)). A short chunk gives each expert a few tokens, and there
+/* k_moe_gemm_up_i4_narrow: k_moe_gemm_up_i4 (its contract, launch and shared memory) with at
+ * most 2 n8 tiles of a block's tokens at a time: a block with more live rows runs passes of
+ * 16, streaming the weights again each pass. Its registers then allow K_MOE_TC_NARROW_CTAS
+ * CTAs an SM instead of K_MOE_TC_CTAS. A short chunk gives each expert a few tokens, and there
  * the up GEMM is bound by issue at 2 warps a scheduler (H100, 64 / 128 / 256 tokens: 155 ->
- * 120, 161 -> 128, 166 -> 134 us at 4 CTAs an SM, 124 / 138 / 145 at 3); at long chunks the
- * passes cost (512: 177 -> 202 us, 1341: 222 -> 425). The planner gives it the buckets up to
- * K_MOE_TC_NARROW_MAXT tokens. Shapes: K_MOE_TC_OK and N % 8 == 0. */
+ * 120, 161 -> 128, 166 -> 134 us at 4 CTAs an SM, 124 / 138 / 145 at 3; 5 copy stages instead
+ * of 4 within 2%); at long chunks the passes cost (512: 177 -> 202 us, 1341: 222 -> 425). The
+ * planner gives it the buckets up to K_MOE_TC_NARROW_MAXT tokens. Shapes: K_MOE_TC_OK and
+ * N % 8 == 0. */
 #define K_MOE_TC_NARROW_CTAS 4
-#define K_MOE_TC_STAGES_NARROW 4
 #define K_MOE_TC_NARROW_MAXT 256
 #define K_MOE_TC_NARROW_OK(K, N) (K_MOE_TC_OK(1, K, N) && (N) % 8 == 0)
 

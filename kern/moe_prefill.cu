@@ -986,23 +986,23 @@ __device__ __forceinline__ void moe_tc_gemm(const struct k_moe_gemm_params &p)
     }
 }
 
-#define MOE_TC_KERNEL(name, I4, UP, NT, STAGES)                                                    \
+#define MOE_TC_KERNEL(name, I4, UP, NT)                                                            \
     extern "C" __global__ void __launch_bounds__(K_MOE_TC_THREADS, K_MOE_TC_CTAS)                  \
         name(struct k_moe_gemm_params p)                                                           \
     {                                                                                              \
-        moe_tc_gemm<I4, UP, K_MOE_TC_WARPS, K_MOE_TC_WROWS, NT, STAGES>(p);                        \
+        moe_tc_gemm<I4, UP, K_MOE_TC_WARPS, K_MOE_TC_WROWS, NT, K_MOE_TC_STAGES>(p);               \
     }
-MOE_TC_KERNEL(k_moe_gemm_up_bf16, false, true, 1, K_MOE_TC_STAGES)
-MOE_TC_KERNEL(k_moe_gemm_up_i4, true, true, 1, K_MOE_TC_STAGES)
+MOE_TC_KERNEL(k_moe_gemm_up_bf16, false, true, 1)
+MOE_TC_KERNEL(k_moe_gemm_up_i4, true, true, 1)
 /* k_moe_gemm_up_i4_narrow (kern/moe.h): at most 2 n8 tiles of tokens a pass, so the
  * accumulators of the 8-tile loop do not hold the register count (and the CTAs an SM) down */
 extern "C" __global__ void __launch_bounds__(K_MOE_TC_THREADS, K_MOE_TC_NARROW_CTAS)
     k_moe_gemm_up_i4_narrow(struct k_moe_gemm_params p)
 {
-    moe_tc_gemm<true, true, K_MOE_TC_WARPS, K_MOE_TC_WROWS, 1, K_MOE_TC_STAGES_NARROW, 2>(p);
+    moe_tc_gemm<true, true, K_MOE_TC_WARPS, K_MOE_TC_WROWS, 1, K_MOE_TC_STAGES, 2>(p);
 }
-MOE_TC_KERNEL(k_moe_gemm_down_bf16, false, false, K_MOE_TC_NT_DOWN, K_MOE_TC_STAGES)
-MOE_TC_KERNEL(k_moe_gemm_down_i4, true, false, K_MOE_TC_NT_DOWN, K_MOE_TC_STAGES)
+MOE_TC_KERNEL(k_moe_gemm_down_bf16, false, false, K_MOE_TC_NT_DOWN)
+MOE_TC_KERNEL(k_moe_gemm_down_i4, true, false, K_MOE_TC_NT_DOWN)
 #undef MOE_TC_KERNEL
 
 /* ---- few tokens an expert: k_moe_few_up_g128 / k_moe_few_down_g128 ---------------------------

@@ -822,13 +822,10 @@ static void moe_gemm(struct em *e, uint32_t l, int down, uint32_t x, uint32_t y,
     uint32_t grid[3] = {blocks < e->sb->max_blocks ? (uint32_t)blocks : e->sb->max_blocks,
                         CDIV(N, tc ? (down ? K_MOE_TC_BN_DOWN : K_MOE_TC_BN_UP) : K_MOE_BN), 1};
     uint32_t threads = tc ? K_MOE_TC_THREADS : K_MOE_THREADS;
-    /* the up GEMM of a short chunk: 2 n8 tiles a pass, more CTAs an SM (kern/moe.h) */
-    uint32_t narrow = K_MOE_TC_SMEM_ST(1, 1, K, p.d.group, K_MOE_TC_STAGES_NARROW);
-    if (!down && e->i4 && tc && e->T <= K_MOE_TC_NARROW_MAXT && K_MOE_TC_NARROW_OK(K, N) &&
-        narrow <= b->smem_limit) {
+    /* the up GEMM of a short chunk: 2 n8 tiles a pass, more CTAs an SM (kern/moe.h; the
+     * same shared memory) */
+    if (!down && e->i4 && tc && e->T <= K_MOE_TC_NARROW_MAXT && K_MOE_TC_NARROW_OK(K, N))
         snprintf(kname, sizeof kname, "k_moe_gemm_up_i4_narrow");
-        smem = narrow;
-    }
     /* the down GEMM of a short chunk (a few pairs an expert): the weights streamed into
      * registers (k_moe_few_up_g128 measured even with the tensor-core build: not planned) */
     if (down && e->i4 && e->T <= K_MOE_FEW_MAXT && K_MOE_FEW_OK(p.d) &&

@@ -837,8 +837,7 @@ static struct glaunch gemm_launch(const struct kerns *K, const struct shape *s, 
         return l;
     }
     const int narrow = tc == 3 && !down && K->gemm[0][3] && K_MOE_TC_NARROW_OK(Kd, N);
-    const unsigned smem = K_MOE_TC_SMEM_ST(i4, !down, Kd, s->group,
-                                           narrow ? K_MOE_TC_STAGES_NARROW : K_MOE_TC_STAGES);
+    const unsigned smem = K_MOE_TC_SMEM(i4, !down, Kd, s->group);
     l.tc = tc && K_MOE_TC_OK(i4, Kd, N) && (int)smem <= smem_optin;
     if (l.tc && narrow)
         l.tc = tc;

@@ -331,8 +331,7 @@ static void check_moe_prefill(const struct model_config *cfg, const struct plan_
             narrow += is_narrow;
             bad += is_few != (down && sc.tokens <= K_MOE_FEW_MAXT) ||
                    is_narrow != (!down && sc.tokens <= K_MOE_TC_NARROW_MAXT) ||
-                   (is_narrow && op.smem != K_MOE_TC_SMEM_ST(1, 1, c.hidden_size, 128,
-                                                             K_MOE_TC_STAGES_NARROW)) ||
+                   (is_narrow && op.smem != K_MOE_TC_SMEM(1, 1, c.hidden_size, 128)) ||
                    op.grid[0] != blocks ||
                    op.grid[1] != (N + bn - 1) / bn ||
                    op.block[0] != (is_few ? K_MOE_FEW_THREADS : K_MOE_TC_THREADS);

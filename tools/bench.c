@@ -371,10 +371,12 @@ static void drop_table(struct rt *r, const char *sched, uint32_t reps, const int
         }
         printf("%-24s %10.1f %10.1f %10.1f\n", names[j], all, without, all - without);
     }
-    /* a kernel whose outputs decide how much the later ones do: left out, it leaves its
-     * buffers as whatever the overlay last held there, and the step it times is another one */
-    printf("(k_router and k_moe_align decide which experts the expert GEMMs read: their rows\n"
-           " change that work, so they are not their own cost)\n");
+    /* in a prefill chunk the router and k_moe_align decide how much the expert GEMMs do: left
+     * out, they leave their buffers as whatever the overlay last held there, and the step
+     * timed is another one */
+    if (!strncmp(sched, "prefill", 7))
+        printf("(k_router and k_moe_align decide which experts the expert GEMMs read: their rows\n"
+               " change that work, so they are not their own cost)\n");
 }
 
 /* Bytes one decode step of a schedule must move (the plan's per-op costs). */
