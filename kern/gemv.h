@@ -70,6 +70,51 @@
 #define K_GEMM_I4_MAXT 64  /* largest chunk the planner gives it */
 #define K_GEMM_I4_OK(group, K) ((group) == 128 && (K) % 128 == 0)
 
+/* k_gemm_i4_wg1, _wg2, _wg4, _wg8 (kern/gemm_wg.cu): the same product for chunks past
+ * K_GEMM_I4_MAXT tokens, with the numbers of the cuBLAS path they replace there: each weight
+ * expanded to bf16(scale * (q - 8)) (as k_dequant_i4 stores it) in registers, every product
+ * exact, fp32 sums over K, one rounding to bf16. A CTA takes K_GEMM_WG_BN weight rows against
+ * K_GEMM_WG_BT tokens over K / S inputs (S the kernel's suffix): on sm_90a the S CTAs of a
+ * tile form a cluster, each runs wgmma over its K / S, and the partial sums are added across
+ * the cluster in rank order. Launch: grid (ceil(T_max / BT), N / BN, S), block
+ * K_GEMM_WG_THREADS, dynamic shared memory K_GEMM_WG_SMEM(K, S). Shapes: K_GEMM_WG_OK.
+ * k_gemm_wg_split() is the planner's S. Other images run the same launch with mma.sync, the
+ * CTAs of split 0 over all of K (the others return). */
+#define K_GEMM_WG_THREADS 256
+#define K_GEMM_WG_BT 128 /* tokens a CTA (the wgmma N) */
+#define K_GEMM_WG_BN 128 /* weight rows a CTA: 64 a warpgroup */
+#define K_GEMM_WG_STAGES 4
+#define K_GEMM_WG_STAGE (K_GEMM_WG_BT * 128 + K_GEMM_WG_BN * 32) /* 64 inputs */
+#define K_GEMM_WG_MAXKS 4096 /* inputs a CTA: its scales stay in shared memory */
+#define K_GEMM_WG_SMEM(K, S)                                                                       \
+    (1024u + K_GEMM_WG_STAGES * K_GEMM_WG_STAGE + K_GEMM_WG_BN * 2u * ((K) / (S) / 128u))
+#define K_GEMM_WG_OK(group, N, K, S)                                                               \
+    ((group) == 128 && (N) % K_GEMM_WG_BN == 0 && (K) % (128u * (S)) == 0 &&                       \
+     (K) / (S) <= K_GEMM_WG_MAXKS)
+#define K_GEMM_WG_MAXT 512 /* largest chunk the planner gives them */
+/* and only matrices of at least this many weights (in_proj, z, out_proj, q, o_proj): a small
+ * one makes few CTAs (512 x 2048 at 128 tokens: 8 CTAs, 14 us a launch on an H100), and there
+ * the expansion of the layer's small matrices in one k_dequant_i4 launch, then cuBLAS, measured
+ * faster end to end (128-token prompt, planned with them: 8,092 tok/s; without: 8,426) */
+#define K_GEMM_WG_MINW (1u << 23)
+#define K_GEMM_WG_MAXS 8
+/* The planner's split: the largest S that leaves each CTA at least K_GEMM_WG_MINKS inputs and
+ * the launch at most K_GEMM_WG_CTAS CTAs; more only where a CTA's scales would not fit. Two
+ * CTAs fit an SM, but clusters of 4 and 8 CTAs are placed whole on a GPC: an H100 holds 62
+ * clusters of 4 and 30 of 8 at once (ncu), so a launch past 240 CTAs may run a second wave. */
+#define K_GEMM_WG_MINKS 1024
+#define K_GEMM_WG_CTAS 240
+static inline uint32_t k_gemm_wg_split(uint32_t T_max, uint32_t N, uint32_t K)
+{
+    const uint32_t tiles = (T_max + K_GEMM_WG_BT - 1) / K_GEMM_WG_BT * (N / K_GEMM_WG_BN);
+    uint32_t s = 1;
+    while (s < K_GEMM_WG_MAXS && K % (256u * s) == 0 &&
+           ((K / (2 * s) >= K_GEMM_WG_MINKS && tiles * 2 * s <= K_GEMM_WG_CTAS) ||
+            K / s > K_GEMM_WG_MAXKS))
+        s *= 2;
+    return s;
+}
+
 struct k_gemm_i4_params {
     uint64_t w;             /* (N, K) nibbles, K_LAYOUT_I4_ROWS */
     uint64_t scales_offset; /* byte offset of the (N, K / 128) bf16 scales from w */

@@ -62,6 +62,8 @@ struct pb {
                                  fit (test_gpu_e2e E2E_GDN_FUSED=1) */
     int moe_fused;            /* decode MoE as one launch, k_moe_fused_g128, where it takes
                                  the shape (planner --moe-decode fused) */
+    int dense_cublas;         /* prefill dense INT4 projections past K_GEMM_I4_MAXT tokens
+                                 always through cuBLAS (planner --dense-prefill cublas) */
 
     struct pb_buf *bufs; uint32_t nbufs, capbufs;
     struct pb_op *ops; uint32_t nops, capops;

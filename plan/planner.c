@@ -41,6 +41,7 @@ struct opts {
     int quiet;
     int arch_given;         /* --arch was on the command line */
     int moe_fused;          /* --moe-decode fused */
+    int dense_cublas;       /* --dense-prefill cublas */
 };
 
 static void usage(FILE *f)
@@ -75,6 +76,10 @@ static void usage(FILE *f)
             "  --moe-decode K       the INT4 group-128 decode MoE block as an up and a down\n"
             "                       kernel (pair, the default) or as one launch whose CTAs\n"
             "                       take both roles (fused; slower on an H100 today)\n"
+            "  --dense-prefill K    the INT4 group-128 dense projections of prefill chunks up to\n"
+            "                       512 tokens straight from the nibbles (nibbles, the\n"
+            "                       default) or expanded to bf16 for cuBLAS (cublas), as\n"
+            "                       longer chunks always are\n"
             "  --device-mem SIZE    fail if arena plus weights exceed SIZE (bytes, or with K, M, G)\n"
             "  -o FILE              write to FILE instead of standard output\n"
             "  --verify FILE        check an existing plan.bin and print its summary\n"
@@ -210,6 +215,10 @@ static int parse_args(struct opts *o, int argc, char **argv)
             if (strcmp(v, "fused") && strcmp(v, "pair"))
                 return die("--moe-decode %s: expected pair or fused%s", v, "");
             o->moe_fused = !strcmp(v, "fused");
+        } else if (!strcmp(a, "--dense-prefill")) {
+            if (strcmp(v, "nibbles") && strcmp(v, "cublas"))
+                return die("--dense-prefill %s: expected nibbles or cublas%s", v, "");
+            o->dense_cublas = !strcmp(v, "cublas");
         } else if (!strcmp(a, "--device-mem")) {
             if (parse_size(v, &o->device_mem))
                 return die("--device-mem %s: expected a size such as 80G%s", v, "");
@@ -433,6 +442,7 @@ static int plan(const struct opts *o_in)
     b.split_threshold = o->split_threshold;
     b.n_split = o->splits;
     b.moe_fused = o->moe_fused;
+    b.dense_cublas = o->dense_cublas;
     /* archs whose shared memory cannot hold the largest kernel: an explicit --arch is an error,
      * the default list just leaves them out (and says so) */
     struct opts oo = *o;

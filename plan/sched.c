@@ -199,7 +199,26 @@ static void dequant(struct em *e, const char *const *w, const uint64_t *off, uin
     }
 }
 
-/* The n matrices w[] (a prefill chunk past K_GEMM_I4_MAXT tokens: all through cuBLAS) expanded
+/* Which kernel gemm() gives the INT4 matrix t (N, K) in this chunk, reading the nibbles as
+ * stored: 1 k_gemm_i4_g128 (chunks up to K_GEMM_I4_MAXT tokens), 2 k_gemm_i4_wg{S} (up to
+ * K_GEMM_WG_MAXT), 0 none (expanded to bf16 for cuBLAS). */
+static int gemm_nibbles(const struct em *e, const struct wt_tensor_desc *t)
+{
+    if (!e->prefill || t->layout != K_LAYOUT_I4_ROWS || t->ndim != 2 ||
+        !K_GEMM_I4_OK(t->group_size, t->shape[1]))
+        return 0;
+    if (e->T <= K_GEMM_I4_MAXT)
+        return 1;
+    const uint32_t N = (uint32_t)t->shape[0], K = (uint32_t)t->shape[1];
+    const uint32_t S = k_gemm_wg_split(e->T, N, K);
+    return !e->b->dense_cublas && e->T <= K_GEMM_WG_MAXT && (uint64_t)N * K >= K_GEMM_WG_MINW &&
+                   K_GEMM_WG_OK(t->group_size, N, K, S) &&
+                   K_GEMM_WG_SMEM(K, S) <= e->b->smem_limit
+               ? 2
+               : 0;
+}
+
+/* The n matrices w[] that go through cuBLAS in a prefill chunk (gemm_nibbles 0) expanded
  * side by side in dequant by one launch, for the gemm() calls that follow at once: small
  * matrices used one after another (the shared expert's three, attention's k and v), which
  * otherwise each pay a launch. Large ones stay one launch each, right before their GEMM, where
@@ -208,12 +227,12 @@ static void dequant(struct em *e, const char *const *w, const uint64_t *off, uin
 static void dequant_set(struct em *e, const char *const *w, uint32_t n, const char *nm)
 {
     e->dq_n = 0;
-    if (!e->prefill || e->T <= K_GEMM_I4_MAXT || !e->sb->dequant)
+    if (!e->prefill || !e->sb->dequant)
         return;
     uint64_t at = 0;
     for (uint32_t i = 0; i < n && e->dq_n < SCHED_DQ_MAX; i++) {
         const struct wt_tensor_desc *t = pb_weight(e->b, w[i]);
-        if (t->layout != K_LAYOUT_I4_ROWS || t->ndim != 2)
+        if (t->layout != K_LAYOUT_I4_ROWS || t->ndim != 2 || gemm_nibbles(e, t))
             continue;
         e->dq_name[e->dq_n] = t->name;
         e->dq_off[e->dq_n] = at;
@@ -225,19 +244,29 @@ static void dequant_set(struct em *e, const char *const *w, uint32_t n, const ch
         e->dq_n = 0; /* one matrix: gemm() expands it itself */
 }
 
-/* y (T, N) = x (T, K) W^T (prefill): INT4 group-128 weights at chunks of up to K_GEMM_I4_MAXT
- * tokens by k_gemm_i4_g128; else through cuBLAS, INT4 weights expanded first. */
+/* y (T, N) = x (T, K) W^T (prefill): INT4 group-128 weights from the nibbles where
+ * gemm_nibbles says so; else through cuBLAS, INT4 weights expanded first. */
 static uint32_t gemm(struct em *e, uint32_t x, const char *w, uint32_t N, uint32_t K, const char *nm)
 {
     struct pb *b = e->b;
     const struct wt_tensor_desc *t = pb_weight(b, w);
     int i4 = t->layout == K_LAYOUT_I4_ROWS;
     uint32_t y = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * e->T * N, "%s", nm);
-    if (i4 && K_GEMM_I4_OK(t->group_size, K) && e->T <= K_GEMM_I4_MAXT) {
-        /* a short chunk (the 16 and 64 buckets): straight from the nibbles (kern/gemm_i4.cu) */
+    const int nib = gemm_nibbles(e, t);
+    if (nib) { /* straight from the nibbles (kern/gemm_i4.cu, kern/gemm_wg.cu) */
         struct k_gemm_i4_params gp = {.scales_offset = t->scales_offset, .N = N, .K = K};
-        uint32_t grid[3] = {CDIV(e->T, K_GEMM_I4_BT), CDIV(N, K_GEMM_I4_BN), 1};
-        uint32_t op = pb_kernel_op(b, "k_gemm_i4_g128", &gp, sizeof gp, grid, K_GEMM_I4_THREADS, 0, "%s", nm);
+        const uint32_t S = k_gemm_wg_split(e->T, N, K);
+        uint32_t grid[3] = {CDIV(e->T, K_GEMM_I4_BT), CDIV(N, K_GEMM_I4_BN), 1}, op;
+        if (nib == 1) {
+            op = pb_kernel_op(b, "k_gemm_i4_g128", &gp, sizeof gp, grid, K_GEMM_I4_THREADS, 0,
+                              "%s", nm);
+        } else {
+            char kn[32];
+            snprintf(kn, sizeof kn, "k_gemm_i4_wg%u", S);
+            grid[0] = CDIV(e->T, K_GEMM_WG_BT), grid[1] = N / K_GEMM_WG_BN, grid[2] = S;
+            op = pb_kernel_op(b, kn, &gp, sizeof gp, grid, K_GEMM_WG_THREADS, K_GEMM_WG_SMEM(K, S),
+                              "%s", nm);
+        }
         WREF(op, struct k_gemm_i4_params, w, w);
         REF(op, struct k_gemm_i4_params, x, x);
         REF(op, struct k_gemm_i4_params, y, y);

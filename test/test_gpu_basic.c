@@ -40,6 +40,7 @@
 #include "../kern/norm.h"
 #include "../kern/quant.h"
 #include "../kern/step.h"
+#include "../rt/cublas.h"
 #include "gpu.h"
 #include "ref/kref_basic.h"
 #include "ref/kref_gdn.h"
@@ -57,7 +58,7 @@
 
 static struct gpu g;
 static CUfunction f_embed, f_norm, f_gemv_bf16, f_gemv_bf16_norm, f_gemv_i4, f_gemv_g128, f_gemv_g128w, f_dequant, f_gemm_i4,
-    f_silu;
+    f_gemm_wg[4], f_silu;
 static CUdeviceptr d_step;
 static unsigned long long rng = 0xBA51C;
 
@@ -691,63 +692,159 @@ static void test_gemvs(void)
     test_gemv_conv("k_gemv_i4 + conv group 32 K=96 -> 1003+37 (8 taps)", 1, 96, 32, conv_odd, 8);
 }
 
-/* ---- k_gemm_i4_g128 -------------------------------------------------------------------------- */
+/* ---- the prefill dense kernels: k_gemm_i4_g128 and k_gemm_i4_wg{1,2,4,8} ---------------- */
 
-/* y (T, N) = x (T, K) W^T over a chunk of T_max rows of which n_tokens are live: every live
- * row against the reference GEMV of its token (the bound of a GEMV: each group in the MMA,
- * then one fp32 term per group, and one bf16 rounding), nothing written for rows past
- * n_tokens or columns past N. */
-static void test_gemm_i4(uint32_t T_max, uint32_t n_tokens, uint32_t N, uint32_t K)
+static const uint32_t wg_splits[4] = {1, 2, 4, 8};
+
+/* Information: the path the planner takes past the nibble kernels, the matrix expanded by
+ * k_dequant_i4 then a cuBLAS bf16 GEMM over T_max rows, timed the same way (both launches a
+ * repetition), for comparison in the same run. */
+static void time_dequant_cublas(const struct i4m *m, CUdeviceptr dx, CUdeviceptr dy, uint32_t T_max,
+                                uint32_t n_tokens, uint32_t N, uint32_t K)
+{
+    struct rt_cublas b;
+    char err[RT_ERR_LEN];
+    CUdeviceptr ws = dalloc(32u << 20), dw = dalloc((size_t)N * K * 2);
+    if (rt_cublas_open(&b, NULL, ws, 32u << 20, err)) {
+        printf("#   dequant + cuBLAS: not timed (%s)\n", err);
+        dfree(ws), dfree(dw);
+        return;
+    }
+    struct k_dequant_params p = {
+        .n = 1,
+        .m = {{.w = m->d, .scales_offset = m->so, .out = dw, .N = N, .K = K, .group = 128}}};
+    void *args[] = {&p};
+    const float one = 1.0f, zero = 0.0f;
+    CUevent e0, e1;
+    float ms = 0;
+    CU(&g, cuEventCreate(&e0, 0));
+    CU(&g, cuEventCreate(&e1, 0));
+    int bad = 0;
+    for (int i = -1; i < TIME_REPS; i++) { /* i = -1: warm-up */
+        if (i == 0)
+            CU(&g, cuEventRecord(e0, NULL));
+        CU(&g, cuLaunchKernel(f_dequant, (unsigned)K_DQ_CTAS(N, K), 1, 1, K_DQ_THREADS, 1, 1, 0,
+                              NULL, args, NULL));
+        bad |= b.gemm_ex(b.h, RT_CUBLAS_OP_T, RT_CUBLAS_OP_N, (int)N, (int)T_max, (int)K, &one,
+                         (const void *)dw, RT_CUDA_R_16BF, (int)K, (const void *)dx,
+                         RT_CUDA_R_16BF, (int)K, &zero, (void *)dy, RT_CUDA_R_16BF, (int)N,
+                         RT_CUBLAS_COMPUTE_32F, RT_CUBLAS_GEMM_DEFAULT);
+    }
+    CU(&g, cuEventRecord(e1, NULL));
+    CU(&g, cuEventSynchronize(e1));
+    CU(&g, cuEventElapsedTime(&ms, e0, e1));
+    CU(&g, cuEventDestroy(e0));
+    CU(&g, cuEventDestroy(e1));
+    const double us = 1000.0 * ms / TIME_REPS;
+    CHECK(!bad, "cublasGemmEx %u x %u x %u ran", T_max, N, K);
+    printf("#   dequant + cuBLAS: %.1f us per launch pair, %.1f TFLOP/s\n", us,
+           2.0 * n_tokens * N * K / us / 1e6);
+    rt_cublas_close(&b);
+    dfree(ws), dfree(dw);
+}
+
+/* y (T, N) = x (T, K) W^T over a chunk of T_max rows of which n_tokens are live, by
+ * k_gemm_i4_g128 and by every k_gemm_i4_wg{S} the shape takes (K_GEMM_WG_OK): live rows
+ * against the reference of their token (all of them up to 64 live rows; past that the first
+ * and last 16 and every 7th, or every 31st in timing runs, to keep the host reference short),
+ * nothing written for rows past n_tokens. k_gemm_i4_g128: the bound of the INT4 GEMV (each
+ * group in the MMA, then one fp32 term per group, one bf16 rounding). k_gemm_i4_wg: the
+ * weights expanded to bf16(scale * (q - 8)) as k_dequant_i4 stores them, products exact, fp32
+ * sums over all of K (K / 16 MMAs and the split's partial sums), one bf16 rounding. With
+ * `timing` (and N K >= 1e6) each kernel's time is printed, the planner's split marked, and
+ * then the expansion + cuBLAS pair's (time_dequant_cublas). */
+static void test_gemm_i4(uint32_t T_max, uint32_t n_tokens, uint32_t N, uint32_t K, int timing)
 {
     struct i4m m;
     i4m_new(&m, N, K, 128, 1);
-    uint16_t *x = test_malloc((size_t)T_max * K * 2);
+    uint16_t *x = test_malloc((size_t)T_max * K * 2), *wq = test_malloc((size_t)N * K * 2);
     rand_bf16(x, (size_t)T_max * K, 0.0f, 1.0f);
+    kref_dequant_i4(wq, m.nib, m.sc, N, K, 128);
     size_t ny = (size_t)T_max * N;
     CUdeviceptr dx = dput(x, (size_t)T_max * K * 2), dy = dalloc((ny + SLACK) * 2);
-    dpoison(dy, (ny + SLACK) * 2);
     set_step(n_tokens, 0, 0, 0);
     struct k_gemm_i4_params p = {.w = m.d, .scales_offset = m.so, .x = dx, .y = dy, .step = d_step, .N = N, .K = K};
     void *args[] = {&p};
-    CU(&g, cuLaunchKernel(f_gemm_i4, (T_max + K_GEMM_I4_BT - 1) / K_GEMM_I4_BT, (N + K_GEMM_I4_BN - 1) / K_GEMM_I4_BN,
-                          1, K_GEMM_I4_THREADS, 1, 1, 0, NULL, args, NULL));
-    CU(&g, cuCtxSynchronize());
+    /* the checked rows and their references: [0] the INT4 GEMV's, [1] the expanded matrix's */
+    uint32_t *rows = test_malloc(sizeof(uint32_t) * n_tokens), nr = 0;
+    for (uint32_t t = 0; t < n_tokens; t++)
+        if (n_tokens <= 64 || t < 16 || t + 16 >= n_tokens || t % (timing ? 31 : 7) == 0)
+            rows[nr++] = t;
+    float *want[2], *tol[2];
+    for (int r = 0; r < 2; r++) {
+        want[r] = test_malloc(sizeof(float) * nr * N), tol[r] = test_malloc(sizeof(float) * nr * N);
+        for (uint32_t i = 0; i < nr; i++) {
+            float *w = want[r] + (size_t)i * N, *mg = tol[r] + (size_t)i * N;
+            if (r)
+                kref_gemv_bf16(w, mg, wq, x + (size_t)rows[i] * K, N, K);
+            else
+                kref_gemv_i4(w, mg, m.nib, m.sc, x + (size_t)rows[i] * K, N, K, 128);
+            const double terms = r ? 2.0 * K / 16 + 8 : GEMV_TERMS(K);
+            for (uint32_t c = 0; c < N; c++)
+                mg[c] = (float)(terms * U32 * mg[c]);
+        }
+    }
     uint16_t *got = test_malloc((ny + SLACK) * 2);
-    dget(got, dy, (ny + SLACK) * 2);
-    float *want = test_malloc(sizeof(float) * N), *mag = test_malloc(sizeof(float) * N);
-    struct cmpstat st = {0};
-    for (uint32_t t = 0; t < n_tokens; t++) {
-        kref_gemv_i4(want, mag, m.nib, m.sc, x + (size_t)t * K, N, K, 128);
-        for (uint32_t i = 0; i < N; i++)
-            mag[i] = (float)(GEMV_TERMS(K) * U32 * mag[i]);
-        cmp_close(&st, "y", got + (size_t)t * N, 1, want, mag, N);
+    const uint32_t plan_s = k_gemm_wg_split(T_max, N, K);
+    for (int k = 0; k < 5; k++) {
+        const uint32_t S = k ? wg_splits[k - 1] : 0;
+        if (k && !K_GEMM_WG_OK(128u, N, K, S))
+            continue;
+        CUfunction f = k ? f_gemm_wg[k - 1] : f_gemm_i4;
+        const unsigned bt = k ? K_GEMM_WG_BT : K_GEMM_I4_BT, gx = (T_max + bt - 1) / bt;
+        const unsigned gy = k ? N / K_GEMM_WG_BN : (N + K_GEMM_I4_BN - 1) / K_GEMM_I4_BN;
+        const unsigned gz = k ? S : 1, threads = k ? K_GEMM_WG_THREADS : K_GEMM_I4_THREADS;
+        const unsigned smem = k ? K_GEMM_WG_SMEM(K, S) : 0;
+        char name[32];
+        snprintf(name, sizeof name, k ? "k_gemm_i4_wg%u" : "k_gemm_i4_g128", S);
+        dpoison(dy, (ny + SLACK) * 2);
+        CU(&g, cuLaunchKernel(f, gx, gy, gz, threads, 1, 1, smem, NULL, args, NULL));
+        CU(&g, cuCtxSynchronize());
+        dget(got, dy, (ny + SLACK) * 2);
+        struct cmpstat st = {0};
+        for (uint32_t i = 0; i < nr; i++)
+            cmp_close(&st, "y", got + (size_t)rows[i] * N, 1, want[k > 0] + (size_t)i * N,
+                      tol[k > 0] + (size_t)i * N, N);
+        long stray = stray16(got, (size_t)n_tokens * N, ny + SLACK);
+        CHECK(st.bad == 0 && stray < 0,
+              "%s T=%u of %u, %u x %u: %zu outputs (%u rows) within half a bf16 ulp + fp32 sum "
+              "bound (worst %.2f ulp from exact; %zu equal bf16(exact)), nothing past the live "
+              "rows (stray %ld)",
+              name, n_tokens, T_max, N, K, st.n, nr, st.worst_ulp, st.equal, stray);
+        if (timing && (double)N * K >= 1e6) { /* information: time, weight bandwidth, tensor rate */
+            double us = gpu_time_us3(&g, f, &p, gx, gy, gz, threads, smem, TIME_REPS);
+            double wb = (double)N * (K / 2 + K / 64);
+            printf("#   time: %.1f us per launch, %.0f GB/s of weights, %.1f TFLOP/s%s\n", us,
+                   wb / us / 1e3, 2.0 * n_tokens * N * K / us / 1e6,
+                   k && S == plan_s ? " (the planner's split)" : "");
+        }
     }
-    long stray = stray16(got, (size_t)n_tokens * N, ny + SLACK);
-    CHECK(st.bad == 0 && stray < 0,
-          "k_gemm_i4_g128 T=%u of %u, %u x %u: %zu outputs within half a bf16 ulp + fp32 sum bound "
-          "(worst %.2f ulp from exact; %zu equal bf16(exact)), nothing past the live rows (stray %ld)",
-          n_tokens, T_max, N, K, st.n, st.worst_ulp, st.equal, stray);
-    if ((double)N * K >= 8e6) { /* information: time, weight bandwidth, tensor rate */
-        double us = gpu_time_us(&g, f_gemm_i4, &p, (T_max + K_GEMM_I4_BT - 1) / K_GEMM_I4_BT,
-                                (N + K_GEMM_I4_BN - 1) / K_GEMM_I4_BN, K_GEMM_I4_THREADS, 0, TIME_REPS);
-        double wb = (double)N * (K / 2 + K / 64);
-        printf("#   time: %.1f us per launch, %.0f GB/s of weights, %.1f TFLOP/s\n", us, wb / us / 1e3,
-               2.0 * n_tokens * N * K / us / 1e6);
-    }
-    free(x), free(got), free(want), free(mag), dfree(dx), dfree(dy), i4m_free(&m);
+    if (timing && (double)N * K >= 1e6)
+        time_dequant_cublas(&m, dx, dy, T_max, n_tokens, N, K);
+    for (int r = 0; r < 2; r++)
+        free(want[r]), free(tol[r]);
+    free(x), free(wq), free(rows), free(got), dfree(dx), dfree(dy), i4m_free(&m);
 }
 
 static void test_gemms(void)
 {
-    test_gemm_i4(1, 1, 128, 128);        /* one token, one group, one row tile */
-    test_gemm_i4(16, 5, 1000, 2176);     /* a partial token tile, a partial row tile, 17 groups */
-    test_gemm_i4(64, 64, 200, 384);      /* one full token tile, an odd group count */
-    test_gemm_i4(256, 200, 8192, 2048);  /* GDN in_proj at a partly filled 256 bucket */
-    test_gemm_i4(256, 256, 2048, 4096);  /* out_proj, every row live */
-    test_gemm_i4(100, 77, 1000, 8192);   /* tokens past one tile, 64 groups */
-    test_gemm_i4(16, 16, 8192, 2048);    /* timing: the 16 and 64 buckets, GDN in_proj size */
-    test_gemm_i4(64, 64, 8192, 2048);
-    test_gemm_i4(128, 128, 2048, 4096);  /* out_proj at 128 tokens */
+    test_gemm_i4(1, 1, 128, 128, 0);       /* one token, one group, one row tile */
+    test_gemm_i4(16, 5, 1000, 2176, 0);    /* a partial token tile, a partial row tile, 17 groups */
+    test_gemm_i4(64, 64, 200, 384, 0);     /* one full token tile, an odd group count */
+    test_gemm_i4(100, 77, 1024, 8192, 0);  /* tokens past one g128 tile, 64 groups, a split of 8 */
+    test_gemm_i4(300, 259, 256, 1024, 0);  /* three wg token tiles, the last partial */
+    test_gemm_i4(256, 200, 8192, 2048, 0); /* GDN in_proj at a partly filled 256 bucket */
+    test_gemm_i4(16, 16, 8192, 2048, 1);   /* timing: the 16 and 64 buckets, GDN in_proj size */
+    test_gemm_i4(64, 64, 8192, 2048, 1);
+    /* the model's dense projections at the 128 .. 512 buckets: GDN in_proj (q, k, v) and z,
+     * out_proj (and attention's o_proj), the shared expert's gate or up and down */
+    for (uint32_t T = 128; T <= 512; T *= 2) {
+        test_gemm_i4(T, T, 8192, 2048, 1);
+        test_gemm_i4(T, T, 4096, 2048, 1);
+        test_gemm_i4(T, T, 2048, 4096, 1);
+        test_gemm_i4(T, T, 512, 2048, 1);
+        test_gemm_i4(T, T, 2048, 512, 1);
+    }
 }
 
 /* k_gemv_bf16_norm: fp32 y_s = W_s RMSNorm(x + add) with the norm made per CTA, against the
@@ -1037,9 +1134,22 @@ int main(void)
     CU(&g, cuModuleGetFunction(&f_gemv_g128w, m, "k_gemv_i4_g128_w"));
     CU(&g, cuModuleGetFunction(&f_dequant, m, "k_dequant_i4"));
     CU(&g, cuModuleGetFunction(&f_gemm_i4, m, "k_gemm_i4_g128"));
+    for (int i = 0; i < 4; i++) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "k_gemm_i4_wg%u", wg_splits[i]);
+        CU(&g, cuModuleGetFunction(&f_gemm_wg[i], m, nm));
+        CU(&g, cuFuncSetAttribute(f_gemm_wg[i], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                  K_GEMM_WG_SMEM(K_GEMM_WG_MAXKS, 1)));
+    }
     CU(&g, cuModuleGetFunction(&f_silu, m, "k_silu_mul"));
     d_step = dalloc(sizeof(struct k_step));
 
+    const char *gt = getenv("GEMM_TIMING"); /* T,N,K: only the dense kernels at that shape */
+    unsigned tt, tn, tk;
+    if (gt && sscanf(gt, "%u,%u,%u", &tt, &tn, &tk) == 3) {
+        test_gemm_i4(tt, tt, tn, tk, 1);
+        return test_done();
+    }
     test_hand_word();
     test_packer_roundtrip(32);
     test_packer_roundtrip(128);

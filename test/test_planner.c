@@ -11,13 +11,15 @@
 #include <sys/stat.h>
 
 #include "../kern/attn.h"
+#include "../kern/gemv.h"
 #include "../kern/moe.h"
 #include "../plan/arena.h"
 #include "../plan/build.h"
 #include "../plan/planfile.h"
 #include "test.h"
 
-static int plan_moe_fused; /* make_plan plans --moe-decode fused */
+static int plan_moe_fused;    /* make_plan plans --moe-decode fused */
+static int plan_dense_cublas; /* make_plan plans --dense-prefill cublas */
 
 /* Build a plan in memory (fake one-arch image). Returns the serialized plan or NULL. */
 static uint8_t *make_plan(const struct model_config *c, const char *quant, uint32_t max_seq,
@@ -28,6 +30,7 @@ static uint8_t *make_plan(const struct model_config *c, const char *quant, uint3
     if (wt_format_parse(quant, &f.quant, &f.group_size) || pb_init(&b, c, &f, max_seq, err))
         return NULL;
     b.split_threshold = 256, b.n_split = 16, b.moe_fused = plan_moe_fused;
+    b.dense_cublas = plan_dense_cublas;
     b.num_buckets = 0;
     for (uint32_t t = 16; t < chunk; t *= 4)
         b.buckets[b.num_buckets++] = t;
@@ -142,6 +145,7 @@ static uint8_t *int4_plan(struct model_config *c, struct plan_view *v)
 }
 
 static void check_moe_prefill(const struct model_config *cfg, const struct plan_view *pv);
+static void check_dense_prefill(const struct plan_view *pv, int nibbles);
 
 static void check_ops_named(void)
 {
@@ -229,6 +233,7 @@ static void check_ops_named(void)
     CHECK(runs_ok, "prefill attention in key runs (and a reduce after it) exactly where a bucket's launch has "
                    "fewer than %u CTAs", K_ATTN_PF_CTAS);
     check_moe_prefill(&c, &v);
+    check_dense_prefill(&v, 1);
     free(p);
 }
 
@@ -344,6 +349,76 @@ static void check_moe_prefill(const struct model_config *cfg, const struct plan_
           K_MOE_FEW_MAXT, few, K_MOE_TC_NARROW_MAXT, narrow, tc, bad);
 }
 
+/* The dense INT4 projections of prefill chunks: k_gemm_i4_g128 in the buckets up to
+ * K_GEMM_I4_MAXT tokens; k_gemm_i4_wg{S} in those up to K_GEMM_WG_MAXT for matrices of at least
+ * K_GEMM_WG_MINW weights, with S = k_gemm_wg_split and its grid and shared memory; nothing of
+ * them elsewhere, and with nibbles == 0 (planner --dense-prefill cublas) no k_gemm_i4_wg. */
+static void check_dense_prefill(const struct plan_view *pv, int nibbles)
+{
+    const struct plan_view v = *pv;
+    uint32_t g128 = 0, wg = 0, bad = 0, wg_buckets = 0;
+    for (uint32_t s = 0; s < v.num_schedules; s++) {
+        struct plan_schedule sc;
+        plan_get_schedule(&v, s, &sc);
+        if (sc.kind != PLAN_SCHED_PREFILL)
+            continue;
+        const uint32_t T = sc.tokens;
+        uint32_t here = 0;
+        for (uint32_t i = sc.first_op; i < sc.first_op + sc.op_count; i++) {
+            struct plan_op op;
+            const char *name = op_kernel(&v, i, &op);
+            if (!name || strncmp(name, "k_gemm_i4_", 10))
+                continue;
+            struct k_gemm_i4_params p;
+            memcpy(&p, v.params + op.param_offset, sizeof p);
+            if (!strcmp(name, "k_gemm_i4_g128")) {
+                g128++;
+                bad += T > K_GEMM_I4_MAXT;
+                continue;
+            }
+            const uint32_t S = k_gemm_wg_split(T, p.N, p.K);
+            char want[32];
+            snprintf(want, sizeof want, "k_gemm_i4_wg%u", S);
+            wg++, here++;
+            bad += !nibbles || T <= K_GEMM_I4_MAXT || T > K_GEMM_WG_MAXT ||
+                   (uint64_t)p.N * p.K < K_GEMM_WG_MINW || strcmp(name, want) ||
+                   !K_GEMM_WG_OK(128u, p.N, p.K, S) ||
+                   op.grid[0] != (T + K_GEMM_WG_BT - 1) / K_GEMM_WG_BT ||
+                   op.grid[1] != p.N / K_GEMM_WG_BN || op.grid[2] != S ||
+                   op.block[0] != K_GEMM_WG_THREADS || op.smem != K_GEMM_WG_SMEM(p.K, S);
+        }
+        wg_buckets += here > 0;
+        /* every bucket in the range has them: GDN in_proj, z, out_proj; attention q, o */
+        bad += nibbles && T > K_GEMM_I4_MAXT && T <= K_GEMM_WG_MAXT && here == 0;
+    }
+    CHECK(g128 > 0 && (wg > 0) == nibbles && bad == 0,
+          "prefill dense INT4 projections%s: k_gemm_i4_g128 up to %u tokens (%u launches), "
+          "k_gemm_i4_wg with the planner's split up to %u (%u launches in %u buckets), %u wrong",
+          nibbles ? "" : " (--dense-prefill cublas)", K_GEMM_I4_MAXT, g128, K_GEMM_WG_MAXT, wg,
+          wg_buckets, bad);
+}
+
+/* planner --dense-prefill cublas: the large dense projections of every bucket past
+ * K_GEMM_I4_MAXT go through cuBLAS */
+static void check_dense_cublas(void)
+{
+    struct model_config c;
+    model_config_default(&c);
+    char err[FMT_ERR_LEN];
+    size_t n;
+    plan_dense_cublas = 1;
+    uint8_t *p = make_plan(&c, "int4", 4096, 2048, &n, err);
+    plan_dense_cublas = 0;
+    struct plan_view v;
+    if (!p || plan_read(&v, p, n, err) != FMT_OK) {
+        CHECK(0, "plan with --dense-prefill cublas reads: %s", err);
+        free(p);
+        return;
+    }
+    check_dense_prefill(&v, 0);
+    free(p);
+}
+
 static void check_bad_buckets(void)
 {
     struct model_config c;
@@ -391,5 +466,6 @@ int main(void)
     check_ops_named();
     check_moe_decode();
     check_bad_buckets();
+    check_dense_cublas();
     return test_done();
 }

@@ -9,7 +9,8 @@
  * synthetic weights: its load time (rt_open, the weights filled on the device), arena and weight
  * bytes, decode tok/s at contexts 128, 1024 and 4096 as a share of the roofline
  * (copy bandwidth over the bytes the plan says a token moves), prefill tok/s at 128, 1341 and
- * 4096 tokens against the GEMM ceiling (and a 32-token prompt), and per-kernel tables of one
+ * 4096 tokens against the GEMM ceiling (and a 32-token prompt; 128, 256 and 512 as medians of
+ * three, also on a plan with the dense projections through cuBLAS), and per-kernel tables of one
  * long-context decode step (ops timed one by one, and each kernel's ops left out of the step's
  * graph in turn) and of prefill chunks. */
 #include <stdio.h>
@@ -32,7 +33,7 @@ struct row {
     const char *unit;
     const char *note;
 };
-static struct row rows[32];
+static struct row rows[48];
 static int nrows;
 
 static void add(const char *what, double value, const char *unit, const char *note)
@@ -488,6 +489,31 @@ static void alt_decode(const struct alt_decode *a, const char *args, const char 
     rt_close(r);
 }
 
+/* Prefill tok/s of 128-, 256- and 512-token prompts on r (median of 3 each), rows noted `note`
+ * (the single 128-token run above is the first prefill after loading). */
+static void mid_prefill(struct rt *r, const int32_t *prompt, const char *note)
+{
+    static const char *names[2][3] = {
+        {"prefill 128, median of 3", "prefill tok/s at 256", "prefill tok/s at 512"},
+        {"prefill 128, dense cuBLAS", "prefill 256, dense cuBLAS", "prefill 512, dense cuBLAS"}};
+    struct rt_sampling one = {.max_new = 1, .top_p = 1.0f};
+    struct rt_stats st;
+    char err[RT_ERR_LEN] = "";
+    for (int i = 0; i < 3; i++) {
+        const uint32_t n = 128u << i;
+        double ms[3];
+        int k = 0;
+        for (; k < 3 && !rt_generate(r, prompt, n, &one, model_count, NULL, &st, err); k++)
+            ms[k] = st.prefill_ms;
+        if (k < 3) {
+            fprintf(stderr, "bench: prefill %u: %s\n", n, err);
+            return;
+        }
+        qsort(ms, 3, sizeof ms[0], cmp_double);
+        add(names[note != NULL][i], n / (ms[1] * 1e-3), "tok/s", note ? note : "median of 3");
+    }
+}
+
 static void bench_model(void)
 {
     char err[RT_ERR_LEN];
@@ -563,6 +589,23 @@ static void bench_model(void)
     if (n32 == 3) {
         qsort(ms32, 3, sizeof ms32[0], cmp_double);
         add("prefill tok/s at 32", 32 / (ms32[1] * 1e-3), "tok/s", "median of 3; the 64-token bucket");
+    }
+    /* the 256 and 512 buckets (median of 3), whose large dense projections read the nibbles
+     * (k_gemm_i4_wg, kern/gemm_wg.cu) as the 128 bucket's do, and the three on a plan that
+     * expands them for cuBLAS instead (planner --dense-prefill cublas) */
+    if (want_prefill)
+        mid_prefill(r, prompt, NULL);
+    if (want_prefill &&
+        !system("build/planner -q --max-seq 8192 --dense-prefill cublas "
+                "-o build/benchdata/plan-dc.bin")) {
+        struct rt *rc = NULL;
+        struct rt_options oc = o;
+        oc.plan_path = "build/benchdata/plan-dc.bin";
+        if (!rt_open(&rc, &oc, err))
+            mid_prefill(rc, prompt, "dense through cuBLAS");
+        else
+            fprintf(stderr, "bench: the --dense-prefill cublas plan: %s\n", err);
+        rt_close(rc);
     }
     /* the same model with lm_head in INT4 (planner and converter --lm-head int4), and with the
      * decode MoE block as one launch (planner --moe-decode fused, k_moe_fused_g128, against
@@ -648,7 +691,9 @@ int main(int argc, char **argv)
                    "  runs the benchmarks (host always, device when there is one) and prints one\n"
                    "  table; run from the repository root after `make`. --decode or --prefill\n"
                    "  measures only that half of the model (decode tok/s and the decode op table,\n"
-                   "  or prefill tok/s, the op tables of a 2048-token chunk and of the 128\n"
+                   "  or prefill tok/s (128-, 256- and 512-token prompts also as medians of\n"
+                   "  three, on the default plan and on one with --dense-prefill cublas), the\n"
+                   "  op tables of a 2048-token chunk and of the 128\n"
                    "  bucket at 128 live tokens, that bucket in its graph with each kernel left\n"
                    "  out in turn, and how many experts the synthetic weights route a\n"
                    "  128-token prompt to); the load time, arena and weight bytes come\n"
