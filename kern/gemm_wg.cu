@@ -1,6 +1,6 @@
 /* gemm_wg.cu — k_gemm_i4_wg{1,2,4,8}: the large dense projections of a prefill chunk, y (T, N) =
- * x (T, K) W^T, straight from INT4 group-128 weights (kern/gemv.h), for chunks past what
- * k_gemm_i4_g128's GEMV mapping serves.
+ * x (T, K) W^T, straight from INT4 group-128 weights (kern/gemv.h), in the buckets from 64 to
+ * 512 tokens (at 64 in place of k_gemm_i4_g128's GEMV mapping).
  *
  * Expanding a matrix to bf16 for cuBLAS writes 2 bytes a weight that cuBLAS then reads back,
  * and at a few hundred tokens cuBLAS is far from the tensor rate (H100, 128 x 8192 x 2048:

@@ -61,7 +61,8 @@
  * group-128 weights read as stored instead of expanded to bf16 for cuBLAS. Any T works; the
  * planner gives it chunks of up to K_GEMM_I4_MAXT tokens, where it measured faster (H100, whole
  * prompt, same run: 32 tokens 3,269 tok/s against 3,046 through cuBLAS; at 128 tokens in the
- * 256 bucket 8,972 against 9,057, so that bucket stays with cuBLAS). Launch: grid (ceil(T_max /
+ * 256 bucket 8,972 against 9,057, so that bucket stays with cuBLAS); in the 64 bucket only for
+ * the matrices k_gemm_i4_wg does not take (below). Launch: grid (ceil(T_max /
  * K_GEMM_I4_BT), ceil(N / K_GEMM_I4_BN)), block K_GEMM_I4_THREADS; rows past step->n_tokens are
  * not computed. */
 #define K_GEMM_I4_THREADS 128
@@ -70,8 +71,9 @@
 #define K_GEMM_I4_MAXT 64  /* largest chunk the planner gives it */
 #define K_GEMM_I4_OK(group, K) ((group) == 128 && (K) % 128 == 0)
 
-/* k_gemm_i4_wg1, _wg2, _wg4, _wg8 (kern/gemm_wg.cu): the same product for chunks past
- * K_GEMM_I4_MAXT tokens, with the numbers of the cuBLAS path they replace there: each weight
+/* k_gemm_i4_wg1, _wg2, _wg4, _wg8 (kern/gemm_wg.cu): the same product for the large matrices of
+ * chunks from K_GEMM_WG_MINT + 1 to K_GEMM_WG_MAXT tokens, with the numbers of the cuBLAS path
+ * (expansion, then a bf16 GEMM) that serves the rest of them past K_GEMM_I4_MAXT: each weight
  * expanded to bf16(scale * (q - 8)) (as k_dequant_i4 stores it) in registers, every product
  * exact, fp32 sums over K, one rounding to bf16. A CTA takes K_GEMM_WG_BN weight rows against
  * K_GEMM_WG_BT tokens over K / S inputs (S the kernel's suffix): on sm_90a the S CTAs of a
@@ -92,6 +94,9 @@
     ((group) == 128 && (N) % K_GEMM_WG_BN == 0 && (K) % (128u * (S)) == 0 &&                       \
      (K) / (S) <= K_GEMM_WG_MAXKS)
 #define K_GEMM_WG_MAXT 512 /* largest chunk the planner gives them */
+/* and chunks past this many tokens: the 64 bucket too, where they beat k_gemm_i4_g128 (H100,
+ * 64 tokens, us a launch: in_proj 15.1 against 19.2, z 14.8 / 15.4, out_proj 14.6 / 26.6) */
+#define K_GEMM_WG_MINT 32
 /* and only matrices of at least this many weights (in_proj, z, out_proj, q, o_proj): a small
  * one makes few CTAs (512 x 2048 at 128 tokens: 8 CTAs, 14 us a launch on an H100), and there
  * the expansion of the layer's small matrices in one k_dequant_i4 launch, then cuBLAS, measured

@@ -62,8 +62,9 @@ struct pb {
                                  fit (test_gpu_e2e E2E_GDN_FUSED=1) */
     int moe_fused;            /* decode MoE as one launch, k_moe_fused_g128, where it takes
                                  the shape (planner --moe-decode fused) */
-    int dense_cublas;         /* prefill dense INT4 projections past K_GEMM_I4_MAXT tokens
-                                 always through cuBLAS (planner --dense-prefill cublas) */
+    int dense_cublas;         /* no k_gemm_i4_wg: prefill dense INT4 projections by
+                                 k_gemm_i4_g128 up to K_GEMM_I4_MAXT tokens, through cuBLAS
+                                 above (planner --dense-prefill cublas) */
 
     struct pb_buf *bufs; uint32_t nbufs, capbufs;
     struct pb_op *ops; uint32_t nops, capops;

@@ -200,22 +200,21 @@ static void dequant(struct em *e, const char *const *w, const uint64_t *off, uin
 }
 
 /* Which kernel gemm() gives the INT4 matrix t (N, K) in this chunk, reading the nibbles as
- * stored: 1 k_gemm_i4_g128 (chunks up to K_GEMM_I4_MAXT tokens), 2 k_gemm_i4_wg{S} (up to
- * K_GEMM_WG_MAXT), 0 none (expanded to bf16 for cuBLAS). */
+ * stored: 2 k_gemm_i4_wg{S} (a large matrix in a chunk of K_GEMM_WG_MINT + 1 to
+ * K_GEMM_WG_MAXT tokens), 1 k_gemm_i4_g128 (other chunks up to K_GEMM_I4_MAXT tokens), 0 none
+ * (expanded to bf16 for cuBLAS). */
 static int gemm_nibbles(const struct em *e, const struct wt_tensor_desc *t)
 {
     if (!e->prefill || t->layout != K_LAYOUT_I4_ROWS || t->ndim != 2 ||
         !K_GEMM_I4_OK(t->group_size, t->shape[1]))
         return 0;
-    if (e->T <= K_GEMM_I4_MAXT)
-        return 1;
     const uint32_t N = (uint32_t)t->shape[0], K = (uint32_t)t->shape[1];
     const uint32_t S = k_gemm_wg_split(e->T, N, K);
-    return !e->b->dense_cublas && e->T <= K_GEMM_WG_MAXT && (uint64_t)N * K >= K_GEMM_WG_MINW &&
-                   K_GEMM_WG_OK(t->group_size, N, K, S) &&
-                   K_GEMM_WG_SMEM(K, S) <= e->b->smem_limit
-               ? 2
-               : 0;
+    if (!e->b->dense_cublas && e->T > K_GEMM_WG_MINT && e->T <= K_GEMM_WG_MAXT &&
+        (uint64_t)N * K >= K_GEMM_WG_MINW && K_GEMM_WG_OK(t->group_size, N, K, S) &&
+        K_GEMM_WG_SMEM(K, S) <= e->b->smem_limit)
+        return 2;
+    return e->T <= K_GEMM_I4_MAXT ? 1 : 0;
 }
 
 /* The n matrices w[] that go through cuBLAS in a prefill chunk (gemm_nibbles 0) expanded

@@ -12,7 +12,7 @@
  * group-128 decode kernel, the self-routing expert pair and both folded norms included) as
  * INT4 group 128, the same with an INT4 lm_head, and as bf16; and wide-2l (the real widths of
  * Qwen3.5-35B-A3B, 16 experts) as INT4 group 128, with the planner's default buckets (prompts
- * of 70 and 200 tokens: the 128 and 256 buckets, whose large dense projections run on
+ * of 40, 70 and 200 tokens: the 64, 128 and 256 buckets, whose large dense projections run on
  * k_gemm_i4_wg); and tiny-g128 as INT4 again with the decode MoE block as one launch
  * (k_moe_fused_g128). Prompts are random tokens; after each prompt, decode steps feed the
  * float32 reference's greedy picks to all three runs (teacher forcing).
@@ -262,7 +262,7 @@ int main(void)
         {"tiny-g128.i4", "tiny-g128", i4, 1, {65, 130, 1, 5, 63, 64, 300}, 7, 16, 0},
         {"tiny-g128.i4-head", "tiny-g128", i4h, 1, {5, 65, 1, 130}, 4, 16, 0},
         {"tiny-g128.bf16", "tiny-g128", bf, 1, {5, 65, 1, 63, 64, 130, 300}, 7, 16, 0},
-        {"wide-2l.i4", "wide-2l", i4, 0, {3, 70, 200}, 3, 4, 0},
+        {"wide-2l.i4", "wide-2l", i4, 0, {3, 40, 70, 200}, 4, 4, 0},
         {"tiny-g128.i4-fused", "tiny-g128", i4, 1, {65, 5, 130}, 3, 16, 1},
     };
     const int quick = getenv("REF_QUICK") != NULL;

@@ -349,10 +349,11 @@ static void check_moe_prefill(const struct model_config *cfg, const struct plan_
           K_MOE_FEW_MAXT, few, K_MOE_TC_NARROW_MAXT, narrow, tc, bad);
 }
 
-/* The dense INT4 projections of prefill chunks: k_gemm_i4_g128 in the buckets up to
- * K_GEMM_I4_MAXT tokens; k_gemm_i4_wg{S} in those up to K_GEMM_WG_MAXT for matrices of at least
- * K_GEMM_WG_MINW weights, with S = k_gemm_wg_split and its grid and shared memory; nothing of
- * them elsewhere, and with nibbles == 0 (planner --dense-prefill cublas) no k_gemm_i4_wg. */
+/* The dense INT4 projections of prefill chunks: k_gemm_i4_wg{S} in the buckets from
+ * K_GEMM_WG_MINT + 1 to K_GEMM_WG_MAXT tokens for matrices of at least K_GEMM_WG_MINW weights,
+ * with S = k_gemm_wg_split and its grid and shared memory; k_gemm_i4_g128 for the others up to
+ * K_GEMM_I4_MAXT; nothing of them elsewhere, and with nibbles == 0 (planner --dense-prefill
+ * cublas) no k_gemm_i4_wg. */
 static void check_dense_prefill(const struct plan_view *pv, int nibbles)
 {
     const struct plan_view v = *pv;
@@ -373,14 +374,15 @@ static void check_dense_prefill(const struct plan_view *pv, int nibbles)
             memcpy(&p, v.params + op.param_offset, sizeof p);
             if (!strcmp(name, "k_gemm_i4_g128")) {
                 g128++;
-                bad += T > K_GEMM_I4_MAXT;
+                bad += T > K_GEMM_I4_MAXT || (nibbles && T > K_GEMM_WG_MINT &&
+                                              (uint64_t)p.N * p.K >= K_GEMM_WG_MINW);
                 continue;
             }
             const uint32_t S = k_gemm_wg_split(T, p.N, p.K);
             char want[32];
             snprintf(want, sizeof want, "k_gemm_i4_wg%u", S);
             wg++, here++;
-            bad += !nibbles || T <= K_GEMM_I4_MAXT || T > K_GEMM_WG_MAXT ||
+            bad += !nibbles || T <= K_GEMM_WG_MINT || T > K_GEMM_WG_MAXT ||
                    (uint64_t)p.N * p.K < K_GEMM_WG_MINW || strcmp(name, want) ||
                    !K_GEMM_WG_OK(128u, p.N, p.K, S) ||
                    op.grid[0] != (T + K_GEMM_WG_BT - 1) / K_GEMM_WG_BT ||
@@ -389,13 +391,14 @@ static void check_dense_prefill(const struct plan_view *pv, int nibbles)
         }
         wg_buckets += here > 0;
         /* every bucket in the range has them: GDN in_proj, z, out_proj; attention q, o */
-        bad += nibbles && T > K_GEMM_I4_MAXT && T <= K_GEMM_WG_MAXT && here == 0;
+        bad += nibbles && T > K_GEMM_WG_MINT && T <= K_GEMM_WG_MAXT && here == 0;
     }
     CHECK(g128 > 0 && (wg > 0) == nibbles && bad == 0,
           "prefill dense INT4 projections%s: k_gemm_i4_g128 up to %u tokens (%u launches), "
-          "k_gemm_i4_wg with the planner's split up to %u (%u launches in %u buckets), %u wrong",
-          nibbles ? "" : " (--dense-prefill cublas)", K_GEMM_I4_MAXT, g128, K_GEMM_WG_MAXT, wg,
-          wg_buckets, bad);
+          "k_gemm_i4_wg with the planner's split from %u to %u (%u launches in %u buckets), %u "
+          "wrong",
+          nibbles ? "" : " (--dense-prefill cublas)", K_GEMM_I4_MAXT, g128, K_GEMM_WG_MINT + 1,
+          K_GEMM_WG_MAXT, wg, wg_buckets, bad);
 }
 
 /* planner --dense-prefill cublas: the large dense projections of every bucket past

@@ -489,28 +489,35 @@ static void alt_decode(const struct alt_decode *a, const char *args, const char 
     rt_close(r);
 }
 
-/* Prefill tok/s of 128-, 256- and 512-token prompts on r (median of 3 each), rows noted `note`
- * (the single 128-token run above is the first prefill after loading). */
-static void mid_prefill(struct rt *r, const int32_t *prompt, const char *note)
+/* Prefill tok/s of 32-, 128-, 256- and 512-token prompts on r (median of 3 each); dense: the
+ * plan is planner --dense-prefill cublas (the rows are named for it). The single 128-token run
+ * above is the first prefill after loading. */
+static void mid_prefill(struct rt *r, const int32_t *prompt, int dense)
 {
-    static const char *names[2][3] = {
-        {"prefill 128, median of 3", "prefill tok/s at 256", "prefill tok/s at 512"},
-        {"prefill 128, dense cuBLAS", "prefill 256, dense cuBLAS", "prefill 512, dense cuBLAS"}};
+    static const char *names[2][4] = {
+        {"prefill tok/s at 32", "prefill 128, median of 3", "prefill tok/s at 256",
+         "prefill tok/s at 512"},
+        {"prefill 32, no k_gemm_i4_wg", "prefill 128, dense cuBLAS", "prefill 256, dense cuBLAS",
+         "prefill 512, dense cuBLAS"}};
+    static const char *notes[2][4] = {
+        {"median of 3; the 64-token bucket", "median of 3", "median of 3", "median of 3"},
+        {"--dense-prefill cublas: k_gemm_i4_g128", "--dense-prefill cublas",
+         "--dense-prefill cublas", "--dense-prefill cublas"}};
+    static const uint32_t len[4] = {32, 128, 256, 512};
     struct rt_sampling one = {.max_new = 1, .top_p = 1.0f};
     struct rt_stats st;
     char err[RT_ERR_LEN] = "";
-    for (int i = 0; i < 3; i++) {
-        const uint32_t n = 128u << i;
+    for (int i = 0; i < 4; i++) {
         double ms[3];
         int k = 0;
-        for (; k < 3 && !rt_generate(r, prompt, n, &one, model_count, NULL, &st, err); k++)
+        for (; k < 3 && !rt_generate(r, prompt, len[i], &one, model_count, NULL, &st, err); k++)
             ms[k] = st.prefill_ms;
         if (k < 3) {
-            fprintf(stderr, "bench: prefill %u: %s\n", n, err);
+            fprintf(stderr, "bench: prefill %u: %s\n", len[i], err);
             return;
         }
         qsort(ms, 3, sizeof ms[0], cmp_double);
-        add(names[note != NULL][i], n / (ms[1] * 1e-3), "tok/s", note ? note : "median of 3");
+        add(names[dense][i], len[i] / (ms[1] * 1e-3), "tok/s", notes[dense][i]);
     }
 }
 
@@ -580,21 +587,12 @@ static void bench_model(void)
         add(i == 0 ? "prefill tok/s at 128" : i == 1 ? "prefill tok/s at 1341" : "prefill tok/s at 4096",
             tps, "tok/s", notes[3 + i]);
     }
-    /* a short prompt (32 tokens, the 64 bucket): where the dense projections read the nibbles
-     * (kern/gemm_i4.cu) instead of expanding them for cuBLAS */
-    double ms32[3];
-    int n32 = 0;
-    for (; want_prefill && n32 < 3 && !rt_generate(r, prompt, 32, &greedy, model_count, NULL, &st, err); n32++)
-        ms32[n32] = st.prefill_ms;
-    if (n32 == 3) {
-        qsort(ms32, 3, sizeof ms32[0], cmp_double);
-        add("prefill tok/s at 32", 32 / (ms32[1] * 1e-3), "tok/s", "median of 3; the 64-token bucket");
-    }
-    /* the 256 and 512 buckets (median of 3), whose large dense projections read the nibbles
-     * (k_gemm_i4_wg, kern/gemm_wg.cu) as the 128 bucket's do, and the three on a plan that
-     * expands them for cuBLAS instead (planner --dense-prefill cublas) */
+    /* a short prompt (32 tokens, the 64 bucket) and the 128, 256 and 512 buckets (median of 3
+     * each), whose large dense projections read the nibbles (k_gemm_i4_wg, kern/gemm_wg.cu),
+     * and the same on a plan without that kernel (planner --dense-prefill cublas:
+     * k_gemm_i4_g128 in the 64 bucket, expansion + cuBLAS above) */
     if (want_prefill)
-        mid_prefill(r, prompt, NULL);
+        mid_prefill(r, prompt, 0);
     if (want_prefill &&
         !system("build/planner -q --max-seq 8192 --dense-prefill cublas "
                 "-o build/benchdata/plan-dc.bin")) {
@@ -602,7 +600,7 @@ static void bench_model(void)
         struct rt_options oc = o;
         oc.plan_path = "build/benchdata/plan-dc.bin";
         if (!rt_open(&rc, &oc, err))
-            mid_prefill(rc, prompt, "dense through cuBLAS");
+            mid_prefill(rc, prompt, 1);
         else
             fprintf(stderr, "bench: the --dense-prefill cublas plan: %s\n", err);
         rt_close(rc);
