@@ -206,10 +206,13 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
     const uint32_t pad = (1024u - ((uint32_t)__cvta_generic_to_shared(gwg_raw) & 1023u)) & 1023u;
     const uint32_t sm = (uint32_t)__cvta_generic_to_shared(gwg_raw) + pad;
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2;
-    const uint32_t N = p.N, K = p.K, nch = K / 128;
-    const uint32_t t0 = blockIdx.x * GWG_BT, n0 = blockIdx.y * GWG_BN;
+    const uint32_t K = p.K, nch = K / 128, t0 = blockIdx.x * GWG_BT;
+    /* row tile blockIdx.y: of the first matrix, then of the second (p.w2) */
+    const uint32_t tiles1 = p.N / GWG_BN, second = p.w2 && blockIdx.y >= tiles1;
+    const uint32_t N = second ? p.N2 : p.N, n0 = (blockIdx.y - (second ? tiles1 : 0)) * GWG_BN;
     if (!K_GEMM_WG_OK(128u, N, K, (uint32_t)S) || n0 >= N) /* the planner launches others */
         return;
+    uint16_t *const y = (uint16_t *)(second ? p.y2 : p.y);
 #if K_WG
     const uint32_t z = blockIdx.z, KS = K / S, kb = z * KS, G = KS / 128, nk = KS / 64;
 #else
@@ -217,8 +220,8 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
         return;
     const uint32_t KS = K, kb = 0, nk = K / 64;
 #endif
-    const uint8_t *wq = (const uint8_t *)p.w;
-    const uint16_t *scg = (const uint16_t *)(wq + p.scales_offset);
+    const uint8_t *wq = (const uint8_t *)(second ? p.w2 : p.w);
+    const uint16_t *scg = (const uint16_t *)(wq + (second ? p.scales_offset2 : p.scales_offset));
     struct gwg_cp c;
     {
         const uint32_t r = tid / 8, u = tid % 8;
@@ -349,7 +352,7 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
         }
         const uint4 o = make_uint4(gwg_bf16x2(v[0], v[1]), gwg_bf16x2(v[2], v[3]),
                                    gwg_bf16x2(v[4], v[5]), gwg_bf16x2(v[6], v[7]));
-        *(uint4 *)((uint16_t *)p.y + (uint64_t)(t0 + tok) * N + n0 + col) = o;
+        *(uint4 *)(y + (uint64_t)(t0 + tok) * N + n0 + col) = o;
     }
     if constexpr (S > 1)
         gwg_cluster_sync(); /* the peers have read this CTA's sums */
@@ -394,7 +397,7 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
         for (uint32_t q = 0; q < 4; q++) {
             const uint32_t tok = t0 + 8 * n + 2 * t + (q & 1);
             if (tok < T)
-                ((__nv_bfloat16 *)p.y)[(uint64_t)tok * N + n0 + j + 8 * (q >> 1)] =
+                ((__nv_bfloat16 *)y)[(uint64_t)tok * N + n0 + j + 8 * (q >> 1)] =
                     __float2bfloat16_rn(acc[n][q]);
         }
     (void)KS;

@@ -78,10 +78,11 @@
  * exact, fp32 sums over K, one rounding to bf16. A CTA takes K_GEMM_WG_BN weight rows against
  * K_GEMM_WG_BT tokens over K / S inputs (S the kernel's suffix): on sm_90a the S CTAs of a
  * tile form a cluster, each runs wgmma over its K / S, and the partial sums are added across
- * the cluster in rank order. Launch: grid (ceil(T_max / BT), N / BN, S), block
- * K_GEMM_WG_THREADS, dynamic shared memory K_GEMM_WG_SMEM(K, S). Shapes: K_GEMM_WG_OK.
- * k_gemm_wg_split() is the planner's S. Other images run the same launch with mma.sync, the
- * CTAs of split 0 over all of K (the others return). */
+ * the cluster in rank order. Launch: grid (ceil(T_max / BT), N / BN + N2 / BN, S) (N2 = 0
+ * without a second matrix), block K_GEMM_WG_THREADS, dynamic shared memory K_GEMM_WG_SMEM(K,
+ * S). Shapes: K_GEMM_WG_OK for each matrix. k_gemm_wg_split() of N + N2 rows is the planner's
+ * S; it runs a GDN layer's in_proj_qkv and in_proj_z as one launch. Other images run the same
+ * launch with mma.sync, the CTAs of split 0 over all of K (the others return). */
 #define K_GEMM_WG_THREADS 256
 #define K_GEMM_WG_BT 128 /* tokens a CTA (the wgmma N) */
 #define K_GEMM_WG_BN 128 /* weight rows a CTA: 64 a warpgroup */
@@ -127,6 +128,10 @@ struct k_gemm_i4_params {
     uint64_t y;             /* (T_max, N) bf16 */
     uint64_t step;          /* struct k_step: n_tokens live rows */
     uint32_t N, K;
+    /* k_gemm_i4_wg only: a second matrix of the same x in the same launch, or w2 = 0: rows
+     * (N2, K) as w, its output (T_max, N2) at y2; its row tiles follow the first's */
+    uint64_t w2, scales_offset2, y2;
+    uint32_t N2, pad;
 };
 
 struct k_gemv_seg {

@@ -826,6 +826,96 @@ static void test_gemm_i4(uint32_t T_max, uint32_t n_tokens, uint32_t N, uint32_t
     free(x), free(wq), free(rows), free(got), dfree(dx), dfree(dy), i4m_free(&m);
 }
 
+/* k_gemm_i4_wg{S} with two matrices of one x in one launch (W1's row tiles, then W2's), each
+ * S both take: both outputs against their expanded matrices' GEMVs (every live row up to 64,
+ * else the first and last 16 and every 31st), nothing past the live rows of either. With
+ * timing: the pair's launch at the planner's split against the two matrices launched alone. */
+static void test_gemm_wg_pair(uint32_t T_max, uint32_t n_tokens, uint32_t N1, uint32_t N2,
+                              uint32_t K, int timing)
+{
+    struct i4m m[2];
+    const uint32_t Ns[2] = {N1, N2};
+    uint16_t *x = test_malloc((size_t)T_max * K * 2), *wq[2];
+    rand_bf16(x, (size_t)T_max * K, 0.0f, 1.0f);
+    CUdeviceptr dx = dput(x, (size_t)T_max * K * 2), dy[2];
+    uint32_t *rows = test_malloc(sizeof(uint32_t) * n_tokens), nr = 0;
+    for (uint32_t t = 0; t < n_tokens; t++)
+        if (n_tokens <= 64 || t < 16 || t + 16 >= n_tokens || t % 31 == 0)
+            rows[nr++] = t;
+    float *want[2], *tol[2];
+    uint16_t *got[2];
+    for (int i = 0; i < 2; i++) {
+        i4m_new(&m[i], Ns[i], K, 128, 1);
+        wq[i] = test_malloc((size_t)Ns[i] * K * 2);
+        kref_dequant_i4(wq[i], m[i].nib, m[i].sc, Ns[i], K, 128);
+        dy[i] = dalloc(((size_t)T_max * Ns[i] + SLACK) * 2);
+        got[i] = test_malloc(((size_t)T_max * Ns[i] + SLACK) * 2);
+        want[i] = test_malloc(sizeof(float) * nr * Ns[i]);
+        tol[i] = test_malloc(sizeof(float) * nr * Ns[i]);
+        for (uint32_t r = 0; r < nr; r++) {
+            float *w = want[i] + (size_t)r * Ns[i], *mg = tol[i] + (size_t)r * Ns[i];
+            kref_gemv_bf16(w, mg, wq[i], x + (size_t)rows[r] * K, Ns[i], K);
+            for (uint32_t c = 0; c < Ns[i]; c++)
+                mg[c] = (float)((2.0 * K / 16 + 8) * U32 * mg[c]);
+        }
+    }
+    set_step(n_tokens, 0, 0, 0);
+    struct k_gemm_i4_params p = {.w = m[0].d, .scales_offset = m[0].so, .x = dx, .y = dy[0],
+                                 .step = d_step, .N = N1, .K = K, .w2 = m[1].d,
+                                 .scales_offset2 = m[1].so, .y2 = dy[1], .N2 = N2};
+    void *args[] = {&p};
+    const uint32_t plan_s = k_gemm_wg_split(T_max, N1 + N2, K);
+    const unsigned gx = (T_max + K_GEMM_WG_BT - 1) / K_GEMM_WG_BT, gy = (N1 + N2) / K_GEMM_WG_BN;
+    for (int k = 0; k < 4; k++) {
+        const uint32_t S = wg_splits[k];
+        if (!K_GEMM_WG_OK(128u, N1, K, S) || !K_GEMM_WG_OK(128u, N2, K, S))
+            continue;
+        const unsigned smem = K_GEMM_WG_SMEM(K, S);
+        for (int i = 0; i < 2; i++)
+            dpoison(dy[i], ((size_t)T_max * Ns[i] + SLACK) * 2);
+        CU(&g, cuLaunchKernel(f_gemm_wg[k], gx, gy, S, K_GEMM_WG_THREADS, 1, 1, smem, NULL, args,
+                              NULL));
+        CU(&g, cuCtxSynchronize());
+        struct cmpstat st = {0};
+        long stray = -1;
+        for (int i = 0; i < 2; i++) {
+            const size_t ny = (size_t)T_max * Ns[i];
+            dget(got[i], dy[i], (ny + SLACK) * 2);
+            for (uint32_t r = 0; r < nr; r++)
+                cmp_close(&st, "y", got[i] + (size_t)rows[r] * Ns[i], 1,
+                          want[i] + (size_t)r * Ns[i], tol[i] + (size_t)r * Ns[i], Ns[i]);
+            long s1 = stray16(got[i], (size_t)n_tokens * Ns[i], ny + SLACK);
+            stray = stray >= 0 ? stray : s1;
+        }
+        CHECK(st.bad == 0 && stray < 0,
+              "k_gemm_i4_wg%u, two matrices T=%u of %u, %u + %u x %u: %zu outputs within half a "
+              "bf16 ulp + fp32 sum bound (worst %.2f ulp from exact), nothing past the live rows "
+              "of either (stray %ld)",
+              S, n_tokens, T_max, N1, N2, K, st.n, st.worst_ulp, stray);
+        if (timing && S == plan_s) {
+            const double us = gpu_time_us3(&g, f_gemm_wg[k], &p, gx, gy, S, K_GEMM_WG_THREADS, smem,
+                                           TIME_REPS);
+            double alone = 0;
+            for (int i = 0; i < 2; i++) {
+                const uint32_t Si = k_gemm_wg_split(T_max, Ns[i], K);
+                int ki = 0;
+                while (wg_splits[ki] != Si)
+                    ki++;
+                struct k_gemm_i4_params q = {.w = m[i].d, .scales_offset = m[i].so, .x = dx,
+                                             .y = dy[i], .step = d_step, .N = Ns[i], .K = K};
+                alone += gpu_time_us3(&g, f_gemm_wg[ki], &q, gx, Ns[i] / K_GEMM_WG_BN, Si,
+                                      K_GEMM_WG_THREADS, K_GEMM_WG_SMEM(K, Si), TIME_REPS);
+            }
+            printf("#   time: %.1f us per launch of both (the planner's split), %.1f us as two "
+                   "launches at theirs\n",
+                   us, alone);
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        free(want[i]), free(tol[i]), free(wq[i]), free(got[i]), dfree(dy[i]), i4m_free(&m[i]);
+    free(x), free(rows), dfree(dx);
+}
+
 static void test_gemms(void)
 {
     test_gemm_i4(1, 1, 128, 128, 0);       /* one token, one group, one row tile */
@@ -836,6 +926,8 @@ static void test_gemms(void)
     test_gemm_i4(256, 200, 8192, 2048, 0); /* GDN in_proj at a partly filled 256 bucket */
     test_gemm_i4(16, 16, 8192, 2048, 1);   /* timing: the 16 and 64 buckets, GDN in_proj size */
     test_gemm_i4(64, 64, 8192, 2048, 1);
+    test_gemm_wg_pair(100, 77, 384, 256, 1024, 0); /* a pair, a partial token tile */
+    test_gemm_wg_pair(64, 64, 8192, 4096, 2048, 1);
     /* the model's dense projections at the 128 .. 512 buckets: GDN in_proj (q, k, v) and z,
      * out_proj (and attention's o_proj), the shared expert's gate or up and down */
     for (uint32_t T = 128; T <= 512; T *= 2) {
@@ -844,6 +936,7 @@ static void test_gemms(void)
         test_gemm_i4(T, T, 2048, 4096, 1);
         test_gemm_i4(T, T, 512, 2048, 1);
         test_gemm_i4(T, T, 2048, 512, 1);
+        test_gemm_wg_pair(T, T, 8192, 4096, 2048, 1); /* GDN in_proj_qkv + in_proj_z */
     }
 }
 
@@ -1148,6 +1241,12 @@ int main(void)
     unsigned tt, tn, tk;
     if (gt && sscanf(gt, "%u,%u,%u", &tt, &tn, &tk) == 3) {
         test_gemm_i4(tt, tt, tn, tk, 1);
+        return test_done();
+    }
+    const char *pt = getenv("GEMM_PAIR"); /* T,N1,N2,K: only the two-matrix launch there */
+    unsigned tn2;
+    if (pt && sscanf(pt, "%u,%u,%u,%u", &tt, &tn, &tn2, &tk) == 4) {
+        test_gemm_wg_pair(tt, tt, tn, tn2, tk, 1);
         return test_done();
     }
     test_hand_word();

@@ -357,7 +357,7 @@ static void check_moe_prefill(const struct model_config *cfg, const struct plan_
 static void check_dense_prefill(const struct plan_view *pv, int nibbles)
 {
     const struct plan_view v = *pv;
-    uint32_t g128 = 0, wg = 0, bad = 0, wg_buckets = 0;
+    uint32_t g128 = 0, wg = 0, bad = 0, wg_buckets = 0, pairs = 0;
     for (uint32_t s = 0; s < v.num_schedules; s++) {
         struct plan_schedule sc;
         plan_get_schedule(&v, s, &sc);
@@ -378,27 +378,29 @@ static void check_dense_prefill(const struct plan_view *pv, int nibbles)
                                               (uint64_t)p.N * p.K >= K_GEMM_WG_MINW);
                 continue;
             }
-            const uint32_t S = k_gemm_wg_split(T, p.N, p.K);
+            const uint32_t N2 = p.N2, S = k_gemm_wg_split(T, p.N + N2, p.K);
             char want[32];
             snprintf(want, sizeof want, "k_gemm_i4_wg%u", S);
-            wg++, here++;
+            wg++, here++, pairs += N2 > 0;
             bad += !nibbles || T <= K_GEMM_WG_MINT || T > K_GEMM_WG_MAXT ||
                    (uint64_t)p.N * p.K < K_GEMM_WG_MINW || strcmp(name, want) ||
                    !K_GEMM_WG_OK(128u, p.N, p.K, S) ||
+                   (N2 && ((uint64_t)N2 * p.K < K_GEMM_WG_MINW ||
+                           !K_GEMM_WG_OK(128u, N2, p.K, S))) ||
                    op.grid[0] != (T + K_GEMM_WG_BT - 1) / K_GEMM_WG_BT ||
-                   op.grid[1] != p.N / K_GEMM_WG_BN || op.grid[2] != S ||
+                   op.grid[1] != (p.N + N2) / K_GEMM_WG_BN || op.grid[2] != S ||
                    op.block[0] != K_GEMM_WG_THREADS || op.smem != K_GEMM_WG_SMEM(p.K, S);
         }
         wg_buckets += here > 0;
         /* every bucket in the range has them: GDN in_proj, z, out_proj; attention q, o */
         bad += nibbles && T > K_GEMM_WG_MINT && T <= K_GEMM_WG_MAXT && here == 0;
     }
-    CHECK(g128 > 0 && (wg > 0) == nibbles && bad == 0,
+    CHECK(g128 > 0 && (wg > 0) == nibbles && (pairs > 0) == nibbles && bad == 0,
           "prefill dense INT4 projections%s: k_gemm_i4_g128 up to %u tokens (%u launches), "
-          "k_gemm_i4_wg with the planner's split from %u to %u (%u launches in %u buckets), %u "
-          "wrong",
+          "k_gemm_i4_wg with the planner's split from %u to %u (%u launches in %u buckets, %u "
+          "of them two matrices: GDN in_proj_qkv and in_proj_z), %u wrong",
           nibbles ? "" : " (--dense-prefill cublas)", K_GEMM_I4_MAXT, g128, K_GEMM_WG_MINT + 1,
-          K_GEMM_WG_MAXT, wg, wg_buckets, bad);
+          K_GEMM_WG_MAXT, wg, wg_buckets, pairs, bad);
 }
 
 /* planner --dense-prefill cublas: the large dense projections of every bucket past
