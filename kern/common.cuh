@@ -102,6 +102,15 @@ __device__ __forceinline__ void k_cp_commit()
 {
     asm volatile("cp.async.commit_group;\n" ::);
 }
+/* 16 bytes from shared address a (16-byte aligned) */
+__device__ __forceinline__ uint4 k_lds16(uint32_t a)
+{
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"(a));
+    return v;
+}
 __device__ __forceinline__ void k_cp_wait_all()
 {
     asm volatile("cp.async.wait_all;\n" ::: "memory");

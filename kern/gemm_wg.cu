@@ -72,15 +72,6 @@ __device__ __forceinline__ uint32_t gwg_woff(uint32_t j, uint32_t u)
     return GWG_XB + j * 32 + ((u ^ ((j >> 2) & 1)) << 4);
 }
 
-__device__ __forceinline__ uint4 gwg_lds16(uint32_t a)
-{
-    uint4 v;
-    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "r"(a));
-    return v;
-}
-
 /* nibble pair 0 of w (elements 0, 1) as bf16x2 scale * (q - 8): (q - 8) exactly, then one
  * rounding of the product (fma with -0 adds nothing) */
 __device__ __forceinline__ uint32_t gwg_w2(uint32_t w, uint32_t s2)
@@ -98,7 +89,7 @@ __device__ __forceinline__ void gwg_build(uint32_t (&a)[2][4], uint32_t st, uint
                                           uint32_t sl, uint32_t sh)
 {
     const uint32_t t = threadIdx.x & 3;
-    const uint4 lo = gwg_lds16(st + gwg_woff(j, h)), hi = gwg_lds16(st + gwg_woff(j + 8, h));
+    const uint4 lo = k_lds16(st + gwg_woff(j, h)), hi = k_lds16(st + gwg_woff(j + 8, h));
     const uint32_t wl[4] = {lo.x, lo.y, lo.z, lo.w}, wh[4] = {hi.x, hi.y, hi.z, hi.w};
 #pragma unroll
     for (int s = 0; s < 2; s++) {

@@ -267,15 +267,6 @@ template <int N> __device__ __forceinline__ void moe_cp_wait()
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-__device__ __forceinline__ uint4 moe_lds16(uint32_t a)
-{
-    uint4 v;
-    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "r"(a));
-    return v;
-}
-
 /* N = 2 or 4 8 x 8 b16 matrices: lanes 8j..8j+7 address the rows of matrix j; lane (g, t)
  * gets word t of row g of each */
 template <int N> __device__ __forceinline__ void moe_ldsm(uint32_t (&r)[N], uint32_t a)
@@ -417,7 +408,7 @@ __device__ __forceinline__ void moe_tc_chunk(float (&d)[MW][NX][4], const uint32
     uint4 b[NX];
 #pragma unroll
     for (int n = 0; n < NX; n++)
-        b[n] = moe_lds16(xs + moe_tc_xoff<I4>(8 * n + g, 4 * h + t));
+        b[n] = k_lds16(xs + moe_tc_xoff<I4>(8 * n + g, 4 * h + t));
 #pragma unroll
     for (int n = 0; n < NX; n++)
 #pragma unroll
@@ -506,9 +497,9 @@ __device__ __forceinline__ void moe_tc_stage_bf16(float (&acc)[WR / 16][NX][4], 
     uint32_t a[MW][2][4];
 #pragma unroll
     for (int m = 0; m < MW; m++) {
-        const uint4 lo = moe_lds16(st + G::X_BYTES + moe_tc_woff<false>(WR * warp + 16 * m + g, t));
+        const uint4 lo = k_lds16(st + G::X_BYTES + moe_tc_woff<false>(WR * warp + 16 * m + g, t));
         const uint4 hi =
-            moe_lds16(st + G::X_BYTES + moe_tc_woff<false>(WR * warp + 16 * m + g + 8, t));
+            k_lds16(st + G::X_BYTES + moe_tc_woff<false>(WR * warp + 16 * m + g + 8, t));
         const uint32_t v[2][4] = {{lo.x, hi.x, lo.y, hi.y}, {lo.z, hi.z, lo.w, hi.w}};
 #pragma unroll
         for (int s = 0; s < 2; s++)
@@ -668,8 +659,8 @@ __device__ __forceinline__ void moe_wg_build(uint32_t (&a)[WR / 16][2][4], uint3
 #pragma unroll
     for (int m = 0; m < WR / 16; m++) {
         const uint32_t j = WR * warp + 16 * m + g;
-        const uint4 lo = moe_lds16(st + G::X_BYTES + moe_tc_woff<true>(j, h));
-        const uint4 hi = moe_lds16(st + G::X_BYTES + moe_tc_woff<true>(j + 8, h));
+        const uint4 lo = k_lds16(st + G::X_BYTES + moe_tc_woff<true>(j, h));
+        const uint4 hi = k_lds16(st + G::X_BYTES + moe_tc_woff<true>(j + 8, h));
         const uint32_t wl[4] = {lo.x, lo.y, lo.z, lo.w}, wh[4] = {hi.x, hi.y, hi.z, hi.w};
 #pragma unroll
         for (int s = 0; s < 2; s++) {
