@@ -243,6 +243,33 @@ static void dequant_set(struct em *e, const char *const *w, uint32_t n, const ch
         e->dq_n = 0; /* one matrix: gemm() expands it itself */
 }
 
+/* The k_gemm_i4_wg op of y1 (T, N1) = x W1^T, and of y2 (T, N2) = x W2^T in the same launch
+ * where w2 is not null (its row tiles after W1's): the split for N1 + N2 rows. */
+static void gemm_wg_op(struct em *e, uint32_t x, const char *w1, uint32_t N1, uint32_t y1,
+                       const char *w2, uint32_t N2, uint32_t y2, uint32_t K, const char *nm)
+{
+    struct pb *b = e->b;
+    const struct wt_tensor_desc *t1 = pb_weight(b, w1), *t2 = w2 ? pb_weight(b, w2) : NULL;
+    const uint32_t S = k_gemm_wg_split(e->T, N1 + N2, K);
+    struct k_gemm_i4_params gp = {.scales_offset = t1->scales_offset, .N = N1, .K = K,
+                                  .scales_offset2 = t2 ? t2->scales_offset : 0, .N2 = N2};
+    uint32_t grid[3] = {CDIV(e->T, K_GEMM_WG_BT), (N1 + N2) / K_GEMM_WG_BN, S};
+    char kn[32];
+    snprintf(kn, sizeof kn, "k_gemm_i4_wg%u", S);
+    uint32_t op = pb_kernel_op(b, kn, &gp, sizeof gp, grid, K_GEMM_WG_THREADS,
+                               K_GEMM_WG_SMEM(K, S), "%s", nm);
+    WREF(op, struct k_gemm_i4_params, w, w1);
+    if (t2)
+        WREF(op, struct k_gemm_i4_params, w2, w2);
+    REF(op, struct k_gemm_i4_params, x, x);
+    REF(op, struct k_gemm_i4_params, y, y1);
+    if (t2)
+        REF(op, struct k_gemm_i4_params, y2, y2);
+    REF(op, struct k_gemm_i4_params, step, e->sb->step);
+    pb_cost(b, op, t1->size + (t2 ? t2->size : 0) + 2ull * e->T * (K + N1 + N2),
+            2ull * e->T * (N1 + N2) * K);
+}
+
 /* y (T, N) = x (T, K) W^T (prefill): INT4 group-128 weights from the nibbles where
  * gemm_nibbles says so; else through cuBLAS, INT4 weights expanded first. */
 static uint32_t gemm(struct em *e, uint32_t x, const char *w, uint32_t N, uint32_t K, const char *nm)
@@ -252,20 +279,15 @@ static uint32_t gemm(struct em *e, uint32_t x, const char *w, uint32_t N, uint32
     int i4 = t->layout == K_LAYOUT_I4_ROWS;
     uint32_t y = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * e->T * N, "%s", nm);
     const int nib = gemm_nibbles(e, t);
-    if (nib) { /* straight from the nibbles (kern/gemm_i4.cu, kern/gemm_wg.cu) */
+    if (nib == 2) { /* straight from the nibbles on wgmma (kern/gemm_wg.cu) */
+        gemm_wg_op(e, x, w, N, y, NULL, 0, 0, K, nm);
+        return y;
+    }
+    if (nib) { /* a short chunk's GEMV mapping (kern/gemm_i4.cu) */
         struct k_gemm_i4_params gp = {.scales_offset = t->scales_offset, .N = N, .K = K};
-        const uint32_t S = k_gemm_wg_split(e->T, N, K);
-        uint32_t grid[3] = {CDIV(e->T, K_GEMM_I4_BT), CDIV(N, K_GEMM_I4_BN), 1}, op;
-        if (nib == 1) {
-            op = pb_kernel_op(b, "k_gemm_i4_g128", &gp, sizeof gp, grid, K_GEMM_I4_THREADS, 0,
-                              "%s", nm);
-        } else {
-            char kn[32];
-            snprintf(kn, sizeof kn, "k_gemm_i4_wg%u", S);
-            grid[0] = CDIV(e->T, K_GEMM_WG_BT), grid[1] = N / K_GEMM_WG_BN, grid[2] = S;
-            op = pb_kernel_op(b, kn, &gp, sizeof gp, grid, K_GEMM_WG_THREADS, K_GEMM_WG_SMEM(K, S),
-                              "%s", nm);
-        }
+        uint32_t grid[3] = {CDIV(e->T, K_GEMM_I4_BT), CDIV(N, K_GEMM_I4_BN), 1};
+        uint32_t op = pb_kernel_op(b, "k_gemm_i4_g128", &gp, sizeof gp, grid, K_GEMM_I4_THREADS,
+                                   0, "%s", nm);
         WREF(op, struct k_gemm_i4_params, w, w);
         REF(op, struct k_gemm_i4_params, x, x);
         REF(op, struct k_gemm_i4_params, y, y);
@@ -320,20 +342,9 @@ static void gemm_pair(struct em *e, uint32_t x, const char *w1, uint32_t N1, con
     }
     *y1 = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * e->T * N1, "%s", nm1);
     *y2 = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * e->T * N2, "%s", nm2);
-    struct k_gemm_i4_params gp = {.scales_offset = t1->scales_offset, .N = N1, .K = K,
-                                  .scales_offset2 = t2->scales_offset, .N2 = N2};
-    uint32_t grid[3] = {CDIV(e->T, K_GEMM_WG_BT), (N1 + N2) / K_GEMM_WG_BN, S};
-    char kn[32];
-    snprintf(kn, sizeof kn, "k_gemm_i4_wg%u", S);
-    uint32_t op = pb_kernel_op(b, kn, &gp, sizeof gp, grid, K_GEMM_WG_THREADS,
-                               K_GEMM_WG_SMEM(K, S), "%s+%s", nm1, nm2);
-    WREF(op, struct k_gemm_i4_params, w, w1);
-    WREF(op, struct k_gemm_i4_params, w2, w2);
-    REF(op, struct k_gemm_i4_params, x, x);
-    REF(op, struct k_gemm_i4_params, y, *y1);
-    REF(op, struct k_gemm_i4_params, y2, *y2);
-    REF(op, struct k_gemm_i4_params, step, e->sb->step);
-    pb_cost(b, op, t1->size + t2->size + 2ull * e->T * (K + N1 + N2), 2ull * e->T * (N1 + N2) * K);
+    char nm[64];
+    snprintf(nm, sizeof nm, "%s+%s", nm1, nm2);
+    gemm_wg_op(e, x, w1, N1, *y1, w2, N2, *y2, K, nm);
 }
 
 /* ---- Gated DeltaNet ---------------------------------------------------------------------- */
