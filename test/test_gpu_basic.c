@@ -921,7 +921,8 @@ static void test_gemms(void)
     test_gemm_i4(1, 1, 128, 128, 0);       /* one token, one group, one row tile */
     test_gemm_i4(16, 5, 1000, 2176, 0);    /* a partial token tile, a partial row tile, 17 groups */
     test_gemm_i4(64, 64, 200, 384, 0);     /* one full token tile, an odd group count */
-    test_gemm_i4(100, 77, 1024, 8192, 0);  /* tokens past one g128 tile, 64 groups, a split of 8 */
+    test_gemm_i4(100, 77, 1000, 8192, 0);  /* tokens past one tile, 64 groups, rows past N */
+    test_gemm_i4(100, 77, 1024, 8192, 0);  /* the same for the wg kernels (N % 128), a split of 8 */
     test_gemm_i4(300, 259, 256, 1024, 0);  /* three wg token tiles, the last partial */
     test_gemm_i4(256, 200, 8192, 2048, 0); /* GDN in_proj at a partly filled 256 bucket */
     test_gemm_i4(16, 16, 8192, 2048, 1);   /* timing: the 16 and 64 buckets, GDN in_proj size */
