@@ -9,8 +9,8 @@
  * synthetic weights: its load time (rt_open, the weights filled on the device), arena and weight
  * bytes, decode tok/s at contexts 128, 1024 and 4096 as a share of the roofline
  * (copy bandwidth over the bytes the plan says a token moves), prefill tok/s at 128, 1341 and
- * 4096 tokens against the GEMM ceiling (and a 32-token prompt; 128, 256 and 512 as medians of
- * three, also on a plan with the dense projections through cuBLAS), and per-kernel tables of one
+ * 4096 tokens against the GEMM ceiling (and 32-, 128-, 256- and 512-token prompts as medians of
+ * three, also on a plan without k_gemm_i4_wg), and per-kernel tables of one
  * long-context decode step (ops timed one by one, and each kernel's ops left out of the step's
  * graph in turn) and of prefill chunks. */
 #include <stdio.h>
@@ -689,7 +689,7 @@ int main(int argc, char **argv)
                    "  runs the benchmarks (host always, device when there is one) and prints one\n"
                    "  table; run from the repository root after `make`. --decode or --prefill\n"
                    "  measures only that half of the model (decode tok/s and the decode op table,\n"
-                   "  or prefill tok/s (128-, 256- and 512-token prompts also as medians of\n"
+                   "  or prefill tok/s (32-, 128-, 256- and 512-token prompts also as medians of\n"
                    "  three, on the default plan and on one with --dense-prefill cublas), the\n"
                    "  op tables of a 2048-token chunk and of the 128\n"
                    "  bucket at 128 live tokens, that bucket in its graph with each kernel left\n"
