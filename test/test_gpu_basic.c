@@ -745,7 +745,7 @@ static void time_dequant_cublas(const struct i4m *m, CUdeviceptr dx, CUdeviceptr
 
 /* y (T, N) = x (T, K) W^T over a chunk of T_max rows of which n_tokens are live, by
  * k_gemm_i4_g128 and by every k_gemm_i4_wg{S} the shape takes (K_GEMM_WG_OK): live rows
- * against the reference of their token (all of them up to 64 live rows; past that the first
+ * against the reference of their token (all of them up to 256 live rows; past that the first
  * and last 16 and every 7th, or every 31st in timing runs, to keep the host reference short),
  * nothing written for rows past n_tokens. k_gemm_i4_g128: the bound of the INT4 GEMV (each
  * group in the MMA, then one fp32 term per group, one bf16 rounding). k_gemm_i4_wg: the
@@ -768,7 +768,7 @@ static void test_gemm_i4(uint32_t T_max, uint32_t n_tokens, uint32_t N, uint32_t
     /* the checked rows and their references: [0] the INT4 GEMV's, [1] the expanded matrix's */
     uint32_t *rows = test_malloc(sizeof(uint32_t) * n_tokens), nr = 0;
     for (uint32_t t = 0; t < n_tokens; t++)
-        if (n_tokens <= 64 || t < 16 || t + 16 >= n_tokens || t % (timing ? 31 : 7) == 0)
+        if (n_tokens <= 256 || t < 16 || t + 16 >= n_tokens || t % (timing ? 31 : 7) == 0)
             rows[nr++] = t;
     float *want[2], *tol[2];
     for (int r = 0; r < 2; r++) {
@@ -827,7 +827,7 @@ static void test_gemm_i4(uint32_t T_max, uint32_t n_tokens, uint32_t N, uint32_t
 }
 
 /* k_gemm_i4_wg{S} with two matrices of one x in one launch (W1's row tiles, then W2's), each
- * S both take: both outputs against their expanded matrices' GEMVs (every live row up to 64,
+ * S both take: both outputs against their expanded matrices' GEMVs (every live row up to 256,
  * else the first and last 16 and every 31st), nothing past the live rows of either. With
  * timing: the pair's launch at the planner's split against the two matrices launched alone. */
 static void test_gemm_wg_pair(uint32_t T_max, uint32_t n_tokens, uint32_t N1, uint32_t N2,
@@ -840,7 +840,7 @@ static void test_gemm_wg_pair(uint32_t T_max, uint32_t n_tokens, uint32_t N1, ui
     CUdeviceptr dx = dput(x, (size_t)T_max * K * 2), dy[2];
     uint32_t *rows = test_malloc(sizeof(uint32_t) * n_tokens), nr = 0;
     for (uint32_t t = 0; t < n_tokens; t++)
-        if (n_tokens <= 64 || t < 16 || t + 16 >= n_tokens || t % 31 == 0)
+        if (n_tokens <= 256 || t < 16 || t + 16 >= n_tokens || t % 31 == 0)
             rows[nr++] = t;
     float *want[2], *tol[2];
     uint16_t *got[2];
