@@ -197,6 +197,18 @@ __device__ __forceinline__ uint32_t k_i4_bf16x2(uint32_t w, int i)
     return *reinterpret_cast<uint32_t *>(&r);
 }
 
+/* The same pair in two instructions (tensor-core paths): (w >> 4p) & 0x000F000F | bf16 128 in
+ * one lop3 is 128 + q, then x * 1 - 136 in one bf16x2 FMA (exact: small integers). */
+__device__ __forceinline__ uint32_t k_i4_bf2(uint32_t w, int p)
+{
+    uint32_t v, r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n"
+        : "=r"(v)
+        : "r"(w >> (4 * p)), "n"(0x000F000F), "r"(0x43004300u));
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0x3F803F80u), "r"(0xC308C308u));
+    return r;
+}
+
 /* One 128-input group of 16 INT4 rows against x, d (zeroed by the caller) += the group's
  * unscaled sums. The K order inside the MMAs is free as long as A and B agree: lane (g, t)
  * brings 16 bytes of rows g (qa) and g + 8 (qb) covering inputs [32 t, 32 t + 32) of the group,

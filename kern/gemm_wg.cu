@@ -76,10 +76,10 @@ __device__ __forceinline__ uint32_t gwg_woff(uint32_t j, uint32_t u)
  * rounding of the product (fma with -0 adds nothing) */
 __device__ __forceinline__ uint32_t gwg_w2(uint32_t w, uint32_t s2)
 {
-    uint32_t v, r, o;
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(v) : "r"(w), "n"(0x000F000F), "r"(0x43004300u));
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0x3F803F80u), "r"(0xC308C308u));
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(o) : "r"(r), "r"(s2), "r"(0x80008000u));
+    uint32_t o;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n"
+        : "=r"(o)
+        : "r"(k_i4_bf2(w, 0)), "r"(s2), "r"(0x80008000u));
     return o;
 }
 

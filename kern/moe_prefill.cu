@@ -298,18 +298,6 @@ __device__ __forceinline__ void moe_mma(float (&d)[4], const uint32_t (&a)[4], u
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* Elements 2p, 2p + 1 of an INT4 word as bf16x2 (q - 8): (w >> 4p) & 0x000F000F | bf16 128
- * in one lop3 is 128 + q, then x * 1 - 136 in one bf16x2 FMA (exact: small integers). */
-__device__ __forceinline__ uint32_t moe_i4_bf2(uint32_t w, int p)
-{
-    uint32_t v, r;
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n"
-        : "=r"(v)
-        : "r"(w >> (4 * p)), "n"(0x000F000F), "r"(0x43004300u));
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(v), "r"(0x3F803F80u), "r"(0xC308C308u));
-    return r;
-}
-
 /* What a CTA sets up once: its block, columns, the source rows of the copies this thread
  * issues, and the element offsets of its scale ranges in shared memory. */
 struct moe_tc_ctx {
@@ -473,10 +461,10 @@ __device__ __forceinline__ void moe_tc_stage_i4(float (&acc)[WR / 16][NX][4],
         for (int m = 0; m < MW; m++)
 #pragma unroll
             for (int s = 0; s < 2; s++) {
-                a[m][s][0] = moe_i4_bf2(wq[h][2 * m], 2 * s);
-                a[m][s][1] = moe_i4_bf2(wq[h][2 * m + 1], 2 * s);
-                a[m][s][2] = moe_i4_bf2(wq[h][2 * m], 2 * s + 1);
-                a[m][s][3] = moe_i4_bf2(wq[h][2 * m + 1], 2 * s + 1);
+                a[m][s][0] = k_i4_bf2(wq[h][2 * m], 2 * s);
+                a[m][s][1] = k_i4_bf2(wq[h][2 * m + 1], 2 * s);
+                a[m][s][2] = k_i4_bf2(wq[h][2 * m], 2 * s + 1);
+                a[m][s][3] = k_i4_bf2(wq[h][2 * m + 1], 2 * s + 1);
             }
         if ((kc & (c.group - 1)) == 0) /* a group starts: its accumulator from zero */
             moe_tc_chunk<true, true, MW, NX>(gacc, a, st, h);
@@ -664,10 +652,10 @@ __device__ __forceinline__ void moe_wg_build(uint32_t (&a)[WR / 16][2][4], uint3
         const uint32_t wl[4] = {lo.x, lo.y, lo.z, lo.w}, wh[4] = {hi.x, hi.y, hi.z, hi.w};
 #pragma unroll
         for (int s = 0; s < 2; s++) {
-            a[m][s][0] = moe_i4_bf2(wl[2 * s] >> (4 * t), 0);
-            a[m][s][1] = moe_i4_bf2(wh[2 * s] >> (4 * t), 0);
-            a[m][s][2] = moe_i4_bf2(wl[2 * s + 1] >> (4 * t), 0);
-            a[m][s][3] = moe_i4_bf2(wh[2 * s + 1] >> (4 * t), 0);
+            a[m][s][0] = k_i4_bf2(wl[2 * s] >> (4 * t), 0);
+            a[m][s][1] = k_i4_bf2(wh[2 * s] >> (4 * t), 0);
+            a[m][s][2] = k_i4_bf2(wl[2 * s + 1] >> (4 * t), 0);
+            a[m][s][3] = k_i4_bf2(wh[2 * s + 1] >> (4 * t), 0);
         }
     }
     k_wg_pin(a);
