@@ -47,18 +47,21 @@
 #include "common.cuh"
 #include "gemv.h"
 
-#define GWG_BT     K_GEMM_WG_BT
 #define GWG_BN     K_GEMM_WG_BN
 #define GWG_ST     K_GEMM_WG_STAGES
-#define GWG_STAGE  K_GEMM_WG_STAGE
-#define GWG_XB     (GWG_BT * 128) /* token rows of a stage: 64 inputs, 128 bytes a row */
 #define GWG_LDE    (GWG_BN + 4)   /* floats between token rows of the end's sums */
-#define GWG_XCP    (GWG_BT * 8 / K_GEMM_WG_THREADS) /* 16-byte token copies a thread a stage */
 
-static_assert(GWG_BN * 2 == K_GEMM_WG_THREADS, "one 16-byte weight copy a thread a stage");
-static_assert(GWG_XCP * K_GEMM_WG_THREADS == GWG_BT * 8 && GWG_STAGE % 1024 == 0,
-              "whole token copies; stages on the swizzle's 1024-byte period");
-static_assert(GWG_BT * GWG_LDE * 4 <= GWG_ST * GWG_STAGE, "the end's sums fit the stages");
+/* A build's token tile: BT tokens (K_GEMM_WG_BT or K_GEMM_WG_BT64); XB bytes of token rows a
+ * stage (64 inputs, 128 bytes a row), then the weight rows; XCP 16-byte token copies a thread */
+template <int BT> struct gwg_geom {
+    static constexpr uint32_t XB = BT * 128, STAGE = K_GEMM_WG_STAGE_T(BT);
+    static constexpr uint32_t XCP = BT * 8 / K_GEMM_WG_THREADS;
+    static_assert(GWG_BN * 2 == K_GEMM_WG_THREADS, "one 16-byte weight copy a thread a stage");
+    static_assert(XCP * K_GEMM_WG_THREADS == BT * 8 && STAGE % 1024 == 0 &&
+                      STAGE == XB + GWG_BN * 32,
+                  "whole token copies; stages on the swizzle's 1024-byte period");
+    static_assert(BT * GWG_LDE * 4 <= GWG_ST * STAGE, "the end's sums fit the stages");
+};
 
 /* byte offsets inside a stage: unit u (8 inputs) of token row r in the 128-byte swizzle (the
  * wgmma B layout); unit u (32 inputs) of weight row j, rows 4..7 of every 8 swapping their two
@@ -67,9 +70,9 @@ __device__ __forceinline__ uint32_t gwg_xoff(uint32_t r, uint32_t u)
 {
     return r * 128 + ((u ^ (r & 7)) << 4);
 }
-__device__ __forceinline__ uint32_t gwg_woff(uint32_t j, uint32_t u)
+template <int BT> __device__ __forceinline__ uint32_t gwg_woff(uint32_t j, uint32_t u)
 {
-    return GWG_XB + j * 32 + ((u ^ ((j >> 2) & 1)) << 4);
+    return gwg_geom<BT>::XB + j * 32 + ((u ^ ((j >> 2) & 1)) << 4);
 }
 
 /* nibble pair 0 of w (elements 0, 1) as bf16x2 scale * (q - 8): (q - 8) exactly, then one
@@ -85,11 +88,12 @@ __device__ __forceinline__ uint32_t gwg_w2(uint32_t w, uint32_t s2)
 
 /* The A fragments of chunk h (32 inputs) of the stage at st for rows j, j + 8 of the tile
  * (scales sl, sh as bf16x2): a[s] is k16 step s. */
+template <int BT>
 __device__ __forceinline__ void gwg_build(uint32_t (&a)[2][4], uint32_t st, uint32_t h, uint32_t j,
                                           uint32_t sl, uint32_t sh)
 {
     const uint32_t t = threadIdx.x & 3;
-    const uint4 lo = k_lds16(st + gwg_woff(j, h)), hi = k_lds16(st + gwg_woff(j + 8, h));
+    const uint4 lo = k_lds16(st + gwg_woff<BT>(j, h)), hi = k_lds16(st + gwg_woff<BT>(j + 8, h));
     const uint32_t wl[4] = {lo.x, lo.y, lo.z, lo.w}, wh[4] = {hi.x, hi.y, hi.z, hi.w};
 #pragma unroll
     for (int s = 0; s < 2; s++) {
@@ -100,7 +104,7 @@ __device__ __forceinline__ void gwg_build(uint32_t (&a)[2][4], uint32_t st, uint
     }
 }
 
-/* What a thread copies each stage: its token rows (GWG_XCP, 32 rows apart: the swizzle repeats
+/* What a thread copies each stage: its token rows (XCP of them, 32 rows apart: the swizzle repeats
  * every 8 rows, so copy i lands 4096 i bytes past copy 0) and one weight unit. */
 struct gwg_cp {
     const uint16_t *x; /* copy 0's source at input 0 of the CTA's K range */
@@ -111,10 +115,11 @@ struct gwg_cp {
     uint32_t xstep;    /* elements between copies i and i + 1 (32 token rows) */
 };
 
+template <int BT>
 __device__ __forceinline__ void gwg_queue_x(const struct gwg_cp &c, uint32_t st, uint32_t kt)
 {
 #pragma unroll
-    for (int i = 0; i < GWG_XCP; i++)
+    for (int i = 0; i < (int)gwg_geom<BT>::XCP; i++)
         k_cp16s(st + c.xo + 4096 * i, ((c.live >> i) & 1 ? c.x + i * c.xstep : c.x0) + 64 * kt,
                 (c.live >> i) & 1);
 }
@@ -122,9 +127,10 @@ __device__ __forceinline__ void gwg_queue_w(const struct gwg_cp &c, uint32_t st,
 {
     k_cp16s(st + c.wo, c.w + 32 * kt, true);
 }
+template <int BT>
 __device__ __forceinline__ void gwg_queue(const struct gwg_cp &c, uint32_t st, uint32_t kt)
 {
-    gwg_queue_x(c, st, kt);
+    gwg_queue_x<BT>(c, st, kt);
     gwg_queue_w(c, st, kt);
 }
 
@@ -145,19 +151,31 @@ __device__ __forceinline__ void gwg_mma(float (&d)[64], const uint32_t (&a)[4], 
                  : GWG_D8(0), GWG_D8(8), GWG_D8(16), GWG_D8(24), GWG_D8(32), GWG_D8(40),
                    GWG_D8(48), GWG_D8(56)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
-#undef GWG_D8
 }
+/* the same against 64 tokens */
+__device__ __forceinline__ void gwg_mma(float (&d)[32], const uint32_t (&a)[4], uint64_t desc)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+                 "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+                 : GWG_D8(0), GWG_D8(8), GWG_D8(16), GWG_D8(24)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+}
+#undef GWG_D8
 
-__device__ __forceinline__ void gwg_pin(float (&d)[64])
+template <int ND> __device__ __forceinline__ void gwg_pin(float (&d)[ND])
 {
 #pragma unroll
-    for (int i = 0; i < 64; i++)
+    for (int i = 0; i < ND; i++)
         k_wg_pin1(d[i]);
 }
 __device__ __forceinline__ void gwg_pin(uint32_t (&a)[2][4]) { k_wg_pin(a); }
 
 /* the two k16 steps of chunk h of the stage at st */
-__device__ __forceinline__ void gwg_chunk(float (&d)[64], const uint32_t (&a)[2][4], uint32_t st,
+template <int ND>
+__device__ __forceinline__ void gwg_chunk(float (&d)[ND], const uint32_t (&a)[2][4], uint32_t st,
                                           uint32_t h)
 {
     gwg_pin(d);
@@ -191,13 +209,16 @@ __device__ __forceinline__ uint32_t gwg_bf16x2(float lo, float hi)
     return *reinterpret_cast<uint32_t *>(&v);
 }
 
-template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_i4_params &p)
+template <int S, int BT>
+__device__ __forceinline__ void gwg_kernel(const struct k_gemm_i4_params &p)
 {
+    using G_ = gwg_geom<BT>;
+    constexpr uint32_t STAGE = G_::STAGE, NT = BT / 8; /* n8 tiles of tokens */
     extern __shared__ __align__(16) uint8_t gwg_raw[];
     const uint32_t pad = (1024u - ((uint32_t)__cvta_generic_to_shared(gwg_raw) & 1023u)) & 1023u;
     const uint32_t sm = (uint32_t)__cvta_generic_to_shared(gwg_raw) + pad;
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2;
-    const uint32_t K = p.K, nch = K / 128, t0 = blockIdx.x * GWG_BT;
+    const uint32_t K = p.K, nch = K / 128, t0 = blockIdx.x * BT;
     /* row tile blockIdx.y: of the first matrix, then of the second (p.w2) */
     const uint32_t tiles1 = p.N / GWG_BN, second = p.w2 && blockIdx.y >= tiles1;
     const uint32_t N = second ? p.N2 : p.N, n0 = (blockIdx.y - (second ? tiles1 : 0)) * GWG_BN;
@@ -222,7 +243,7 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
         c.xo = gwg_xoff(r, u);
         const uint32_t j = tid / 2, wu = tid % 2;
         c.w = wq + (uint64_t)(n0 + j) * (K / 2) + kb / 2 + 16 * wu;
-        c.wo = gwg_woff(j, wu);
+        c.wo = gwg_woff<BT>(j, wu);
     }
     /* before the wait (weights only): the tile's weights for its K range asked into L2 at
      * once (a few stages of copies in flight per SM would leave the nibbles' first read from
@@ -238,9 +259,9 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
 #pragma unroll
     for (int s = 0; s < GWG_ST - 1; s++)
         if ((uint32_t)s < nk)
-            gwg_queue_w(c, sm + s * GWG_STAGE, s);
+            gwg_queue_w(c, sm + s * STAGE, s);
 #if K_WG
-    uint16_t *sc = (uint16_t *)(gwg_raw + pad + GWG_ST * GWG_STAGE);
+    uint16_t *sc = (uint16_t *)(gwg_raw + pad + GWG_ST * STAGE);
     for (uint32_t i = tid; i < GWG_BN * G; i += K_GEMM_WG_THREADS)
         sc[i] = scg[(uint64_t)(n0 + i / G) * nch + kb / 128 + i % G];
 #endif
@@ -252,20 +273,20 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
     }
     c.live = 0;
 #pragma unroll
-    for (int i = 0; i < GWG_XCP; i++)
+    for (int i = 0; i < (int)G_::XCP; i++)
         c.live |= (t0 + tid / 8 + 32 * i < T ? 1u : 0u) << i;
 #pragma unroll
     for (int s = 0; s < GWG_ST - 1; s++) {
         if ((uint32_t)s < nk)
-            gwg_queue_x(c, sm + s * GWG_STAGE, s);
+            gwg_queue_x<BT>(c, sm + s * STAGE, s);
         k_cp_commit();
     }
 
 #if K_WG
     const uint32_t wg = warp / 4, j = 64 * wg + 16 * (warp % 4) + g; /* rows j, j + 8 */
-    float d[64];
+    float d[BT / 2];
 #pragma unroll
-    for (int i = 0; i < 64; i++)
+    for (int i = 0; i < BT / 2; i++)
         d[i] = 0.0f;
     asm volatile("cp.async.wait_group %0;\n" ::"n"(GWG_ST - 2));
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -276,21 +297,21 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
         sl = a | a << 16, sh = b | b << 16;
     }
     uint32_t a0[2][4], a1[2][4];
-    gwg_build(a0, sm, 0, j, sl, sh);
+    gwg_build<BT>(a0, sm, 0, j, sl, sh);
     /* chunk 2 it + h is the half h of stage it; one chunk's wgmma stays in flight while the
      * next one's weights are expanded */
     for (uint32_t it = 0; it < nk; it++) {
-        const uint32_t st = sm + it % GWG_ST * GWG_STAGE;
+        const uint32_t st = sm + it % GWG_ST * STAGE;
         gwg_chunk(d, a0, st, 0);
         k_wg_wait<1>(); /* chunk 2 it - 1 done: a1 free, stage it - 1 read by this thread */
         gwg_pin(a1);
-        gwg_build(a1, st, 1, j, sl, sh);
+        gwg_build<BT>(a1, st, 1, j, sl, sh);
         /* stage it + 1 has landed and every thread is past stage it - 1 */
         asm volatile("cp.async.wait_group %0;\n" ::"n"(GWG_ST - 3));
         asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
         __syncthreads();
         if (it + GWG_ST - 1 < nk)
-            gwg_queue(c, sm + (it + GWG_ST - 1) % GWG_ST * GWG_STAGE, it + GWG_ST - 1);
+            gwg_queue<BT>(c, sm + (it + GWG_ST - 1) % GWG_ST * STAGE, it + GWG_ST - 1);
         k_cp_commit();
         gwg_chunk(d, a1, st, 1);
         k_wg_wait<1>(); /* chunk 2 it done: a0 free */
@@ -300,7 +321,7 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
                 const uint32_t gi = (it + 1) / 2, a = sc[j * G + gi], b = sc[(j + 8) * G + gi];
                 sl = a | a << 16, sh = b | b << 16;
             }
-            gwg_build(a0, sm + (it + 1) % GWG_ST * GWG_STAGE, 0, j, sl, sh);
+            gwg_build<BT>(a0, sm + (it + 1) % GWG_ST * STAGE, 0, j, sl, sh);
         }
     }
     k_wg_wait<0>();
@@ -311,7 +332,7 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
         float *e = (float *)(gwg_raw + pad);
         const uint32_t t = lane & 3;
 #pragma unroll
-        for (int n = 0; n < 16; n++)
+        for (int n = 0; n < (int)NT; n++)
 #pragma unroll
             for (int q = 0; q < 4; q++)
                 e[(8 * n + 2 * t + (q & 1)) * GWG_LDE + j + 8 * (q >> 1)] = d[4 * n + q];
@@ -323,7 +344,7 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
     } else {
         __syncthreads();
     }
-    constexpr uint32_t TPR = GWG_BT / S; /* tokens a rank adds up */
+    constexpr uint32_t TPR = BT / S; /* tokens a rank adds up */
     for (uint32_t i = tid; i < TPR * (GWG_BN / 8); i += K_GEMM_WG_THREADS) {
         const uint32_t tok = rank * TPR + i / (GWG_BN / 8), col = 8 * (i % (GWG_BN / 8));
         if (t0 + tok >= T)
@@ -348,28 +369,28 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
     if constexpr (S > 1)
         gwg_cluster_sync(); /* the peers have read this CTA's sums */
 #else
-    /* mma.sync: warp w rows 16 w + g (+ 8), all 16 n8 tiles of tokens */
+    /* mma.sync: warp w rows 16 w + g (+ 8), all NT n8 tiles of tokens */
     const uint32_t j = 16 * warp + g, t = lane & 3;
-    float acc[16][4] = {};
+    float acc[NT][4] = {};
     const uint16_t *sa = scg + (uint64_t)(n0 + j) * nch, *sb = sa + 8ull * nch;
     for (uint32_t it = 0; it < nk; it++) {
         asm volatile("cp.async.wait_group %0;\n" ::"n"(GWG_ST - 2));
         __syncthreads(); /* stage it landed everywhere; stage it - 1's slot is free */
         if (it + GWG_ST - 1 < nk)
-            gwg_queue(c, sm + (it + GWG_ST - 1) % GWG_ST * GWG_STAGE, it + GWG_ST - 1);
+            gwg_queue<BT>(c, sm + (it + GWG_ST - 1) % GWG_ST * STAGE, it + GWG_ST - 1);
         k_cp_commit();
-        const uint32_t st = sm + it % GWG_ST * GWG_STAGE;
+        const uint32_t st = sm + it % GWG_ST * STAGE;
         const uint32_t a = __ldg(sa + it / 2), b = __ldg(sb + it / 2);
         const uint32_t sl = a | a << 16, sh = b | b << 16;
 #pragma unroll
         for (uint32_t h = 0; h < 2; h++) {
             uint32_t A[2][4];
-            gwg_build(A, st, h, j, sl, sh);
+            gwg_build<BT>(A, st, h, j, sl, sh);
 #pragma unroll
             for (uint32_t s = 0; s < 2; s++) {
                 const uint32_t u = 4 * h + 2 * s;
 #pragma unroll
-                for (uint32_t n = 0; n < 16; n++) {
+                for (uint32_t n = 0; n < NT; n++) {
                     const uint32_t r = 8 * n + g;
                     uint32_t b0, b1;
                     const uint32_t a0 = st + gwg_xoff(r, u) + 4 * t;
@@ -383,7 +404,7 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
     }
     /* D: rows j (q 0, 1) and j + 8 (q 2, 3) for tokens 8 n + 2t (+1) */
 #pragma unroll
-    for (uint32_t n = 0; n < 16; n++)
+    for (uint32_t n = 0; n < NT; n++)
 #pragma unroll
         for (uint32_t q = 0; q < 4; q++) {
             const uint32_t tok = t0 + 8 * n + 2 * t + (q & 1);
@@ -400,14 +421,19 @@ template <int S> __device__ __forceinline__ void gwg_kernel(const struct k_gemm_
 #else
 #define GWG_CLUSTER(S)
 #endif
-#define GWG_KERNEL(S)                                                                              \
+#define GWG_KERNEL(S, BT, suffix)                                                                  \
     extern "C" __global__ void __launch_bounds__(K_GEMM_WG_THREADS, 2) GWG_CLUSTER(S)             \
-        k_gemm_i4_wg##S(struct k_gemm_i4_params p)                                                 \
+        k_gemm_i4_wg##S##suffix(struct k_gemm_i4_params p)                                         \
     {                                                                                              \
-        gwg_kernel<S>(p);                                                                          \
+        gwg_kernel<S, BT>(p);                                                                      \
     }
-GWG_KERNEL(1)
-GWG_KERNEL(2)
-GWG_KERNEL(4)
-GWG_KERNEL(8)
+GWG_KERNEL(1, K_GEMM_WG_BT, )
+GWG_KERNEL(2, K_GEMM_WG_BT, )
+GWG_KERNEL(4, K_GEMM_WG_BT, )
+GWG_KERNEL(8, K_GEMM_WG_BT, )
+/* a 64-token tile (kern/gemv.h K_GEMM_WG_BT64) */
+GWG_KERNEL(1, K_GEMM_WG_BT64, _t64)
+GWG_KERNEL(2, K_GEMM_WG_BT64, _t64)
+GWG_KERNEL(4, K_GEMM_WG_BT64, _t64)
+GWG_KERNEL(8, K_GEMM_WG_BT64, _t64)
 #undef GWG_KERNEL

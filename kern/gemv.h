@@ -85,12 +85,18 @@
  * launch with mma.sync, the CTAs of split 0 over all of K (the others return). */
 #define K_GEMM_WG_THREADS 256
 #define K_GEMM_WG_BT 128 /* tokens a CTA (the wgmma N) */
+/* the _t64 builds (k_gemm_i4_wg{S}_t64): 64 tokens a CTA, for chunks of up to
+ * K_GEMM_WG_T64_MAXT tokens, where a 128-token tile would be half empty */
+#define K_GEMM_WG_BT64 64
+#define K_GEMM_WG_T64_MAXT 64
 #define K_GEMM_WG_BN 128 /* weight rows a CTA: 64 a warpgroup */
 #define K_GEMM_WG_STAGES 4
-#define K_GEMM_WG_STAGE (K_GEMM_WG_BT * 128 + K_GEMM_WG_BN * 32) /* 64 inputs */
+#define K_GEMM_WG_STAGE_T(bt) ((bt) * 128 + K_GEMM_WG_BN * 32) /* 64 inputs */
+#define K_GEMM_WG_STAGE K_GEMM_WG_STAGE_T(K_GEMM_WG_BT)
 #define K_GEMM_WG_MAXKS 4096 /* inputs a CTA: its scales stay in shared memory */
-#define K_GEMM_WG_SMEM(K, S)                                                                       \
-    (1024u + K_GEMM_WG_STAGES * K_GEMM_WG_STAGE + K_GEMM_WG_BN * 2u * ((K) / (S) / 128u))
+#define K_GEMM_WG_SMEM_T(bt, K, S)                                                                 \
+    (1024u + K_GEMM_WG_STAGES * K_GEMM_WG_STAGE_T(bt) + K_GEMM_WG_BN * 2u * ((K) / (S) / 128u))
+#define K_GEMM_WG_SMEM(K, S) K_GEMM_WG_SMEM_T(K_GEMM_WG_BT, K, S)
 #define K_GEMM_WG_OK(group, N, K, S)                                                               \
     ((group) == 128 && (N) % K_GEMM_WG_BN == 0 && (K) % (128u * (S)) == 0 &&                       \
      (K) / (S) <= K_GEMM_WG_MAXKS)
@@ -110,9 +116,15 @@
  * clusters of 4 and 30 of 8 at once (ncu), so a launch past 240 CTAs may run a second wave. */
 #define K_GEMM_WG_MINKS 1024
 #define K_GEMM_WG_CTAS 240
+/* the planner's token tile for a chunk of T_max tokens */
+static inline uint32_t k_gemm_wg_tile(uint32_t T_max)
+{
+    return T_max <= K_GEMM_WG_T64_MAXT ? K_GEMM_WG_BT64 : K_GEMM_WG_BT;
+}
 static inline uint32_t k_gemm_wg_split(uint32_t T_max, uint32_t N, uint32_t K)
 {
-    const uint32_t tiles = (T_max + K_GEMM_WG_BT - 1) / K_GEMM_WG_BT * (N / K_GEMM_WG_BN);
+    const uint32_t bt = k_gemm_wg_tile(T_max);
+    const uint32_t tiles = (T_max + bt - 1) / bt * (N / K_GEMM_WG_BN);
     uint32_t s = 1;
     while (s < K_GEMM_WG_MAXS && K % (256u * s) == 0 &&
            ((K / (2 * s) >= K_GEMM_WG_MINKS && tiles * 2 * s <= K_GEMM_WG_CTAS) ||

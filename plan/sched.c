@@ -250,14 +250,14 @@ static void gemm_wg_op(struct em *e, uint32_t x, const char *w1, uint32_t N1, ui
 {
     struct pb *b = e->b;
     const struct wt_tensor_desc *t1 = pb_weight(b, w1), *t2 = w2 ? pb_weight(b, w2) : NULL;
-    const uint32_t S = k_gemm_wg_split(e->T, N1 + N2, K);
+    const uint32_t S = k_gemm_wg_split(e->T, N1 + N2, K), bt = k_gemm_wg_tile(e->T);
     struct k_gemm_i4_params gp = {.scales_offset = t1->scales_offset, .N = N1, .K = K,
                                   .scales_offset2 = t2 ? t2->scales_offset : 0, .N2 = N2};
-    uint32_t grid[3] = {CDIV(e->T, K_GEMM_WG_BT), (N1 + N2) / K_GEMM_WG_BN, S};
+    uint32_t grid[3] = {CDIV(e->T, bt), (N1 + N2) / K_GEMM_WG_BN, S};
     char kn[32];
-    snprintf(kn, sizeof kn, "k_gemm_i4_wg%u", S);
+    snprintf(kn, sizeof kn, "k_gemm_i4_wg%u%s", S, bt == K_GEMM_WG_BT64 ? "_t64" : "");
     uint32_t op = pb_kernel_op(b, kn, &gp, sizeof gp, grid, K_GEMM_WG_THREADS,
-                               K_GEMM_WG_SMEM(K, S), "%s", nm);
+                               K_GEMM_WG_SMEM_T(bt, K, S), "%s", nm);
     WREF(op, struct k_gemm_i4_params, w, w1);
     if (t2)
         WREF(op, struct k_gemm_i4_params, w2, w2);

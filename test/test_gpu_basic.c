@@ -58,7 +58,7 @@
 
 static struct gpu g;
 static CUfunction f_embed, f_norm, f_gemv_bf16, f_gemv_bf16_norm, f_gemv_i4, f_gemv_g128, f_gemv_g128w, f_dequant, f_gemm_i4,
-    f_gemm_wg[4], f_silu;
+    f_gemm_wg[8], f_silu;
 static CUdeviceptr d_step;
 static unsigned long long rng = 0xBA51C;
 
@@ -785,18 +785,20 @@ static void test_gemm_i4(uint32_t T_max, uint32_t n_tokens, uint32_t N, uint32_t
         }
     }
     uint16_t *got = test_malloc((ny + SLACK) * 2);
-    const uint32_t plan_s = k_gemm_wg_split(T_max, N, K);
-    for (int k = 0; k < 5; k++) {
-        const uint32_t S = k ? wg_splits[k - 1] : 0;
+    const uint32_t plan_s = k_gemm_wg_split(T_max, N, K), plan_bt = k_gemm_wg_tile(T_max);
+    for (int k = 0; k < 9; k++) { /* g128, then wg{1,2,4,8}, then wg{1,2,4,8}_t64 */
+        const uint32_t S = k ? wg_splits[(k - 1) % 4] : 0;
         if (k && !K_GEMM_WG_OK(128u, N, K, S))
             continue;
         CUfunction f = k ? f_gemm_wg[k - 1] : f_gemm_i4;
-        const unsigned bt = k ? K_GEMM_WG_BT : K_GEMM_I4_BT, gx = (T_max + bt - 1) / bt;
+        const unsigned wbt = k > 4 ? K_GEMM_WG_BT64 : K_GEMM_WG_BT;
+        const unsigned bt = k ? wbt : K_GEMM_I4_BT, gx = (T_max + bt - 1) / bt;
         const unsigned gy = k ? N / K_GEMM_WG_BN : (N + K_GEMM_I4_BN - 1) / K_GEMM_I4_BN;
         const unsigned gz = k ? S : 1, threads = k ? K_GEMM_WG_THREADS : K_GEMM_I4_THREADS;
-        const unsigned smem = k ? K_GEMM_WG_SMEM(K, S) : 0;
+        const unsigned smem = k ? K_GEMM_WG_SMEM_T(wbt, K, S) : 0;
         char name[32];
-        snprintf(name, sizeof name, k ? "k_gemm_i4_wg%u" : "k_gemm_i4_g128", S);
+        snprintf(name, sizeof name, k ? "k_gemm_i4_wg%u%s" : "k_gemm_i4_g128", S,
+                 k > 4 ? "_t64" : "");
         dpoison(dy, (ny + SLACK) * 2);
         CU(&g, cuLaunchKernel(f, gx, gy, gz, threads, 1, 1, smem, NULL, args, NULL));
         CU(&g, cuCtxSynchronize());
@@ -816,7 +818,7 @@ static void test_gemm_i4(uint32_t T_max, uint32_t n_tokens, uint32_t N, uint32_t
             double wb = (double)N * (K / 2 + K / 64);
             printf("#   time: %.1f us per launch, %.0f GB/s of weights, %.1f TFLOP/s%s\n", us,
                    wb / us / 1e3, 2.0 * n_tokens * N * K / us / 1e6,
-                   k && S == plan_s ? " (the planner's split)" : "");
+                   k && S == plan_s && wbt == plan_bt ? " (the planner's split and tile)" : "");
         }
     }
     if (timing && (double)N * K >= 1e6)
@@ -864,13 +866,13 @@ static void test_gemm_wg_pair(uint32_t T_max, uint32_t n_tokens, uint32_t N1, ui
                                  .step = d_step, .N = N1, .K = K, .w2 = m[1].d,
                                  .scales_offset2 = m[1].so, .y2 = dy[1], .N2 = N2};
     void *args[] = {&p};
-    const uint32_t plan_s = k_gemm_wg_split(T_max, N1 + N2, K);
-    const unsigned gx = (T_max + K_GEMM_WG_BT - 1) / K_GEMM_WG_BT, gy = (N1 + N2) / K_GEMM_WG_BN;
-    for (int k = 0; k < 4; k++) {
-        const uint32_t S = wg_splits[k];
+    const uint32_t plan_s = k_gemm_wg_split(T_max, N1 + N2, K), plan_bt = k_gemm_wg_tile(T_max);
+    const unsigned gy = (N1 + N2) / K_GEMM_WG_BN;
+    for (int k = 0; k < 8; k++) { /* wg{1,2,4,8}, then the _t64 builds */
+        const uint32_t S = wg_splits[k % 4], bt = k < 4 ? K_GEMM_WG_BT : K_GEMM_WG_BT64;
         if (!K_GEMM_WG_OK(128u, N1, K, S) || !K_GEMM_WG_OK(128u, N2, K, S))
             continue;
-        const unsigned smem = K_GEMM_WG_SMEM(K, S);
+        const unsigned smem = K_GEMM_WG_SMEM_T(bt, K, S), gx = (T_max + bt - 1) / bt;
         for (int i = 0; i < 2; i++)
             dpoison(dy[i], ((size_t)T_max * Ns[i] + SLACK) * 2);
         CU(&g, cuLaunchKernel(f_gemm_wg[k], gx, gy, S, K_GEMM_WG_THREADS, 1, 1, smem, NULL, args,
@@ -888,26 +890,26 @@ static void test_gemm_wg_pair(uint32_t T_max, uint32_t n_tokens, uint32_t N1, ui
             stray = stray >= 0 ? stray : s1;
         }
         CHECK(st.bad == 0 && stray < 0,
-              "k_gemm_i4_wg%u, two matrices T=%u of %u, %u + %u x %u: %zu outputs within half a "
-              "bf16 ulp + fp32 sum bound (worst %.2f ulp from exact), nothing past the live rows "
-              "of either (stray %ld)",
-              S, n_tokens, T_max, N1, N2, K, st.n, st.worst_ulp, stray);
-        if (timing && S == plan_s) {
+              "k_gemm_i4_wg%u%s, two matrices T=%u of %u, %u + %u x %u: %zu outputs within half "
+              "a bf16 ulp + fp32 sum bound (worst %.2f ulp from exact), nothing past the live "
+              "rows of either (stray %ld)",
+              S, k < 4 ? "" : "_t64", n_tokens, T_max, N1, N2, K, st.n, st.worst_ulp, stray);
+        if (timing && S == plan_s && bt == plan_bt) {
             const double us = gpu_time_us3(&g, f_gemm_wg[k], &p, gx, gy, S, K_GEMM_WG_THREADS, smem,
                                            TIME_REPS);
             double alone = 0;
             for (int i = 0; i < 2; i++) {
                 const uint32_t Si = k_gemm_wg_split(T_max, Ns[i], K);
-                int ki = 0;
-                while (wg_splits[ki] != Si)
+                int ki = bt == K_GEMM_WG_BT ? 0 : 4;
+                while (wg_splits[ki % 4] != Si)
                     ki++;
                 struct k_gemm_i4_params q = {.w = m[i].d, .scales_offset = m[i].so, .x = dx,
                                              .y = dy[i], .step = d_step, .N = Ns[i], .K = K};
                 alone += gpu_time_us3(&g, f_gemm_wg[ki], &q, gx, Ns[i] / K_GEMM_WG_BN, Si,
-                                      K_GEMM_WG_THREADS, K_GEMM_WG_SMEM(K, Si), TIME_REPS);
+                                      K_GEMM_WG_THREADS, K_GEMM_WG_SMEM_T(bt, K, Si), TIME_REPS);
             }
-            printf("#   time: %.1f us per launch of both (the planner's split), %.1f us as two "
-                   "launches at theirs\n",
+            printf("#   time: %.1f us per launch of both (the planner's split and tile), %.1f us "
+                   "as two launches at theirs\n",
                    us, alone);
         }
     }
@@ -1228,9 +1230,9 @@ int main(void)
     CU(&g, cuModuleGetFunction(&f_gemv_g128w, m, "k_gemv_i4_g128_w"));
     CU(&g, cuModuleGetFunction(&f_dequant, m, "k_dequant_i4"));
     CU(&g, cuModuleGetFunction(&f_gemm_i4, m, "k_gemm_i4_g128"));
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 8; i++) { /* the 128-token builds, then the _t64 ones */
         char nm[32];
-        snprintf(nm, sizeof nm, "k_gemm_i4_wg%u", wg_splits[i]);
+        snprintf(nm, sizeof nm, "k_gemm_i4_wg%u%s", wg_splits[i % 4], i < 4 ? "" : "_t64");
         CU(&g, cuModuleGetFunction(&f_gemm_wg[i], m, nm));
         CU(&g, cuFuncSetAttribute(f_gemm_wg[i], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                   K_GEMM_WG_SMEM(K_GEMM_WG_MAXKS, 1)));

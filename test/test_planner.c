@@ -379,17 +379,18 @@ static void check_dense_prefill(const struct plan_view *pv, int nibbles)
                 continue;
             }
             const uint32_t N2 = p.N2, S = k_gemm_wg_split(T, p.N + N2, p.K);
+            const uint32_t bt = k_gemm_wg_tile(T);
             char want[32];
-            snprintf(want, sizeof want, "k_gemm_i4_wg%u", S);
+            snprintf(want, sizeof want, "k_gemm_i4_wg%u%s", S, bt == K_GEMM_WG_BT64 ? "_t64" : "");
             wg++, here++, pairs += N2 > 0;
             bad += !nibbles || T <= K_GEMM_WG_MINT || T > K_GEMM_WG_MAXT ||
                    (uint64_t)p.N * p.K < K_GEMM_WG_MINW || strcmp(name, want) ||
                    !K_GEMM_WG_OK(128u, p.N, p.K, S) ||
                    (N2 && ((uint64_t)N2 * p.K < K_GEMM_WG_MINW ||
                            !K_GEMM_WG_OK(128u, N2, p.K, S))) ||
-                   op.grid[0] != (T + K_GEMM_WG_BT - 1) / K_GEMM_WG_BT ||
+                   op.grid[0] != (T + bt - 1) / bt ||
                    op.grid[1] != (p.N + N2) / K_GEMM_WG_BN || op.grid[2] != S ||
-                   op.block[0] != K_GEMM_WG_THREADS || op.smem != K_GEMM_WG_SMEM(p.K, S);
+                   op.block[0] != K_GEMM_WG_THREADS || op.smem != K_GEMM_WG_SMEM_T(bt, p.K, S);
         }
         wg_buckets += here > 0;
         /* every bucket in the range has them: GDN in_proj, z, out_proj; attention q, o */
