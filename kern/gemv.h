@@ -100,7 +100,12 @@
 #define K_GEMM_WG_OK(group, N, K, S)                                                               \
     ((group) == 128 && (N) % K_GEMM_WG_BN == 0 && (K) % (128u * (S)) == 0 &&                       \
      (K) / (S) <= K_GEMM_WG_MAXKS)
-#define K_GEMM_WG_MAXT 512 /* largest chunk the planner gives them */
+/* the largest chunk the planner gives them: with prefill side branches (planfile.h), cuBLAS
+ * on the expanded matrices was as fast in the 256 bucket and faster in the 512 one (H100,
+ * bench medians of 3 in one run: 256 tokens 15,659 / 15,599 against 15,667 / 15,692 tok/s,
+ * 512 tokens 24,514 / 24,213 against 24,883 / 24,860; 128 tokens 9,700 / 9,633 against
+ * 9,364 / 9,369) */
+#define K_GEMM_WG_MAXT 128
 /* and chunks past this many tokens: the 64 bucket too, where they beat k_gemm_i4_g128 (H100,
  * 64 tokens, us a launch: in_proj 15.1 against 19.2, z 14.8 / 15.4, out_proj 14.6 / 26.6) */
 #define K_GEMM_WG_MINT 32

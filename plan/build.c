@@ -54,7 +54,7 @@ int pb_init(struct pb *b, const struct model_config *c, const struct wt_format *
 void pb_free(struct pb *b)
 {
     wt_manifest_free(&b->man);
-    free(b->bufs), free(b->ops), free(b->refs), free(b->kernels), free(b->scheds);
+    free(b->bufs), free(b->ops), free(b->refs), free(b->kernels), free(b->scheds), free(b->ranges);
     free(b->params), free(b->strings);
     free(b->out_bufs), free(b->out_weights), free(b->out_relocs), free(b->out_ops);
     memset(b, 0, sizeof *b);
@@ -127,8 +127,33 @@ void pb_sched_begin(struct pb *b, uint32_t kind, uint32_t tokens, uint32_t kv_mi
 
 void pb_sched_end(struct pb *b)
 {
+    if (b->open || b->side || b->join_next)
+        fail(b, "schedule %s ends inside a forked range",
+             b->strings + b->scheds[b->cur_sched].name);
     struct plan_schedule *s = &b->scheds[b->cur_sched];
     s->op_count = b->nops - s->first_op;
+}
+
+void pb_fork(struct pb *b)
+{
+    if (b->open || b->join_next || b->scheds[b->cur_sched].kind != PLAN_SCHED_PREFILL)
+        fail(b, "a fork inside an open range or in a decode schedule");
+    b->side = b->fork_next = b->open = 1;
+}
+
+void pb_main(struct pb *b)
+{
+    if (!b->side)
+        fail(b, "pb_main outside a side branch");
+    b->side = 0;
+}
+
+void pb_join(struct pb *b)
+{
+    if (!b->open || b->side)
+        fail(b, "a join with no range open or from the side branch");
+    b->join_next = !b->fork_next; /* a range without side ops leaves no flags */
+    b->open = b->fork_next = 0;
 }
 
 static uint32_t add_op(struct pb *b, uint32_t kind, uint32_t kernel, const void *blob, uint32_t size,
@@ -161,6 +186,17 @@ static uint32_t add_op(struct pb *b, uint32_t kind, uint32_t kernel, const void 
     o->op.block[0] = o->op.block[1] = o->op.block[2] = 1;
     o->op.param_offset = (uint32_t)at;
     o->op.param_size = size;
+    const uint32_t rel = b->nops - b->scheds[b->cur_sched].first_op;
+    if (b->side)
+        o->op.flags |= PLAN_OP_SIDE;
+    if (b->fork_next)
+        o->op.flags |= PLAN_OP_FORK, b->fork_next = 0, b->fork_op = rel;
+    if (b->join_next) {
+        o->op.flags |= PLAN_OP_JOIN, b->join_next = 0;
+        if (!GROW(b, b->ranges, b->nranges, b->capranges))
+            return 0;
+        b->ranges[b->nranges++] = (struct pb_range){b->cur_sched, b->fork_op, rel};
+    }
     return b->nops++;
 }
 
@@ -344,6 +380,17 @@ int plan_build_finish(struct pb *b)
 {
     if (b->failed)
         return -1;
+    /* branches: a buffer an op of a forked range touches is live over the whole range */
+    for (uint32_t k = 0; k < b->nranges; k++)
+        for (uint32_t i = 0; i < b->nbufs; i++) {
+            struct pb_buf *x = &b->bufs[i];
+            const struct pb_range *g = &b->ranges[k];
+            if (x->region != PLAN_REGION_OVERLAY || x->sched != g->sched || x->first > x->last ||
+                x->first > g->last || x->last < g->first)
+                continue;
+            x->first = x->first < g->first ? x->first : g->first;
+            x->last = x->last > g->last ? x->last : g->last;
+        }
     uint64_t pers = place_fixed(b, PLAN_REGION_PERSISTENT, 0);
     uint64_t work = place_fixed(b, PLAN_REGION_WORKSPACE, pers);
     uint64_t over = 0, base = pers + work;

@@ -75,6 +75,11 @@ struct pb {
     char *strings; uint64_t nstrings, capstrings;
 
     uint32_t cur_sched;       /* schedule being emitted */
+    /* branches (pb_fork): ops now go to the side stream; the next op forks / joins; a range
+     * is open; the op index of its fork; the closed ranges, for the lifetimes */
+    int side, fork_next, join_next, open;
+    uint32_t fork_op;
+    struct pb_range { uint32_t sched, first, last; } *ranges; uint32_t nranges, capranges;
     int failed;               /* out of memory or a limit: the first message is in err */
     char err[PB_ERR_LEN];
 
@@ -107,6 +112,14 @@ uint32_t pb_buf(struct pb *b, uint32_t region, uint32_t dtype, uint64_t size, co
 void pb_sched_begin(struct pb *b, uint32_t kind, uint32_t tokens, uint32_t kv_min, uint32_t kv_max,
                     const char *name);
 void pb_sched_end(struct pb *b);
+
+/* Branches of a prefill schedule (planfile.h PLAN_OP_SIDE): after pb_fork the ops emitted go
+ * to the side stream, after pb_main to the main stream again, and the op emitted after
+ * pb_join waits for the side ops. Every overlay buffer an op of the range [fork, join] touches
+ * is kept live over all of it. A range with no side op leaves no flags. */
+void pb_fork(struct pb *b);
+void pb_main(struct pb *b);
+void pb_join(struct pb *b);
 
 /* Ops. pb_kernel_op copies the parameter struct; pb_ref_* then patch addresses into it. */
 uint32_t pb_kernel_op(struct pb *b, const char *kernel, const void *params, uint32_t size,

@@ -18,7 +18,8 @@
  *   - each relocation belongs to at most one op: the non-empty relocation ranges of the ops
  *     ascend without overlapping, which also keeps checking them linear in the file size;
  *   - a prefill schedule's token count is one of the identity's buckets;
- *   - op flags are 0 (none is defined yet).
+ *   - op flags hold only PLAN_OP_FLAGS, nested as planfile.h says, and only in prefill
+ *     schedules, checked over each schedule's op range.
  *
  * Records are read with memcpy: section data is only FMT_ALIGN-aligned and record arrays
  * follow each other at arbitrary offsets in a buffer the caller owns. */
@@ -479,8 +480,10 @@ static enum fmt_status check_op_kind(const struct plan_view *p, uint32_t i, cons
     if (op->kind != PLAN_OP_KERNEL && op->kernel != PLAN_NO_KERNEL)
         return fmt_fail(err, FMT_ERR_INVALID, "op %u '%.80s': kernel index %u on an op of kind %u", i, nm,
                     op->kernel, op->kind);
-    if (op->flags || op->reserved0)
-        return fmt_fail(err, FMT_ERR_INVALID, "op %u '%.80s': flags or reserved0 is not zero", i, nm);
+    if ((op->flags & ~PLAN_OP_FLAGS) || op->reserved0)
+        return fmt_fail(err, FMT_ERR_INVALID,
+                        "op %u '%.80s': unknown flags 0x%x or reserved0 is not zero", i, nm,
+                        op->flags & ~PLAN_OP_FLAGS);
     return FMT_OK;
 }
 
@@ -546,6 +549,42 @@ static enum fmt_status check_ops(const struct plan_view *p, char *err)
     return FMT_OK;
 }
 
+/* The op flags of schedule i (planfile.h): side ranges opened by a FORK, closed by a JOIN. */
+static enum fmt_status check_branches(const struct plan_view *p, uint32_t i,
+                                      const struct plan_schedule *s, char *err)
+{
+    const char *nm = plan_str(p, s->name);
+    int open = 0;
+    for (uint32_t j = 0; j < s->op_count; j++) {
+        struct plan_op op;
+        plan_get_op(p, s->first_op + j, &op);
+        const uint32_t f = op.flags;
+        if (f && s->kind != PLAN_SCHED_PREFILL)
+            return fmt_fail(err, FMT_ERR_INVALID,
+                        "schedule %u '%.80s': op %u has flags 0x%x in a decode schedule", i, nm,
+                        s->first_op + j, f);
+        if ((f & PLAN_OP_JOIN) && ((f & PLAN_OP_SIDE) || !open))
+            return fmt_fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': op %u joins %s", i, nm,
+                        s->first_op + j,
+                        f & PLAN_OP_SIDE ? "from the side stream" : "with no range open");
+        if (f & PLAN_OP_JOIN)
+            open = 0;
+        if ((f & PLAN_OP_FORK) && (!(f & PLAN_OP_SIDE) || open))
+            return fmt_fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': op %u forks %s", i, nm,
+                        s->first_op + j, open ? "inside an open range" : "without being a side op");
+        if (f & PLAN_OP_FORK)
+            open = 1;
+        if ((f & PLAN_OP_SIDE) && !open)
+            return fmt_fail(err, FMT_ERR_INVALID,
+                        "schedule %u '%.80s': side op %u is outside a forked range", i, nm,
+                        s->first_op + j);
+    }
+    if (open)
+        return fmt_fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': a forked range is never joined",
+                    i, nm);
+    return FMT_OK;
+}
+
 static enum fmt_status check_schedule(const struct plan_view *p, uint32_t i,
                                       const struct plan_schedule *s, char *err)
 {
@@ -568,7 +607,7 @@ static enum fmt_status check_schedule(const struct plan_view *p, uint32_t i,
                     i, nm, s->kv_min, s->kv_max, p->id.max_seq);
     if (s->reserved0)
         return fmt_fail(err, FMT_ERR_INVALID, "schedule %u '%.80s': reserved0 is not zero", i, nm);
-    return FMT_OK;
+    return check_branches(p, i, s, err);
 }
 
 static enum fmt_status check_schedules(const struct plan_view *p, char *err)

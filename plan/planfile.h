@@ -157,6 +157,20 @@ enum plan_op_kind {
 
 #define PLAN_NO_KERNEL 0xFFFFFFFFu
 
+/* Op flags: a prefill schedule's independent branches. The ops in file order are always a
+ * valid order to run them one after another; the flags only allow more. Between a FORK and the
+ * next JOIN a schedule has two streams: SIDE ops run on the second one, which starts after
+ * every op before the FORK, and the JOIN op (a main-stream op) and every op after it wait for
+ * every SIDE op before it. The planner keeps every buffer that an op between the FORK and
+ * the JOIN touches live over that whole range, so the two branches never share bytes. Rules
+ * (plan_read): FORK only with SIDE and not inside an open range; SIDE only inside one; JOIN
+ * only on a main op, closing an open range (so a range holds a SIDE op); every range closed by the
+ * schedule's end; no flags in decode schedules (their kernels chain by programmatic launch). */
+#define PLAN_OP_SIDE 1u
+#define PLAN_OP_FORK 2u
+#define PLAN_OP_JOIN 4u
+#define PLAN_OP_FLAGS (PLAN_OP_SIDE | PLAN_OP_FORK | PLAN_OP_JOIN)
+
 struct plan_op {
     uint32_t name;          /* STRINGS offset, e.g. "l3.attn.decode_split" */
     uint32_t kind;          /* enum plan_op_kind */
@@ -168,7 +182,7 @@ struct plan_op {
     uint32_t param_size;    /* blob bytes */
     uint32_t reloc_first;   /* first RELOCS entry of this op */
     uint32_t reloc_count;   /* RELOCS entries of this op */
-    uint32_t flags;         /* 0 so far */
+    uint32_t flags;         /* PLAN_OP_SIDE | PLAN_OP_FORK | PLAN_OP_JOIN, or 0 */
     uint32_t reserved0;
     uint64_t bytes;         /* expected device memory traffic */
     uint64_t flops;         /* expected floating-point operations */

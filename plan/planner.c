@@ -77,7 +77,7 @@ static void usage(FILE *f)
             "                       kernel (pair, the default) or as one launch whose CTAs\n"
             "                       take both roles (fused; slower on an H100 today)\n"
             "  --dense-prefill K    the large INT4 group-128 dense projections of prefill\n"
-            "                       chunks of 33 to 512 tokens on k_gemm_i4_wg (nibbles, the\n"
+            "                       chunks of 33 to 128 tokens on k_gemm_i4_wg (nibbles, the\n"
             "                       default), or without it (cublas: k_gemm_i4_g128 up to 64\n"
             "                       tokens, expanded to bf16 for cuBLAS above, as longer\n"
             "                       chunks always are)\n"

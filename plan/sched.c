@@ -37,6 +37,7 @@
 #include "build.h"
 
 #define CUBLAS_WORKSPACE (32u << 20)
+#define CUBLAS_WORKSPACE_SIDE (8u << 20) /* the side branches' GEMMs are small */
 #define CDIV(a, b) (((a) + (b) - 1) / (b))
 #define REF(op, type, field, buf) pb_ref_buf(b, op, offsetof(type, field), buf, 0)
 #define WREF(op, type, field, name) pb_ref_weight(b, op, offsetof(type, field), name, 0)
@@ -215,6 +216,23 @@ static int gemm_nibbles(const struct em *e, const struct wt_tensor_desc *t)
         K_GEMM_WG_SMEM(K, S) <= e->b->smem_limit)
         return 2;
     return e->T <= K_GEMM_I4_MAXT ? 1 : 0;
+}
+
+/* Whether this chunk runs independent ops on a side branch (pb_fork): every bucket but the
+ * largest chunk's. The buffers of a forked range stay live over all of it, so there the
+ * shared expert's would sit beside the routed ones and the overlay, which the largest chunk
+ * sets, would grow (Qwen3.5-35B-A3B at 4096: 208.5 -> 258.5 MiB); the others stay below it. */
+static int fork_ok(const struct em *e)
+{
+    return e->prefill && e->T < e->b->buckets[e->b->num_buckets - 1];
+}
+
+/* Whether gemm() expands w into the dequant workspace in this chunk: two branches of a forked
+ * range must not both (kern/dequant.h: one workspace). */
+static int gemm_expands(const struct em *e, const char *w)
+{
+    const struct wt_tensor_desc *t = pb_weight(e->b, w);
+    return e->prefill && t->layout == K_LAYOUT_I4_ROWS && !gemm_nibbles(e, t);
 }
 
 /* The n matrices w[] that go through cuBLAS in a prefill chunk (gemm_nibbles 0) expanded
@@ -441,6 +459,19 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
 #define GDN_GEMM(field, N, K, label)                                                               \
     (snprintf(w, sizeof w, "layers.%u.linear_attn." field, l),                                     \
      snprintf(nm, sizeof nm, "l%u." label, l), gemm(e, hn, w, N, K, nm))
+    /* b and a (small GEMMs) on the side stream while qkv, z and the conv run, unless they
+     * need the dequant workspace */
+    char wb[96], wa[96];
+    snprintf(wb, sizeof wb, "layers.%u.linear_attn.in_proj_b.weight", l);
+    snprintf(wa, sizeof wa, "layers.%u.linear_attn.in_proj_a.weight", l);
+    const int fork = fork_ok(e) && !gemm_expands(e, wb) && !gemm_expands(e, wa);
+    if (fork)
+        pb_fork(b);
+    uint32_t bb = GDN_GEMM("in_proj_b.weight", nv, H, "b");
+    uint32_t aa = GDN_GEMM("in_proj_a.weight", nv, H, "a");
+    if (fork)
+        pb_main(b);
+#undef GDN_GEMM
     uint32_t qkv, z;
     {
         char w2[96], nm1[32], nm2[32];
@@ -449,9 +480,6 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
         snprintf(nm1, sizeof nm1, "l%u.qkv", l), snprintf(nm2, sizeof nm2, "l%u.z", l);
         gemm_pair(e, hn, w, cd, w2, vd, H, nm1, nm2, &qkv, &z);
     }
-    uint32_t bb = GDN_GEMM("in_proj_b.weight", nv, H, "b");
-    uint32_t aa = GDN_GEMM("in_proj_a.weight", nv, H, "a");
-#undef GDN_GEMM
     struct k_gdn_dims d = gdn_dims(e);
     uint32_t u = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * cd, "l%u.conv_out", l);
     struct k_gdn_conv_params cp = {.d = d};
@@ -480,6 +508,8 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
     int split = tc && !b->gdn_chunk_fused && K_GDN_SEQ_SMEM(dk) <= b->smem_limit &&
                 K_GDN_PREP_SMEM(dk) <= b->smem_limit;
     uint32_t ws = 0;
+    if (fork)
+        pb_join(b);
     if (split) {
         ws = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, K_GDN_WS_BYTES(nv, T), "l%u.gdn_rec", l);
         grid[0] = nv, grid[1] = (uint32_t)CDIV(T, C);
@@ -645,11 +675,20 @@ static uint32_t attention(struct em *e, uint32_t l, uint32_t hn)
         gemv(e, ao, qd, &so, 1, e->i4, 0, nm);
         return out;
     }
-    snprintf(nm, sizeof nm, "l%u.qg", l), qg = gemm(e, hn, w[0], 2 * qd, H, nm);
+    /* k and v on the side stream while q and its gate run, unless both need the dequant
+     * workspace */
+    const int fork = fork_ok(e) && !gemm_expands(e, w[0]);
+    if (fork)
+        pb_fork(b);
     const char *kv[2] = {w[1], w[2]};
     snprintf(nm, sizeof nm, "l%u.kv.dequant", l), dequant_set(e, kv, 2, nm);
     snprintf(nm, sizeof nm, "l%u.k", l), kk = gemm(e, hn, w[1], kvd, H, nm);
     snprintf(nm, sizeof nm, "l%u.v", l), vv = gemm(e, hn, w[2], kvd, H, nm);
+    if (fork)
+        pb_main(b);
+    snprintf(nm, sizeof nm, "l%u.qg", l), qg = gemm(e, hn, w[0], 2 * qd, H, nm);
+    if (fork)
+        pb_join(b);
     uint32_t q = attn_rope(e, l, qg, kk, vv);
     ao = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * e->T * qd, "l%u.attn_out", l);
     struct k_attn_prefill_params p = {.d = attn_dims(e)};
@@ -940,6 +979,37 @@ static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
     /* the router's fp32 logits (T, E + 1) from cuBLAS, the shared gate's in the last column:
      * a router CTA reading the whole 1 MiB router for its own token took 7% of a prefill chunk */
     uint32_t E = c->num_experts;
+    int32_t shared = -1;
+    if (S) { /* shared expert (on the side stream where fork_ok: the routed branch expands no
+              * matrix): two GEMMs for gate and up, SiLU * up, the down GEMM */
+        if (fork_ok(e))
+            pb_fork(b);
+        char nm[64], sw[3][96];
+        const char *set[3] = {sw[0], sw[1], sw[2]};
+        snprintf(sw[0], 96, "layers.%u.mlp.shared_expert.gate_proj.weight", l);
+        snprintf(sw[1], 96, "layers.%u.mlp.shared_expert.up_proj.weight", l);
+        snprintf(sw[2], 96, "layers.%u.mlp.shared_expert.down_proj.weight", l);
+        snprintf(nm, sizeof nm, "l%u.shared.dequant", l), dequant_set(e, set, 3, nm);
+        snprintf(nm, sizeof nm, "l%u.shared_gate_proj", l);
+        uint32_t g = gemm(e, hn, sw[0], S, H, nm);
+        snprintf(nm, sizeof nm, "l%u.shared_up_proj", l);
+        uint32_t u = gemm(e, hn, sw[1], S, H, nm);
+        uint32_t a =
+            pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * S, "l%u.shared_act", l);
+        struct k_silu_mul_params sp = {.n = S, .T_max = T};
+        uint32_t grid[3] = {T, 1, 1};
+        uint32_t op =
+            pb_kernel_op(b, "k_silu_mul", &sp, sizeof sp, grid, 256, 0, "l%u.shared_silu", l);
+        REF(op, struct k_silu_mul_params, gate, g);
+        REF(op, struct k_silu_mul_params, up, u);
+        REF(op, struct k_silu_mul_params, out, a);
+        REF(op, struct k_silu_mul_params, step, e->sb->step);
+        pb_cost(b, op, 6ull * T * S, 5ull * T * S);
+        snprintf(nm, sizeof nm, "l%u.shared_down_proj", l);
+        shared = (int32_t)gemm(e, a, sw[2], H, S, nm);
+        if (fork_ok(e))
+            pb_main(b);
+    }
     uint32_t lg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T * (E + 1), "l%u.router_logits", l);
     for (int sh = 0; sh < (S ? 2 : 1); sh++) {
         char w[96];
@@ -984,30 +1054,8 @@ static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
     uint32_t y = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * k * H, "l%u.moe_y", l);
     moe_gemm(e, l, 1, act, y, wts);
 
-    int32_t shared = -1;
-    if (S) { /* shared expert: two GEMMs for gate and up, SiLU * up, the down GEMM */
-        char nm[64], sw[3][96];
-        const char *set[3] = {sw[0], sw[1], sw[2]};
-        snprintf(sw[0], 96, "layers.%u.mlp.shared_expert.gate_proj.weight", l);
-        snprintf(sw[1], 96, "layers.%u.mlp.shared_expert.up_proj.weight", l);
-        snprintf(sw[2], 96, "layers.%u.mlp.shared_expert.down_proj.weight", l);
-        snprintf(nm, sizeof nm, "l%u.shared.dequant", l), dequant_set(e, set, 3, nm);
-        snprintf(nm, sizeof nm, "l%u.shared_gate_proj", l);
-        uint32_t g = gemm(e, hn, sw[0], S, H, nm);
-        snprintf(nm, sizeof nm, "l%u.shared_up_proj", l);
-        uint32_t u = gemm(e, hn, sw[1], S, H, nm);
-        uint32_t a = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * S, "l%u.shared_act", l);
-        struct k_silu_mul_params sp = {.n = S, .T_max = T};
-        uint32_t grid[3] = {T, 1, 1};
-        op = pb_kernel_op(b, "k_silu_mul", &sp, sizeof sp, grid, 256, 0, "l%u.shared_silu", l);
-        REF(op, struct k_silu_mul_params, gate, g);
-        REF(op, struct k_silu_mul_params, up, u);
-        REF(op, struct k_silu_mul_params, out, a);
-        REF(op, struct k_silu_mul_params, step, e->sb->step);
-        pb_cost(b, op, 6ull * T * S, 5ull * T * S);
-        snprintf(nm, sizeof nm, "l%u.shared_down_proj", l);
-        shared = (int32_t)gemm(e, a, sw[2], H, S, nm);
-    }
+    if (S && fork_ok(e))
+        pb_join(b);
     uint32_t out = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * T * H, "l%u.moe_out", l);
     struct k_moe_combine_params cp = {.d = moe_dims(e)};
     uint32_t grid[3] = {T, 1, 1};
@@ -1144,6 +1192,9 @@ static void shared_buffers(struct pb *b, struct shared_bufs *sb)
     sb->cand = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_F32, 8ull * K_SAMPLE_PARTS * K_SAMPLE_CAND,
                       "sample.candidates");
     sb->cublas = pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_BF16, CUBLAS_WORKSPACE, "cublas.workspace");
+    /* the side branches' GEMMs (pb_fork) run beside the main stream's: a workspace of their own */
+    pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_BF16, CUBLAS_WORKSPACE_SIDE,
+           "cublas.workspace_side");
     /* INT4 prefill: the largest dense projection expanded to bf16, or the largest set that
      * dequant_set expands side by side (a layer's shared expert, its k and v) */
     uint64_t big = 0, set[2][MODEL_MAX_LAYERS] = {{0}};

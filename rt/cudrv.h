@@ -53,6 +53,7 @@ struct rt_cudrv {
     CUresult (*cuEventSynchronize)(CUevent);
     CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent);
     CUresult (*cuEventQuery)(CUevent);
+    CUresult (*cuStreamWaitEvent)(CUstream, CUevent, unsigned int);
     CUresult (*cuMemHostAlloc)(void **, size_t, unsigned int);
     CUresult (*cuMemFreeHost)(void *);
     CUresult (*cuMemHostGetDevicePointer)(CUdeviceptr *, void *, unsigned int);

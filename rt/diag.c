@@ -102,7 +102,7 @@ enum rt_status rt_profile(struct rt *r, const char *schedule, uint32_t reps, str
         for (uint32_t i = 0; i < nops && !res && !st; i++) {
             res = DRV(r, cuEventRecord(ev[i], r->stream));
             if (!res)
-                st = rt_launch_op(r, &r->ops[ps->first_op + i], err);
+                st = rt_launch_alone(r, &r->ops[ps->first_op + i], err);
         }
         if (!res && !st)
             res = DRV(r, cuEventRecord(ev[nops], r->stream));

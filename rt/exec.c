@@ -22,6 +22,13 @@
 enum rt_status rt_launch_op(struct rt *r, const struct rt_op *o, char *err)
 {
     CUresult res = CUDA_SUCCESS;
+    const int side = r->branches && (o->flags & PLAN_OP_SIDE);
+    CUstream stream = side ? r->side : r->stream;
+    /* a side op's GEMM always on the side handle (bound to the side stream, or to the main one
+     * with no_branches): the handles' workspaces differ in size, and so may cuBLAS's choice of
+     * kernel, and the results must not depend on whether the branches run side by side */
+    const struct rt_cublas *blas =
+        (o->flags & PLAN_OP_SIDE) && r->blas_side.h ? &r->blas_side : &r->blas;
     if (o->kind == PLAN_OP_KERNEL && o->pdl) {
         /* programmatic dependent launch: the kernel may be scheduled while the one before it
          * is still running; it waits (griddepcontrol.wait, kern/common.cuh) before touching
@@ -32,20 +39,20 @@ enum rt_status rt_launch_op(struct rt *r, const struct rt_op *o, char *err)
         CUlaunchConfig c = {.gridDimX = o->grid[0], .gridDimY = o->grid[1], .gridDimZ = o->grid[2],
                             .blockDimX = o->block[0], .blockDimY = o->block[1],
                             .blockDimZ = o->block[2], .sharedMemBytes = o->smem,
-                            .hStream = r->stream, .attrs = &at, .numAttrs = 1};
+                            .hStream = stream, .attrs = &at, .numAttrs = 1};
         res = DRV(r, cuLaunchKernelEx(&c, o->fn, args, NULL));
     } else if (o->kind == PLAN_OP_KERNEL) {
         void *args[] = {o->params};
         res = DRV(r, cuLaunchKernel(o->fn, o->grid[0], o->grid[1], o->grid[2], o->block[0],
-                                    o->block[1], o->block[2], o->smem, r->stream, args, NULL));
+                                    o->block[1], o->block[2], o->smem, stream, args, NULL));
     } else if (o->kind == PLAN_OP_MEMSET) {
         struct plan_memset m;
         memcpy(&m, o->params, sizeof m);
-        res = DRV(r, cuMemsetD8Async(m.dst, (unsigned char)m.value, m.bytes, r->stream));
+        res = DRV(r, cuMemsetD8Async(m.dst, (unsigned char)m.value, m.bytes, stream));
     } else if (o->kind == PLAN_OP_COPY) {
         struct plan_copy c;
         memcpy(&c, o->params, sizeof c);
-        res = DRV(r, cuMemcpyDtoDAsync(c.dst, c.src, c.bytes, r->stream));
+        res = DRV(r, cuMemcpyDtoDAsync(c.dst, c.src, c.bytes, stream));
     } else if (o->kind == PLAN_OP_GEMM) {
         struct plan_gemm g;
         memcpy(&g, o->params, sizeof g);
@@ -53,7 +60,7 @@ enum rt_status rt_launch_op(struct rt *r, const struct rt_op *o, char *err)
                  : g.dtype_ab == PLAN_DTYPE_F16 ? RT_CUDA_R_16F : RT_CUDA_R_16BF;
         int tc = g.dtype_c == PLAN_DTYPE_F32 ? RT_CUDA_R_32F
                  : g.dtype_c == PLAN_DTYPE_F16 ? RT_CUDA_R_16F : RT_CUDA_R_16BF;
-        int s = r->blas.gemm_ex(r->blas.h, g.trans_a ? RT_CUBLAS_OP_T : RT_CUBLAS_OP_N,
+        int s = blas->gemm_ex(blas->h, g.trans_a ? RT_CUBLAS_OP_T : RT_CUBLAS_OP_N,
                                 g.trans_b ? RT_CUBLAS_OP_T : RT_CUBLAS_OP_N, (int)g.m, (int)g.n,
                                 (int)g.k, &g.alpha, (const void *)g.a, ta, (int)g.lda,
                                 (const void *)g.b, ta, (int)g.ldb, &g.beta, (void *)g.c, tc,
@@ -64,12 +71,51 @@ enum rt_status rt_launch_op(struct rt *r, const struct rt_op *o, char *err)
     return res ? rt_drv_fail(r, res, RT_ERR_CUDA, err, "launching an op") : RT_OK;
 }
 
-static enum rt_status launch_ops(struct rt *r, uint32_t s, char *err)
+/* The side stream waits for the main one (fork), or the main one for the side one. */
+static enum rt_status sync_streams(struct rt *r, int fork, char *err)
+{
+    CUevent ev = fork ? r->fork_ev : r->join_ev;
+    CUstream from = fork ? r->stream : r->side, to = fork ? r->side : r->stream;
+    CUresult res = DRV(r, cuEventRecord(ev, from));
+    if (!res)
+        res = DRV(r, cuStreamWaitEvent(to, ev, 0));
+    return res ? rt_drv_fail(r, res, RT_ERR_CUDA, err, "forking or joining the side stream")
+               : RT_OK;
+}
+
+enum rt_status rt_launch_alone(struct rt *r, const struct rt_op *o, char *err)
+{
+    const int side = r->branches && (o->flags & PLAN_OP_SIDE);
+    enum rt_status st = side ? sync_streams(r, 1, err) : RT_OK;
+    if (!st)
+        st = rt_launch_op(r, o, err);
+    return !st && side ? sync_streams(r, 0, err) : st;
+}
+
+/* Schedule s's ops in file order, each on its stream: a FORK makes the side stream wait for
+ * the main one, a JOIN the main stream for the side one (planfile.h). Kernels named skip are
+ * left out (rt_capture), never a fork or a join. */
+static enum rt_status launch_ops(struct rt *r, uint32_t s, const char *skip, char *err)
 {
     const struct plan_schedule *ps = &r->sched[s].s;
     for (uint32_t i = 0; i < ps->op_count; i++) {
-        enum rt_status st = rt_launch_op(r, &r->ops[ps->first_op + i], err);
+        const struct rt_op *o = &r->ops[ps->first_op + i];
+        enum rt_status st = RT_OK;
+        if (r->branches && (o->flags & PLAN_OP_FORK))
+            st = sync_streams(r, 1, err);
+        if (!st && r->branches && (o->flags & PLAN_OP_JOIN))
+            st = sync_streams(r, 0, err);
         if (st)
+            return st;
+        if (skip && o->kind == PLAN_OP_KERNEL) {
+            struct plan_op op;
+            struct plan_kernel kk;
+            plan_get_op(&r->p, ps->first_op + i, &op);
+            plan_get_kernel(&r->p, op.kernel, &kk);
+            if (!strcmp(plan_str(&r->p, kk.name), skip))
+                continue;
+        }
+        if ((st = rt_launch_op(r, o, err)))
             return st;
     }
     return RT_OK;
@@ -105,23 +151,11 @@ enum rt_status rt_build_graphs(struct rt *r, int no_graphs, int no_pdl, char *er
 
 enum rt_status rt_capture(struct rt *r, uint32_t s, const char *skip, CUgraphExec *exec, char *err)
 {
-    const struct plan_schedule *ps = &r->sched[s].s;
     CUgraph g = NULL;
     CUresult res = DRV(r, cuStreamBeginCapture(r->stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
     if (res)
         return rt_drv_fail(r, res, RT_ERR_CUDA, err, "beginning graph capture");
-    enum rt_status st = RT_OK;
-    for (uint32_t i = 0; i < ps->op_count && !st; i++) {
-        if (skip && r->ops[ps->first_op + i].kind == PLAN_OP_KERNEL) {
-            struct plan_op op;
-            struct plan_kernel kk;
-            plan_get_op(&r->p, ps->first_op + i, &op);
-            plan_get_kernel(&r->p, op.kernel, &kk);
-            if (!strcmp(plan_str(&r->p, kk.name), skip))
-                continue;
-        }
-        st = rt_launch_op(r, &r->ops[ps->first_op + i], err);
-    }
+    enum rt_status st = launch_ops(r, s, skip, err);
     res = r->d.cuStreamEndCapture(r->stream, &g); /* always end the capture */
     if (st || res || !g) {
         if (g)
@@ -146,7 +180,7 @@ enum rt_status rt_run_schedule(struct rt *r, uint32_t s, char *err)
 {
     r->last_sched = s;
     if (!r->sched[s].exec)
-        return launch_ops(r, s, err);
+        return launch_ops(r, s, NULL, err);
     CUresult res = DRV(r, cuGraphLaunch(r->sched[s].exec, r->stream));
     return res ? rt_drv_fail(r, res, RT_ERR_CUDA, err, "launching a graph") : RT_OK;
 }

@@ -478,6 +478,7 @@ static enum rt_status relocate(struct rt *r, char *err)
         memcpy(o->grid, op.grid, sizeof o->grid);
         memcpy(o->block, op.block, sizeof o->block);
         o->smem = op.smem;
+        o->flags = op.flags;
         o->params = r->blobs + op.param_offset;
         o->size = op.param_size;
         for (uint32_t k = 0; k < op.reloc_count; k++) {
@@ -496,8 +497,9 @@ static enum rt_status relocate(struct rt *r, char *err)
     return RT_OK;
 }
 
-/* Buffers rt itself fills, found by name; cuBLAS bound to its workspace when GEMMs exist. */
-static enum rt_status bind_buffers(struct rt *r, char *err)
+/* Buffers rt itself fills, found by name; cuBLAS bound to its workspace when GEMMs exist; the
+ * side stream when the plan has side branches (and a second cuBLAS handle for their GEMMs). */
+static enum rt_status bind_buffers(struct rt *r, int no_branches, char *err)
 {
     uint64_t n = 0, ws = 0;
     CUdeviceptr step = rt_buffer(r, "step", &n);
@@ -512,9 +514,20 @@ static enum rt_status bind_buffers(struct rt *r, char *err)
         if (reg.kind == PLAN_REGION_PERSISTENT)
             r->persist_off = reg.offset, r->persist_size = reg.size;
     }
-    int gemms = 0;
-    for (uint32_t i = 0; i < r->p.num_ops; i++)
+    int gemms = 0, side_gemms = 0;
+    for (uint32_t i = 0; i < r->p.num_ops; i++) {
         gemms |= r->ops[i].kind == PLAN_OP_GEMM;
+        side_gemms |= r->ops[i].kind == PLAN_OP_GEMM && (r->ops[i].flags & PLAN_OP_SIDE);
+        r->branches |= (r->ops[i].flags & PLAN_OP_SIDE) != 0;
+    }
+    r->branches &= !no_branches;
+    if (r->branches) { /* the side stream and the events that fork and join it */
+        CUresult res;
+        if ((res = DRV(r, cuStreamCreate(&r->side, CU_STREAM_NON_BLOCKING))) ||
+            (res = DRV(r, cuEventCreate(&r->fork_ev, CU_EVENT_DISABLE_TIMING))) ||
+            (res = DRV(r, cuEventCreate(&r->join_ev, CU_EVENT_DISABLE_TIMING))))
+            return rt_drv_fail(r, res, RT_ERR_CUDA, err, "creating the side stream");
+    }
     if (!gemms)
         return RT_OK;
     CUdeviceptr wsp = rt_buffer(r, "cublas.workspace", &ws);
@@ -523,6 +536,17 @@ static enum rt_status bind_buffers(struct rt *r, char *err)
     if (rt_inject(r))
         return rt_fail(err, RT_ERR_CUBLAS, "cuBLAS setup failed (injected)");
     if (rt_cublas_open(&r->blas, r->stream, wsp, ws, err))
+        return RT_ERR_CUBLAS;
+    if (!side_gemms)
+        return RT_OK;
+    /* side GEMMs run beside the main stream's: a handle and a workspace of their own (also
+     * with no_branches, so that cuBLAS picks the same kernels: exec.c rt_launch_op) */
+    if (!(wsp = rt_buffer(r, "cublas.workspace_side", &ws)))
+        return rt_fail(err, RT_ERR_PLAN,
+                       "the plan has side-branch GEMM ops but no cublas.workspace_side buffer");
+    if (rt_inject(r))
+        return rt_fail(err, RT_ERR_CUBLAS, "cuBLAS setup failed (injected)");
+    if (rt_cublas_open(&r->blas_side, r->branches ? r->side : r->stream, wsp, ws, err))
         return RT_ERR_CUBLAS;
     return RT_OK;
 }
@@ -535,7 +559,7 @@ enum rt_status rt_load(struct rt *r, const struct rt_options *o, char *err)
         (st = weight_offsets(r, err)) || (st = alloc_memory(r, err)))
         return st;
     st = o->synthetic ? fill_weights(r, o->synthetic_seed, err) : load_weights_file(r, o, err);
-    if (st || (st = relocate(r, err)) || (st = bind_buffers(r, err)))
+    if (st || (st = relocate(r, err)) || (st = bind_buffers(r, o->no_branches, err)))
         return st;
     return rt_build_graphs(r, o->no_graphs, o->no_pdl, err);
 }
@@ -545,7 +569,10 @@ void rt_unload(struct rt *r)
     if (r->stream)
         r->d.cuStreamSynchronize(r->stream);
     rt_free_graphs(r);
+    if (r->side)
+        r->d.cuStreamSynchronize(r->side);
     rt_cublas_close(&r->blas);
+    rt_cublas_close(&r->blas_side);
     if (r->ring)
         r->d.cuMemFreeHost(r->ring);
     if (r->step_host)
@@ -560,6 +587,12 @@ void rt_unload(struct rt *r)
         r->d.cuModuleUnload(r->mod);
     if (r->stream)
         r->d.cuStreamDestroy(r->stream);
+    if (r->side)
+        r->d.cuStreamDestroy(r->side);
+    if (r->fork_ev)
+        r->d.cuEventDestroy(r->fork_ev);
+    if (r->join_ev)
+        r->d.cuEventDestroy(r->join_ev);
     if (r->ctx_held)
         r->d.cuDevicePrimaryCtxRelease(r->dev);
     rt_cudrv_close(&r->d);

@@ -51,6 +51,8 @@ struct rt_options {
     int no_graphs;              /* launch ops one by one instead of replaying CUDA graphs */
     int no_pdl;                 /* never overlap a decode kernel's launch with its predecessor
                                  * (programmatic dependent launch, sm_90 and newer) */
+    int no_branches;            /* run a prefill schedule's side branches in file order on the
+                                 * one stream instead of beside the main one */
     /* progress of long work (reading weights): stage name, bytes done, bytes total */
     void (*progress)(void *ctx, const char *stage, uint64_t done, uint64_t total);
     void *progress_ctx;

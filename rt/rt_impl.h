@@ -24,6 +24,7 @@ struct rt_op {
     void *params;        /* relocated blob inside rt.blobs */
     uint32_t size;
     int pdl;             /* launch with programmatic stream serialization (see rt_launch_op) */
+    uint32_t flags;      /* plan_op flags: PLAN_OP_SIDE, _FORK, _JOIN */
 };
 
 struct rt_sched {
@@ -38,6 +39,12 @@ struct rt {
     CUcontext ctx;       /* the device's primary context, shared with cuBLAS */
     int ctx_held;
     CUstream stream;
+    /* a prefill schedule's side branches (planfile.h PLAN_OP_SIDE): their stream, the events
+     * that fork and join it, and cuBLAS bound to it; branches 0 runs side ops in file order */
+    int branches;
+    CUstream side;
+    CUevent fork_ev, join_ev;
+    struct rt_cublas blas_side;
     CUmodule mod;
 
     uint8_t *plan_buf;   /* the whole plan.bin; p points into it */
@@ -106,6 +113,8 @@ enum rt_status rt_trace_group(struct rt_trace_rec *rec, uint32_t nrec, struct rt
 void rt_free_graphs(struct rt *r);
 enum rt_status rt_run_schedule(struct rt *r, uint32_t s, char *err);
 enum rt_status rt_launch_op(struct rt *r, const struct rt_op *o, char *err);
+/* o alone, ordered on the main stream: a side op between a fork and a join of its own */
+enum rt_status rt_launch_alone(struct rt *r, const struct rt_op *o, char *err);
 int rt_pick(const struct rt *r, uint32_t kind, uint32_t tokens, uint32_t kv);
 enum rt_status rt_check_request(struct rt *r, const int32_t *prompt, uint32_t n,
                                 const struct rt_sampling *s, char *err);

@@ -14,7 +14,7 @@
 struct gpu_plan_opts {
     uint32_t max_seq;
     uint32_t split_threshold, n_split; /* decode split-K above this filled length, in n pieces */
-    uint32_t num_buckets, buckets[4];  /* prefill chunk buckets */
+    uint32_t num_buckets, buckets[8];  /* prefill chunk buckets */
     int gdn_chunk_fma;                 /* plan the CUDA-core chunked GDN kernel */
     int gdn_chunk_fused;               /* plan k_gdn_chunk, not k_gdn_prep + k_gdn_seq */
     int moe_fused;                     /* decode MoE as k_moe_fused_g128 (--moe-decode fused) */

@@ -11,9 +11,10 @@
  * Images: tiny-g128 (every width a multiple of 128, experts 512 wide: as INT4 it takes every
  * group-128 decode kernel, the self-routing expert pair and both folded norms included) as
  * INT4 group 128, the same with an INT4 lm_head, and as bf16; and wide-2l (the real widths of
- * Qwen3.5-35B-A3B, 16 experts) as INT4 group 128, with the planner's default buckets (prompts
- * of 40, 70 and 200 tokens: the 64, 128 and 256 buckets, whose large dense projections run on
- * k_gemm_i4_wg); and tiny-g128 as INT4 again with the decode MoE block as one launch
+ * Qwen3.5-35B-A3B, 16 experts) as INT4 group 128, with buckets 16, 64, 128, 256 and 512
+ * (prompts of 3, 40, 70 and 200 tokens: the 64 and 128 buckets' large dense projections run on
+ * k_gemm_i4_wg, its 64- and 128-token tiles, and every bucket but the 512 one has side
+ * branches, planfile.h); and tiny-g128 as INT4 again with the decode MoE block as one launch
  * (k_moe_fused_g128). Prompts are random tokens; after each prompt, decode steps feed the
  * float32 reference's greedy picks to all three runs (teacher forcing).
  *
@@ -185,6 +186,41 @@ static void run_case(struct rt *r, struct ref_model *m, const struct image_spec 
     free(g), free(f), free(fa), free(e), free(prompt);
 }
 
+/* The prefill logits of r for prompts of 3, 40, 70 and 200 tokens, bit for bit against the same
+ * plan opened with its side branches run in order on the one stream (no_branches) and with
+ * the ops launched one by one (no_graphs, the branches on their streams). */
+static void branch_modes(struct rt *r, const struct rt_options *ro, const char *label, uint32_t V)
+{
+    static const uint32_t lens[4] = {3, 40, 70, 200};
+    char err[RT_ERR_LEN] = "";
+    struct rt_sampling greedy = {.max_new = 1u << 20, .top_p = 1.0f};
+    for (int mode = 0; mode < 2; mode++) {
+        struct rt_options o = *ro;
+        o.no_branches = mode == 0, o.no_graphs = mode == 1;
+        struct rt *q = NULL;
+        enum rt_status st = rt_open(&q, &o, err);
+        uint32_t same = 0;
+        float *a = malloc(4ull * V), *b = malloc(4ull * V);
+        int32_t *prompt = malloc(4 * 200);
+        for (int k = 0; k < 4 && !st; k++) {
+            for (uint32_t t = 0; t < lens[k]; t++)
+                prompt[t] = (int32_t)((t * 2654435761u + 17u * lens[k]) % V);
+            if ((st = rt_reset(r, &greedy, err)) ||
+                (st = rt_prefill_logits(r, prompt, lens[k], a, err)) ||
+                (st = rt_reset(q, &greedy, err)) ||
+                (st = rt_prefill_logits(q, prompt, lens[k], b, err)))
+                break;
+            same += !memcmp(a, b, 4ull * V);
+        }
+        CHECK(!st && same == 4, "%s: prefill logits of 3, 40, 70 and 200 tokens bit-identical with "
+              "the side branches %s (%u of 4)%s%s", label,
+              mode ? "launched op by op on their streams (no_graphs)" : "in order on one stream "
+              "(no_branches)", same, st ? ": " : "", err);
+        free(a), free(b), free(prompt);
+        rt_close(q);
+    }
+}
+
 static void run_image(struct gpu *gp, const struct image_spec *is)
 {
     char dir[256], image[256], plan[256], cfg[300], err[WT_CONV_ERR_LEN] = "";
@@ -198,12 +234,12 @@ static void run_image(struct gpu *gp, const struct image_spec *is)
     struct wt_conv_opts co = {.in_dir = dir, .out = image, .fmt = is->fmt, .threads = 8};
     struct model_config c;
     /* tiny: prefill buckets 16 and 64, split-K decode above 64 tokens of context in 8 pieces;
-     * else the planner's defaults (buckets 16, 64, 256 and the chunk, capped at max_seq) */
+     * else buckets 16, 64, 128, 256 and the chunk */
     struct gpu_plan_opts po = {.max_seq = 512, .split_threshold = 64, .n_split = 8, .num_buckets = 2,
                                .buckets = {16, 64}};
     if (!is->tiny_buckets)
         po = (struct gpu_plan_opts){.max_seq = 512, .split_threshold = 256, .n_split = 64,
-                                    .num_buckets = 4, .buckets = {16, 64, 256, 512}};
+                                    .num_buckets = 5, .buckets = {16, 64, 128, 256, 512}};
     po.moe_fused = is->moe_fused;
     ok = ok && wt_convert(&co, NULL, err) == 0 && model_config_load(&c, cfg, err) == 0 &&
          gpu_write_plan(&c, &is->fmt, gp->sm, &po, plan, err) == 0;
@@ -240,6 +276,8 @@ static void run_image(struct gpu *gp, const struct image_spec *is)
         CHECK(all.miss_gpu - all.ties <= all.miss_emu, "%s: top-1 misses against float32: GPU %u (%u "
               "near-ties within its noise), the bf16 reference %u, over %u rows", is->label,
               all.miss_gpu, all.ties, all.miss_emu, all.rows);
+        if (!is->tiny_buckets)
+            branch_modes(r, &ro, is->label, m.c.vocab_size);
     }
     if (m_ok)
         ref_model_free(&m);

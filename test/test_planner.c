@@ -146,6 +146,7 @@ static uint8_t *int4_plan(struct model_config *c, struct plan_view *v)
 
 static void check_moe_prefill(const struct model_config *cfg, const struct plan_view *pv);
 static void check_dense_prefill(const struct plan_view *pv, int nibbles);
+static void check_branches(const struct plan_view *pv);
 
 static void check_ops_named(void)
 {
@@ -234,7 +235,99 @@ static void check_ops_named(void)
                    "fewer than %u CTAs", K_ATTN_PF_CTAS);
     check_moe_prefill(&c, &v);
     check_dense_prefill(&v, 1);
+    check_branches(&v);
     free(p);
+}
+
+/* The buffer that op i (schedule s, which starts at op first) reaches through arena offset at:
+ * a fixed buffer holding it, or the overlay buffer of s holding it whose lifetime holds i
+ * (unique: placement_ok). -1 if none. */
+static int64_t buffer_at(const struct plan_view *v, uint32_t s, uint32_t first, uint32_t i,
+                         uint64_t at)
+{
+    for (uint32_t k = 0; k < v->num_buffers; k++) {
+        struct plan_buffer b;
+        plan_get_buffer(v, k, &b);
+        if (at < b.offset || at >= b.offset + b.size)
+            continue;
+        if (b.schedule == PLAN_ALL_SCHEDULES ||
+            (b.schedule == s && i - first >= b.first_op && i - first <= b.last_op))
+            return k;
+    }
+    return -1;
+}
+
+/* Prefill side branches (planfile.h PLAN_OP_SIDE), checked from the file's relocations alone,
+ * not from the lifetimes the planner stretched: inside each forked range, a buffer both
+ * branches reach is an input made before the fork (overlay) or the step, and no buffer only
+ * one branch reaches shares a byte with one the other reaches. Where they are: the shared
+ * expert, GDN b and a, attention k and v (where q reads the nibbles); never in decode. */
+static void check_branches(const struct plan_view *pv)
+{
+    const struct plan_view v = *pv;
+    uint32_t ranges = 0, bad = 0, in_decode = 0, wrong_count = 0, side_gemms = 0, largest = 0;
+    for (uint32_t s = 0; s < v.num_schedules; s++) {
+        struct plan_schedule sc;
+        plan_get_schedule(&v, s, &sc);
+        largest = sc.kind == PLAN_SCHED_PREFILL && sc.tokens > largest ? sc.tokens : largest;
+    }
+    uint8_t *reach = calloc(v.num_buffers, 1); /* bit 0 main, bit 1 side */
+    for (uint32_t s = 0; s < v.num_schedules; s++) {
+        struct plan_schedule sc;
+        plan_get_schedule(&v, s, &sc);
+        uint32_t fork = 0, forks = 0;
+        for (uint32_t i = sc.first_op; i < sc.first_op + sc.op_count; i++) {
+            struct plan_op op;
+            plan_get_op(&v, i, &op);
+            in_decode += sc.kind == PLAN_SCHED_DECODE && op.flags;
+            if (op.flags & PLAN_OP_FORK)
+                fork = i, forks++, memset(reach, 0, v.num_buffers);
+            side_gemms += (op.flags & PLAN_OP_SIDE) && op.kind == PLAN_OP_GEMM;
+            if (op.flags & PLAN_OP_JOIN) { /* the range [fork, i) is complete */
+                ranges++;
+                for (uint32_t a = 0; a < v.num_buffers; a++) {
+                    if (!reach[a])
+                        continue;
+                    struct plan_buffer ba;
+                    plan_get_buffer(&v, a, &ba);
+                    if (reach[a] == 3) {
+                        bad += ba.schedule == PLAN_ALL_SCHEDULES
+                                   ? strcmp(plan_str(&v, ba.name), "step") != 0
+                                   : ba.first_op >= fork - sc.first_op;
+                        continue;
+                    }
+                    for (uint32_t b = 0; b < v.num_buffers; b++) {
+                        struct plan_buffer bb;
+                        plan_get_buffer(&v, b, &bb);
+                        bad += reach[b] && reach[b] != reach[a] && b != a &&
+                               ba.offset < bb.offset + bb.size && bb.offset < ba.offset + ba.size;
+                    }
+                }
+            }
+            for (uint32_t k = op.reloc_first; k < op.reloc_first + op.reloc_count && fork; k++) {
+                struct plan_reloc rl;
+                plan_get_reloc(&v, k, &rl);
+                int64_t b = rl.base == PLAN_BASE_ARENA ? buffer_at(&v, s, sc.first_op, i, rl.offset)
+                                                       : -2;
+                bad += b == -1;
+                if (b >= 0)
+                    reach[b] |= op.flags & PLAN_OP_SIDE ? 2 : 1;
+            }
+            if (op.flags & PLAN_OP_JOIN)
+                fork = 0;
+        }
+        /* 40 MoE layers (the shared expert), 30 GDN (b, a), 10 attention (k, v) where q reads
+         * the nibbles (up to K_GEMM_WG_MAXT tokens); none in the largest chunk */
+        const uint32_t want = sc.tokens == largest ? 0 : sc.tokens <= K_GEMM_WG_MAXT ? 80 : 70;
+        wrong_count += sc.kind == PLAN_SCHED_PREFILL && forks != want;
+    }
+    free(reach);
+    CHECK(ranges > 0 && bad == 0 && in_decode == 0 && wrong_count == 0 && side_gemms > 0,
+          "prefill side branches: %u forked ranges, 80 a bucket up to %u tokens, 70 above, none "
+          "in the %u-token chunk (%u buckets wrong), %u side GEMMs; no buffer shared across "
+          "branches but inputs made before the fork (%u wrong); no flags in decode schedules "
+          "(%u)",
+          ranges, K_GEMM_WG_MAXT, largest, wrong_count, side_gemms, bad, in_decode);
 }
 
 /* Prefill buckets the library is handed: none, out of order, or past max_seq is an error with a

@@ -30,7 +30,7 @@ struct poke {
 
 struct rule {
     const char *what;
-    struct poke p[4];
+    struct poke p[6];
     enum fmt_status st;
     const char *msg;
 };
@@ -53,6 +53,7 @@ struct rule {
 #define REL(i, f, w, v) R(RELOCS, plan_reloc, i, f, w, v)
 #define SCH(i, f, v) R(SCHEDULES, plan_schedule, i, f, 4, v)
 #define TAB(sec, f, w, v) {P_TAB, PLAN_SEC_##sec, 0, FIELD(fmt_section, f), w, v}
+#define DEC1 SCH(0, op_count, 1), SCH(2, first_op, 0), SCH(2, op_count, 1)
 #define BAD FMT_ERR_INVALID
 #define OOB FMT_ERR_BOUNDS
 
@@ -130,8 +131,8 @@ static const struct rule rules[] = {
     {"block z over 64", {OPA(0, block, 0, 1), OPA(0, block, 2, 128)}, BAD, "block 1 x 1 x 128 exceeds"},
     {"op relocs out of range", {OP(4, reloc_count, 3)}, OOB, "op 4 'copy': relocations [7, +3) out of range (9 relocs)"},
     {"op relocs shared with another op", {OP(1, reloc_first, 1)}, BAD, "op 1 'l0.attn': relocations [1, +1) overlap"},
-    {"op flags", {OP(3, flags, 1)}, BAD, "op 3 'clear': flags or reserved0"},
-    {"op reserved0", {OP(3, reserved0, 1)}, BAD, "op 3 'clear': flags or reserved0"},
+    {"op flags unknown", {OP(3, flags, 8)}, BAD, "op 3 'clear': unknown flags 0x8"},
+    {"op reserved0", {OP(3, reserved0, 1)}, BAD, "op 3 'clear': unknown flags 0x0 or reserved0"},
     {"op name out of STRINGS", {OP(2, name, 211)}, OOB, "op 2: name offset 211"},
     /* relocations */
     {"reloc misaligned", {REL(1, param_offset, 4, 4)}, BAD, "reloc 1 of op 0 'l0.norm': param_offset 4 is not 8-aligned"},
@@ -151,6 +152,16 @@ static const struct rule rules[] = {
     {"kv_min above kv_max", {SCH(2, kv_min, 4095), SCH(2, kv_max, 2048)}, BAD, "kv range 4095..2048"},
     {"kv_max above max_seq", {SCH(0, kv_max, 4097)}, BAD, "schedule 0 'decode': kv range 0..4097 is not within 0..max_seq 4096"},
     {"schedule reserved0", {SCH(1, reserved0, 1)}, BAD, "schedule 1 'prefill64': reserved0"},
+    /* branches (op flags): the decode schedules narrowed to op 0 (DEC1), so the flags of ops
+     * 1..4 meet only the prefill schedule */
+    {"flags in a decode schedule", {OP(3, flags, 1)}, BAD, "schedule 0 'decode': op 3 has flags 0x1 in a decode"},
+    {"a fork and its join", {DEC1, OP(1, flags, 3), OP(2, flags, 4)}, FMT_OK, ""},
+    {"side op outside a range", {DEC1, OP(1, flags, 1)}, BAD, "schedule 1 'prefill64': side op 1 is outside a forked range"},
+    {"fork of a main op", {DEC1, OP(1, flags, 2)}, BAD, "schedule 1 'prefill64': op 1 forks without being a side op"},
+    {"range never joined", {DEC1, OP(1, flags, 3)}, BAD, "schedule 1 'prefill64': a forked range is never joined"},
+    {"join from the side", {DEC1, OP(1, flags, 3), OP(2, flags, 5)}, BAD, "schedule 1 'prefill64': op 2 joins from the side stream"},
+    {"join with no range", {DEC1, OP(2, flags, 4)}, BAD, "schedule 1 'prefill64': op 2 joins with no range open"},
+    {"fork inside a range", {DEC1, OP(1, flags, 3), OP(2, flags, 3)}, BAD, "schedule 1 'prefill64': op 2 forks inside an open range"},
     /* sections */
     {"missing section", {TAB(OPS, id, 4, 99)}, FMT_ERR_MISSING, "OPS section (id 12) is missing"},
     {"record size of a section", {TAB(REGIONS, record_size, 4, 12), TAB(REGIONS, count, 4, 6)}, BAD, "REGIONS section (id 3): record size 12, expected 24"},
@@ -185,7 +196,7 @@ static void test_rules(void)
     uint8_t *c = malloc(len);
     for (size_t r = 0; r < sizeof rules / sizeof rules[0]; r++) {
         memcpy(c, buf, len);
-        for (int k = 0; k < 4 && rules[r].p[k].kind != P_NONE; k++)
+        for (int k = 0; k < 6 && rules[r].p[k].kind != P_NONE; k++)
             apply(c, &p.f, &rules[r].p[k]);
         recrc(c, len);
         err[0] = 0;

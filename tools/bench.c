@@ -393,7 +393,7 @@ static uint64_t step_bytes(struct rt *r, const char *sched)
     return b;
 }
 
-static int want_decode = 1, want_prefill = 1, no_pdl, want_trace;
+static int want_decode = 1, want_prefill = 1, no_pdl, no_branches, want_trace;
 
 /* The timeline of one decode step at a context of 4000 (kernel images built with KERN_TRACE=1):
  * per launch, when its CTAs reached their wait and when the waits returned, and its share of the
@@ -489,20 +489,25 @@ static void alt_decode(const struct alt_decode *a, const char *args, const char 
     rt_close(r);
 }
 
-/* Prefill tok/s of 32-, 128-, 256- and 512-token prompts on r (median of 3 each); dense: the
- * plan is planner --dense-prefill cublas (the rows are named for it). The single 128-token run
+/* Prefill tok/s of 32-, 128-, 256- and 512-token prompts on r (median of 3 each); dense 1: the
+ * plan is planner --dense-prefill cublas, 2: the default plan opened with no_branches (the rows
+ * are named for it). The single 128-token run
  * above is the first prefill after loading. */
 static void mid_prefill(struct rt *r, const int32_t *prompt, int dense)
 {
-    static const char *names[2][4] = {
+    static const char *names[3][4] = {
         {"prefill tok/s at 32", "prefill 128, median of 3", "prefill tok/s at 256",
          "prefill tok/s at 512"},
         {"prefill 32, no k_gemm_i4_wg", "prefill 128, dense cuBLAS", "prefill 256, dense cuBLAS",
-         "prefill 512, dense cuBLAS"}};
-    static const char *notes[2][4] = {
+         "prefill 512, dense cuBLAS"},
+        {"prefill 32, one stream", "prefill 128, one stream", "prefill 256, one stream",
+         "prefill 512, one stream"}};
+    static const char *notes[3][4] = {
         {"median of 3; the 64-token bucket", "median of 3", "median of 3", "median of 3"},
         {"--dense-prefill cublas: k_gemm_i4_g128", "--dense-prefill cublas",
-         "--dense-prefill cublas", "--dense-prefill cublas"}};
+         "--dense-prefill cublas", "--dense-prefill cublas"},
+        {"same plan, side branches in order", "same plan, side branches in order",
+         "same plan, side branches in order", "same plan, side branches in order"}};
     static const uint32_t len[4] = {32, 128, 256, 512};
     struct rt_sampling one = {.max_new = 1, .top_p = 1.0f};
     struct rt_stats st;
@@ -530,7 +535,7 @@ static void bench_model(void)
     }
     struct rt *r = NULL;
     struct rt_options o = {.plan_path = "build/benchdata/plan.bin", .synthetic = 1, .synthetic_seed = 5,
-                            .no_pdl = no_pdl};
+                            .no_pdl = no_pdl, .no_branches = no_branches};
     if (rt_open(&r, &o, err)) {
         fprintf(stderr, "bench: %s\n", err);
         add("model", 0, "-", "skipped: the default plan does not load");
@@ -588,11 +593,22 @@ static void bench_model(void)
             tps, "tok/s", notes[3 + i]);
     }
     /* a short prompt (32 tokens, the 64 bucket) and the 128, 256 and 512 buckets (median of 3
-     * each), whose large dense projections read the nibbles (k_gemm_i4_wg, kern/gemm_wg.cu),
-     * and the same on a plan without that kernel (planner --dense-prefill cublas:
+     * each; the large dense projections of the 64 and 128 buckets read the nibbles,
+     * k_gemm_i4_wg, kern/gemm_wg.cu), the same on the same plan with its side branches run in
+     * order on one stream, and on a plan without k_gemm_i4_wg (planner --dense-prefill cublas:
      * k_gemm_i4_g128 in the 64 bucket, expansion + cuBLAS above) */
     if (want_prefill)
         mid_prefill(r, prompt, 0);
+    if (want_prefill && !no_branches) { /* the same plan, its side branches on the one stream */
+        struct rt *rn = NULL;
+        struct rt_options on = o;
+        on.no_branches = 1;
+        if (!rt_open(&rn, &on, err))
+            mid_prefill(rn, prompt, 2);
+        else
+            fprintf(stderr, "bench: the default plan with no_branches: %s\n", err);
+        rt_close(rn);
+    }
     if (want_prefill &&
         !system("build/planner -q --max-seq 8192 --dense-prefill cublas "
                 "-o build/benchdata/plan-dc.bin")) {
@@ -682,21 +698,25 @@ int main(int argc, char **argv)
             want_decode = 0;
         else if (!strcmp(argv[i], "--no-pdl"))
             no_pdl = 1;
+        else if (!strcmp(argv[i], "--no-branches"))
+            no_branches = 1;
         else if (!strcmp(argv[i], "--trace"))
             want_trace = 1, want_prefill = 0;
         else {
-            printf("usage: %s [--decode | --prefill] [--no-pdl] [--trace]\n"
+            printf("usage: %s [--decode | --prefill] [--no-pdl] [--no-branches] [--trace]\n"
                    "  runs the benchmarks (host always, device when there is one) and prints one\n"
                    "  table; run from the repository root after `make`. --decode or --prefill\n"
                    "  measures only that half of the model (decode tok/s and the decode op table,\n"
                    "  or prefill tok/s (32-, 128-, 256- and 512-token prompts also as medians of\n"
-                   "  three, on the default plan and on one with --dense-prefill cublas), the\n"
+                   "  three, on the default plan, on the same plan with its side branches run in\n"
+                   "  order on one stream, and on one with --dense-prefill cublas), the\n"
                    "  op tables of a 2048-token chunk and of the 128\n"
                    "  bucket at 128 live tokens, that bucket in its graph with each kernel left\n"
                    "  out in turn, and how many experts the synthetic weights route a\n"
                    "  128-token prompt to); the load time, arena and weight bytes come\n"
                    "  with either. --no-pdl launches decode kernels without programmatic\n"
-                   "  dependent launch (for comparison).\n"
+                   "  dependent launch (for comparison). --no-branches runs the prefill\n"
+                   "  schedules' side branches in order on one stream (for comparison).\n"
                    "  --trace prints only the timeline of one decode step at a context of 4000;\n"
                    "  it needs kernel images built with `make KERN_TRACE=1`.\n",
                    argv[0]);
