@@ -45,6 +45,7 @@ struct host_engine_opts {
     uint64_t synthetic_seed;
     int device;            /* rt: CUDA device ordinal */
     int no_graphs;         /* rt: launch ops one by one instead of replaying graphs */
+    int no_branches;       /* rt: prefill side branches in order on one stream */
     const char *fake_spec; /* fake: "key=value,..." (engine_fake.c lists the keys) */
     /* progress of long loads: stage name, bytes done, bytes total (may be NULL) */
     void (*progress)(void *ctx, const char *stage, uint64_t done, uint64_t total);

@@ -126,6 +126,7 @@ enum host_engine_status host_engine_open_rt(struct host_engine **out,
     ro.synthetic_seed = o->synthetic_seed;
     ro.device = o->device;
     ro.no_graphs = o->no_graphs;
+    ro.no_branches = o->no_branches;
     ro.progress = o->progress;
     ro.progress_ctx = o->progress_ctx;
     enum rt_status rc = rt_open(&x->rt, &ro, rerr);

@@ -56,6 +56,8 @@ static void usage(FILE *f)
         "  --synthetic-seed N     their seed (default 1)\n"
         "  --device N             CUDA device ordinal (default 0)\n"
         "  --no-graphs            launch ops one by one instead of replaying CUDA graphs\n"
+        "  --no-branches          run the prefill schedules' side branches in order on one\n"
+        "                         stream instead of beside the main one (same results)\n"
         "  --tokenizer FILE       Hugging Face tokenizer.json (not needed by --bench)\n"
         "  --backend rt|fake      rt: the GPU runtime (default). fake: a test double without a\n"
         "                         GPU that generates tokens from the prompt; for tests only\n"
@@ -203,6 +205,7 @@ static int flag_bool(struct opts *o, const char *a)
 {
     int *dst = !strcmp(a, "--synthetic")                   ? &o->eng.synthetic
                : !strcmp(a, "--no-graphs")                 ? &o->eng.no_graphs
+               : !strcmp(a, "--no-branches")               ? &o->eng.no_branches
                : !strcmp(a, "--raw")                       ? &o->one.raw
                : !strcmp(a, "-q") || !strcmp(a, "--quiet") ? &o->srv.quiet
                                                            : NULL;

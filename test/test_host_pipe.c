@@ -368,7 +368,7 @@ static void test_modes(void)
     rc = run_once(h, out, sizeof out);
     static const char *const flags[] = {
         "--plan",        "--weights",     "--synthetic",    "--synthetic-seed",
-        "--device",      "--no-graphs",   "--tokenizer",    "--backend",
+        "--device",      "--no-graphs",   "--no-branches",  "--tokenizer",    "--backend",
         "--fake",        "--listen",      "--no-stdin",     "--max-line",
         "--queue",       "--max-clients", "--max-tokens",   "--quiet",
         "--prompt",      "-n N",          "--raw",          "--system",

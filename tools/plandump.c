@@ -3,7 +3,7 @@
  *   plandump plan.bin                  header, identity, per-region totals, schedules
  *   plandump --buffers plan.bin        + the buffer table (offset, size, region, lifetime)
  *   plandump --timeline S plan.bin     + an ASCII lifetime chart of schedule S's activations
- *   plandump --ops S plan.bin          + every op of schedule S: kernel, launch shape, cost
+ *   plandump --ops S plan.bin          + every op of schedule S: kernel, launch shape, cost, stream
  *   plandump --json plan.bin           everything above as one JSON document, for scripts
  *
  * The file is checked with plan_read() first; a damaged file is reported, never dumped. */
@@ -163,8 +163,8 @@ static void print_ops(const struct plan_view *p, const char *sched)
     if (find_schedule(p, sched, &s) < 0)
         exit(1);
     static const char *kinds[] = {"?", "kernel", "gemm", "memset", "copy"};
-    printf("\n%5s %-26s %-22s %-18s %6s %6s %12s %12s\n", "op", "name", "kernel", "grid", "block",
-           "relocs", "bytes", "flops");
+    printf("\n%5s %-26s %-22s %-18s %6s %6s %12s %12s  %s\n", "op", "name", "kernel", "grid",
+           "block", "relocs", "bytes", "flops", "stream");
     for (uint32_t k = 0; k < s.op_count; k++) {
         struct plan_op op;
         plan_get_op(p, s.first_op + k, &op);
@@ -177,9 +177,15 @@ static void print_ops(const struct plan_view *p, const char *sched)
             snprintf(kn, sizeof kn, "(%s)", kinds[op.kind < 5 ? op.kind : 0]);
         }
         snprintf(grid, sizeof grid, "%ux%ux%u", op.grid[0], op.grid[1], op.grid[2]);
-        printf("%5u %-26s %-22s %-18s %6u %6u %12llu %12llu\n", k, plan_str(p, op.name), kn, grid,
-               op.block[0] * op.block[1] * op.block[2], op.reloc_count, (unsigned long long)op.bytes,
-               (unsigned long long)op.flops);
+        /* planfile.h: side ops run on the second stream, forked from the main one at the
+         * first; a join waits for the side stream before its op */
+        const char *stream = op.flags & PLAN_OP_FORK   ? "side (fork)"
+                             : op.flags & PLAN_OP_SIDE ? "side"
+                             : op.flags & PLAN_OP_JOIN ? "main (join)"
+                                                       : "main";
+        printf("%5u %-26s %-22s %-18s %6u %6u %12llu %12llu  %s\n", k, plan_str(p, op.name), kn,
+               grid, op.block[0] * op.block[1] * op.block[2], op.reloc_count,
+               (unsigned long long)op.bytes, (unsigned long long)op.flops, stream);
     }
 }
 
@@ -252,9 +258,10 @@ static void print_json(const struct plan_view *p)
             } else {
                 printf("null");
             }
-            printf(",\"grid\":[%u,%u,%u],\"block\":[%u,%u,%u],\"smem\":%u,\"bytes\":%llu,\"flops\":%llu}",
+            printf(",\"grid\":[%u,%u,%u],\"block\":[%u,%u,%u],\"smem\":%u,\"bytes\":%llu,\"flops\":%llu,"
+                   "\"flags\":%u}",
                    op.grid[0], op.grid[1], op.grid[2], op.block[0], op.block[1], op.block[2], op.smem,
-                   (unsigned long long)op.bytes, (unsigned long long)op.flops);
+                   (unsigned long long)op.bytes, (unsigned long long)op.flops, op.flags);
         }
         printf("]}");
     }
@@ -266,7 +273,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: plandump [--buffers] [--timeline SCHEDULE] [--ops SCHEDULE] [--json] plan.bin\n"
                "  prints the identity, per-region totals and schedules of a plan; --buffers adds\n"
                "  the buffer table, --timeline an ASCII lifetime chart of one schedule, --ops the\n"
-               "  ops of one schedule with launch shapes and costs; --json prints everything as JSON\n");
+               "  ops of one schedule with launch shapes, costs and stream (main or side branch);\n"
+               "  --json prints everything as JSON\n");
 }
 
 int main(int argc, char **argv)
