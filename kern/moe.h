@@ -271,10 +271,12 @@ struct k_moe_gemm_params {
 struct k_moe_combine_params {
     uint64_t y;            /* (T_max, k, H) bf16 weighted expert outputs */
     uint64_t shared;       /* (T_max, H) bf16 shared expert output, or 0 */
-    uint64_t shared_gate;  /* (T_max) f32 */
+    uint64_t shared_gate;  /* (T_max) f32 sigmoid of the shared gate logit (k_router's) */
     uint64_t out;          /* (T_max, H) bf16 */
     uint64_t step;
     struct k_moe_dims d;
+    uint64_t gate_logit;   /* or, when not 0: (T_max) f32 shared gate logits, whose sigmoid
+                            * the combine takes itself as k_router would (the same bits) */
 };
 
 struct k_silu_mul_params {

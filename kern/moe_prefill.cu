@@ -20,7 +20,9 @@
  *                     y (T_max, k, H) bf16 at the pair's (token, slot); padding rows skipped.
  *   k_moe_combine     out[t] = bf16(sum_s y[t, s]) (fp32 sum in slot order, one rounding, the
  *                     grouped_mm convention), then + bf16(bf16(gate[t]) * shared[t]) as bf16
- *                     ops when shared != 0. grid (T_max), block 256 (any multiple of 32).
+ *                     ops when shared != 0; gate[t] is k_router's sigmoid, or the combine's
+ *                     own of a logit (gate_logit). grid (T_max), block 256 (any multiple of
+ *                     32).
  *
  * The GEMMs come in two builds with one contract (launch shapes in kern/moe.h). Blocks past
  * *n_blocks exit at once, so the grid can be sized for the largest chunk.
@@ -1417,7 +1419,9 @@ extern "C" __global__ void __launch_bounds__(256) k_moe_combine(struct k_moe_com
         return;
     const uint16_t *y = (const uint16_t *)p.y + (uint64_t)t * k * H;
     const uint16_t *sh = p.shared ? (const uint16_t *)p.shared + (uint64_t)t * H : nullptr;
-    const float gate = p.shared ? k_round_bf16(((const float *)p.shared_gate)[t]) : 0.0f;
+    const float gate = !p.shared       ? 0.0f
+                       : p.gate_logit ? k_round_bf16(k_sigmoid(((const float *)p.gate_logit)[t]))
+                                      : k_round_bf16(((const float *)p.shared_gate)[t]);
     uint16_t *out = (uint16_t *)p.out + (uint64_t)t * H;
     if (H % 8 == 0) {
         for (uint32_t c = threadIdx.x * 8; c < H; c += blockDim.x * 8) {

@@ -747,8 +747,8 @@ static struct k_moe_dims moe_dims(struct em *e)
 }
 
 /* router + shared gate: fills ids, weights, shared_gate; reads logits made by a GEMV when
- * lg >= 0 */
-static void router_with(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uint32_t wts, uint32_t sg,
+ * lg >= 0. sg < 0: no shared gate (k_moe_combine takes the sigmoid of its logit itself) */
+static void router_with(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uint32_t wts, int32_t sg,
                         int32_t lg)
 {
     struct pb *b = e->b;
@@ -760,13 +760,14 @@ static void router_with(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uin
     REF(op, struct k_router_params, h, hn);
     snprintf(w, sizeof w, "layers.%u.mlp.gate.weight", l);
     WREF(op, struct k_router_params, w, w);
-    if (c->shared_inter) {
+    if (c->shared_inter && sg >= 0) {
         snprintf(w, sizeof w, "layers.%u.mlp.shared_expert_gate.weight", l);
         WREF(op, struct k_router_params, w_shared, w);
     }
     REF(op, struct k_router_params, ids, ids);
     REF(op, struct k_router_params, weights, wts);
-    REF(op, struct k_router_params, shared_gate, sg);
+    if (sg >= 0)
+        REF(op, struct k_router_params, shared_gate, (uint32_t)sg);
     REF(op, struct k_router_params, step, e->sb->step);
     uint64_t E1 = c->num_experts + (c->shared_inter ? 1 : 0);
     if (lg >= 0) {
@@ -968,6 +969,27 @@ static void moe_gemm(struct em *e, uint32_t l, int down, uint32_t x, uint32_t y,
     pb_cost(b, op, wsize(e, w) + 2ull * rows * (H + (down ? I : I)), 2ull * rows * H * I * (down ? 1 : 2));
 }
 
+/* Prefill router logits in fp32 through cuBLAS: the router's (sh 0) or the shared gate's
+ * (sh 1, one column) into y at byte offset off, rows ldc floats apart */
+static void router_gemm(struct em *e, uint32_t l, uint32_t hn, int sh, uint32_t y, uint64_t off,
+                        uint32_t ldc)
+{
+    struct pb *b = e->b;
+    const uint32_t T = e->T, H = e->c->hidden_size, m = sh ? 1 : e->c->num_experts;
+    char w[96];
+    snprintf(w, sizeof w,
+             sh ? "layers.%u.mlp.shared_expert_gate.weight" : "layers.%u.mlp.gate.weight", l);
+    struct plan_gemm g = {.m = m, .n = T, .k = H, .lda = H, .ldb = H, .ldc = ldc, .trans_a = 1,
+                          .trans_b = 0, .dtype_ab = PLAN_DTYPE_BF16, .dtype_c = PLAN_DTYPE_F32,
+                          .alpha = 1.0f, .beta = 0.0f};
+    uint32_t op = pb_runtime_op(b, PLAN_OP_GEMM, &g, sizeof g, "l%u.%s", l,
+                                sh ? "shared_gate_logits" : "router_logits");
+    WREF(op, struct plan_gemm, a, w);
+    REF(op, struct plan_gemm, b, hn);
+    pb_ref_buf(b, op, offsetof(struct plan_gemm, c), y, off);
+    pb_cost(b, op, 2ull * m * H + 2ull * T * H + 4ull * T * m, 2ull * T * m * H);
+}
+
 static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
 {
     struct pb *b = e->b;
@@ -975,15 +997,25 @@ static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
     uint32_t T = e->T, k = c->num_experts_per_tok, H = c->hidden_size, I = c->moe_inter, S = c->shared_inter;
     uint32_t ids = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_I32, 4ull * T * k, "l%u.topk_ids", l);
     uint32_t wts = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T * k, "l%u.topk_w", l);
-    uint32_t sg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T, "l%u.shared_gate", l);
     /* the router's fp32 logits (T, E + 1) from cuBLAS, the shared gate's in the last column:
-     * a router CTA reading the whole 1 MiB router for its own token took 7% of a prefill chunk */
+     * a router CTA reading the whole 1 MiB router for its own token took 7% of a prefill chunk.
+     * With the side branch, the shared gate's logits (T) are the side's first GEMM instead and
+     * k_moe_combine takes their sigmoid; k_router leaves the last column alone. */
     uint32_t E = c->num_experts;
+    const int side = S && fork_ok(e);
+    uint32_t lg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T * (E + 1), "l%u.router_logits", l);
+    int32_t sg = -1, sgl = -1;
+    if (!side)
+        sg = (int32_t)pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T, "l%u.shared_gate", l);
+    else
+        sgl = (int32_t)pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T, "l%u.gate_logits", l);
     int32_t shared = -1;
     if (S) { /* shared expert (on the side stream where fork_ok: the routed branch expands no
               * matrix): two GEMMs for gate and up, SiLU * up, the down GEMM */
-        if (fork_ok(e))
+        if (side) {
             pb_fork(b);
+            router_gemm(e, l, hn, 1, (uint32_t)sgl, 0, 1);
+        }
         char nm[64], sw[3][96];
         const char *set[3] = {sw[0], sw[1], sw[2]};
         snprintf(sw[0], 96, "layers.%u.mlp.shared_expert.gate_proj.weight", l);
@@ -1007,24 +1039,12 @@ static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
         pb_cost(b, op, 6ull * T * S, 5ull * T * S);
         snprintf(nm, sizeof nm, "l%u.shared_down_proj", l);
         shared = (int32_t)gemm(e, a, sw[2], H, S, nm);
-        if (fork_ok(e))
+        if (side)
             pb_main(b);
     }
-    uint32_t lg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T * (E + 1), "l%u.router_logits", l);
-    for (int sh = 0; sh < (S ? 2 : 1); sh++) {
-        char w[96];
-        snprintf(w, sizeof w, sh ? "layers.%u.mlp.shared_expert_gate.weight" : "layers.%u.mlp.gate.weight", l);
-        uint32_t m = sh ? 1 : E;
-        struct plan_gemm g = {.m = m, .n = T, .k = H, .lda = H, .ldb = H, .ldc = E + 1, .trans_a = 1,
-                              .trans_b = 0, .dtype_ab = PLAN_DTYPE_BF16, .dtype_c = PLAN_DTYPE_F32,
-                              .alpha = 1.0f, .beta = 0.0f};
-        uint32_t op = pb_runtime_op(b, PLAN_OP_GEMM, &g, sizeof g, "l%u.%s", l,
-                                    sh ? "shared_gate_logits" : "router_logits");
-        WREF(op, struct plan_gemm, a, w);
-        REF(op, struct plan_gemm, b, hn);
-        pb_ref_buf(b, op, offsetof(struct plan_gemm, c), lg, sh ? 4ull * E : 0);
-        pb_cost(b, op, 2ull * m * H + 2ull * T * H + 4ull * T * m, 2ull * T * m * H);
-    }
+    router_gemm(e, l, hn, 0, lg, 0, E + 1);
+    if (S && !side)
+        router_gemm(e, l, hn, 1, lg, 4ull * E, E + 1);
     router_with(e, l, hn, ids, wts, sg, (int32_t)lg);
 
     struct k_moe_align_params ap = {.d = moe_dims(e)};
@@ -1063,7 +1083,10 @@ static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
     REF(op, struct k_moe_combine_params, y, y);
     if (shared >= 0)
         REF(op, struct k_moe_combine_params, shared, (uint32_t)shared);
-    REF(op, struct k_moe_combine_params, shared_gate, sg);
+    if (sg >= 0)
+        REF(op, struct k_moe_combine_params, shared_gate, (uint32_t)sg);
+    if (sgl >= 0)
+        REF(op, struct k_moe_combine_params, gate_logit, (uint32_t)sgl);
     REF(op, struct k_moe_combine_params, out, out);
     REF(op, struct k_moe_combine_params, step, e->sb->step);
     pb_cost(b, op, 2ull * T * H * (k + 2) + 4ull * T, 2ull * T * H * (k + 1));

@@ -1019,9 +1019,28 @@ static void test_prefill(struct gpu *g, const struct kerns *K, const struct mode
     for (size_t i = 0; i < (size_t)n * H && S; i++)
         shb[i] = kref_f2bf(M->tr.shared[i]);
     CU(g, cuMemcpyHtoD(b.sh, shb, 2ull * T * H));
-    struct k_moe_combine_params cp = {b.y, S ? b.sh : 0, b.sg, b.out, b.step, d};
+    struct k_moe_combine_params cp = {b.y, S ? b.sh : 0, b.sg, b.out, b.step, d, 0};
     launch(g, K->combine, &cp, T, 1, 256);
     uint16_t *out = dget(g, b.out, 2ull * T * H);
+    if (S) { /* the gate from its logits (the plans' side branch): the same bits */
+        float *gl = malloc(4ull * T);
+        for (uint32_t t = 0; t < T; t++) { /* as upload_logits: exact in fp32 */
+            double acc = 0;
+            for (uint32_t j = 0; j < H; j++)
+                acc += (double)M->h[(size_t)t * H + j] * M->sgw[j];
+            gl[t] = (float)acc;
+        }
+        CUdeviceptr gl_d = dalloc(g, 4ull * T, 0), out2_d = dalloc(g, 2ull * T * H, POISON);
+        CU(g, cuMemcpyHtoD(gl_d, gl, 4ull * T));
+        struct k_moe_combine_params cq = {b.y, b.sh, 0, out2_d, b.step, d, gl_d};
+        launch(g, K->combine, &cq, T, 1, 256);
+        uint16_t *out2 = dget(g, out2_d, 2ull * T * H);
+        CHECK(!memcmp(out, out2, 2ull * n * H), "%s prefill T=%u k_moe_combine with the gate's "
+              "logits (gate_logit) instead of k_router's sigmoid: the same bits", s->name, T);
+        free(gl), free(out2);
+        CU(g, cuMemFree(gl_d));
+        CU(g, cuMemFree(out2_d));
+    }
     float *sg = dget(g, b.sg, 4ull * T), *yf = malloc(sizeof(float) * k * H),
           *shf = malloc(sizeof(float) * H);
     memset(mask, 0, (size_t)T * H);
@@ -1082,7 +1101,7 @@ static void test_done_flag(struct gpu *g, const struct kerns *K, const struct mo
         gp = gemm_params(M, &gb, &d, 1);
         gemm_run(g, &ld, &gp, mb);
     }
-    struct k_moe_combine_params cp = {pb.y, pb.sh, pb.sg, pb.out, pb.step, d};
+    struct k_moe_combine_params cp = {pb.y, pb.sh, pb.sg, pb.out, pb.step, d, 0};
     launch(g, K->combine, &cp, T, 1, 256);
     struct {
         CUdeviceptr p;

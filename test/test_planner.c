@@ -266,6 +266,7 @@ static void check_branches(const struct plan_view *pv)
 {
     const struct plan_view v = *pv;
     uint32_t ranges = 0, bad = 0, in_decode = 0, wrong_count = 0, side_gemms = 0, largest = 0;
+    uint32_t gate_side = 0, gate_want = 0; /* shared gate logits: the side's first GEMM */
     for (uint32_t s = 0; s < v.num_schedules; s++) {
         struct plan_schedule sc;
         plan_get_schedule(&v, s, &sc);
@@ -283,6 +284,9 @@ static void check_branches(const struct plan_view *pv)
             if (op.flags & PLAN_OP_FORK)
                 fork = i, forks++, memset(reach, 0, v.num_buffers);
             side_gemms += (op.flags & PLAN_OP_SIDE) && op.kind == PLAN_OP_GEMM;
+            const char *nm = plan_str(&v, op.name), *us = strchr(nm, '.');
+            gate_side += (op.flags & PLAN_OP_FORK) && op.kind == PLAN_OP_GEMM && us &&
+                         !strcmp(us, ".shared_gate_logits");
             if (op.flags & PLAN_OP_JOIN) { /* the range [fork, i) is complete */
                 ranges++;
                 for (uint32_t a = 0; a < v.num_buffers; a++) {
@@ -320,8 +324,12 @@ static void check_branches(const struct plan_view *pv)
          * the nibbles (up to K_GEMM_WG_MAXT tokens); none in the largest chunk */
         const uint32_t want = sc.tokens == largest ? 0 : sc.tokens <= K_GEMM_WG_MAXT ? 80 : 70;
         wrong_count += sc.kind == PLAN_SCHED_PREFILL && forks != want;
+        gate_want += sc.kind == PLAN_SCHED_PREFILL && sc.tokens != largest ? 40 : 0;
     }
     free(reach);
+    CHECK(gate_side == gate_want && gate_want > 0,
+          "prefill side branches: the MoE layers' shared gate logits are their side's first op "
+          "(%u, want %u)", gate_side, gate_want);
     CHECK(ranges > 0 && bad == 0 && in_decode == 0 && wrong_count == 0 && side_gemms > 0,
           "prefill side branches: %u forked ranges, 80 a bucket up to %u tokens, 70 above, none "
           "in the %u-token chunk (%u buckets wrong), %u side GEMMs; no buffer shared across "
