@@ -48,6 +48,7 @@ struct shared_bufs {
     uint32_t k_cache[MODEL_MAX_LAYERS], v_cache[MODEL_MAX_LAYERS];
     uint32_t window[MODEL_MAX_LAYERS], state[MODEL_MAX_LAYERS];
     uint32_t part_o, part_ml, counts, cursor, sorted, block_expert, n_blocks, cand, cublas, dequant;
+    uint32_t dequant_side; /* the side branches' expansions (pb_fork), beside the main one's */
     uint32_t fold_count; /* k_moe_down_g128's ticket for the norm folded into it (kern/moe.h) */
     uint32_t max_blocks;
 };
@@ -170,6 +171,10 @@ static uint32_t gemv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, u
     return gemv_conv(e, x, K, s, nseg, i4, flags, NULL, nm);
 }
 
+/* The expansion workspace of the ops being emitted: a side branch's own, so that the two
+ * branches of a forked range never share it */
+static uint32_t dq_buf(const struct em *e) { return e->b->side ? e->sb->dequant_side : e->sb->dequant; }
+
 /* k_dequant_i4 launches, named nm, expanding the n INT4 matrices w[] into dequant at off[]
  * (K_DQ_MAX a launch). */
 static void dequant(struct em *e, const char *const *w, const uint64_t *off, uint32_t n,
@@ -193,7 +198,7 @@ static void dequant(struct em *e, const char *const *w, const uint64_t *off, uin
         for (uint32_t i = 0; i < d.n; i++) {
             size_t m = offsetof(struct k_dequant_params, m) + i * sizeof(struct k_dequant_mat);
             pb_ref_weight(b, op, (uint32_t)(m + offsetof(struct k_dequant_mat, w)), w[i0 + i], 0);
-            pb_ref_buf(b, op, (uint32_t)(m + offsetof(struct k_dequant_mat, out)), e->sb->dequant,
+            pb_ref_buf(b, op, (uint32_t)(m + offsetof(struct k_dequant_mat, out)), dq_buf(e),
                        off[i0 + i]);
         }
         pb_cost(b, op, bytes, flops);
@@ -227,14 +232,6 @@ static int fork_ok(const struct em *e)
     return e->prefill && e->T < e->b->buckets[e->b->num_buckets - 1];
 }
 
-/* Whether gemm() expands w into the dequant workspace in this chunk: two branches of a forked
- * range must not both (kern/dequant.h: one workspace). */
-static int gemm_expands(const struct em *e, const char *w)
-{
-    const struct wt_tensor_desc *t = pb_weight(e->b, w);
-    return e->prefill && t->layout == K_LAYOUT_I4_ROWS && !gemm_nibbles(e, t);
-}
-
 /* The n matrices w[] that go through cuBLAS in a prefill chunk (gemm_nibbles 0) expanded
  * side by side in dequant by one launch, for the gemm() calls that follow at once: small
  * matrices used one after another (the shared expert's three, attention's k and v), which
@@ -244,7 +241,7 @@ static int gemm_expands(const struct em *e, const char *w)
 static void dequant_set(struct em *e, const char *const *w, uint32_t n, const char *nm)
 {
     e->dq_n = 0;
-    if (!e->prefill || !e->sb->dequant)
+    if (!e->prefill || !dq_buf(e))
         return;
     uint64_t at = 0;
     for (uint32_t i = 0; i < n && e->dq_n < SCHED_DQ_MAX; i++) {
@@ -332,7 +329,7 @@ static uint32_t gemm(struct em *e, uint32_t x, const char *w, uint32_t N, uint32
                           .alpha = 1.0f, .beta = 0.0f};
     uint32_t op = pb_runtime_op(b, PLAN_OP_GEMM, &g, sizeof g, "%s", nm);
     if (i4)
-        pb_ref_buf(b, op, offsetof(struct plan_gemm, a), e->sb->dequant, off);
+        pb_ref_buf(b, op, offsetof(struct plan_gemm, a), dq_buf(e), off);
     else
         WREF(op, struct plan_gemm, a, w);
     REF(op, struct plan_gemm, b, x);
@@ -459,12 +456,8 @@ static uint32_t gdn_prefill(struct em *e, uint32_t l, uint32_t hn)
 #define GDN_GEMM(field, N, K, label)                                                               \
     (snprintf(w, sizeof w, "layers.%u.linear_attn." field, l),                                     \
      snprintf(nm, sizeof nm, "l%u." label, l), gemm(e, hn, w, N, K, nm))
-    /* b and a (small GEMMs) on the side stream while qkv, z and the conv run, unless they
-     * need the dequant workspace */
-    char wb[96], wa[96];
-    snprintf(wb, sizeof wb, "layers.%u.linear_attn.in_proj_b.weight", l);
-    snprintf(wa, sizeof wa, "layers.%u.linear_attn.in_proj_a.weight", l);
-    const int fork = fork_ok(e) && !gemm_expands(e, wb) && !gemm_expands(e, wa);
+    /* b and a (small GEMMs) on the side stream while qkv, z and the conv run */
+    const int fork = fork_ok(e);
     if (fork)
         pb_fork(b);
     uint32_t bb = GDN_GEMM("in_proj_b.weight", nv, H, "b");
@@ -675,9 +668,8 @@ static uint32_t attention(struct em *e, uint32_t l, uint32_t hn)
         gemv(e, ao, qd, &so, 1, e->i4, 0, nm);
         return out;
     }
-    /* k and v on the side stream while q and its gate run, unless both need the dequant
-     * workspace */
-    const int fork = fork_ok(e) && !gemm_expands(e, w[0]);
+    /* k and v on the side stream while q and its gate run */
+    const int fork = fork_ok(e);
     if (fork)
         pb_fork(b);
     const char *kv[2] = {w[1], w[2]};
@@ -1219,8 +1211,9 @@ static void shared_buffers(struct pb *b, struct shared_bufs *sb)
     pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_BF16, CUBLAS_WORKSPACE_SIDE,
            "cublas.workspace_side");
     /* INT4 prefill: the largest dense projection expanded to bf16, or the largest set that
-     * dequant_set expands side by side (a layer's shared expert, its k and v) */
-    uint64_t big = 0, set[2][MODEL_MAX_LAYERS] = {{0}};
+     * dequant_set expands side by side (a layer's shared expert, its k and v); and for the
+     * side branches, which take those sets and GDN's b and a, the largest of them */
+    uint64_t big = 0, side = 0, set[2][MODEL_MAX_LAYERS] = {{0}};
     for (uint32_t i = 0; i < b->man.n; i++) {
         const struct wt_tensor_desc *t = &b->man.t[i];
         unsigned l;
@@ -1235,11 +1228,18 @@ static void shared_buffers(struct pb *b, struct shared_bufs *sb)
             set[0][l] += (sz + 255) & ~255ull;
         else if (strstr(t->name, ".self_attn.k_proj.") || strstr(t->name, ".self_attn.v_proj."))
             set[1][l] += (sz + 255) & ~255ull;
+        else if (strstr(t->name, ".linear_attn.in_proj_b.") ||
+                 strstr(t->name, ".linear_attn.in_proj_a."))
+            side = sz > side ? sz : side;
     }
     for (uint32_t l = 0; l < c->num_layers; l++)
-        for (int k = 0; k < 2; k++)
+        for (int k = 0; k < 2; k++) {
             big = set[k][l] > big ? set[k][l] : big;
+            side = set[k][l] > side ? set[k][l] : side;
+        }
     sb->dequant = big ? pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_BF16, big, "dequant.weights") : 0;
+    sb->dequant_side =
+        side ? pb_buf(b, PLAN_REGION_WORKSPACE, PLAN_DTYPE_BF16, side, "dequant.side") : 0;
 }
 
 uint32_t plan_arch_smem(uint32_t arch)

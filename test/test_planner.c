@@ -259,9 +259,10 @@ static int64_t buffer_at(const struct plan_view *v, uint32_t s, uint32_t first, 
 
 /* Prefill side branches (planfile.h PLAN_OP_SIDE), checked from the file's relocations alone,
  * not from the lifetimes the planner stretched: inside each forked range, a buffer both
- * branches reach is an input made before the fork (overlay) or the step, and no buffer only
- * one branch reaches shares a byte with one the other reaches. Where they are: the shared
- * expert, GDN b and a, attention k and v (where q reads the nibbles); never in decode. */
+ * branches reach is an input made before the fork (overlay) or the step (so not the
+ * expansion workspace: the side has its own), and no buffer only one branch reaches shares a
+ * byte with one the other reaches. Where they are: the shared expert, GDN b and a, attention
+ * k and v; never in decode. */
 static void check_branches(const struct plan_view *pv)
 {
     const struct plan_view v = *pv;
@@ -320,9 +321,9 @@ static void check_branches(const struct plan_view *pv)
             if (op.flags & PLAN_OP_JOIN)
                 fork = 0;
         }
-        /* 40 MoE layers (the shared expert), 30 GDN (b, a), 10 attention (k, v) where q reads
-         * the nibbles (up to K_GEMM_WG_MAXT tokens); none in the largest chunk */
-        const uint32_t want = sc.tokens == largest ? 0 : sc.tokens <= K_GEMM_WG_MAXT ? 80 : 70;
+        /* 40 MoE layers (the shared expert), 30 GDN (b, a), 10 attention (k, v); none in the
+         * largest chunk */
+        const uint32_t want = sc.tokens == largest ? 0 : 80;
         wrong_count += sc.kind == PLAN_SCHED_PREFILL && forks != want;
         gate_want += sc.kind == PLAN_SCHED_PREFILL && sc.tokens != largest ? 40 : 0;
     }
@@ -331,11 +332,10 @@ static void check_branches(const struct plan_view *pv)
           "prefill side branches: the MoE layers' shared gate logits are their side's first op "
           "(%u, want %u)", gate_side, gate_want);
     CHECK(ranges > 0 && bad == 0 && in_decode == 0 && wrong_count == 0 && side_gemms > 0,
-          "prefill side branches: %u forked ranges, 80 a bucket up to %u tokens, 70 above, none "
-          "in the %u-token chunk (%u buckets wrong), %u side GEMMs; no buffer shared across "
-          "branches but inputs made before the fork (%u wrong); no flags in decode schedules "
-          "(%u)",
-          ranges, K_GEMM_WG_MAXT, largest, wrong_count, side_gemms, bad, in_decode);
+          "prefill side branches: %u forked ranges, 80 a bucket, none in the %u-token chunk (%u "
+          "buckets wrong), %u side GEMMs; no buffer shared across branches but inputs made "
+          "before the fork (%u wrong); no flags in decode schedules (%u)",
+          ranges, largest, wrong_count, side_gemms, bad, in_decode);
 }
 
 /* Prefill buckets the library is handed: none, out of order, or past max_seq is an error with a
