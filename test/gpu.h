@@ -111,6 +111,39 @@ static inline double gpu_time_us3(struct gpu *g, CUfunction f, void *params, uns
     return 1000.0 * ms / reps;
 }
 
+/* One launch at a time from an idle GPU with L2 emptied of its operands, as a kernel meets
+ * them inside a prefill graph (no launch overlapping the one before, weights from memory):
+ * before each of reps launches, flush_bytes of flush are overwritten and the stream drained.
+ * The median of the single launches' times, in us. */
+static inline double gpu_time_cold(struct gpu *g, CUfunction f, void *params, unsigned gx,
+                                   unsigned gy, unsigned gz, unsigned block, unsigned smem,
+                                   CUdeviceptr flush, size_t flush_bytes, int reps)
+{
+    CUevent e0, e1;
+    float t[64];
+    void *args[] = {params};
+    reps = reps > 64 ? 64 : reps;
+    CU(g, cuEventCreate(&e0, 0));
+    CU(g, cuEventCreate(&e1, 0));
+    for (int i = 0; i < reps; i++) {
+        CU(g, cuMemsetD8Async(flush, (unsigned char)i, flush_bytes, NULL));
+        CU(g, cuCtxSynchronize());
+        CU(g, cuEventRecord(e0, NULL));
+        CU(g, cuLaunchKernel(f, gx, gy, gz, block, 1, 1, smem, NULL, args, NULL));
+        CU(g, cuEventRecord(e1, NULL));
+        CU(g, cuEventSynchronize(e1));
+        CU(g, cuEventElapsedTime(&t[i], e0, e1));
+    }
+    CU(g, cuEventDestroy(e0));
+    CU(g, cuEventDestroy(e1));
+    for (int i = 1; i < reps; i++) /* insertion sort: a few dozen values */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            float x = t[j];
+            t[j] = t[j - 1], t[j - 1] = x;
+        }
+    return 1000.0 * t[reps / 2];
+}
+
 static inline double gpu_time_us(struct gpu *g, CUfunction f, void *params, unsigned gx, unsigned gy,
                                  unsigned block, unsigned smem, int reps)
 {

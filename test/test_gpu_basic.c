@@ -699,6 +699,14 @@ static const uint32_t wg_splits[4] = {1, 2, 4, 8};
 /* Information: the path the planner takes past the nibble kernels, the matrix expanded by
  * k_dequant_i4 then a cuBLAS bf16 GEMM over T_max rows, timed the same way (both launches a
  * repetition), for comparison in the same run. */
+#define COLD_FLUSH (128u << 20) /* bytes overwritten to empty L2 (50 MiB on an H100) */
+
+static int cmp_f32(const void *a, const void *b)
+{
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
 static void time_dequant_cublas(const struct i4m *m, CUdeviceptr dx, CUdeviceptr dy, uint32_t T_max,
                                 uint32_t n_tokens, uint32_t N, uint32_t K)
 {
@@ -733,12 +741,31 @@ static void time_dequant_cublas(const struct i4m *m, CUdeviceptr dx, CUdeviceptr
     CU(&g, cuEventRecord(e1, NULL));
     CU(&g, cuEventSynchronize(e1));
     CU(&g, cuEventElapsedTime(&ms, e0, e1));
+    const double us = 1000.0 * ms / TIME_REPS;
+    /* the pair alone from an idle GPU, weights not in L2 (gpu_time_cold's way), median of 21 */
+    CUdeviceptr fl = dalloc(COLD_FLUSH);
+    float t[21];
+    for (int i = 0; i < 21; i++) {
+        CU(&g, cuMemsetD8Async(fl, (unsigned char)i, COLD_FLUSH, NULL));
+        CU(&g, cuCtxSynchronize());
+        CU(&g, cuEventRecord(e0, NULL));
+        CU(&g, cuLaunchKernel(f_dequant, (unsigned)K_DQ_CTAS(N, K), 1, 1, K_DQ_THREADS, 1, 1, 0,
+                              NULL, args, NULL));
+        bad |= b.gemm_ex(b.h, RT_CUBLAS_OP_T, RT_CUBLAS_OP_N, (int)N, (int)T_max, (int)K, &one,
+                         (const void *)dw, RT_CUDA_R_16BF, (int)K, (const void *)dx,
+                         RT_CUDA_R_16BF, (int)K, &zero, (void *)dy, RT_CUDA_R_16BF, (int)N,
+                         RT_CUBLAS_COMPUTE_32F, RT_CUBLAS_GEMM_DEFAULT);
+        CU(&g, cuEventRecord(e1, NULL));
+        CU(&g, cuEventSynchronize(e1));
+        CU(&g, cuEventElapsedTime(&t[i], e0, e1));
+    }
+    qsort(t, 21, sizeof t[0], cmp_f32);
+    dfree(fl);
     CU(&g, cuEventDestroy(e0));
     CU(&g, cuEventDestroy(e1));
-    const double us = 1000.0 * ms / TIME_REPS;
     CHECK(!bad, "cublasGemmEx %u x %u x %u ran", T_max, N, K);
-    printf("#   dequant + cuBLAS: %.1f us per launch pair, %.1f TFLOP/s\n", us,
-           2.0 * n_tokens * N * K / us / 1e6);
+    printf("#   dequant + cuBLAS: %.1f us per launch pair, %.1f TFLOP/s; alone from an idle GPU, "
+           "weights not in L2: %.1f us\n", us, 2.0 * n_tokens * N * K / us / 1e6, 1000.0 * t[10]);
     rt_cublas_close(&b);
     dfree(ws), dfree(dw);
 }
@@ -819,6 +846,12 @@ static void test_gemm_i4(uint32_t T_max, uint32_t n_tokens, uint32_t N, uint32_t
             printf("#   time: %.1f us per launch, %.0f GB/s of weights, %.1f TFLOP/s%s\n", us,
                    wb / us / 1e3, 2.0 * n_tokens * N * K / us / 1e6,
                    k && S == plan_s && wbt == plan_bt ? " (the planner's split and tile)" : "");
+            if (k && S == plan_s && wbt == plan_bt) { /* as inside a prefill graph */
+                CUdeviceptr fl = dalloc(COLD_FLUSH);
+                printf("#   time: %.1f us a launch alone from an idle GPU, weights not in L2\n",
+                       gpu_time_cold(&g, f, &p, gx, gy, gz, threads, smem, fl, COLD_FLUSH, 21));
+                dfree(fl);
+            }
         }
     }
     if (timing && (double)N * K >= 1e6)
@@ -908,9 +941,14 @@ static void test_gemm_wg_pair(uint32_t T_max, uint32_t n_tokens, uint32_t N1, ui
                 alone += gpu_time_us3(&g, f_gemm_wg[ki], &q, gx, Ns[i] / K_GEMM_WG_BN, Si,
                                       K_GEMM_WG_THREADS, K_GEMM_WG_SMEM_T(bt, K, Si), TIME_REPS);
             }
+            CUdeviceptr fl = dalloc(COLD_FLUSH);
+            const double cold = gpu_time_cold(&g, f_gemm_wg[k], &p, gx, gy, S, K_GEMM_WG_THREADS,
+                                              smem, fl, COLD_FLUSH, 21);
+            dfree(fl);
             printf("#   time: %.1f us per launch of both (the planner's split and tile), %.1f us "
-                   "as two launches at theirs\n",
-                   us, alone);
+                   "as two launches at theirs; %.1f us alone from an idle GPU, weights not in "
+                   "L2\n",
+                   us, alone, cold);
         }
     }
     for (int i = 0; i < 2; i++)
