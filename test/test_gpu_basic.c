@@ -728,15 +728,20 @@ static void time_dequant_cublas(const struct i4m *m, CUdeviceptr dx, CUdeviceptr
     CU(&g, cuEventCreate(&e0, 0));
     CU(&g, cuEventCreate(&e1, 0));
     int bad = 0;
+    /* the expansion, then the GEMM on the expanded matrix */
+#define DQ_CUBLAS_PAIR()                                                                           \
+    do {                                                                                           \
+        CU(&g, cuLaunchKernel(f_dequant, (unsigned)K_DQ_CTAS(N, K), 1, 1, K_DQ_THREADS, 1, 1, 0,    \
+                              NULL, args, NULL));                                                  \
+        bad |= b.gemm_ex(b.h, RT_CUBLAS_OP_T, RT_CUBLAS_OP_N, (int)N, (int)T_max, (int)K, &one,    \
+                         (const void *)dw, RT_CUDA_R_16BF, (int)K, (const void *)dx,               \
+                         RT_CUDA_R_16BF, (int)K, &zero, (void *)dy, RT_CUDA_R_16BF, (int)N,        \
+                         RT_CUBLAS_COMPUTE_32F, RT_CUBLAS_GEMM_DEFAULT);                           \
+    } while (0)
     for (int i = -1; i < TIME_REPS; i++) { /* i = -1: warm-up */
         if (i == 0)
             CU(&g, cuEventRecord(e0, NULL));
-        CU(&g, cuLaunchKernel(f_dequant, (unsigned)K_DQ_CTAS(N, K), 1, 1, K_DQ_THREADS, 1, 1, 0,
-                              NULL, args, NULL));
-        bad |= b.gemm_ex(b.h, RT_CUBLAS_OP_T, RT_CUBLAS_OP_N, (int)N, (int)T_max, (int)K, &one,
-                         (const void *)dw, RT_CUDA_R_16BF, (int)K, (const void *)dx,
-                         RT_CUDA_R_16BF, (int)K, &zero, (void *)dy, RT_CUDA_R_16BF, (int)N,
-                         RT_CUBLAS_COMPUTE_32F, RT_CUBLAS_GEMM_DEFAULT);
+        DQ_CUBLAS_PAIR();
     }
     CU(&g, cuEventRecord(e1, NULL));
     CU(&g, cuEventSynchronize(e1));
@@ -749,16 +754,12 @@ static void time_dequant_cublas(const struct i4m *m, CUdeviceptr dx, CUdeviceptr
         CU(&g, cuMemsetD8Async(fl, (unsigned char)i, COLD_FLUSH, NULL));
         CU(&g, cuCtxSynchronize());
         CU(&g, cuEventRecord(e0, NULL));
-        CU(&g, cuLaunchKernel(f_dequant, (unsigned)K_DQ_CTAS(N, K), 1, 1, K_DQ_THREADS, 1, 1, 0,
-                              NULL, args, NULL));
-        bad |= b.gemm_ex(b.h, RT_CUBLAS_OP_T, RT_CUBLAS_OP_N, (int)N, (int)T_max, (int)K, &one,
-                         (const void *)dw, RT_CUDA_R_16BF, (int)K, (const void *)dx,
-                         RT_CUDA_R_16BF, (int)K, &zero, (void *)dy, RT_CUDA_R_16BF, (int)N,
-                         RT_CUBLAS_COMPUTE_32F, RT_CUBLAS_GEMM_DEFAULT);
+        DQ_CUBLAS_PAIR();
         CU(&g, cuEventRecord(e1, NULL));
         CU(&g, cuEventSynchronize(e1));
         CU(&g, cuEventElapsedTime(&t[i], e0, e1));
     }
+#undef DQ_CUBLAS_PAIR
     qsort(t, 21, sizeof t[0], cmp_f32);
     dfree(fl);
     CU(&g, cuEventDestroy(e0));
