@@ -173,7 +173,10 @@ static uint32_t gemv(struct em *e, uint32_t x, uint32_t K, const struct gv *s, u
 
 /* The expansion workspace of the ops being emitted: a side branch's own, so that the two
  * branches of a forked range never share it */
-static uint32_t dq_buf(const struct em *e) { return e->b->side ? e->sb->dequant_side : e->sb->dequant; }
+static uint32_t dq_buf(const struct em *e)
+{
+    return e->b->side ? e->sb->dequant_side : e->sb->dequant;
+}
 
 /* k_dequant_i4 launches, named nm, expanding the n INT4 matrices w[] into dequant at off[]
  * (K_DQ_MAX a launch). */
@@ -740,8 +743,8 @@ static struct k_moe_dims moe_dims(struct em *e)
 
 /* router + shared gate: fills ids, weights, shared_gate; reads logits made by a GEMV when
  * lg >= 0. sg < 0: no shared gate (k_moe_combine takes the sigmoid of its logit itself) */
-static void router_with(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uint32_t wts, int32_t sg,
-                        int32_t lg)
+static void router_with(struct em *e, uint32_t l, uint32_t hn, uint32_t ids, uint32_t wts,
+                        int32_t sg, int32_t lg)
 {
     struct pb *b = e->b;
     const struct model_config *c = e->c;
@@ -998,9 +1001,11 @@ static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
     uint32_t lg = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T * (E + 1), "l%u.router_logits", l);
     int32_t sg = -1, sgl = -1;
     if (!side)
-        sg = (int32_t)pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T, "l%u.shared_gate", l);
+        sg = (int32_t)pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T, "l%u.shared_gate",
+                             l);
     else
-        sgl = (int32_t)pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T, "l%u.gate_logits", l);
+        sgl = (int32_t)pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T,
+                              "l%u.gate_logits", l);
     int32_t shared = -1;
     if (S) { /* shared expert (on the side stream where fork_ok: the routed branch expands no
               * matrix): two GEMMs for gate and up, SiLU * up, the down GEMM */

@@ -731,7 +731,7 @@ static void time_dequant_cublas(const struct i4m *m, CUdeviceptr dx, CUdeviceptr
     /* the expansion, then the GEMM on the expanded matrix */
 #define DQ_CUBLAS_PAIR()                                                                           \
     do {                                                                                           \
-        CU(&g, cuLaunchKernel(f_dequant, (unsigned)K_DQ_CTAS(N, K), 1, 1, K_DQ_THREADS, 1, 1, 0,    \
+        CU(&g, cuLaunchKernel(f_dequant, (unsigned)K_DQ_CTAS(N, K), 1, 1, K_DQ_THREADS, 1, 1, 0,   \
                               NULL, args, NULL));                                                  \
         bad |= b.gemm_ex(b.h, RT_CUBLAS_OP_T, RT_CUBLAS_OP_N, (int)N, (int)T_max, (int)K, &one,    \
                          (const void *)dw, RT_CUDA_R_16BF, (int)K, (const void *)dx,               \

@@ -258,8 +258,8 @@ static void print_json(const struct plan_view *p)
             } else {
                 printf("null");
             }
-            printf(",\"grid\":[%u,%u,%u],\"block\":[%u,%u,%u],\"smem\":%u,\"bytes\":%llu,\"flops\":%llu,"
-                   "\"flags\":%u}",
+            printf(",\"grid\":[%u,%u,%u],\"block\":[%u,%u,%u],\"smem\":%u,\"bytes\":%llu,"
+                   "\"flops\":%llu,\"flags\":%u}",
                    op.grid[0], op.grid[1], op.grid[2], op.block[0], op.block[1], op.block[2], op.smem,
                    (unsigned long long)op.bytes, (unsigned long long)op.flops, op.flags);
         }
