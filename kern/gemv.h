@@ -76,11 +76,12 @@
  * (expansion, then a bf16 GEMM) that serves the rest of them past K_GEMM_I4_MAXT: each weight
  * expanded to bf16(scale * (q - 8)) (as k_dequant_i4 stores it) in registers, every product
  * exact, fp32 sums over K, one rounding to bf16. A CTA takes K_GEMM_WG_BN weight rows against
- * K_GEMM_WG_BT tokens over K / S inputs (S the kernel's suffix): on sm_90a the S CTAs of a
- * tile form a cluster, each runs wgmma over its K / S, and the partial sums are added across
- * the cluster in rank order. Launch: grid (ceil(T_max / BT), N / BN + N2 / BN, S) (N2 = 0
- * without a second matrix), block K_GEMM_WG_THREADS, dynamic shared memory K_GEMM_WG_SMEM(K,
- * S). Shapes: K_GEMM_WG_OK for each matrix. k_gemm_wg_split() of N + N2 rows is the planner's
+ * BT tokens (K_GEMM_WG_BT, or K_GEMM_WG_BT64 for the _t64 builds) over K / S inputs (S the
+ * kernel's suffix): on sm_90a the S CTAs of a tile form a cluster, each runs wgmma over its
+ * K / S, and the partial sums are added across the cluster in rank order. Launch: grid
+ * (ceil(T_max / BT), N / BN + N2 / BN, S) (N2 = 0 without a second matrix), block
+ * K_GEMM_WG_THREADS, dynamic shared memory K_GEMM_WG_SMEM_T(BT, K, S); the planner's BT is
+ * k_gemm_wg_tile(T_max). Shapes: K_GEMM_WG_OK for each matrix. k_gemm_wg_split() of N + N2 rows is the planner's
  * S; it runs a GDN layer's in_proj_qkv and in_proj_z as one launch. Other images run the same
  * launch with mma.sync, the CTAs of split 0 over all of K (the others return). */
 #define K_GEMM_WG_THREADS 256
@@ -107,7 +108,9 @@
  * 9,364 / 9,369) */
 #define K_GEMM_WG_MAXT 128
 /* and chunks past this many tokens: the 64 bucket too, where they beat k_gemm_i4_g128 (H100,
- * 64 tokens, us a launch: in_proj 15.1 against 19.2, z 14.8 / 15.4, out_proj 14.6 / 26.6) */
+ * GEMM_TIMING, us a launch at 64 tokens, the 64-token tile, one run: in_proj 13.2 against
+ * 24.1, z 12.9 / 15.2, out_proj 13.3 / 15.4); at 16 tokens k_gemm_i4_g128 is the faster
+ * (in_proj 11.0 against 12.6) */
 #define K_GEMM_WG_MINT 32
 /* and only matrices of at least this many weights (in_proj, z, out_proj, q, o_proj): a small
  * one makes few CTAs (512 x 2048 at 128 tokens: 8 CTAs, 14 us a launch on an H100), and there

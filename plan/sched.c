@@ -221,7 +221,7 @@ static int gemm_nibbles(const struct em *e, const struct wt_tensor_desc *t)
     const uint32_t S = k_gemm_wg_split(e->T, N, K);
     if (!e->b->dense_cublas && e->T > K_GEMM_WG_MINT && e->T <= K_GEMM_WG_MAXT &&
         (uint64_t)N * K >= K_GEMM_WG_MINW && K_GEMM_WG_OK(t->group_size, N, K, S) &&
-        K_GEMM_WG_SMEM(K, S) <= e->b->smem_limit)
+        K_GEMM_WG_SMEM_T(k_gemm_wg_tile(e->T), K, S) <= e->b->smem_limit)
         return 2;
     return e->T <= K_GEMM_I4_MAXT ? 1 : 0;
 }
@@ -353,7 +353,7 @@ static void gemm_pair(struct em *e, uint32_t x, const char *w1, uint32_t N1, con
     const uint32_t S = k_gemm_wg_split(e->T, N1 + N2, K);
     if (gemm_nibbles(e, t1) != 2 || gemm_nibbles(e, t2) != 2 ||
         !K_GEMM_WG_OK(t1->group_size, N1, K, S) || !K_GEMM_WG_OK(t2->group_size, N2, K, S) ||
-        K_GEMM_WG_SMEM(K, S) > b->smem_limit) {
+        K_GEMM_WG_SMEM_T(k_gemm_wg_tile(e->T), K, S) > b->smem_limit) {
         *y1 = gemm(e, x, w1, N1, K, nm1);
         *y2 = gemm(e, x, w2, N2, K, nm2);
         return;
@@ -1007,8 +1007,8 @@ static uint32_t moe_prefill(struct em *e, uint32_t l, uint32_t hn)
         sgl = (int32_t)pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_F32, 4ull * T,
                               "l%u.gate_logits", l);
     int32_t shared = -1;
-    if (S) { /* shared expert (on the side stream where fork_ok: the routed branch expands no
-              * matrix): two GEMMs for gate and up, SiLU * up, the down GEMM */
+    if (S) { /* shared expert (on the side stream where fork_ok, expanding into the side's own
+              * workspace): two GEMMs for gate and up, SiLU * up, the down GEMM */
         if (side) {
             pb_fork(b);
             router_gemm(e, l, hn, 1, (uint32_t)sgl, 0, 1);
