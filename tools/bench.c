@@ -10,7 +10,8 @@
  * bytes, decode tok/s at contexts 128, 1024 and 4096 as a share of the roofline
  * (copy bandwidth over the bytes the plan says a token moves), prefill tok/s at 128, 1341 and
  * 4096 tokens against the GEMM ceiling (and 32-, 128-, 256- and 512-token prompts as medians of
- * three, also on a plan without k_gemm_i4_wg), and per-kernel tables of one
+ * three, also with the prefill side branches run in order on one stream and on a plan without
+ * k_gemm_i4_wg), and per-kernel tables of one
  * long-context decode step (ops timed one by one, and each kernel's ops left out of the step's
  * graph in turn) and of prefill chunks. */
 #include <stdio.h>
