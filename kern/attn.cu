@@ -155,6 +155,7 @@ struct attn_dec_smem {
     float l[ATTN_WARPS][ATTN_ROWS];                  /* and its sum of exponents */
     float fm[ATTN_ROWS], fl[ATTN_ROWS];              /* the CTA's max and sum per row */
     __align__(16) float pb[ATTN_WARPS][ATTN_PB];     /* attn_update's per-warp exchange */
+    uint2 qf[ATTN_MAX_HD / 32][2][32];               /* tensor-core path: q as B fragments */
 };
 
 /* lane's 16-byte slices of rows key0..key0+3 of a cache; zero at or past end */
@@ -223,6 +224,254 @@ __device__ void attn_decode_merge(const struct attn_acc &a, struct attn_dec_smem
                 for (int c = 0; c < 8; c++)
                     sm->o[ATTN_OI(r, c0 + c)] = (w ? sm->o[ATTN_OI(r, c0 + c)] : 0.0f) + a.o[r][c] * f[r];
         }
+        __syncthreads();
+    }
+}
+
+/* ---- decode on tensor cores (head_dim 64, 128 or 256) ----------------------------------------
+ *
+ * The same contract as the walk above (sm->o, fm, fl for 8 query heads of kv head kvh over keys
+ * [t0, t1)), with the dot products on mma.m16n8k16: the 8 heads of a group are the n8 side of
+ * every MMA, so a warp takes 16 keys at a time.
+ *   S^T = K Q^T: A is 16 key rows (lane (g, t): keys g and g + 8), B is q^T (column g: head g).
+ *   The dims inside each 32-dim chunk are permuted the same way for both operands (a dot
+ *   product does not see the order): lane t's 16-byte piece, dims 8t .. 8t + 7 of the chunk,
+ *   gives k16 step s its k slots 2t, 2t + 1 (dims 8t + 4s, + 1) and 2t + 8, 2t + 9 (8t + 4s
+ *   + 2, + 3). So K is one 16-byte load a chunk a row, read straight from the cache into
+ *   registers, and q's fragments are staged once in shared memory in lane order.
+ *   Softmax per head (column): lane (g, t) holds keys g, g + 8 of heads 2t, 2t + 1; the tile
+ *   max crosses the 8 lanes of a column (3 shuffles); rescales are lane-local.
+ *   O^T += V^T P^T: A is V^T (16 output dims by the 16 keys), B is P^T (the 16 keys by the 8
+ *   heads). The output dims are permuted too: m16 tile j, row r is dim J r + j (J = hd / 16),
+ *   so lane (g, t) reads J consecutive dims of rows g and g + 8 of keys 2t, 2t + 1, 2t + 8,
+ *   2t + 9, and pairs two keys' values into a register with one byte permute. P^T's
+ *   fragment (keys 2t .. of head g) sits on lanes (2t, g / 2) and (2t + 1, g / 2) of S^T's
+ *   layout: 2 shuffles and a byte permute a register. P is fed as bf16 hi + lo, as in
+ *   k_attn_prefill_tc, so it stays within 2^-17 of the fp32 probabilities.
+ * Keys at or past t1 are neither read nor counted: their K and V slices are zero and their
+ * scores -inf (stale cache rows may hold NaN, and 0 * NaN is NaN). Each warp then leaves its
+ * max, sum and output to the merge in warp order, as the walk does. */
+
+/* NW 32-bit words of a cache row at src, or zeros */
+template <int NW>
+__device__ __forceinline__ void attn_ldw(uint32_t (&w)[NW], const uint16_t *src, bool ok)
+{
+    if constexpr (NW == 4) {
+        const uint4 v = ok ? __ldg((const uint4 *)src) : make_uint4(0, 0, 0, 0);
+        w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+    } else if constexpr (NW == 2) {
+        const uint2 v = ok ? __ldg((const uint2 *)src) : make_uint2(0, 0);
+        w[0] = v.x, w[1] = v.y;
+    } else {
+        static_assert(NW == 1, "4, 8 or 16 bytes");
+        w[0] = ok ? __ldg((const uint32_t *)src) : 0u;
+    }
+}
+
+__device__ __forceinline__ uint32_t attn_word(const uint4 &v, int i)
+{
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+#define ATTN_PAIRS (ATTN_WARPS / 2) /* 16-key tiles a CTA has in flight: two warps a tile */
+
+/* A warp's operands of the tile at kb: K rows kb + g, kb + g + 8 (chunk pieces, lane t's) and V
+ * (keys kb + 2t, + 1, + 8, + 9; the warp's dims of rows g, g + 8 of its output tiles). ALL: each
+ * key below t1 other than skip, zero for the rest; else only the key skip (below t1), the rest
+ * left as they are. */
+template <int HD, bool ALL>
+__device__ __forceinline__ void attn_mma_load(uint4 (&ka)[HD / 32], uint4 (&kz)[HD / 32],
+                                              uint32_t (&vw)[4][2][HD / 64], const uint16_t *K,
+                                              const uint16_t *V, uint32_t kb, uint32_t t1,
+                                              uint32_t skip, uint32_t dh)
+{
+    constexpr int J = HD / 16, JH = J / 2, NW = JH / 2;
+    const uint32_t lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint32_t r = kb + g + 8 * h;
+        const bool ok = r < t1 && (ALL ? r != skip : r == skip);
+        if (ALL || ok)
+#pragma unroll
+            for (int c = 0; c < HD / 32; c++) {
+                const uint4 v = ok ? __ldg((const uint4 *)(K + (uint64_t)r * HD + 32 * c + 8 * t))
+                                   : make_uint4(0, 0, 0, 0);
+                (h ? kz : ka)[c] = v;
+            }
+    }
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        const uint32_t key = kb + 2 * t + (q & 1) + 8 * (q >> 1);
+        const bool ok = key < t1 && (ALL ? key != skip : key == skip);
+        if (ALL || ok)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+                attn_ldw<NW>(vw[q][hf], V + (uint64_t)key * HD + J * (g + 8 * hf) + JH * dh, ok);
+    }
+}
+
+/* One warp's share of the tile at kb (its operands in ka, kz, vw): S^T, the online softmax,
+ * O^T += V^T P^T; the pair's next tile is asked into L2 first. */
+template <int HD>
+__device__ __forceinline__ void
+attn_mma_tile(float (&acc)[HD / 32][4], float (&m)[2], float (&l)[2], const uint4 (&ka)[HD / 32],
+              const uint4 (&kz)[HD / 32], const uint32_t (&vw)[4][2][HD / 64],
+              const struct attn_dec_smem *sm, const uint16_t *K, const uint16_t *V, uint32_t kb,
+              uint32_t t1, float sl2)
+{
+    constexpr int NCH = HD / 32, JH = HD / 32, LPR = HD / 64;
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const uint32_t dh = warp & 1;
+    const uint32_t r0 = kb + g, r1 = kb + g + 8;
+    /* the pair's next tile into L2 while this one computes: K from one warp, V the other */
+    const uint32_t nb = kb + 16 * ATTN_PAIRS;
+    for (uint32_t li = lane; li < 16 * LPR; li += 32) {
+        const uint32_t row = nb + li / LPR;
+        if (row < t1)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"((dh ? V : K) + (uint64_t)row * HD +
+                                                           li % LPR * 64));
+    }
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int c = 0; c < NCH; c++)
+#pragma unroll
+        for (int st = 0; st < 2; st++) {
+            const uint2 b = sm->qf[c][st][lane];
+            k_mma16816(s, attn_word(ka[c], 2 * st), attn_word(kz[c], 2 * st),
+                       attn_word(ka[c], 2 * st + 1), attn_word(kz[c], 2 * st + 1), b.x, b.y);
+        }
+    /* s: keys r0 (0, 1) and r1 (2, 3) of heads 2t (0, 2) and 2t + 1 (1, 3) */
+    s[0] = r0 < t1 ? s[0] * sl2 : -INFINITY, s[1] = r0 < t1 ? s[1] * sl2 : -INFINITY;
+    s[2] = r1 < t1 ? s[2] * sl2 : -INFINITY, s[3] = r1 < t1 ? s[3] * sl2 : -INFINITY;
+    float mt[2] = {fmaxf(s[0], s[2]), fmaxf(s[1], s[3])}, corr[2], pr[4];
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1)
+            mt[e] = fmaxf(mt[e], __shfl_xor_sync(ATTN_FULL, mt[e], o));
+        const float mn = fmaxf(m[e], mt[e]); /* finite: key kb is in range */
+        corr[e] = m[e] == mn ? 1.0f : exp2f(m[e] - mn);
+        pr[e] = s[e] == -INFINITY ? 0.0f : exp2f(s[e] - mn);
+        pr[e + 2] = s[e + 2] == -INFINITY ? 0.0f : exp2f(s[e + 2] - mn);
+        m[e] = mn;
+        l[e] = fmaf(l[e], corr[e], pr[e] + pr[e + 2]);
+    }
+    if (corr[0] != 1.0f || corr[1] != 1.0f)
+#pragma unroll
+        for (int j = 0; j < JH; j++)
+            acc[j][0] *= corr[0], acc[j][2] *= corr[0], acc[j][1] *= corr[1],
+                acc[j][3] *= corr[1];
+    /* P^T's fragments: keys 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1) of head g */
+    uint32_t h01, l01, h23, l23;
+    attn_tc_split(pr[0], pr[1], h01, l01);
+    attn_tc_split(pr[2], pr[3], h23, l23);
+    const uint32_t sa = 8 * t + (g >> 1), sb = sa + 4, sel = g & 1 ? 0x7632u : 0x5410u;
+    const uint32_t bh0 = __byte_perm(__shfl_sync(ATTN_FULL, h01, sa),
+                                     __shfl_sync(ATTN_FULL, h01, sb), sel);
+    const uint32_t bh1 = __byte_perm(__shfl_sync(ATTN_FULL, h23, sa),
+                                     __shfl_sync(ATTN_FULL, h23, sb), sel);
+    const uint32_t bl0 = __byte_perm(__shfl_sync(ATTN_FULL, l01, sa),
+                                     __shfl_sync(ATTN_FULL, l01, sb), sel);
+    const uint32_t bl1 = __byte_perm(__shfl_sync(ATTN_FULL, l23, sa),
+                                     __shfl_sync(ATTN_FULL, l23, sb), sel);
+#pragma unroll
+    for (int j = 0; j < JH; j++) { /* tile dh JH + j: its parity is j's (JH is even) */
+        const uint32_t js = j & 1 ? 0x7632u : 0x5410u, w = j / 2;
+        const uint32_t a0 = __byte_perm(vw[0][0][w], vw[1][0][w], js);
+        const uint32_t a1 = __byte_perm(vw[0][1][w], vw[1][1][w], js);
+        const uint32_t a2 = __byte_perm(vw[2][0][w], vw[3][0][w], js);
+        const uint32_t a3 = __byte_perm(vw[2][1][w], vw[3][1][w], js);
+        k_mma16816(acc[j], a0, a1, a2, a3, bh0, bh1);
+        k_mma16816(acc[j], a0, a1, a2, a3, bl0, bl1);
+    }
+}
+
+/* wait: this call makes the kernel's launch wait (kern/common.cuh k_pdl_enter). The cache rows
+ * before step->pos were written by earlier steps, so the warp's first tile is requested before
+ * the wait; only row pos, which k_attn_rope (the kernel right ahead) appends, after it. */
+template <int HD>
+__device__ void attn_mma_heads(const struct k_attn_decode_params &p, uint32_t kvh, uint32_t h0,
+                               uint32_t rows, uint32_t t0, uint32_t t1, struct attn_dec_smem *sm,
+                               bool wait)
+{
+    /* K chunks; O^T tiles in all and a warp's (half the dims); V words a key a half-row */
+    constexpr int NCH = HD / 32, J = HD / 16, JH = J / 2, NW = JH / 2;
+    const struct k_attn_dims &d = p.d;
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const uint32_t group = d.n_heads / d.n_kv, dh = warp & 1; /* dh: which half of the dims */
+    const uint16_t *K = (const uint16_t *)p.k_cache + (uint64_t)kvh * d.max_seq * HD;
+    const uint16_t *V = (const uint16_t *)p.v_cache + (uint64_t)kvh * d.max_seq * HD;
+    uint4 ka[NCH], kz[NCH];
+    uint32_t vw[4][2][NW];
+    uint32_t kb = t0 + 16 * (warp >> 1);
+    const uint32_t fresh = wait ? k_step_of(p.step)->pos : ~0u;
+    attn_mma_load<HD, true>(ka, kz, vw, K, V, kb, t1, fresh, dh);
+    if (wait) {
+        k_pdl_enter();
+        if (fresh >= kb && fresh < kb + 16)
+            attn_mma_load<HD, false>(ka, kz, vw, K, V, kb, t1, fresh, dh);
+    }
+    /* q's B fragments: entry (c, s, lane (g, t)) = q[h0 + g], dims 32c + 8t + 4s .. + 3 */
+    for (uint32_t i = threadIdx.x; i < NCH * 64; i += blockDim.x) {
+        const uint32_t c = i / 64, s = (i / 32) & 1, gg = (i & 31) >> 2, tt = i & 3;
+        const uint16_t *q = (const uint16_t *)p.q + (uint64_t)(kvh * group + h0 + gg) * HD;
+        sm->qf[c][s][i & 31] =
+            gg < rows ? __ldg((const uint2 *)(q + 32 * c + 8 * tt + 4 * s)) : make_uint2(0, 0);
+    }
+    __syncthreads();
+    const float sl2 = d.scale * ATTN_LOG2E;
+    float acc[JH][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < JH; j++)
+        acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    if (kb < t1)
+        attn_mma_tile<HD>(acc, m, l, ka, kz, vw, sm, K, V, kb, t1, sl2);
+    for (kb += 16 * ATTN_PAIRS; kb < t1; kb += 16 * ATTN_PAIRS) {
+        uint4 na[NCH], nz[NCH]; /* this tile's own registers: nothing carried over the loop */
+        uint32_t nv[4][2][NW];
+        attn_mma_load<HD, true>(na, nz, nv, K, V, kb, t1, ~0u, dh);
+        attn_mma_tile<HD>(acc, m, l, na, nz, nv, sm, K, V, kb, t1, sl2);
+    }
+    /* The merge. Both warps of a pair hold the same max and sum (the same scores); the sum
+     * counts the even warps only. Pairs take turns in order (a pair without keys has m = -inf,
+     * l = 0 and takes none), the two warps of a turn writing their own dims. */
+#pragma unroll
+    for (int e = 0; e < 2; e++)
+#pragma unroll
+        for (int o = 4; o < 32; o <<= 1)
+            l[e] += __shfl_xor_sync(ATTN_FULL, l[e], o);
+    if (g == 0)
+        sm->m[warp][2 * t] = m[0], sm->m[warp][2 * t + 1] = m[1], sm->l[warp][2 * t] = l[0],
+        sm->l[warp][2 * t + 1] = l[1];
+    __syncthreads();
+    float f[2];
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        float M = -INFINITY;
+        for (int w = 0; w < ATTN_WARPS; w += 2)
+            M = fmaxf(M, sm->m[w][2 * t + e]);
+        f[e] = m[e] == -INFINITY ? 0.0f : exp2f(m[e] - M);
+    }
+    if (threadIdx.x < ATTN_ROWS) {
+        const uint32_t r = threadIdx.x;
+        float M = -INFINITY, L = 0.0f;
+        for (int w = 0; w < ATTN_WARPS; w += 2)
+            M = fmaxf(M, sm->m[w][r]);
+        for (int w = 0; w < ATTN_WARPS; w += 2)
+            L += sm->m[w][r] == -INFINITY ? 0.0f : exp2f(sm->m[w][r] - M) * sm->l[w][r];
+        sm->fm[r] = M, sm->fl[r] = L;
+    }
+    const uint32_t turns = min((uint32_t)ATTN_PAIRS, (t1 - t0 + 15) / 16);
+    for (uint32_t w = 0; w < turns; w++) {
+        if (warp >> 1 == w)
+#pragma unroll
+            for (int j = 0; j < JH; j++)
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    const uint32_t i =
+                        ATTN_OI(2 * t + (q & 1), J * (g + 8 * (q >> 1)) + JH * dh + j);
+                    sm->o[i] = (w ? sm->o[i] : 0.0f) + acc[j][q] * f[q & 1];
+                }
         __syncthreads();
     }
 }
@@ -302,9 +551,31 @@ __device__ __forceinline__ uint32_t attn_piece(uint32_t L, uint32_t n_split)
 
 /* ---- decode kernels ------------------------------------------------------------------------------ */
 
-extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode(struct k_attn_decode_params p)
+/* The CTA's 8 heads from h0 over keys [t0, t1) into sm: the warp walk, or (TC) the tensor-core
+ * body at head_dim 64, 128 or 256 (the planner's K_ATTN_DEC_TC_OK). */
+template <bool TC>
+__device__ __forceinline__ void attn_heads(const struct k_attn_decode_params &p, uint32_t kvh,
+                                           uint32_t h0, uint32_t rows, uint32_t t0, uint32_t t1,
+                                           struct attn_dec_smem *sm)
 {
-    k_pdl_enter();
+    if constexpr (TC) { /* the first 8 heads make the launch wait, after their first loads */
+        switch (p.d.head_dim) {
+        case 256: attn_mma_heads<256>(p, kvh, h0, rows, t0, t1, sm, h0 == 0); break;
+        case 128: attn_mma_heads<128>(p, kvh, h0, rows, t0, t1, sm, h0 == 0); break;
+        case 64: attn_mma_heads<64>(p, kvh, h0, rows, t0, t1, sm, h0 == 0); break;
+        default: __trap();
+        }
+    } else {
+        attn_decode_heads(p, kvh, h0, rows, t0, t1, sm);
+    }
+}
+
+/* single pass: CTA kvh over keys [0, L) */
+template <bool TC>
+__device__ __forceinline__ void attn_decode_one(const struct k_attn_decode_params &p)
+{
+    if (!TC) /* the tensor-core body waits itself, after its first loads */
+        k_pdl_enter();
     __shared__ struct attn_dec_smem sm;
     const struct k_step *st = k_step_of(p.step);
     if (st->done)
@@ -312,16 +583,19 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode(st
     uint32_t L = attn_filled(st, p.d), kvh = blockIdx.x, group = p.d.n_heads / p.d.n_kv;
     for (uint32_t h0 = 0; h0 < group; h0 += ATTN_ROWS) {
         uint32_t rows = min(group - h0, (uint32_t)ATTN_ROWS);
-        attn_decode_heads(p, kvh, h0, rows, 0, L, &sm);
+        attn_heads<TC>(p, kvh, h0, rows, 0, L, &sm);
         attn_decode_store(p, kvh, h0, rows, &sm);
         __syncthreads(); /* sm is reused by the next 8 heads */
     }
 }
 
-extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode_split(struct k_attn_decode_params p)
+/* split: CTA (s, kvh) over piece s */
+template <bool TC>
+__device__ __forceinline__ void attn_decode_piece(const struct k_attn_decode_params &p)
 {
     K_TRACE_BEGIN();
-    k_pdl_enter();
+    if (!TC) /* the tensor-core body waits itself, after its first loads */
+        k_pdl_enter();
     __shared__ struct attn_dec_smem sm;
     const struct k_step *st = k_step_of(p.step);
     if (st->done)
@@ -333,12 +607,36 @@ extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1) k_attn_decode_sp
         return; /* an empty piece: the reduce does not read it */
     for (uint32_t h0 = 0; h0 < group; h0 += ATTN_ROWS) {
         uint32_t rows = min(group - h0, (uint32_t)ATTN_ROWS);
-        attn_decode_heads(p, kvh, h0, rows, t0, t1, &sm);
+        attn_heads<TC>(p, kvh, h0, rows, t0, t1, &sm);
         K_TRACE_MARK();
         attn_decode_store_part(p, s, kvh, h0, rows, &sm);
         __syncthreads();
     }
     K_TRACE_END();
+}
+
+extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1)
+    k_attn_decode(struct k_attn_decode_params p)
+{
+    attn_decode_one<false>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1)
+    k_attn_decode_tc(struct k_attn_decode_params p)
+{
+    attn_decode_one<true>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1)
+    k_attn_decode_split(struct k_attn_decode_params p)
+{
+    attn_decode_piece<false>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1)
+    k_attn_decode_split_tc(struct k_attn_decode_params p)
+{
+    attn_decode_piece<true>(p);
 }
 
 /* o = sum_s w_s o_s / sum_s w_s with w_s = exp2(m_s - M) l_s, M the largest piece maximum.

@@ -15,6 +15,10 @@
  *   K_ATTN_REDUCE_THREADS(head_dim) (head_dim rounded up to whole warps).
  * k_attn_decode: the single-pass alternative for short contexts (one CTA per kv head walks
  *   the whole filled length). Launch: grid (n_kv), block K_ATTN_THREADS.
+ * k_attn_decode_tc, k_attn_decode_split_tc: the same two contracts and launches with the dot
+ *   products on tensor cores (mma.sync, the group's query heads as the n8 side, 16 keys a warp
+ *   pair), for head_dim with K_ATTN_DEC_TC_OK; the planner takes them there. They share
+ *   k_attn_decode_reduce.
  * k_attn_prefill: causal flash attention over the cached prefix plus the chunk, query heads
  *   of one kv head folded into the M dimension (pack GQA), fp32 softmax statistics, output
  *   gate fused. Launch: grid (ceil(T_max * group / K_ATTN_BM), n_kv), block K_ATTN_THREADS.
@@ -39,6 +43,7 @@
 #define K_ATTN_THREADS 256
 #define K_ATTN_REDUCE_THREADS(hd) (((hd) + 31u) / 32u * 32u)
 #define K_ATTN_BM 64
+#define K_ATTN_DEC_TC_OK(hd) ((hd) == 64 || (hd) == 128 || (hd) == 256)
 
 /* k_attn_prefill_tc: 8 warps of 16 packed query rows each, keys in tiles of 32; shared memory
  * holds the CTA's q rows and K_ATTN_TC_STAGES stages of K and V tiles (the mma.sync build uses

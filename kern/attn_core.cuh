@@ -59,6 +59,17 @@ __device__ __forceinline__ uint4 attn_pack8(const float f[8])
     return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+/* Two probabilities as bf16x2 hi + lo (element x in the low half): hi = bf16(p), lo =
+ * bf16(p - hi); p - hi is exact in fp32, so hi + lo is p to a relative 2^-17. */
+__device__ __forceinline__ void attn_tc_split(float x, float y, uint32_t &hi, uint32_t &lo)
+{
+    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+    float2 hf = __bfloat1622float2(h);
+    __nv_bfloat162 l = __floats2bfloat162_rn(x - hf.x, y - hf.y);
+    hi = *reinterpret_cast<uint32_t *>(&h);
+    lo = *reinterpret_cast<uint32_t *>(&l);
+}
+
 /* o * sigmoid(gate) as bf16 ops: bf16(bf16(o) * bf16(sigmoid(g))), 8 dims */
 __device__ __forceinline__ uint4 attn_gate8(const float o[8], uint4 gate)
 {

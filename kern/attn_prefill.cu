@@ -237,17 +237,6 @@ __device__ __forceinline__ uint32_t attn_tc_chunk(uint32_t x, int s)
     return ((((uint32_t)s >> 2) << 3) | (x ^ (((uint32_t)s & 3) << 1))) << 4;
 }
 
-/* Two probabilities as bf16x2 hi + lo (element x in the low half): hi = bf16(p), lo =
- * bf16(p - hi); p - hi is exact in fp32, so hi + lo is p to a relative 2^-17. */
-__device__ __forceinline__ void attn_tc_split(float x, float y, uint32_t &hi, uint32_t &lo)
-{
-    __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
-    float2 hf = __bfloat1622float2(h);
-    __nv_bfloat162 l = __floats2bfloat162_rn(x - hf.x, y - hf.y);
-    hi = *reinterpret_cast<uint32_t *>(&h);
-    lo = *reinterpret_cast<uint32_t *>(&l);
-}
-
 /* Queue keys [kb, kb + K_ATTN_TC_BN) of K and V into one stage (swizzled rows of ld
  * elements): zeros for keys past kend and for the dims past hd up to hdp. */
 __device__ __forceinline__ void attn_tc_load_kv(uint16_t *ks, uint16_t *vs, const uint16_t *K,

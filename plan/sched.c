@@ -612,10 +612,11 @@ static uint32_t attn_decode_core(struct em *e, uint32_t l, uint32_t q, uint32_t 
     uint32_t ao = pb_buf(b, PLAN_REGION_OVERLAY, PLAN_DTYPE_BF16, 2ull * qd, "l%u.attn_out", l);
     struct k_attn_decode_params p = {.d = attn_dims(e), .n_split = e->b->n_split};
     uint32_t grid[3] = {c->num_kv_heads, 1, 1};
-    const char *kernel = "k_attn_decode";
+    const int tc = K_ATTN_DEC_TC_OK(c->head_dim);
+    const char *kernel = tc ? "k_attn_decode_tc" : "k_attn_decode";
     if (e->split) {
         grid[0] = e->b->n_split, grid[1] = c->num_kv_heads;
-        kernel = "k_attn_decode_split";
+        kernel = tc ? "k_attn_decode_split_tc" : "k_attn_decode_split";
     }
     uint32_t op = pb_kernel_op(b, kernel, &p, sizeof p, grid, K_ATTN_THREADS, 0, "l%u.%s", l,
                                e->split ? "attn_split" : "attn_single");

@@ -7,7 +7,9 @@
  *   k_attn_rope: decode rows, the last cache row, a chunk shorter than its bucket, done.
  *   decode: L = 1, 7, 255, 256, 257, 1000 (and 4096 at full size), single pass and split-K
  *     (n_split 64 and 7) + reduce, each against the reference and split against single; one
- *     case with large scores (running-max stability); done leaves everything untouched.
+ *     case with large scores (running-max stability); done leaves everything untouched. Both
+ *     builds: the warp walk (k_attn_decode, _split) and, at head_dim 64 and 256 (full and
+ *     tiny-a), tensor cores (k_attn_decode_tc, _split_tc).
  *   k_attn_prefill and k_attn_prefill_tc, each: T = 1, 5, 64, 65, 300 over a cached prefix of
  *     0 and 100 tokens (with 100, the bucket is 3 rows larger than the chunk), and rope ->
  *     prefill chained on the device; a 64-token chunk after max_seq / 2 and 5 tokens at the end
@@ -61,7 +63,11 @@ struct bufs {
 };
 
 static struct gpu g;
-static CUfunction f_rope, f_dec, f_split, f_red, f_pre, f_pre_tc, f_pre_red;
+static CUfunction f_rope, f_red, f_pre, f_pre_tc, f_pre_red;
+/* the decode kernels: [0] the warp walk, [1] tensor cores (head_dim with K_ATTN_DEC_TC_OK) */
+static CUfunction f_dec[2], f_split[2];
+static const char *const dec_name[2] = {"k_attn_decode", "k_attn_decode_tc"};
+static const char *const split_name[2] = {"k_attn_decode_split", "k_attn_decode_split_tc"};
 static int smem_optin; /* the device's opt-in shared memory per block */
 static unsigned long long rng = 0x5EED;
 
@@ -216,25 +222,26 @@ static void test_rope(const struct cfg *c, struct bufs *b, uint32_t T_max, uint3
 
 /* ---- decode ------------------------------------------------------------------------------- */
 
-static void run_single(struct bufs *b, const struct cfg *c, uint16_t *got)
+static void run_single(struct bufs *b, const struct cfg *c, int tc, uint16_t *got)
 {
     size_t nq = (size_t)c->nh * c->hd;
     poison(b->out, 2 * nq);
     struct k_attn_decode_params p = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
                                      .out = b->out, .step = b->step, .d = dims_of(c, 1), .n_split = 1};
-    launch(f_dec, &p, c->nkv, 1, K_ATTN_THREADS);
+    launch(f_dec[tc], &p, c->nkv, 1, K_ATTN_THREADS);
     down(got, b->out, 2 * nq);
 }
 
 /* split + reduce; returns 1 when exactly the pieces in use (ceil(L / c)) were written, finite */
-static int run_split(struct bufs *b, const struct cfg *c, uint32_t L, uint32_t n_split, uint16_t *got)
+static int run_split(struct bufs *b, const struct cfg *c, int tc, uint32_t L, uint32_t n_split,
+                     uint16_t *got)
 {
     size_t nq = (size_t)c->nh * c->hd, npo = n_split * nq, nml = 2 * (size_t)n_split * c->nh;
     poison(b->out, 2 * nq), poison(b->part_o, 4 * npo), poison(b->part_ml, 4 * nml);
     struct k_attn_decode_params p = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
                                      .part_o = b->part_o, .part_ml = b->part_ml, .out = b->out,
                                      .step = b->step, .d = dims_of(c, 1), .n_split = n_split};
-    launch(f_split, &p, n_split, c->nkv, K_ATTN_THREADS);
+    launch(f_split[tc], &p, n_split, c->nkv, K_ATTN_THREADS);
     float *po = malloc(4 * npo), *ml = malloc(4 * nml);
     down(po, b->part_o, 4 * npo), down(ml, b->part_ml, 4 * nml);
     launch(f_red, &p, c->nh, 1, K_ATTN_REDUCE_THREADS(c->hd));
@@ -269,18 +276,20 @@ static void test_decode(const struct cfg *c, struct bufs *b, uint32_t L, float q
     struct kref_attn_dims rd = rdims_of(c);
     kref_attn(&rd, q, qg, kc, vc, 1, L - 1, want);
 
-    run_single(b, c, single);
-    CHECK(cmp_attn("out", single, want, nq), "k_attn_decode %s L=%u%s matches the reference",
-          c->name, L, tag);
-    const uint32_t splits[] = {64, 7};
-    for (int i = 0; i < 2; i++) {
-        int ok = run_split(b, c, L, splits[i], split);
-        ok &= cmp_attn("out", split, want, nq);
-        CHECK(ok, "k_attn_decode_split+reduce %s L=%u n_split=%u%s matches the reference, partials "
-                  "bounded by L", c->name, L, splits[i], tag);
-        if (i == 0)
-            CHECK(cmp_attn("split vs single", split, single, nq),
-                  "k_attn_decode_split %s L=%u%s agrees with k_attn_decode", c->name, L, tag);
+    for (int tc = 0; tc < 1 + K_ATTN_DEC_TC_OK(c->hd); tc++) {
+        run_single(b, c, tc, single);
+        CHECK(cmp_attn("out", single, want, nq), "%s %s L=%u%s matches the reference",
+              dec_name[tc], c->name, L, tag);
+        const uint32_t splits[] = {64, 7};
+        for (int i = 0; i < 2; i++) {
+            int ok = run_split(b, c, tc, L, splits[i], split);
+            ok &= cmp_attn("out", split, want, nq);
+            CHECK(ok, "%s+reduce %s L=%u n_split=%u%s matches the reference, partials bounded "
+                      "by L", split_name[tc], c->name, L, splits[i], tag);
+            if (i == 0)
+                CHECK(cmp_attn("split vs single", split, single, nq), "%s %s L=%u%s agrees with %s",
+                      split_name[tc], c->name, L, tag, dec_name[tc]);
+        }
     }
     free(q), free(qg), free(kc), free(vc), free(want), free(single), free(split);
 }
@@ -306,12 +315,15 @@ static void test_decode_done(const struct cfg *c, struct bufs *b)
     struct k_attn_decode_params p = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
                                      .part_o = b->part_o, .part_ml = b->part_ml, .out = b->out,
                                      .step = b->step, .d = dims_of(c, 1), .n_split = n_split};
-    launch(f_dec, &p, c->nkv, 1, K_ATTN_THREADS);
-    launch(f_split, &p, n_split, c->nkv, K_ATTN_THREADS);
+    for (int tc = 0; tc < 1 + K_ATTN_DEC_TC_OK(c->hd); tc++) {
+        launch(f_dec[tc], &p, c->nkv, 1, K_ATTN_THREADS);
+        launch(f_split[tc], &p, n_split, c->nkv, K_ATTN_THREADS);
+    }
     launch(f_red, &p, c->nh, 1, K_ATTN_REDUCE_THREADS(c->hd));
     int ok = untouched(b->out, 2 * nq) && untouched(b->part_o, 4 * n_split * nq) &&
              untouched(b->part_ml, 8 * n_split * c->nh);
-    CHECK(ok, "k_attn_decode, _split, _reduce %s: a done step writes nothing", c->name);
+    CHECK(ok, "k_attn_decode, _split, _reduce (and the _tc ones) %s: a done step writes nothing",
+          c->name);
 }
 
 /* ---- prefill ------------------------------------------------------------------------------ */
@@ -454,15 +466,28 @@ static void timings(const struct cfg *c, struct bufs *b)
     struct k_attn_decode_params p = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
                                      .part_o = b->part_o, .part_ml = b->part_ml, .out = b->out,
                                      .step = b->step, .d = dims_of(c, 1), .n_split = 64};
+    /* back to back (K and V L2-warm), then split and reduce one launch at a time from an
+     * idle GPU with L2 flushed (the cache read from memory) */
     const uint32_t Ls[] = {256, 4096};
+    const size_t flush_bytes = 128u << 20; /* more than an H100's 50 MiB of L2 */
+    CUdeviceptr flush = gpu_alloc(&g, flush_bytes);
     for (int i = 0; i < 2; i++) {
         set_step(b, Ls[i] - 1, 1, 0);
-        float ts = time_us(f_dec, &p, c->nkv, 1, K_ATTN_THREADS, 0);
-        float tp = time_us(f_split, &p, 64, c->nkv, K_ATTN_THREADS, 0);
-        float tr = time_us(f_red, &p, c->nh, 1, K_ATTN_REDUCE_THREADS(c->hd), 0);
-        printf("# time %s L=%u: single %.1f us, split(64) %.1f us + reduce %.1f us (K+V %.2f MB)\n",
-               c->name, Ls[i], ts, tp, tr, 4.0 * c->nkv * Ls[i] * c->hd / 1e6);
+        for (int tc = 0; tc < 1 + K_ATTN_DEC_TC_OK(c->hd); tc++) {
+            float ts = time_us(f_dec[tc], &p, c->nkv, 1, K_ATTN_THREADS, 0);
+            float tp = time_us(f_split[tc], &p, 64, c->nkv, K_ATTN_THREADS, 0);
+            float tr = time_us(f_red, &p, c->nh, 1, K_ATTN_REDUCE_THREADS(c->hd), 0);
+            double cp = gpu_time_cold(&g, f_split[tc], &p, 64, c->nkv, 1, K_ATTN_THREADS, 0,
+                                      flush, flush_bytes, 21);
+            double cr = gpu_time_cold(&g, f_red, &p, c->nh, 1, 1, K_ATTN_REDUCE_THREADS(c->hd), 0,
+                                      flush, flush_bytes, 21);
+            printf("# time %s %s L=%u: single %.1f us, split(64) %.1f us + reduce %.1f us; "
+                   "one launch from idle, L2 flushed: split %.1f + reduce %.1f us (K+V %.2f MB)\n",
+                   tc ? "tensor cores" : "warp walk", c->name, Ls[i], ts, tp, tr, cp, cr,
+                   4.0 * c->nkv * Ls[i] * c->hd / 1e6);
+        }
     }
+    CU(&g, cuMemFree(flush));
     set_step(b, 100, 300, 0);
     struct k_attn_prefill_params pp = {.q = b->q, .qg = b->qg, .k_cache = b->kc, .v_cache = b->vc,
                                        .out = b->out, .step = b->step, .d = dims_of(c, 300)};
@@ -607,8 +632,10 @@ int main(void)
         return test_skip("no CUDA device");
     CUmodule m = gpu_module(&g);
     CU(&g, cuModuleGetFunction(&f_rope, m, "k_attn_rope"));
-    CU(&g, cuModuleGetFunction(&f_dec, m, "k_attn_decode"));
-    CU(&g, cuModuleGetFunction(&f_split, m, "k_attn_decode_split"));
+    for (int tc = 0; tc < 2; tc++) {
+        CU(&g, cuModuleGetFunction(&f_dec[tc], m, dec_name[tc]));
+        CU(&g, cuModuleGetFunction(&f_split[tc], m, split_name[tc]));
+    }
     CU(&g, cuModuleGetFunction(&f_red, m, "k_attn_decode_reduce"));
     CU(&g, cuModuleGetFunction(&f_pre, m, "k_attn_prefill"));
     CU(&g, cuModuleGetFunction(&f_pre_tc, m, "k_attn_prefill_tc"));

@@ -155,7 +155,7 @@ static void check_ops_named(void)
     uint8_t *p = int4_plan(&c, &v);
     if (!p)
         return;
-    const char *need[] = {"k_attn_decode_split", "k_attn_decode_reduce", "k_attn_decode",
+    const char *need[] = {"k_attn_decode_split_tc", "k_attn_decode_reduce", "k_attn_decode_tc",
                           "k_attn_prefill_tc",   "k_gdn_step",           "k_gdn_prep",  "k_gdn_seq",   "k_gdn_gnorm",
                           "k_router",            "k_moe_align",          "k_moe_up_g128",
                           "k_moe_down_g128",     "k_moe_gemm_up_i4",     "k_moe_gemm_down_i4",
