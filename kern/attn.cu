@@ -615,29 +615,18 @@ __device__ __forceinline__ void attn_decode_piece(const struct k_attn_decode_par
     K_TRACE_END();
 }
 
-extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1)
-    k_attn_decode(struct k_attn_decode_params p)
-{
-    attn_decode_one<false>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1)
-    k_attn_decode_tc(struct k_attn_decode_params p)
-{
-    attn_decode_one<true>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1)
-    k_attn_decode_split(struct k_attn_decode_params p)
-{
-    attn_decode_piece<false>(p);
-}
-
-extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1)
-    k_attn_decode_split_tc(struct k_attn_decode_params p)
-{
-    attn_decode_piece<true>(p);
-}
+/* the entry points: the warp walk and the tensor-core body, single pass and split */
+#define ATTN_DECODE_KERNEL(name, body, TC)                                                         \
+    extern "C" __global__ void __launch_bounds__(K_ATTN_THREADS, 1)                                \
+        name(struct k_attn_decode_params p)                                                        \
+    {                                                                                              \
+        body<TC>(p);                                                                               \
+    }
+ATTN_DECODE_KERNEL(k_attn_decode, attn_decode_one, false)
+ATTN_DECODE_KERNEL(k_attn_decode_tc, attn_decode_one, true)
+ATTN_DECODE_KERNEL(k_attn_decode_split, attn_decode_piece, false)
+ATTN_DECODE_KERNEL(k_attn_decode_split_tc, attn_decode_piece, true)
+#undef ATTN_DECODE_KERNEL
 
 /* o = sum_s w_s o_s / sum_s w_s with w_s = exp2(m_s - M) l_s, M the largest piece maximum.
  * The pieces' (m, l) pairs are read once into shared memory by as many threads (the loads in
