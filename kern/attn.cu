@@ -232,7 +232,8 @@ __device__ void attn_decode_merge(const struct attn_acc &a, struct attn_dec_smem
  *
  * The same contract as the walk above (sm->o, fm, fl for 8 query heads of kv head kvh over keys
  * [t0, t1)), with the dot products on mma.m16n8k16: the 8 heads of a group are the n8 side of
- * every MMA, so a warp takes 16 keys at a time.
+ * every MMA, and a pair of warps takes 16 keys at a time, both forming the scores and each
+ * accumulating half the output dims (one warp for all of them would need 255 registers).
  *   S^T = K Q^T: A is 16 key rows (lane (g, t): keys g and g + 8), B is q^T (column g: head g).
  *   The dims inside each 32-dim chunk are permuted the same way for both operands (a dot
  *   product does not see the order): lane t's 16-byte piece, dims 8t .. 8t + 7 of the chunk,
@@ -249,8 +250,8 @@ __device__ void attn_decode_merge(const struct attn_acc &a, struct attn_dec_smem
  *   layout: 2 shuffles and a byte permute a register. P is fed as bf16 hi + lo, as in
  *   k_attn_prefill_tc, so it stays within 2^-17 of the fp32 probabilities.
  * Keys at or past t1 are neither read nor counted: their K and V slices are zero and their
- * scores -inf (stale cache rows may hold NaN, and 0 * NaN is NaN). Each warp then leaves its
- * max, sum and output to the merge in warp order, as the walk does. */
+ * scores -inf (stale cache rows may hold NaN, and 0 * NaN is NaN). The pairs then leave their
+ * max, sum and output to the merge in order, as the walk's warps do. */
 
 /* NW 32-bit words of a cache row at src, or zeros */
 template <int NW>
