@@ -228,7 +228,7 @@ __device__ void attn_decode_merge(const struct attn_acc &a, struct attn_dec_smem
     }
 }
 
-/* ---- decode on tensor cores (head_dim 64, 128 or 256) ----------------------------------------
+/* ---- decode on tensor cores (head_dim 64 or 256) ------------------------------------------------
  *
  * The same contract as the walk above (sm->o, fm, fl for 8 query heads of kv head kvh over keys
  * [t0, t1)), with the dot products on mma.m16n8k16: the 8 heads of a group are the n8 side of
@@ -260,18 +260,10 @@ __device__ __forceinline__ void attn_ldw(uint32_t (&w)[NW], const uint16_t *src,
     if constexpr (NW == 4) {
         const uint4 v = ok ? __ldg((const uint4 *)src) : make_uint4(0, 0, 0, 0);
         w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
-    } else if constexpr (NW == 2) {
-        const uint2 v = ok ? __ldg((const uint2 *)src) : make_uint2(0, 0);
-        w[0] = v.x, w[1] = v.y;
     } else {
-        static_assert(NW == 1, "4, 8 or 16 bytes");
+        static_assert(NW == 1, "4 or 16 bytes (head_dim 64 or 256)");
         w[0] = ok ? __ldg((const uint32_t *)src) : 0u;
     }
-}
-
-__device__ __forceinline__ uint32_t attn_word(const uint4 &v, int i)
-{
-    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
 #define ATTN_PAIRS (ATTN_WARPS / 2) /* 16-key tiles a CTA has in flight: two warps a tile */
@@ -338,8 +330,8 @@ attn_mma_tile(float (&acc)[HD / 32][4], float (&m)[2], float (&l)[2], const uint
 #pragma unroll
         for (int st = 0; st < 2; st++) {
             const uint2 b = sm->qf[c][st][lane];
-            k_mma16816(s, attn_word(ka[c], 2 * st), attn_word(kz[c], 2 * st),
-                       attn_word(ka[c], 2 * st + 1), attn_word(kz[c], 2 * st + 1), b.x, b.y);
+            k_mma16816(s, k_word(ka[c], 2 * st), k_word(kz[c], 2 * st), k_word(ka[c], 2 * st + 1),
+                       k_word(kz[c], 2 * st + 1), b.x, b.y);
         }
     /* s: keys r0 (0, 1) and r1 (2, 3) of heads 2t (0, 2) and 2t + 1 (1, 3) */
     s[0] = r0 < t1 ? s[0] * sl2 : -INFINITY, s[1] = r0 < t1 ? s[1] * sl2 : -INFINITY;
@@ -553,7 +545,7 @@ __device__ __forceinline__ uint32_t attn_piece(uint32_t L, uint32_t n_split)
 /* ---- decode kernels ------------------------------------------------------------------------------ */
 
 /* The CTA's 8 heads from h0 over keys [t0, t1) into sm: the warp walk, or (TC) the tensor-core
- * body at head_dim 64, 128 or 256 (the planner's K_ATTN_DEC_TC_OK). */
+ * body at head_dim 64 or 256 (the planner's K_ATTN_DEC_TC_OK). */
 template <bool TC>
 __device__ __forceinline__ void attn_heads(const struct k_attn_decode_params &p, uint32_t kvh,
                                            uint32_t h0, uint32_t rows, uint32_t t0, uint32_t t1,
@@ -562,7 +554,6 @@ __device__ __forceinline__ void attn_heads(const struct k_attn_decode_params &p,
     if constexpr (TC) { /* the first 8 heads make the launch wait, after their first loads */
         switch (p.d.head_dim) {
         case 256: attn_mma_heads<256>(p, kvh, h0, rows, t0, t1, sm, h0 == 0); break;
-        case 128: attn_mma_heads<128>(p, kvh, h0, rows, t0, t1, sm, h0 == 0); break;
         case 64: attn_mma_heads<64>(p, kvh, h0, rows, t0, t1, sm, h0 == 0); break;
         default: __trap();
         }
